@@ -1,0 +1,1 @@
+"""Protocol adapters: translate wire protocols into ShareFS calls, and the appliance runner."""

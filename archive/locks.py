@@ -1,0 +1,135 @@
+"""Lock store: WebDAV-style write locks kept in the catalog, so every process agrees.
+
+Several appliance processes (one systemd unit per protocol, or several nodes on one
+PostgreSQL catalog) must see the same locks: a lock taken over WebDAV in one process must
+make a PUT in another process fail with 423.  Locks therefore live in the catalog's
+``locks`` table, not in memory.
+
+A lock is addressed by its ``root``: the protocol's canonical name of the locked resource
+(for WebDAV the quoted URL path ``/<share>/<path>``).  ``share`` and ``path`` are stored
+too (unquoted, share-relative) so other tools can show who holds what.  Expired locks are
+invisible and purged lazily.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import and_, delete, select
+
+from .catalog.models import Lock
+
+#: Upper bound for any lock lifetime (seconds); "Infinite" requests get this.
+MAX_TIMEOUT = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    token: str
+    share: str
+    path: str
+    root: str
+    scope: str          # "exclusive" | "shared"
+    depth: str          # "0" | "infinity"
+    owner: str          # client-supplied owner XML (opaque text)
+    principal: str      # user name that took the lock
+    timeout: float      # requested lifetime in seconds (already capped)
+    expires_at: float
+    created_at: float
+
+
+def _record(row: Lock) -> LockRecord:
+    return LockRecord(
+        token=row.token, share=row.share, path=row.path, root=row.root, scope=row.scope,
+        depth=row.depth, owner=row.owner or "", principal=row.principal,
+        timeout=float(row.timeout), expires_at=float(row.expires_at),
+        created_at=float(row.created_at),
+    )
+
+
+def new_token() -> str:
+    """An unguessable lock token in the RFC 4918 opaquelocktoken form."""
+    return "opaquelocktoken:" + hex(secrets.randbits(256))
+
+
+def _children_range(root: str) -> tuple[str, str]:
+    """Bounds [lo, hi) of every string that starts with ``root + '/'`` ('/' + 1 == '0')."""
+    base = root.rstrip("/")
+    return base + "/", base + "0"
+
+
+class LockStore:
+    """Catalog-backed lock table.  Thread-safe: each call uses its own session."""
+
+    def __init__(self, repo) -> None:
+        self._catalog = repo.catalog
+
+    # -- writes ---------------------------------------------------------------------
+    def create(self, *, root: str, share: str, path: str, scope: str, depth: str,
+               owner: str, principal: str, timeout: float) -> LockRecord:
+        """Store a new lock (conflicts are checked by the caller) and return it."""
+        if timeout is None or timeout < 0 or timeout > MAX_TIMEOUT:
+            timeout = MAX_TIMEOUT
+        now = time.time()
+        row = Lock(token=new_token(), share=share, path=path, root=root, scope=scope,
+                   depth=depth, owner=owner, principal=principal, timeout=float(timeout),
+                   expires_at=now + float(timeout), created_at=now)
+        with self._catalog.session() as s:
+            s.add(row)
+            rec = _record(row)
+            s.commit()
+        return rec
+
+    def refresh(self, token: str, timeout: float) -> LockRecord | None:
+        """Extend a live lock's lifetime; None when it does not exist (or expired)."""
+        if timeout is None or timeout < 0 or timeout > MAX_TIMEOUT:
+            timeout = MAX_TIMEOUT
+        now = time.time()
+        with self._catalog.session() as s:
+            row = s.get(Lock, token)
+            if row is None or row.expires_at < now:
+                return None
+            row.timeout = float(timeout)
+            row.expires_at = now + float(timeout)
+            rec = _record(row)
+            s.commit()
+        return rec
+
+    def delete(self, token: str) -> bool:
+        with self._catalog.session() as s:
+            n = s.execute(delete(Lock).where(Lock.token == token)).rowcount
+            s.commit()
+        return bool(n)
+
+    def purge_expired(self) -> int:
+        with self._catalog.session() as s:
+            n = s.execute(delete(Lock).where(Lock.expires_at < time.time())).rowcount
+            s.commit()
+        return n or 0
+
+    # -- reads ----------------------------------------------------------------------
+    def get(self, token: str) -> LockRecord | None:
+        with self._catalog.session() as s:
+            row = s.get(Lock, token)
+            if row is None or row.expires_at < time.time():
+                return None
+            return _record(row)
+
+    def at(self, root: str) -> list[LockRecord]:
+        """Live locks rooted exactly at ``root``."""
+        with self._catalog.session() as s:
+            rows = s.scalars(select(Lock).where(
+                and_(Lock.root == root, Lock.expires_at >= time.time()))).all()
+            return [_record(r) for r in rows]
+
+    def under(self, root: str, include_root: bool = True) -> list[LockRecord]:
+        """Live locks rooted at ``root`` (optionally) or anywhere below it."""
+        lo, hi = _children_range(root)
+        cond = and_(Lock.root >= lo, Lock.root < hi)
+        if include_root:
+            cond = cond | (Lock.root == (root.rstrip("/") or "/"))
+        with self._catalog.session() as s:
+            rows = s.scalars(select(Lock).where(
+                and_(cond, Lock.expires_at >= time.time())).order_by(Lock.root)).all()
+            return [_record(r) for r in rows]

@@ -1,0 +1,202 @@
+"""WebDAV (class 1 and 2) adapter: wsgidav 4.4 on cheroot, over ShareFS.
+
+URL space: ``/`` lists the shares granted to the authenticated user; ``/<share>/<path>`` is
+the share.  Every share also shows its read-only ``/<share>/.snapshots/@GMT-…/`` tree
+(403 on writes), and any file's history is reachable as ``/<share>/<path>?versions``
+(JSON; ``?versions=html`` for a table) and ``/<share>/<path>?version=N`` (the bytes of
+version N).  A browser GET on a folder renders an HTML listing (wsgidav's dir_browser).
+
+Config keys (section ``[webdav]``; defaults in brackets):
+
+``listen`` ["127.0.0.1:8080"]
+    host:port to bind; port 0 picks a free one (see :meth:`WebDAVAdapter.urls`).
+``tls`` [false]
+    serve HTTPS with ``ctx.tls_cert`` / ``ctx.tls_key``.
+``require_tls_for_basic`` [true]
+    refuse HTTP Basic over plain HTTP (the password would travel in clear text); Digest
+    stays available when enabled.  Set false for loopback tests and trusted LANs.
+``auth`` ["basic"]
+    "basic", "digest" or "basic,digest" (both).  Digest needs the repository to expose
+    ``digest_ha1(user, realm)``; without it only Basic is offered.
+``junk_policy`` ["store"]
+    "store" keeps macOS ``._*`` / ``.DS_Store`` files like any other; "ignore" accepts
+    their PUT (201/204) but stores nothing, and they read as 404.
+``placeholder_window`` [10]
+    seconds.  Windows (Mini-Redirector, Office) saves with a 0-byte PUT, LOCK, PUT of the
+    content, PROPPATCH.  Every completed PUT is one version, so the 0-byte version is
+    kept; the history listing flags a 0-byte version followed within this window by
+    non-empty content as ``"placeholder": true``.  A LOCK on an unmapped URL creates no
+    version at all (lock-null resource), so LOCK-then-PUT clients produce one version.
+``threads`` [16]
+    cheroot worker threads (each serves one connection at a time).
+``block_size`` [1048576]
+    read/write block for GET and PUT bodies.
+``max_xml_bytes`` [1048576], ``max_xml_depth`` [64]
+    limits for PROPFIND/PROPPATCH/LOCK bodies (see :mod:`.xmlguard`).
+``auth_cache_seconds`` [60]
+    how long a successful Basic login is remembered (see :mod:`.auth`).
+``propfind_infinity`` [false]
+    allow ``Depth: infinity`` PROPFIND (off: 403 propfind-finite-depth, per RFC 4918).
+
+Locks live in the catalog (:mod:`archive.locks`), so several processes serving the same
+repository agree on them.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from cheroot import wsgi
+from wsgidav.dir_browser import WsgiDavDirBrowser
+from wsgidav.error_printer import ErrorPrinter
+from wsgidav.http_authenticator import HTTPAuthenticator
+from wsgidav.request_resolver import RequestResolver
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from .auth import CatalogDomainController
+from .locks import CatalogLockStorage
+from .provider import EdgeProvider
+from .xmlguard import XMLGuard
+
+DEFAULTS: dict[str, Any] = {
+    "listen": "127.0.0.1:8080",
+    "tls": False,
+    "require_tls_for_basic": True,
+    "auth": "basic",
+    "junk_policy": "store",
+    "placeholder_window": 10.0,
+    "threads": 16,
+    "block_size": 1 << 20,
+    "max_xml_bytes": 1 << 20,
+    "max_xml_depth": 64,
+    "auth_cache_seconds": 60.0,
+    "propfind_infinity": False,
+}
+
+
+def _parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = str(listen).rpartition(":")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+class _RequestScope:
+    """Outermost WSGI layer: per-request lock cache, and no leaks across requests."""
+
+    def __init__(self, app, storage: CatalogLockStorage) -> None:
+        self.app = app
+        self.storage = storage
+
+    def __call__(self, environ, start_response):
+        self.storage._drop_cache()
+        it = self.app(environ, start_response)
+        try:
+            yield from it
+        finally:
+            if hasattr(it, "close"):
+                it.close()
+            self.storage._drop_cache()
+
+
+class WebDAVAdapter:
+    """The ``webdav`` protocol adapter (see module docstring for config keys)."""
+
+    name = "webdav"
+
+    def __init__(self, repo, config: dict[str, Any], ctx) -> None:
+        self.repo = repo
+        self.ctx = ctx
+        self.config = {**DEFAULTS, **(config or {})}
+        self.log = getattr(ctx, "logger", None) or logging.getLogger("edge_archive")
+        self.host, self.port = _parse_listen(self.config["listen"])
+        self._server: wsgi.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.app = self._build_app()
+
+    # -- wiring ----------------------------------------------------------------------
+    def _auth_modes(self) -> tuple[bool, bool]:
+        modes = {m.strip().lower() for m in str(self.config["auth"]).replace("+", ",").split(",")}
+        if "both" in modes:
+            modes = {"basic", "digest"}
+        if not modes <= {"basic", "digest"} or not modes:
+            raise ValueError(f"webdav auth must be basic, digest or both, not {self.config['auth']!r}")
+        basic = "basic" in modes
+        digest = "digest" in modes and hasattr(self.repo, "digest_ha1")
+        if basic and self.config["require_tls_for_basic"] and not self.config["tls"]:
+            basic = False
+            self.log.warning("webdav: Basic auth refused over plain HTTP "
+                             "(require_tls_for_basic); enable tls or Digest")
+        return basic, digest
+
+    def _build_app(self):
+        cfg = self.config
+        self.lock_storage = CatalogLockStorage(self.repo)
+        self.provider = EdgeProvider(self.repo, junk_policy=cfg["junk_policy"],
+                                     placeholder_window=float(cfg["placeholder_window"]),
+                                     lock_storage=self.lock_storage, ctx=self.ctx)
+        basic, digest = self._auth_modes()
+        conf = {
+            "provider_mapping": {"/": self.provider},
+            "http_authenticator": {
+                "domain_controller": CatalogDomainController,
+                "accept_basic": basic,
+                "accept_digest": digest,
+                "default_to_digest": digest,
+                "trusted_auth_header": None,
+            },
+            "edge_archive": {
+                "repo": self.repo, "ctx": self.ctx,
+                "auth_cache_seconds": cfg["auth_cache_seconds"],
+                "require_tls_for_basic": bool(cfg["require_tls_for_basic"]) and not cfg["tls"],
+            },
+            "lock_storage": self.lock_storage,
+            "property_manager": None,
+            "middleware_stack": [ErrorPrinter, HTTPAuthenticator, WsgiDavDirBrowser,
+                                 RequestResolver],
+            "verbose": 1,
+            "logging": {"enable": False},
+            "block_size": int(cfg["block_size"]),
+            "suppress_version_info": True,
+            "dir_browser": {"enable": True, "icon": False, "response_trailer": "Edge Archive",
+                            "show_user": True, "davmount": True,
+                            "ms_sharepoint_support": False, "libre_office_support": False,
+                            "ignore": [".DS_Store", "._*"]
+                            if cfg["junk_policy"] == "ignore" else []},
+            "hotfixes": {"emulate_win32_lastmod": False, "re_encode_path_info": True},
+        }
+        self.provider.allow_propfind_infinity = bool(cfg["propfind_infinity"])
+        dav = WsgiDAVApp(conf)
+        return _RequestScope(XMLGuard(dav, max_bytes=int(cfg["max_xml_bytes"]),
+                                      max_depth=int(cfg["max_xml_depth"])), self.lock_storage)
+
+    # -- Adapter contract ------------------------------------------------------------
+    def start(self) -> None:
+        server = wsgi.Server((self.host, self.port), self.app,
+                             numthreads=int(self.config["threads"]),
+                             server_name="edge-archive-webdav", shutdown_timeout=5)
+        if self.config["tls"]:
+            from cheroot.ssl.builtin import BuiltinSSLAdapter
+            if not (self.ctx.tls_cert and self.ctx.tls_key):
+                raise OSError("webdav: tls requested but no certificate/key in the context")
+            server.ssl_adapter = BuiltinSSLAdapter(self.ctx.tls_cert, self.ctx.tls_key)
+        server.prepare()   # binds; raises OSError on failure
+        self.port = server.socket.getsockname()[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve, name="webdav", daemon=True)
+        self._thread.start()
+        self.log.info("webdav: serving %s", ", ".join(self.urls()))
+
+    def stop(self, grace: float = 5.0) -> None:
+        server = self._server
+        if server is None:
+            return
+        server.shutdown_timeout = max(0.1, float(grace))
+        server.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=float(grace) + 5)
+        self._server = None
+
+    def urls(self) -> list[str]:
+        scheme = "https" if self.config["tls"] else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return [f"{scheme}://{host}:{self.port}/"]

@@ -1,0 +1,751 @@
+"""wsgidav resources over ShareFS: the whole WebDAV namespace is one provider mounted at "/".
+
+``/`` lists the shares granted to the authenticated user, ``/<share>/<path>`` maps to
+``repo.share(<share>).stat(<path>)``.  Nothing here touches SQL or packs; every core call
+goes through :func:`errors.mapped` so archive errors become HTTP codes in one table.
+
+Decisions worth knowing:
+
+* **PUT** streams the body into ``fs.open_write``; the Writer is committed only when the
+  whole body arrived (byte count checked against Content-Length; a broken chunked body
+  raises), otherwise aborted: a dropped upload never becomes a version.
+* **Lock-null resources** (LOCK on an unmapped URL) are *not* stored as empty files: the
+  lock itself (in the catalog) makes the name exist as an empty, locked resource that shows
+  up in PROPFIND; the first PUT creates the real file, UNLOCK without PUT makes it vanish.
+  So the LOCK-then-PUT dance of Office never leaves a spurious 0-byte version.
+* **Dead properties** live in the catalog (``fs.get_props``/``fs.set_props``), including
+  Windows' ``Win32*Time`` properties; ``Win32LastModifiedTime`` also sets the file's mtime.
+* **COPY** uses ``fs.copy`` (no data rewritten), **MOVE** uses ``fs.rename`` (history and
+  node identity kept), **DELETE** writes tombstones (restorable); all handled natively.
+* **Junk files** (``._*``, ``.DS_Store``) are stored or, with ``junk_policy = "ignore"``,
+  accepted by PUT and dropped (GET then answers 404).
+"""
+from __future__ import annotations
+
+import email.utils
+import time
+import unicodedata
+from typing import Any, Iterable
+from urllib.parse import quote, unquote
+
+from wsgidav import util
+from wsgidav.dav_error import (
+    HTTP_BAD_REQUEST,
+    HTTP_CONFLICT,
+    HTTP_FORBIDDEN,
+    HTTP_INSUFFICIENT_STORAGE,
+    HTTP_NOT_FOUND,
+    PRECONDITION_CODE_PropfindFiniteDepth,
+    DAVError,
+)
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
+from wsgidav.util import etree
+from wsgidav import xml_tools
+
+from archive import Origin, errors
+
+from .errors import dav_error, mapped
+
+SNAPSHOTS = ".snapshots"
+MS_NS = "{urn:schemas-microsoft-com:}"
+WRITE_METHODS = {"PUT", "DELETE", "MKCOL", "PROPPATCH", "LOCK", "MOVE"}
+
+
+def is_junk(name: str) -> bool:
+    """macOS metadata droppings: AppleDouble ``._*`` files and ``.DS_Store``."""
+    return name == ".DS_Store" or name.startswith("._")
+
+
+def split_url_path(path: str) -> tuple[str | None, str]:
+    """'/share/a/b' -> ('share', '/a/b'); '/' -> (None, '/').  NFC-normalizes."""
+    path = unicodedata.normalize("NFC", path)
+    parts = [p for p in path.split("/") if p != ""]
+    if not parts:
+        return None, "/"
+    return parts[0], "/" + "/".join(parts[1:])
+
+
+def lock_root(url_path: str) -> str:
+    """The key wsgidav's lock manager uses for a path (quoted, no trailing slash)."""
+    return "/" + quote(url_path).strip("/")
+
+
+class Session:
+    """Per-request state: the authenticated user, its ShareFS objects, cached usage."""
+
+    def __init__(self, provider: "EdgeProvider", environ: dict) -> None:
+        self.provider = provider
+        self.environ = environ
+        self.user = environ.get("edge.user")
+        self.address = environ.get("REMOTE_ADDR")
+        self._fs: dict[str, Any] = {}
+        self._usage: dict[str, tuple[int, int | None]] = {}
+
+    @classmethod
+    def of(cls, provider: "EdgeProvider", environ: dict) -> "Session":
+        s = environ.get("edge.session")
+        if s is None:
+            s = environ["edge.session"] = cls(provider, environ)
+        return s
+
+    def fs(self, share: str):
+        """ShareFS for ``share`` or None when it does not exist or is not granted."""
+        if share not in self._fs:
+            try:
+                name = getattr(self.user, "name", None)
+                self._fs[share] = self.provider.repo.share(
+                    share, user=self.user, origin=Origin("webdav", self.address, name))
+            except (errors.NotFound, errors.PermissionDenied, errors.InvalidPath):
+                self._fs[share] = None
+        return self._fs[share]
+
+    def shares(self) -> list[tuple[str, str]]:
+        return list(self.provider.repo.shares_for(self.user))
+
+    def usage(self, share: str) -> tuple[int, int | None]:
+        if share not in self._usage:
+            fs = self.fs(share)
+            with mapped():
+                self._usage[share] = fs.usage()
+        return self._usage[share]
+
+
+# ----------------------------------------------------------------------------------------
+# shared behaviour of resources inside a share
+# ----------------------------------------------------------------------------------------
+class _InShare:
+    """Mixin for resources that live in a share: props, locks, read-only checks, copy/move."""
+
+    share: str
+    rel: str
+    fs: Any
+    entry: Any
+    path: str
+    environ: dict
+    provider: "EdgeProvider"
+
+    def _init_share(self, share: str, rel: str, fs, entry, props: dict | None = None) -> None:
+        self.share, self.rel, self.fs, self.entry = share, rel, fs, entry
+        self._props = props
+
+    @property
+    def session(self) -> Session:
+        return Session.of(self.provider, self.environ)
+
+    @property
+    def readonly(self) -> bool:
+        return (not self.fs.writable) or bool(getattr(self.entry, "readonly", False)) \
+            or self.rel == "/" + SNAPSHOTS or self.rel.startswith("/" + SNAPSHOTS + "/")
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise DAVError(HTTP_FORBIDDEN, context_info="read-only")
+
+    # -- times -----------------------------------------------------------------------
+    def get_creation_date(self):
+        return getattr(self.entry, "ctime", None) if self.entry is not None else None
+
+    def get_last_modified(self):
+        return self.entry.mtime if self.entry is not None else None
+
+    def set_last_modified(self, dest_path, time_stamp, *, dry_run):
+        self._check_writable()
+        if isinstance(time_stamp, str):
+            ts = util.parse_time_string(time_stamp)
+            if ts is None:
+                raise DAVError(HTTP_BAD_REQUEST, context_info="bad date")
+        else:
+            ts = float(time_stamp)
+        if not dry_run:
+            with mapped():
+                self.fs.set_times(self.rel, float(ts))
+        return True
+
+    # -- properties --------------------------------------------------------------------
+    def dead_props(self) -> dict[str, str]:
+        if self._props is None:
+            if self.entry is None:
+                self._props = {}
+            else:
+                with mapped():
+                    self._props = dict(self.fs.get_props(self.rel))
+        return self._props
+
+    def get_property_names(self, *, is_allprop):
+        names = ["{DAV:}resourcetype", "{DAV:}displayname"]
+        if self.get_creation_date() is not None:
+            names.append("{DAV:}creationdate")
+        if self.get_last_modified() is not None:
+            names.append("{DAV:}getlastmodified")
+        if not self.is_collection:
+            names += ["{DAV:}getcontentlength", "{DAV:}getcontenttype"]
+            if self.get_etag() is not None:
+                names.append("{DAV:}getetag")
+        elif not is_allprop:
+            # RFC 4331: quota properties are not returned by allprop.
+            names += ["{DAV:}quota-used-bytes"]
+            if self.get_available_bytes() is not None:
+                names.append("{DAV:}quota-available-bytes")
+        names += ["{DAV:}lockdiscovery", "{DAV:}supportedlock"]
+        names += list(self.dead_props().keys())
+        return names
+
+    def get_property_value(self, name):
+        if name.startswith("{DAV:}"):
+            return super().get_property_value(name)
+        value = self.dead_props().get(name)
+        if value is None:
+            raise DAVError(HTTP_NOT_FOUND)
+        return xml_tools.string_to_xml(value)
+
+    def set_property_value(self, name, value, *, dry_run=False):
+        if name.startswith("{DAV:}"):
+            return super().set_property_value(name, value, dry_run=dry_run)
+        self._check_writable()
+        if self.entry is None:
+            raise DAVError(HTTP_CONFLICT, context_info="no properties on a lock-null resource")
+        text = None if value is None else etree.tostring(value).decode("utf-8")
+        if name == MS_NS + "Win32LastModifiedTime" and value is not None and value.text:
+            ts = _parse_http_date(value.text)
+            if ts is not None and not dry_run:
+                with mapped():
+                    self.fs.set_times(self.rel, ts)
+        if not dry_run:
+            with mapped():
+                self.fs.set_props(self.rel, {name: text})
+            if self._props is not None:
+                if text is None:
+                    self._props.pop(name, None)
+                else:
+                    self._props[name] = text
+        return True
+
+    def remove_all_properties(self, *, recursive):
+        pass  # properties die with the tombstone / follow the node on rename
+
+    # -- locks -----------------------------------------------------------------------
+    def prevent_locking(self):
+        return self.readonly
+
+    # -- delete / copy / move --------------------------------------------------------
+    def _lock_check(self, depth: str) -> None:
+        lm = self.provider.lock_manager
+        if "wsgidav.conditions.if" not in self.environ:
+            util.parse_if_header_dict(self.environ)
+        lm.check_write_permission(
+            url=self.get_ref_url(), depth=depth,
+            token_list=self.environ["wsgidav.ifLockTokenList"],
+            principal=self.environ["wsgidav.user_name"])
+
+    def handle_delete(self):
+        self._check_writable()
+        self._lock_check("infinity")
+        if self.entry is not None:
+            with mapped():
+                _remove_tree(self.fs, self.rel, self.entry.is_dir)
+        self.provider.lock_manager.remove_all_locks_from_url(self.get_ref_url(), recursive=True)
+        return True
+
+    def _dest(self, dest_path: str):
+        share, rel = split_url_path(dest_path)
+        if share is None:
+            raise DAVError(HTTP_FORBIDDEN, context_info="cannot write the share list")
+        fs = self.session.fs(share)
+        if fs is None:
+            raise DAVError(HTTP_CONFLICT, context_info="no such share")
+        if not fs.writable or rel == "/" or rel.split("/")[1] == SNAPSHOTS:
+            raise DAVError(HTTP_FORBIDDEN, context_info="destination is read-only")
+        with mapped():
+            try:
+                dst_entry = fs.stat(rel)
+            except errors.NotFound:
+                dst_entry = None
+        return share, rel, fs, dst_entry
+
+    def handle_copy(self, dest_path, *, depth_infinity):
+        if self.entry is None:
+            raise DAVError(HTTP_NOT_FOUND)
+        share, rel, dfs, dst = self._dest(dest_path)
+        self.environ["edge.created"] = dst is None
+        with mapped():
+            if dst is not None and (dst.is_dir or self.entry.is_dir):
+                _remove_tree(dfs, rel, dst.is_dir)
+                dst = None
+            _copy_tree(self.fs, self.rel, self.entry, dfs, rel, same=dfs is self.fs
+                       or share == self.share, depth_infinity=depth_infinity,
+                       overwrite=dst is not None)
+        return True
+
+    def handle_move(self, dest_path):
+        if self.entry is None:
+            raise DAVError(HTTP_NOT_FOUND)
+        self._check_writable()
+        share, rel, dfs, dst = self._dest(dest_path)
+        self.environ["edge.created"] = dst is None
+        with mapped():
+            if share == self.share:
+                props = self.dead_props()
+                if dst is not None and (dst.is_dir or self.entry.is_dir):
+                    _remove_tree(dfs, rel, dst.is_dir)
+                    dst = None
+                self.fs.rename(self.rel, rel, overwrite=dst is not None)
+                if props and not self.fs.get_props(rel):
+                    self.fs.set_props(rel, dict(props))   # the core keys props by path
+            else:
+                if dst is not None:
+                    _remove_tree(dfs, rel, dst.is_dir)
+                _copy_tree(self.fs, self.rel, self.entry, dfs, rel, same=False,
+                           depth_infinity=True, overwrite=False)
+                _remove_tree(self.fs, self.rel, self.entry.is_dir)
+        self.provider.lock_manager.remove_all_locks_from_url(self.get_ref_url(), recursive=True)
+        return True
+
+    def support_recursive_delete(self):
+        return True
+
+    def support_recursive_move(self, dest_path):
+        return True
+
+
+def _parse_http_date(text: str) -> float | None:
+    try:
+        return email.utils.parsedate_to_datetime(text.strip()).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _remove_tree(fs, rel: str, is_dir: bool) -> None:
+    """Tombstone a file, or every file below a directory and then the directories."""
+    if not is_dir:
+        fs.remove(rel)
+        return
+    for child in list(fs.listdir(rel)):
+        _remove_tree(fs, child.path if getattr(child, "path", None) else
+                     rel.rstrip("/") + "/" + child.name, child.is_dir)
+    fs.rmdir(rel)
+
+
+def _copy_props(sfs, srel, dfs, drel, replace: bool) -> None:
+    props = dict(sfs.get_props(srel))
+    if replace:
+        for name in dfs.get_props(drel):
+            props.setdefault(name, None)
+    if props:
+        dfs.set_props(drel, props)
+
+
+def _copy_tree(sfs, srel, entry, dfs, drel, *, same: bool, depth_infinity: bool,
+               overwrite: bool) -> None:
+    if not entry.is_dir:
+        if same:
+            sfs.copy(srel, drel, overwrite=overwrite)
+        else:
+            with sfs.open_read(srel) as r, dfs.open_write(drel, mtime=entry.mtime) as w:
+                while True:
+                    buf = r.read(1 << 20)
+                    if not buf:
+                        break
+                    w.write(buf)
+        _copy_props(sfs, srel, dfs, drel, replace=overwrite)
+        return
+    dfs.mkdir(drel)
+    _copy_props(sfs, srel, dfs, drel, replace=False)
+    if depth_infinity:
+        for child in list(sfs.listdir(srel)):
+            _copy_tree(sfs, srel.rstrip("/") + "/" + child.name, child, dfs,
+                       drel.rstrip("/") + "/" + child.name, same=same,
+                       depth_infinity=True, overwrite=False)
+
+
+# ----------------------------------------------------------------------------------------
+# resources
+# ----------------------------------------------------------------------------------------
+class RootCollection(DAVCollection):
+    """``/``: one member per share granted to the user; read-only."""
+
+    def __init__(self, path: str, environ: dict) -> None:
+        super().__init__("/", environ)
+
+    def get_display_name(self):
+        return ""
+
+    def get_member_names(self):
+        return [name for name, _mode in Session.of(self.provider, self.environ).shares()]
+
+    def get_member(self, name):
+        return self.provider.get_resource_inst("/" + name, self.environ)
+
+    def get_last_modified(self):
+        return None
+
+    def prevent_locking(self):
+        return True
+
+    def create_empty_resource(self, name):
+        raise DAVError(HTTP_FORBIDDEN, context_info="shares are created with archivectl")
+
+    def create_collection(self, name):
+        raise DAVError(HTTP_FORBIDDEN, context_info="shares are created with archivectl")
+
+    def handle_delete(self):
+        raise DAVError(HTTP_FORBIDDEN)
+
+    def handle_copy(self, dest_path, *, depth_infinity):
+        raise DAVError(HTTP_FORBIDDEN)
+
+    def handle_move(self, dest_path):
+        raise DAVError(HTTP_FORBIDDEN)
+
+    def set_property_value(self, name, value, *, dry_run=False):
+        raise DAVError(HTTP_FORBIDDEN)
+
+
+class DirResource(_InShare, DAVCollection):
+    """A folder of a share (the share root included)."""
+
+    def __init__(self, path: str, environ: dict, share: str, rel: str, fs, entry,
+                 props: dict | None = None) -> None:
+        DAVCollection.__init__(self, path, environ)
+        self._init_share(share, rel, fs, entry, props)
+
+    def get_display_name(self):
+        return self.share if self.rel == "/" else self.name
+
+    def get_etag(self):
+        return None
+
+    # RFC 4331 quota: usage of the whole share
+    def get_used_bytes(self):
+        return self.session.usage(self.share)[0]
+
+    def get_available_bytes(self):
+        used, quota = self.session.usage(self.share)
+        return None if quota is None else max(0, quota - used)
+
+    def _child_path(self, name: str) -> str:
+        return self.path.rstrip("/") + "/" + name
+
+    def _child_rel(self, name: str) -> str:
+        return self.rel.rstrip("/") + "/" + name
+
+    def get_member_names(self):
+        return [m.name for m in self.get_member_list()]
+
+    def get_member_list(self):
+        """Children straight from one ``listdir`` (no per-child stat); lock-null members
+        come from one prefetch of the locks below this folder."""
+        ignore = self.provider.junk_policy == "ignore"
+        storage = self.provider.lock_storage
+        locks = storage.prefetch(self.get_ref_url())
+        out: list = []
+        seen: set[str] = set()
+        with mapped():
+            for e in self.fs.listdir(self.rel):
+                if ignore and is_junk(e.name):
+                    continue
+                seen.add(e.name)
+                out.append(self.provider.resource_for(self._child_path(e.name), self.environ,
+                                                      self.share, self._child_rel(e.name),
+                                                      self.fs, e))
+        base = lock_root(self.path)
+        for lk in locks:
+            root = lk["root"]
+            if root.rsplit("/", 1)[0] != base:
+                continue
+            name = unicodedata.normalize("NFC", unquote(root.rsplit("/", 1)[1]))
+            if name in seen:
+                continue
+            seen.add(name)
+            out.append(LockNullResource(self._child_path(name), self.environ, self.share,
+                                        self._child_rel(name), self.fs))
+        return out
+
+    def get_member(self, name):
+        return self.provider.get_resource_inst(self._child_path(name), self.environ)
+
+    def get_descendants(self, *, collections=True, resources=True, depth_first=False,
+                        depth="infinity", add_self=False):
+        return DAVCollection.get_descendants(
+            self, collections=collections, resources=resources, depth_first=depth_first,
+            depth=depth, add_self=add_self)
+
+    def create_empty_resource(self, name):
+        self._check_writable()
+        child = LockNullResource(self._child_path(name), self.environ, self.share,
+                                 self._child_rel(name), self.fs)
+        if self.environ.get("REQUEST_METHOD") != "LOCK":
+            child.pending_put = True
+        return child
+
+    def create_collection(self, name):
+        self._check_writable()
+        with mapped():
+            self.fs.mkdir(self._child_rel(name))
+
+    def handle_delete(self):
+        if self.rel == "/":
+            raise DAVError(HTTP_FORBIDDEN, context_info="shares are removed with archivectl")
+        return super().handle_delete()
+
+    def handle_move(self, dest_path):
+        if self.rel == "/":
+            raise DAVError(HTTP_FORBIDDEN, context_info="shares are renamed with archivectl")
+        return super().handle_move(dest_path)
+
+
+class FileResource(_InShare, DAVNonCollection):
+    """A file: content is its newest version; ETag is the version's content hash."""
+
+    def __init__(self, path: str, environ: dict, share: str, rel: str, fs, entry,
+                 props: dict | None = None) -> None:
+        DAVNonCollection.__init__(self, path, environ)
+        self._init_share(share, rel, fs, entry, props)
+        self._writer: PutStream | None = None
+
+    def get_content_length(self):
+        return self.entry.size
+
+    def get_etag(self):
+        return self.entry.etag
+
+    def support_etag(self):
+        return True
+
+    def support_ranges(self):
+        return True
+
+    def support_modified(self):
+        return True
+
+    def support_content_length(self):
+        return True
+
+    def get_content(self):
+        with mapped():
+            return self.fs.open_read(self.rel)
+
+    def begin_write(self, *, content_type=None):
+        self._check_writable()
+        self._writer = PutStream.open(self)
+        return self._writer
+
+    def end_write(self, *, with_errors):
+        w = self._writer
+        if w is not None and with_errors:
+            w.abort()
+        if w is not None and w.version is not None:
+            with mapped():
+                self.entry = self.fs.stat(self.rel)
+        self.provider.on_put(self, w, with_errors)
+
+    def get_display_info(self):
+        return {"type": "File"}
+
+
+class LockNullResource(_InShare, DAVNonCollection):
+    """An unmapped URL that exists only because it is locked (or is being PUT)."""
+
+    pending_put = False
+
+    def __init__(self, path: str, environ: dict, share: str, rel: str, fs) -> None:
+        DAVNonCollection.__init__(self, path, environ)
+        self._init_share(share, rel, fs, None, {})
+        self._writer: PutStream | None = None
+
+    def get_content_length(self):
+        return self.entry.size if self.entry is not None else 0
+
+    def get_content(self):
+        raise DAVError(HTTP_NOT_FOUND, context_info="lock-null resource")
+
+    def begin_write(self, *, content_type=None):
+        self._check_writable()
+        self._writer = PutStream.open(self)
+        return self._writer
+
+    def end_write(self, *, with_errors):
+        w = self._writer
+        if w is not None and with_errors:
+            w.abort()
+        if w is not None and w.version is not None:
+            with mapped():
+                self.entry = self.fs.stat(self.rel)
+        self.provider.on_put(self, w, with_errors)
+
+    def support_etag(self):  # after a PUT the entry has a real etag
+        return self.entry is not None
+
+    def get_etag(self):
+        return self.entry.etag if self.entry is not None else None
+
+
+# ----------------------------------------------------------------------------------------
+# PUT body sink
+# ----------------------------------------------------------------------------------------
+class PutStream:
+    """File-like sink handed to wsgidav's PUT loop.
+
+    Counts bytes; ``close()`` (called by wsgidav only after the body loop finished) commits
+    the Writer when the count matches Content-Length, otherwise aborts and answers 400.  A
+    chunked body that breaks raises inside the loop, so ``end_write(with_errors=True)``
+    aborts.  Either way a partial upload never becomes a version.
+    """
+
+    def __init__(self, writer, expected: int | None) -> None:
+        self._w = writer
+        self.expected = expected
+        self.received = 0
+        self.version = None
+        self._done = False
+
+    @classmethod
+    def open(cls, res) -> "PutStream":
+        environ = res.environ
+        expected: int | None = None
+        cl = environ.get("CONTENT_LENGTH", "").strip()
+        if cl and "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            try:
+                expected = int(cl)
+            except ValueError:
+                raise DAVError(HTTP_BAD_REQUEST, context_info="bad Content-Length") from None
+        if res.provider.junk_policy == "ignore" and is_junk(res.name):
+            return cls(None, expected)
+        if expected:
+            used, quota = res.session.usage(res.share)
+            if quota is not None and used + expected > quota:
+                raise DAVError(HTTP_INSUFFICIENT_STORAGE,
+                               context_info=f"quota of {quota} bytes exceeded")
+        with mapped():
+            return cls(res.fs.open_write(res.rel), expected)
+
+    def write(self, data: bytes) -> None:
+        self.received += len(data)
+        if self._w is None:
+            return
+        try:
+            self._w.write(data)
+        except errors.ArchiveError as exc:
+            self.abort()
+            raise dav_error(exc) from exc
+
+    def close(self) -> None:
+        if self._done:
+            return
+        if self.expected is not None and self.received != self.expected:
+            self.abort()
+            raise DAVError(HTTP_BAD_REQUEST, context_info=(
+                f"body ended after {self.received} of {self.expected} bytes; nothing stored"))
+        self._done = True
+        if self._w is None:
+            return
+        try:
+            self.version = self._w.commit()
+        except errors.ArchiveError as exc:
+            self.abort()
+            raise dav_error(exc) from exc
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._w is not None:
+            try:
+                self._w.abort()
+            except Exception:  # noqa: BLE001 - aborting must never mask the real error
+                pass
+
+
+# ----------------------------------------------------------------------------------------
+# the provider
+# ----------------------------------------------------------------------------------------
+class EdgeProvider(DAVProvider):
+    """One provider for the whole namespace; resolves paths per request and user."""
+
+    def __init__(self, repo, *, junk_policy: str = "store", placeholder_window: float = 10.0,
+                 lock_storage=None, ctx=None) -> None:
+        super().__init__()
+        if junk_policy not in ("store", "ignore"):
+            raise ValueError("junk_policy must be 'store' or 'ignore'")
+        self.repo = repo
+        self.junk_policy = junk_policy
+        self.placeholder_window = float(placeholder_window)
+        self.lock_storage = lock_storage
+        self.ctx = ctx
+        self.allow_propfind_infinity = False
+
+    def is_readonly(self):
+        return False
+
+    def resource_for(self, path: str, environ: dict, share: str, rel: str, fs, entry,
+                     props: dict | None = None):
+        cls = DirResource if entry.is_dir else FileResource
+        return cls(path, environ, share, rel, fs, entry, props)
+
+    def get_resource_inst(self, path: str, environ: dict):
+        self._count_get_resource_inst += 1
+        share, rel = split_url_path(path)
+        if share is None:
+            return RootCollection("/", environ)
+        session = Session.of(self, environ)
+        fs = session.fs(share)
+        if fs is None:
+            return None
+        url_path = "/" + share + (rel if rel != "/" else "")
+        name = rel.rsplit("/", 1)[-1]
+        if rel != "/" and self.junk_policy == "ignore" and is_junk(name):
+            return None
+        try:
+            entry = fs.stat(rel)
+        except errors.NotFound:
+            entry = None
+        except errors.NotADirectory:
+            return None
+        except errors.ArchiveError as exc:
+            raise dav_error(exc) from exc
+        if entry is not None:
+            return self.resource_for(url_path, environ, share, rel, fs, entry)
+        if self.lock_storage is not None and self.lock_storage.get_lock_list(
+                lock_root(url_path), include_root=True, include_children=False,
+                token_only=True):
+            return LockNullResource(url_path, environ, share, rel, fs)
+        return None
+
+    def exists(self, path: str, environ: dict):
+        return self.get_resource_inst(path, environ) is not None
+
+    # -- hooks -----------------------------------------------------------------------
+    def on_put(self, res, writer: PutStream | None, with_errors: bool) -> None:
+        if self.ctx is not None and writer is not None and writer.version is not None:
+            self.ctx.event("webdav", "commit", share=res.share, path=res.rel,
+                           size=writer.received,
+                           user=getattr(res.session.user, "name", None))
+
+    def custom_request_handler(self, environ, start_response, default_handler):
+        """Refuse writes on read-only places early, serve ``?versions``/``?version=N``,
+        and report 201 (not 204) when a native COPY/MOVE created its destination."""
+        from .versions import maybe_serve_versions  # local: keeps this module small
+
+        method = environ["REQUEST_METHOD"]
+        if (method == "PROPFIND" and not self.allow_propfind_infinity
+                and environ.get("HTTP_DEPTH", "infinity").strip().lower() == "infinity"):
+            util.fail(DAVError(HTTP_FORBIDDEN, context_info="Depth: infinity is disabled",
+                               err_condition=PRECONDITION_CODE_PropfindFiniteDepth))
+        served = maybe_serve_versions(self, environ, start_response)
+        if served is not None:
+            return served
+        if method in WRITE_METHODS:
+            share, rel = split_url_path(environ.get("PATH_INFO", "/"))
+            if share is not None:
+                fs = Session.of(self, environ).fs(share)
+                if fs is not None and (not fs.writable or
+                                       rel.split("/")[1:2] == [SNAPSHOTS]):
+                    util.fail(HTTP_FORBIDDEN, "read-only")
+        if method not in ("COPY", "MOVE"):
+            return default_handler(environ, start_response)
+
+        def _start(status, headers, exc_info=None):
+            if environ.get("edge.created") and status.startswith("204"):
+                status = "201 Created"
+            return start_response(status, headers, exc_info)
+
+        return default_handler(environ, _start)

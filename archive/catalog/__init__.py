@@ -1,0 +1,1 @@
+"""The SQL catalog: models, engine setup and migrations."""

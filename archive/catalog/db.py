@@ -1,0 +1,126 @@
+"""Engine setup and sessions for the catalog.
+
+SQLite runs in WAL mode with a busy timeout so several processes (one systemd unit per
+protocol) share it; write transactions start with BEGIN IMMEDIATE so two writers queue for the
+lock up front instead of deadlocking on a read-to-write upgrade.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import ArchiveError
+
+_tx = threading.local()
+
+
+def make_engine(url: str) -> Engine:
+    sqlite = url.startswith("sqlite")
+    kwargs = {"future": True}
+    if sqlite:
+        kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        kwargs["pool_size"] = 16
+        kwargs["max_overflow"] = 64
+    engine = create_engine(url, **kwargs)
+    if sqlite:
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None        # we emit BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if getattr(_tx, "write", False) else "BEGIN")
+    return engine
+
+
+class Catalog:
+    """Owns the engine; hands out read sessions and write sessions (one transaction each)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.is_sqlite = url.startswith("sqlite")
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A read (or lightweight) session; commits on success."""
+        with self._sessions() as s:
+            try:
+                yield s
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction that takes the database's write lock at its start."""
+        prev = getattr(_tx, "write", False)
+        _tx.write = True
+        try:
+            with self._sessions() as s:
+                s.connection()        # BEGIN IMMEDIATE happens here
+                _tx.write = prev
+                try:
+                    yield s
+                    s.commit()
+                except BaseException:
+                    s.rollback()
+                    raise
+        finally:
+            _tx.write = prev
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+class SchemaTooNew(ArchiveError):
+    pass
+
+
+def migrate(catalog: Catalog) -> None:
+    """Bring the catalog schema to this release's head with Alembic; refuse a newer schema."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    here = Path(__file__).parent
+    cfg = Config()
+    cfg.set_main_option("script_location", str(here / "migrations"))
+    script = ScriptDirectory.from_config(cfg)
+    heads = set(script.get_heads())
+    with catalog.engine.connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    if current == heads:
+        return
+    known = {r.revision for r in script.walk_revisions()}
+    unknown = current - known
+    if unknown:
+        raise SchemaTooNew(f"the catalog schema ({', '.join(sorted(unknown))}) is newer than this "
+                           "edge-archive; upgrade the software")
+    with catalog.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def sql_now_check(catalog: Catalog) -> None:
+    with catalog.engine.connect() as c:
+        c.execute(text("SELECT 1"))

@@ -1,0 +1,146 @@
+"""Catalog tables (SQLAlchemy 2.x typed models).
+
+Times are integer microseconds since the epoch (UTC): exact, cheap to compare, and the same in
+SQLite and PostgreSQL.  The namespace is temporal: a dentry is valid from `valid_from` until
+`valid_to` (NULL while current), so any past instant can be listed.
+"""
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Share(Base):
+    __tablename__ = "shares"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    root_node: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    retention: Mapped[str | None] = mapped_column(Text)
+    worm_days: Mapped[int] = mapped_column(Integer, default=0)
+    anonymous: Mapped[bool] = mapped_column(Boolean, default=False)
+    quota: Mapped[int | None] = mapped_column(BigInteger)
+    options: Mapped[str | None] = mapped_column(Text)   # JSON: adapter policies (junk files...)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    nt_hash: Mapped[str | None] = mapped_column(String(64))   # only for SMB-enabled users
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Grant(Base):
+    __tablename__ = "grants"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    share_id: Mapped[int] = mapped_column(ForeignKey("shares.id", ondelete="CASCADE"), primary_key=True)
+    mode: Mapped[str] = mapped_column(String(2))   # "ro" | "rw"
+
+
+class Node(Base):
+    """A file's or directory's identity: survives renames; its id is the inode number."""
+    __tablename__ = "nodes"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    share_id: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(4))       # "file" | "dir"
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[int] = mapped_column(BigInteger)      # directories: last change; files: see versions
+
+
+class Dentry(Base):
+    __tablename__ = "dentries"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    parent_id: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(255))
+    name_fold: Mapped[str] = mapped_column(String(255))
+    node_id: Mapped[int] = mapped_column(BigInteger)
+    valid_from: Mapped[int] = mapped_column(BigInteger)
+    valid_to: Mapped[int | None] = mapped_column(BigInteger)
+    __table_args__ = (
+        Index("ix_dentries_parent_name", "parent_id", "name", "valid_to"),
+        Index("ix_dentries_parent_fold", "parent_id", "name_fold"),
+        Index("ix_dentries_node", "node_id"),
+    )
+
+
+class Version(Base):
+    __tablename__ = "versions"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    node_id: Mapped[int] = mapped_column(BigInteger)
+    number: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    etag: Mapped[str] = mapped_column(String(64))
+    origin_protocol: Mapped[str | None] = mapped_column(String(16))
+    origin_user: Mapped[str | None] = mapped_column(String(255))
+    origin_address: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (UniqueConstraint("node_id", "number"), Index("ix_versions_created", "created_at"))
+
+
+class VersionChunk(Base):
+    """The ordered chunk list of a version; `offset` makes random access a range lookup."""
+    __tablename__ = "version_chunks"
+    version_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    chunk_id: Mapped[bytes] = mapped_column(LargeBinary(32))
+    length: Mapped[int] = mapped_column(Integer)
+    __table_args__ = (Index("ix_version_chunks_chunk", "chunk_id"),)
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    id: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    pack_id: Mapped[str] = mapped_column(String(32))
+    offset: Mapped[int] = mapped_column(BigInteger)
+    length: Mapped[int] = mapped_column(Integer)        # record length in the pack
+    raw_len: Mapped[int] = mapped_column(Integer)
+    orphaned_at: Mapped[int | None] = mapped_column(BigInteger)
+    __table_args__ = (Index("ix_chunks_pack", "pack_id"),)
+
+
+class Property(Base):
+    """Dead properties (WebDAV PROPPATCH), per node."""
+    __tablename__ = "properties"
+    node_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Lock(Base):
+    """Protocol locks (WebDAV), in the catalog so several processes agree."""
+    __tablename__ = "locks"
+    token: Mapped[str] = mapped_column(String(128), primary_key=True)
+    share: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)
+    root: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(String(16))
+    depth: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str | None] = mapped_column(Text)
+    principal: Mapped[str | None] = mapped_column(String(255))
+    timeout: Mapped[float] = mapped_column()
+    expires_at: Mapped[float] = mapped_column()
+    created_at: Mapped[float] = mapped_column()
+    __table_args__ = (Index("ix_locks_share_path", "share", "path"),)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    at: Mapped[int] = mapped_column(BigInteger, index=True)
+    user: Mapped[str | None] = mapped_column(String(255))
+    protocol: Mapped[str | None] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    share: Mapped[str | None] = mapped_column(String(255))
+    path: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,88 @@
+"""Repository keys: a random master key, optionally wrapped by a passphrase.
+
+The master key holds three independent secrets: the AEAD key for chunk/record payloads, the
+BLAKE3 key for chunk ids (ids reveal nothing about content) and the FastCDC gear seed (cut
+points do not fingerprint content).  Changing the passphrase only rewraps this small file.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import BadPassword
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+
+
+@dataclass(frozen=True)
+class MasterKey:
+    enc_key: bytes      # 32 bytes, AES-256-GCM
+    id_key: bytes       # 32 bytes, keyed BLAKE3 for chunk ids
+    seed: int           # FastCDC gear seed
+    encrypted: bool
+
+    @classmethod
+    def generate(cls, encrypted: bool) -> "MasterKey":
+        return cls(os.urandom(32), os.urandom(32), int.from_bytes(os.urandom(4), "big") | 1, encrypted)
+
+    def to_bytes(self) -> bytes:
+        return self.enc_key + self.id_key + self.seed.to_bytes(4, "big")
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, encrypted: bool) -> "MasterKey":
+        return cls(raw[:32], raw[32:64], int.from_bytes(raw[64:68], "big"), encrypted)
+
+
+def _kdf(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=128 * 1024 * 1024, dklen=32)
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def write_keyfile(path: Path, key: MasterKey, password: str | None) -> None:
+    """Write keys.json atomically; the master key is wrapped when the repository is encrypted."""
+    if key.encrypted:
+        if not password:
+            raise BadPassword("an encrypted repository needs a passphrase")
+        salt, nonce = os.urandom(16), os.urandom(12)
+        kek = _kdf(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        doc = {
+            "encrypted": True,
+            "kdf": {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P, "salt": _b64(salt)},
+            "nonce": _b64(nonce),
+            "wrapped": _b64(AESGCM(kek).encrypt(nonce, key.to_bytes(), b"edge-archive-master-key")),
+        }
+    else:
+        doc = {"encrypted": False, "key": _b64(key.to_bytes())}
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def read_keyfile(path: Path, password: str | None) -> MasterKey:
+    doc = json.loads(path.read_text())
+    if not doc["encrypted"]:
+        return MasterKey.from_bytes(base64.b64decode(doc["key"]), False)
+    if not password:
+        raise BadPassword("this repository is encrypted: give the passphrase (EDGE_ARCHIVE_PASSWORD)")
+    k = doc["kdf"]
+    kek = _kdf(password, base64.b64decode(k["salt"]), k["n"], k["r"], k["p"])
+    try:
+        raw = AESGCM(kek).decrypt(base64.b64decode(doc["nonce"]), base64.b64decode(doc["wrapped"]),
+                                  b"edge-archive-master-key")
+    except InvalidTag:
+        raise BadPassword("wrong passphrase") from None
+    return MasterKey.from_bytes(raw, True)

@@ -1,0 +1,307 @@
+"""A repository: catalog + pack store + keys, and the admin operations on it.
+
+Layout of a local repository directory:
+    config.json      format, chunker parameters, catalog URL (if not the local SQLite file)
+    keys.json        master key (wrapped by the passphrase when encrypted)
+    catalog.sqlite   the SQL catalog (SQLite, WAL)
+    packs/xx/*.pack  chunk and event records
+    tmp/             staging files of random-write updates
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from . import events
+from .catalog import models as m
+from .catalog.db import Catalog, migrate, sqlite_url
+from .chunker import DEFAULT_AVG
+from .clock import now_us, seconds, to_us
+from .codec import Codec
+from .errors import AuthFailed, Exists, InvalidPath, NotFound, PermissionDenied
+from .keys import MasterKey, read_keyfile, write_keyfile
+from .packs import PackDir
+from .passwords import DUMMY_HASH, hash_password, verify_password
+from .paths import check_name
+from .store import ChunkStore, NewChunk
+from .types import AuditRecord, Origin, ShareInfo, User, UserInfo
+
+FORMAT = 1
+
+
+class Repository:
+    """Open one per process and share it between threads."""
+
+    def __init__(self, path: Path, key: MasterKey, config: dict, catalog_url: str | None = None):
+        self.path = path
+        self.config = config
+        self.key = key
+        url = catalog_url or config.get("catalog") or sqlite_url(path / "catalog.sqlite")
+        self.catalog = Catalog(url)
+        migrate(self.catalog)
+        self.codec = Codec(key)
+        self.chunk_avg = int(config.get("chunk_avg", DEFAULT_AVG))
+        self.tmp = path / "tmp"
+        self.tmp.mkdir(exist_ok=True)
+        self.store = ChunkStore(self.catalog, PackDir(path / "packs"), self.codec)
+        self._closed = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @classmethod
+    def init(cls, path: "str | Path", password: str | None = None, encrypt: bool = False,
+             catalog_url: str | None = None, chunk_avg: int = DEFAULT_AVG) -> "Repository":
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise Exists(f"{path} exists and is not empty")
+        if not 4096 <= chunk_avg <= 4 * 1024 * 1024:
+            raise ValueError("chunk average must be between 4 KiB and 4 MiB")
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "packs").mkdir()
+        key = MasterKey.generate(encrypt)
+        write_keyfile(path / "keys.json", key, password)
+        config = {"format": FORMAT, "id": uuid.uuid4().hex, "chunk_avg": chunk_avg, "encrypted": encrypt}
+        if catalog_url:
+            config["catalog"] = catalog_url
+        (path / "config.json").write_text(json.dumps(config, indent=1))
+        return cls(path, key, config)
+
+    @classmethod
+    def open(cls, path: "str | Path", password: str | None = None, catalog_url: str | None = None) -> "Repository":
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise NotFound(f"no repository at {path} (create one with `archivectl init`)")
+        config = json.loads((path / "config.json").read_text())
+        if config.get("format") != FORMAT:
+            raise NotFound(f"{path}: unsupported repository format {config.get('format')}")
+        key = read_keyfile(path / "keys.json", password)
+        return cls(path, key, config, catalog_url)
+
+    def change_password(self, new_password: str) -> None:
+        """Rewrap the master key; no data is rewritten."""
+        write_keyfile(self.path / "keys.json", self.key, new_password)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.store.close()
+        self.catalog.close()
+
+    def __enter__(self) -> "Repository":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the one way to change the catalog -------------------------------------------------------
+    def mutate(self, build: Callable[[Session], list[dict]], new_chunks: list[NewChunk] | None = None,
+               audit: Callable[[list[dict]], list[dict]] | None = None, refs=None) -> list[dict]:
+        """Validate and build events inside a write transaction, make them durable in the packs,
+        then apply them (and the chunk rows and audit records) in that same transaction."""
+        with self.catalog.write() as s:
+            evs = build(s)
+            for ev in evs:
+                self.store.write_event(ev)
+            self.store.sync()
+            if refs:
+                self.store.verify_refs(s, refs, new_chunks or [])
+            if new_chunks:
+                self.store.register_chunks(s, new_chunks)
+            for ev in evs:
+                events.apply(s, ev)
+            for rec in (audit(evs) if audit else []):
+                s.add(m.AuditEvent(**rec))
+            return evs
+
+    @staticmethod
+    def next_id(s: Session, model) -> int:
+        return (s.scalar(select(func.max(model.id))) or 0) + 1
+
+    def audit_row(self, action: str, origin: Origin | None, share: str | None = None, path: str | None = None,
+                  version: int | None = None, detail: str | None = None, at: int | None = None) -> dict:
+        o = origin or Origin("cli", None, os.environ.get("USER"))
+        return {"at": at or now_us(), "user": o.user, "protocol": o.protocol, "address": o.address,
+                "action": action, "share": share, "path": path, "version": version, "detail": detail}
+
+    # -- shares ------------------------------------------------------------------------------
+    def add_share(self, name: str, retention: str | None = None, worm_days: int = 0, anonymous: bool = False,
+                  quota: int | None = None) -> None:
+        name = check_name(name)
+        if name.startswith("."):
+            raise InvalidPath("share names may not start with '.'")
+        if retention:
+            from .retention import parse_rules
+            parse_rules(retention)
+
+        def build(s: Session) -> list[dict]:
+            if s.scalar(select(m.Share.id).where(m.Share.name == name)) is not None:
+                raise Exists(f"share {name!r} exists")
+            return [{"op": "share", "at": now_us(), "share": self.next_id(s, m.Share), "name": name,
+                     "root": self.next_id(s, m.Node), "retention": retention, "worm_days": worm_days,
+                     "anonymous": anonymous, "quota": quota}]
+        self.mutate(build, audit=lambda evs: [self.audit_row("share_add", None, name)])
+
+    def set_share(self, name: str, **values) -> None:
+        allowed = {"retention", "worm_days", "anonymous", "quota"}
+        values = {k: v for k, v in values.items() if k in allowed}
+        if values.get("retention"):
+            from .retention import parse_rules
+            parse_rules(values["retention"])
+
+        def build(s: Session) -> list[dict]:
+            share = self._share_row(s, name)
+            if "worm_days" in values and values["worm_days"] < share.worm_days:
+                raise PermissionDenied(f"the WORM period of {name!r} can only grow ({share.worm_days} days)")
+            return [{"op": "share_set", "at": now_us(), "share": share.id, "values": values}]
+        self.mutate(build, audit=lambda evs: [self.audit_row("share_set", None, name, detail=json.dumps(values))])
+
+    def _share_row(self, s: Session, name: str) -> m.Share:
+        row = s.scalar(select(m.Share).where(m.Share.name == name))
+        if row is None:
+            raise NotFound(f"no share {name!r}")
+        return row
+
+    def list_shares(self) -> list[ShareInfo]:
+        with self.catalog.session() as s:
+            return [ShareInfo(r.name, seconds(r.created_at), r.retention, r.worm_days, r.anonymous, r.quota)
+                    for r in s.scalars(select(m.Share).order_by(m.Share.name))]
+
+    def share(self, name: str, user: "User | str | None" = None, origin: Origin | None = None,
+              case_insensitive: bool = False):
+        """A ShareFS for `user` (None: administrator); raises NotFound or PermissionDenied."""
+        from .sharefs import ShareFS
+        with self.catalog.session() as s:
+            row = self._share_row(s, name)
+            mode = "rw"
+            uname = None
+            if user is not None:
+                uname = user if isinstance(user, str) else user.name
+                mode = self._grant_mode(s, uname, row)
+                if mode is None:
+                    raise PermissionDenied(f"user {uname!r} has no access to share {name!r}")
+        if origin is None:
+            origin = Origin("api", None, uname)
+        elif origin.user is None and uname is not None:
+            origin = Origin(origin.protocol, origin.address, uname)
+        return ShareFS(self, row, writable=(mode == "rw"), origin=origin, case_insensitive=case_insensitive)
+
+    def _grant_mode(self, s: Session, uname: str, share: m.Share) -> str | None:
+        mode = s.scalar(select(m.Grant.mode).join(m.User, m.User.id == m.Grant.user_id)
+                        .where(m.User.name == uname, m.Grant.share_id == share.id))
+        if mode is None and share.anonymous:
+            return "ro"
+        return mode
+
+    # -- users -------------------------------------------------------------------------------
+    def add_user(self, name: str, password: str) -> None:
+        name = check_name(name)
+        if not password:
+            raise InvalidPath("empty password")
+
+        def build(s: Session) -> list[dict]:
+            if s.scalar(select(m.User.id).where(m.User.name == name)) is not None:
+                raise Exists(f"user {name!r} exists")
+            return [{"op": "user", "at": now_us(), "name": name, "hash": hash_password(password)}]
+        self.mutate(build, audit=lambda evs: [self.audit_row("user_add", None, detail=name)])
+
+    def set_password(self, name: str, password: str) -> None:
+        if not password:
+            raise InvalidPath("empty password")
+
+        def build(s: Session) -> list[dict]:
+            if s.scalar(select(m.User.id).where(m.User.name == name)) is None:
+                raise NotFound(f"no user {name!r}")
+            return [{"op": "user", "at": now_us(), "name": name, "hash": hash_password(password)}]
+        self.mutate(build, audit=lambda evs: [self.audit_row("user_passwd", None, detail=name)])
+
+    def remove_user(self, name: str) -> None:
+        def build(s: Session) -> list[dict]:
+            if s.scalar(select(m.User.id).where(m.User.name == name)) is None:
+                raise NotFound(f"no user {name!r}")
+            return [{"op": "user_del", "at": now_us(), "name": name}]
+        self.mutate(build, audit=lambda evs: [self.audit_row("user_del", None, detail=name)])
+
+    def grant(self, user: str, share: str, mode: str | None) -> None:
+        """mode "ro" | "rw", or None to revoke."""
+        if mode not in ("ro", "rw", None):
+            raise ValueError("mode must be ro or rw")
+
+        def build(s: Session) -> list[dict]:
+            if s.scalar(select(m.User.id).where(m.User.name == user)) is None:
+                raise NotFound(f"no user {user!r}")
+            self._share_row(s, share)
+            return [{"op": "grant", "at": now_us(), "user": user, "share": share, "mode": mode}]
+        self.mutate(build, audit=lambda evs: [self.audit_row("grant" if mode else "revoke", None, share,
+                                                             detail=f"{user} {mode or ''}".strip())])
+
+    def revoke(self, user: str, share: str) -> None:
+        self.grant(user, share, None)
+
+    def list_users(self) -> list[UserInfo]:
+        with self.catalog.session() as s:
+            users = list(s.scalars(select(m.User).order_by(m.User.name)))
+            grants = s.execute(select(m.Grant.user_id, m.Share.name, m.Grant.mode)
+                               .join(m.Share, m.Share.id == m.Grant.share_id)).all()
+        by_user: dict[int, dict[str, str]] = {}
+        for uid, share, mode in grants:
+            by_user.setdefault(uid, {})[share] = mode
+        return [UserInfo(u.name, seconds(u.created_at), by_user.get(u.id, {})) for u in users]
+
+    def authenticate(self, name: str, password: str) -> User:
+        """Check a password against the catalog; raises AuthFailed (same for unknown users)."""
+        with self.catalog.session() as s:
+            row = s.scalar(select(m.User).where(m.User.name == name)) if name else None
+        if row is None or row.disabled:
+            verify_password(password or "", DUMMY_HASH)
+            raise AuthFailed("authentication failed")
+        if not verify_password(password or "", row.password_hash):
+            raise AuthFailed("authentication failed")
+        return User(row.id, row.name)
+
+    def shares_for(self, user: "User | str | None") -> list[tuple[str, str]]:
+        with self.catalog.session() as s:
+            shares = list(s.scalars(select(m.Share).order_by(m.Share.name)))
+            if user is None:
+                return [(r.name, "rw") for r in shares]
+            uname = user if isinstance(user, str) else user.name
+            out = []
+            for r in shares:
+                mode = self._grant_mode(s, uname, r)
+                if mode:
+                    out.append((r.name, mode))
+            return out
+
+    # -- audit & stats ---------------------------------------------------------------------------
+    def audit(self, action: str, origin: Origin | None, share: str | None = None, path: str | None = None,
+              detail: str | None = None) -> None:
+        """Record an event that changes nothing in the namespace (e.g. a failed login)."""
+        with self.catalog.session() as s:
+            s.add(m.AuditEvent(**self.audit_row(action, origin, share, path, detail=detail)))
+
+    def audit_events(self, since=None, user: str | None = None, protocol: str | None = None,
+                     limit: int | None = None) -> Iterator[AuditRecord]:
+        q = select(m.AuditEvent).order_by(m.AuditEvent.id)
+        if since is not None:
+            q = q.where(m.AuditEvent.at >= to_us(since))
+        if user:
+            q = q.where(m.AuditEvent.user == user)
+        if protocol:
+            q = q.where(m.AuditEvent.protocol == protocol)
+        if limit:
+            q = q.limit(limit)
+        with self.catalog.session() as s:
+            rows = list(s.scalars(q))
+        for r in rows:
+            yield AuditRecord(seconds(r.at), r.user, r.protocol, r.address, r.action, r.share, r.path,
+                              r.version, r.detail)
+
+    def stats(self) -> dict:
+        from .stats import repository_stats
+        return repository_stats(self)

@@ -1,0 +1,553 @@
+"""ShareFS: the one API every protocol adapter uses to see and change a share.
+
+A ShareFS is bound to one share, one user's rights and one origin (protocol + client address),
+so every change it makes is checked and audited the same way whichever protocol asked.
+Paths are share-relative; `/.snapshots/@GMT-…/` is a virtual read-only view of the past.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy.orm import Session
+
+from .catalog import models as m
+from .clock import gmt_token, now_us, parse_gmt_token, seconds, to_us
+from .errors import (Conflict, Exists, InvalidPath, IsADirectory, NotADirectory, NotEmpty, NotFound,
+                     PermissionDenied, ReadOnly)
+from .paths import SNAPSHOTS, fold, join, split
+from .types import Entry, Origin, Version
+
+VIRTUAL_BASE = 1 << 62        # node ids of virtual folders (.snapshots, its tokens)
+
+
+class _View:
+    """A parsed path: components inside the share, the instant to look at, read-only or not."""
+    __slots__ = ("parts", "at", "readonly", "virtual", "prefix")
+
+    def __init__(self, parts, at, readonly, virtual=None, prefix=()):
+        self.parts, self.at, self.readonly, self.virtual, self.prefix = parts, at, readonly, virtual, prefix
+
+
+class ShareFS:
+    def __init__(self, repo, share: m.Share, writable: bool, origin: Origin, case_insensitive: bool = False):
+        self.repo = repo
+        self.share_name = share.name
+        self.share_id = share.id
+        self.root = share.root_node
+        self.quota = share.quota
+        self.writable = writable
+        self.origin = origin
+        self.ci = case_insensitive
+
+    # -- path resolution ---------------------------------------------------------------------
+    def _view(self, path: str, at=None) -> _View:
+        parts = split(path)
+        at_us = to_us(at)
+        if parts and parts[0] == SNAPSHOTS:
+            if len(parts) == 1:
+                return _View((), at_us, True, virtual="snapshots")
+            token_at = parse_gmt_token(parts[1])
+            if token_at is None:
+                raise NotFound(f"no snapshot {parts[1]!r} (tokens look like @GMT-2026.11.24-10.00.00)")
+            return _View(parts[2:], token_at, True, prefix=parts[:2])
+        return _View(parts, at_us, at_us is not None)
+
+    def _writable_view(self, path: str) -> _View:
+        v = self._view(path)
+        if v.readonly or v.virtual:
+            raise ReadOnly(f"{path}: snapshots are read-only")
+        if not self.writable:
+            raise PermissionDenied(f"read-only access to share {self.share_name!r}")
+        if not v.parts:
+            raise InvalidPath("the share root cannot be changed")
+        return v
+
+    def _alive(self, q, at):
+        if at is None:
+            return q.where(m.Dentry.valid_to.is_(None))
+        return q.where(m.Dentry.valid_from <= at, or_(m.Dentry.valid_to.is_(None), m.Dentry.valid_to > at))
+
+    def _child(self, s: Session, parent: int, name: str, at: int | None):
+        """(node_id, kind, stored name) of a live entry, or None."""
+        q = select(m.Dentry.node_id, m.Node.kind, m.Dentry.name).join(m.Node, m.Node.id == m.Dentry.node_id)
+        q = q.where(m.Dentry.parent_id == parent)
+        q = q.where(m.Dentry.name_fold == fold(name)) if self.ci else q.where(m.Dentry.name == name)
+        q = self._alive(q, at).order_by(m.Dentry.valid_from.desc()).limit(1)
+        return s.execute(q).first()
+
+    def _walk(self, s: Session, parts: tuple[str, ...], at: int | None) -> tuple[int, str, str]:
+        """(node_id, kind, name) of the path; NotFound / NotADirectory on the way."""
+        node, kind, name = self.root, "dir", ""
+        for i, p in enumerate(parts):
+            if kind != "dir":
+                raise NotADirectory(f"{join(parts[:i])} is not a folder")
+            row = self._child(s, node, p, at)
+            if row is None:
+                raise NotFound(f"{join(parts[:i + 1])}: no such file or folder")
+            node, kind, name = row
+        return node, kind, name
+
+    def _parent(self, s: Session, parts: tuple[str, ...]) -> int:
+        node, kind, _ = self._walk(s, parts[:-1], None)
+        if kind != "dir":
+            raise NotADirectory(f"{join(parts[:-1])} is not a folder")
+        return node
+
+    def _current_version(self, s: Session, node: int, at: int | None) -> m.Version | None:
+        q = select(m.Version).where(m.Version.node_id == node)
+        if at is not None:
+            q = q.where(m.Version.created_at <= at)
+        return s.scalar(q.order_by(m.Version.number.desc()).limit(1))
+
+    def _entry(self, v: _View, name: str, node: int, kind: str, ctime: int, mtime: int,
+               ver: m.Version | None) -> Entry:
+        path = join(v.prefix + v.parts)
+        if kind == "dir":
+            return Entry(name, path, "dir", 0, seconds(mtime), seconds(ctime), node, None,
+                         f"d{node}-{mtime}", v.readonly or not self.writable)
+        size = ver.size if ver else 0
+        return Entry(name, path, "file", size, seconds(ver.mtime if ver else mtime), seconds(ctime), node,
+                     ver.number if ver else None, ver.etag if ver else "", v.readonly or not self.writable)
+
+    # -- reading -----------------------------------------------------------------------------
+    def stat(self, path: str, at=None) -> Entry:
+        v = self._view(path, at)
+        if v.virtual == "snapshots":
+            return Entry(SNAPSHOTS, "/" + SNAPSHOTS, "dir", 0, seconds(now_us()), 0.0, VIRTUAL_BASE, None,
+                         "snapshots", True)
+        with self.repo.catalog.session() as s:
+            node, kind, name = self._walk(s, v.parts, v.at)
+            n = s.get(m.Node, node)
+            ver = self._current_version(s, node, v.at) if kind == "file" else None
+        if not v.parts and v.prefix:
+            name = v.prefix[-1]
+            return Entry(name, join(v.prefix), "dir", 0, seconds(v.at), seconds(v.at),
+                         VIRTUAL_BASE + v.at // 1_000_000, None, name, True)
+        return self._entry(v, name or "/", node, kind, n.created_at, n.mtime, ver)
+
+    def exists(self, path: str, at=None) -> bool:
+        try:
+            self.stat(path, at)
+            return True
+        except (NotFound, NotADirectory):
+            return False
+
+    def listdir(self, path: str, at=None, page: int = 1000) -> Iterator[Entry]:
+        """Entries sorted by name, fetched in pages so huge folders stream."""
+        v = self._view(path, at)
+        if v.virtual == "snapshots":
+            for tok in self.snapshot_tokens():
+                t = parse_gmt_token(tok)
+                yield Entry(tok, f"/{SNAPSHOTS}/{tok}", "dir", 0, seconds(t), seconds(t),
+                            VIRTUAL_BASE + t // 1_000_000, None, tok, True)
+            return
+        with self.repo.catalog.session() as s:
+            node, kind, _ = self._walk(s, v.parts, v.at)
+        if kind != "dir":
+            raise NotADirectory(f"{path} is not a folder")
+        alive = "d.valid_to IS NULL" if v.at is None else \
+            "d.valid_from <= :at AND (d.valid_to IS NULL OR d.valid_to > :at)"
+        vcond = "" if v.at is None else "AND v2.created_at <= :at"
+        sql = text(f"""
+            SELECT d.name, d.node_id, n.kind, n.created_at, n.mtime, v.number, v.size, v.mtime, v.etag
+            FROM dentries d JOIN nodes n ON n.id = d.node_id
+            LEFT JOIN versions v ON v.node_id = d.node_id AND v.number =
+                 (SELECT max(v2.number) FROM versions v2 WHERE v2.node_id = d.node_id {vcond})
+            WHERE d.parent_id = :p AND {alive} AND d.name > :after
+            ORDER BY d.name LIMIT :lim""")
+        after = ""
+        while True:
+            with self.repo.catalog.session() as s:
+                rows = s.execute(sql, {"p": node, "at": v.at, "after": after, "lim": page}).all()
+            for name, nid, kind, ctime, nmtime, number, size, vmtime, etag in rows:
+                ev = _View(v.parts + (name,), v.at, v.readonly, prefix=v.prefix)
+                if kind == "dir":
+                    yield self._entry(ev, name, nid, kind, ctime, nmtime, None)
+                else:
+                    yield Entry(name, join(ev.prefix + ev.parts), "file", size or 0,
+                                seconds(vmtime if vmtime is not None else nmtime), seconds(ctime), nid, number,
+                                etag or "", v.readonly or not self.writable)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    def _file_version(self, s: Session, v: _View, version: int | None) -> m.Version:
+        node, kind, _ = self._walk(s, v.parts, v.at) if version is None else self._find_node(s, v)
+        if kind == "dir":
+            raise IsADirectory(f"{join(v.parts)} is a folder")
+        if version is not None:
+            row = s.scalar(select(m.Version).where(m.Version.node_id == node, m.Version.number == version))
+            if row is None:
+                raise NotFound(f"{join(v.parts)} has no version {version}")
+        else:
+            row = self._current_version(s, node, v.at)
+            if row is None:
+                raise NotFound(f"{join(v.parts)} has no content yet")
+        if row.deleted:
+            raise NotFound(f"{join(v.parts)} version {row.number} is a deletion")
+        return row
+
+    def open_read(self, path: str, version: int | None = None, at=None):
+        """A random-access Reader of the current (or given, or past) content."""
+        from .streams import Reader
+        v = self._view(path, at)
+        if v.virtual:
+            raise IsADirectory(f"{path} is a folder")
+        with self.repo.catalog.session() as s:
+            row = self._file_version(s, v, version)
+        return Reader(self.repo, row.id, row.size, row.etag)
+
+    def _find_node(self, s: Session, v: _View) -> tuple[int, str, str]:
+        """The node at a path, or, if nothing is there now, the last one that was (deleted files)."""
+        try:
+            return self._walk(s, v.parts, v.at)
+        except NotFound:
+            if not v.parts:
+                raise
+        parent, _, _ = self._walk(s, v.parts[:-1], v.at)
+        name = v.parts[-1]
+        q = select(m.Dentry.node_id, m.Node.kind, m.Dentry.name).join(m.Node, m.Node.id == m.Dentry.node_id)
+        q = q.where(m.Dentry.parent_id == parent)
+        q = q.where(m.Dentry.name_fold == fold(name)) if self.ci else q.where(m.Dentry.name == name)
+        row = s.execute(q.order_by(m.Dentry.valid_from.desc()).limit(1)).first()
+        if row is None:
+            raise NotFound(f"{join(v.parts)}: no such file or folder, now or before")
+        return tuple(row)
+
+    def versions(self, path: str) -> list[Version]:
+        """Every version of the file at `path` (also after it was deleted), oldest first."""
+        v = self._view(path)
+        with self.repo.catalog.session() as s:
+            node, kind, _ = self._find_node(s, v)
+            if kind == "dir":
+                raise IsADirectory(f"{path} is a folder")
+            rows = list(s.scalars(select(m.Version).where(m.Version.node_id == node).order_by(m.Version.number)))
+        return [_version(r) for r in rows]
+
+    def snapshot_tokens(self) -> list[str]:
+        """One @GMT token per hour in which the share changed: the state at that hour's last change."""
+        hour = 3_600_000_000
+        with self.repo.catalog.session() as s:
+            sub_v = select((m.Version.created_at // hour).label("h"), m.Version.created_at.label("t")) \
+                .join(m.Node, m.Node.id == m.Version.node_id).where(m.Node.share_id == self.share_id)
+            sub_d = select((m.Dentry.valid_from // hour).label("h"), m.Dentry.valid_from.label("t")) \
+                .join(m.Node, m.Node.id == m.Dentry.node_id).where(m.Node.share_id == self.share_id)
+            sub_e = select((m.Dentry.valid_to // hour).label("h"), m.Dentry.valid_to.label("t")) \
+                .join(m.Node, m.Node.id == m.Dentry.node_id) \
+                .where(m.Node.share_id == self.share_id, m.Dentry.valid_to.is_not(None))
+            u = sub_v.union_all(sub_d, sub_e).subquery()
+            rows = s.execute(select(func.max(u.c.t)).group_by(u.c.h)).all()
+        return sorted({gmt_token(r[0]) for r in rows if r[0] is not None})
+
+    def get_props(self, path: str) -> dict[str, str]:
+        v = self._view(path)
+        with self.repo.catalog.session() as s:
+            node, _, _ = self._walk(s, v.parts, v.at)
+            return {p.name: p.value for p in s.scalars(select(m.Property).where(m.Property.node_id == node))}
+
+    def usage(self) -> tuple[int, int | None]:
+        """Logical bytes of the share's current files, and its quota."""
+        with self.repo.catalog.session() as s:
+            used = s.execute(text("""
+                SELECT coalesce(sum(v.size), 0) FROM dentries d JOIN nodes n ON n.id = d.node_id
+                JOIN versions v ON v.node_id = n.id AND v.number = (SELECT max(number) FROM versions WHERE node_id = n.id)
+                WHERE n.share_id = :s AND n.kind = 'file' AND d.valid_to IS NULL"""), {"s": self.share_id}).scalar()
+        return int(used), self.quota
+
+    # -- writing -----------------------------------------------------------------------------
+    def open_write(self, path: str, mtime: float | None = None):
+        """A sequential Writer; commit() makes exactly one new version, abort() none."""
+        from .streams import Writer
+        v = self._writable_view(path)
+        self._precheck_file_target(v.parts)
+        return Writer(self, v.parts, mtime=mtime)
+
+    def append(self, path: str):
+        """A Writer that starts with the current content (FTP APPE): unchanged chunks are reused."""
+        from .streams import Writer
+        v = self._writable_view(path)
+        self._precheck_file_target(v.parts)
+        base = None
+        with self.repo.catalog.session() as s:
+            try:
+                node, kind, _ = self._walk(s, v.parts, None)
+                cur = self._current_version(s, node, None)
+                if cur is not None and not cur.deleted:
+                    base = cur
+            except NotFound:
+                pass
+        w = Writer(self, v.parts)
+        if base is not None:
+            w.seed_from(base.id, base.size)
+        return w
+
+    def open_update(self, path: str, truncate: bool = False, create: bool = True):
+        """Random writes staged in a sparse local file; commit() makes one version if anything changed."""
+        from .streams import Updater
+        v = self._writable_view(path)
+        self._precheck_file_target(v.parts)
+        base = None
+        with self.repo.catalog.session() as s:
+            try:
+                node, kind, _ = self._walk(s, v.parts, None)
+                cur = self._current_version(s, node, None)
+                if cur is not None and not cur.deleted:
+                    base = cur
+            except NotFound:
+                if not create:
+                    raise
+        return Updater(self, v.parts, base, truncate)
+
+    def _precheck_file_target(self, parts: tuple[str, ...]) -> None:
+        """Fail before any byte is sent: missing parent, or a folder where the file should go."""
+        with self.repo.catalog.session() as s:
+            parent = self._parent(s, parts)
+            row = self._child(s, parent, parts[-1], None)
+            if row is not None and row[1] == "dir":
+                raise IsADirectory(f"{join(parts)} is a folder")
+
+    def commit_event(self, s: Session, parts: tuple[str, ...], size: int, mtime: int | None, etag: str,
+                     chunks: list | None = None, copy_of: tuple[int, int] | None = None, deleted: bool = False,
+                     at: int | None = None) -> dict:
+        """Build the event for a new version at `parts` (inside a write transaction)."""
+        parent = self._parent(s, parts)
+        name = parts[-1]
+        row = self._child(s, parent, name, None)
+        at = at or now_us()
+        ev = {"op": "commit", "share": self.share_id, "parent": parent, "size": size, "etag": etag,
+              "origin": self.origin.as_dict(), "deleted": deleted}
+        if row is not None:
+            node, kind, stored = row
+            if kind == "dir":
+                raise IsADirectory(f"{join(parts)} is a folder")
+            ev.update(node=node, name=stored)
+        else:
+            ev.update(name=name, link=True)
+            old = self._last_file_node(s, parent, name)
+            if old is not None:
+                ev["node"] = old
+            else:
+                ev.update(node=self.repo.next_id(s, m.Node), new_node=True)
+        last = s.scalar(select(m.Version).where(m.Version.node_id == ev["node"]).order_by(m.Version.number.desc())
+                        .limit(1))
+        ev["number"] = (last.number + 1) if last else 1
+        ev["at"] = max(at, (last.created_at + 1) if last else 0)
+        ev["mtime"] = mtime if mtime is not None else ev["at"]
+        if copy_of:
+            ev["copy_of"] = list(copy_of)
+        elif chunks:
+            ev["chunks"] = [[c.hex(), n] for c, n in chunks]
+        return ev
+
+    def _last_file_node(self, s: Session, parent: int, name: str) -> int | None:
+        """A deleted file's node, so that re-creating the name continues its history."""
+        q = select(m.Dentry.node_id).join(m.Node, m.Node.id == m.Dentry.node_id) \
+            .where(m.Dentry.parent_id == parent, m.Node.kind == "file")
+        q = q.where(m.Dentry.name_fold == fold(name)) if self.ci else q.where(m.Dentry.name == name)
+        node = s.scalar(q.order_by(m.Dentry.valid_from.desc()).limit(1))
+        if node is None:
+            return None
+        linked = s.scalar(select(m.Dentry.id).where(m.Dentry.node_id == node, m.Dentry.valid_to.is_(None)))
+        return None if linked else node
+
+    def _audit(self, action: str, path: str):
+        def rows(evs: list[dict]) -> list[dict]:
+            version = next((e.get("number") for e in evs if e["op"] == "commit"), None)
+            return [self.repo.audit_row(action, self.origin, self.share_name, path, version)]
+        return rows
+
+    def mkdir(self, path: str, parents: bool = False) -> Entry:
+        v = self._writable_view(path)
+        if parents:
+            for i in range(1, len(v.parts)):
+                sub = join(v.parts[:i])
+                if not self.exists(sub):
+                    try:
+                        self.mkdir(sub)
+                    except Exists:
+                        pass
+
+        def build(s: Session) -> list[dict]:
+            parent = self._parent(s, v.parts)
+            if self._child(s, parent, v.parts[-1], None) is not None:
+                raise Exists(f"{join(v.parts)} exists")
+            return [{"op": "mkdir", "at": now_us(), "share": self.share_id, "parent": parent,
+                     "name": v.parts[-1], "node": self.repo.next_id(s, m.Node)}]
+        self.repo.mutate(build, audit=self._audit("mkdir", join(v.parts)))
+        return self.stat(join(v.parts))
+
+    def rmdir(self, path: str) -> None:
+        v = self._writable_view(path)
+
+        def build(s: Session) -> list[dict]:
+            parent = self._parent(s, v.parts)
+            row = self._child(s, parent, v.parts[-1], None)
+            if row is None:
+                raise NotFound(f"{path}: no such folder")
+            if row[1] != "dir":
+                raise NotADirectory(f"{path} is not a folder")
+            if s.scalar(select(m.Dentry.id).where(m.Dentry.parent_id == row[0], m.Dentry.valid_to.is_(None))
+                        .limit(1)) is not None:
+                raise NotEmpty(f"{path} is not empty")
+            return [{"op": "unlink", "at": now_us(), "parent": parent, "name": row[2]}]
+        self.repo.mutate(build, audit=self._audit("rmdir", join(v.parts)))
+
+    def remove(self, path: str) -> None:
+        """Delete a file: a tombstone version; the history stays and `restore` brings it back."""
+        v = self._writable_view(path)
+
+        def build(s: Session) -> list[dict]:
+            parent = self._parent(s, v.parts)
+            row = self._child(s, parent, v.parts[-1], None)
+            if row is None:
+                raise NotFound(f"{path}: no such file")
+            if row[1] == "dir":
+                raise IsADirectory(f"{path} is a folder")
+            ev = self.commit_event(s, v.parts, 0, None, "", deleted=True)
+            ev["unlink"] = True
+            return [ev]
+        self.repo.mutate(build, audit=self._audit("delete", join(v.parts)))
+
+    def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
+        """Move a file or folder; the node (identity, history, inode) moves with it."""
+        vs, vd = self._writable_view(src), self._writable_view(dst)
+        if vd.parts[:len(vs.parts)] == vs.parts and len(vd.parts) > len(vs.parts):
+            raise InvalidPath(f"cannot move {src} into itself")
+
+        def build(s: Session) -> list[dict]:
+            sp = self._parent(s, vs.parts)
+            srow = self._child(s, sp, vs.parts[-1], None)
+            if srow is None:
+                raise NotFound(f"{src}: no such file or folder")
+            dp = self._parent(s, vd.parts)
+            drow = self._child(s, dp, vd.parts[-1], None)
+            evs = []
+            at = now_us()
+            if drow is not None and drow[0] != srow[0]:
+                if drow[1] == "dir":
+                    raise Exists(f"{dst} is an existing folder")
+                if not overwrite:
+                    raise Exists(f"{dst} exists")
+                if srow[1] == "dir":
+                    raise NotADirectory(f"{dst} is a file")
+                ev = self.commit_event(s, vd.parts, 0, None, "", deleted=True, at=at)
+                ev["unlink"] = True
+                evs.append(ev)
+                at = ev["at"] + 1
+            evs.append({"op": "rename", "at": at, "node": srow[0], "parent": sp, "name": srow[2],
+                        "new_parent": dp, "new_name": vd.parts[-1]})
+            return evs
+        self.repo.mutate(build, audit=lambda evs: [self.repo.audit_row(
+            "rename", self.origin, self.share_name, join(vs.parts), detail=join(vd.parts))])
+
+    def copy(self, src: str, dst: str, overwrite: bool = False) -> Version:
+        """Copy a file by reference: the new version shares the source's chunks, nothing is rewritten."""
+        vs, vd = self._view(src), self._writable_view(dst)
+
+        def build(s: Session) -> list[dict]:
+            row = self._file_version(s, vs, None)
+            dp = self._parent(s, vd.parts)
+            drow = self._child(s, dp, vd.parts[-1], None)
+            if drow is not None and not overwrite:
+                raise Exists(f"{dst} exists")
+            return [self.commit_event(s, vd.parts, row.size, row.mtime, row.etag, copy_of=(row.node_id, row.number))]
+        evs = self.repo.mutate(build, audit=self._audit("copy", join(vd.parts)))
+        return self._version_of(evs[-1])
+
+    def set_times(self, path: str, mtime: float) -> None:
+        """Change a modification time; metadata only, no new version."""
+        v = self._writable_view(path)
+
+        def build(s: Session) -> list[dict]:
+            node, kind, _ = self._walk(s, v.parts, None)
+            ev = {"op": "times", "at": now_us(), "node": node, "mtime": to_us(mtime)}
+            if kind == "file":
+                cur = self._current_version(s, node, None)
+                if cur is None:
+                    raise NotFound(f"{path} has no content yet")
+                ev["number"] = cur.number
+            return [ev]
+        self.repo.mutate(build, audit=self._audit("set_times", join(v.parts)))
+
+    def set_props(self, path: str, props: dict[str, str | None]) -> None:
+        v = self._writable_view(path) if split(path) else self._view(path)
+
+        def build(s: Session) -> list[dict]:
+            node, _, _ = self._walk(s, v.parts, None)
+            return [{"op": "props", "at": now_us(), "node": node, "props": props}]
+        self.repo.mutate(build, audit=self._audit("proppatch", join(v.parts)))
+
+    # -- restore -----------------------------------------------------------------------------
+    def restore(self, path: str, version: int | None = None, at=None, progress=None) -> int:
+        """Make old content the newest version (file), or bring a folder back as it was at `at`.
+
+        Nothing is overwritten: each restored file gets a new version, and files that exist now
+        but did not then are left alone.  Returns how many files got a new version.
+        """
+        v = self._writable_view(path) if split(path) else self._view(path)
+        if not self.writable:
+            raise PermissionDenied(f"read-only access to share {self.share_name!r}")
+        at_us = to_us(at)
+        if version is None and at_us is None:
+            raise InvalidPath("restore needs a version or a time")
+        with self.repo.catalog.session() as s:
+            node, kind, _ = self._find_node(s, _View(v.parts, at_us, True)) if at_us is not None \
+                else self._find_node(s, v)
+        if kind == "file":
+            return int(self._restore_file(v.parts, node, version, at_us))
+        if version is not None:
+            raise IsADirectory(f"{path} is a folder: restore it with a time")
+        count = 0
+        for rel_parts, fnode in self._tree_at(v.parts, at_us):
+            if self._restore_file(rel_parts, fnode, None, at_us):
+                count += 1
+            if progress:
+                progress(1)
+        return count
+
+    def _tree_at(self, parts: tuple[str, ...], at: int) -> Iterator[tuple[tuple[str, ...], int]]:
+        for e in self.listdir(join(parts), at=seconds(at)):
+            child = parts + (e.name,)
+            if e.is_dir:
+                if not self.exists(join(child)):
+                    try:
+                        self.mkdir(join(child), parents=True)
+                    except Exists:
+                        pass
+                yield from self._tree_at(child, at)
+            else:
+                yield child, e.node_id
+
+    def _restore_file(self, parts: tuple[str, ...], node: int, version: int | None, at: int | None) -> bool:
+        def build(s: Session) -> list[dict]:
+            q = select(m.Version).where(m.Version.node_id == node)
+            if version is not None:
+                q = q.where(m.Version.number == version)
+            else:
+                q = q.where(m.Version.created_at <= at).order_by(m.Version.number.desc()).limit(1)
+            old = s.scalar(q)
+            if old is None:
+                raise NotFound(f"{join(parts)}: no such version")
+            if old.deleted:
+                raise NotFound(f"{join(parts)} version {old.number} is a deletion; pick an earlier one")
+            parent = self._parent(s, parts)
+            cur_row = self._child(s, parent, parts[-1], None)
+            if cur_row is not None:
+                if cur_row[1] == "dir":
+                    raise IsADirectory(f"{join(parts)} is a folder now")
+                cur = self._current_version(s, cur_row[0], None)
+                if cur is not None and not cur.deleted and cur.etag == old.etag:
+                    return []
+            return [self.commit_event(s, parts, old.size, old.mtime, old.etag, copy_of=(old.node_id, old.number))]
+        evs = self.repo.mutate(build, audit=self._audit("restore", join(parts)))
+        return bool(evs)
+
+    def _version_of(self, ev: dict) -> Version:
+        return Version(ev["number"], ev["size"], seconds(ev["at"]), seconds(ev["mtime"]), ev.get("deleted", False),
+                       ev["etag"], self.origin)
+
+
+def _version(r: m.Version) -> Version:
+    origin = Origin(r.origin_protocol, r.origin_address, r.origin_user) if r.origin_protocol else None
+    return Version(r.number, r.size, seconds(r.created_at), seconds(r.mtime), bool(r.deleted), r.etag, origin)

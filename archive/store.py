@@ -1,0 +1,138 @@
+"""The chunk store: dedupe, encode and append chunks; load and verify them.
+
+Uploads hand it batches of chunks from a thread pool (pyfastcdc, blake3, zstandard and
+cryptography release the GIL on large buffers, so two cores work at once).  New chunks become
+catalog rows only when the version that uses them commits; until then they are invisible, and
+GC spares young packs (a grace period) and every commit re-checks,
+inside its transaction, that the chunks it references are still there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from .catalog import models as m
+from .catalog.db import Catalog
+from .clock import now_us
+from .codec import Codec
+from .errors import Conflict, Corrupt
+from .packs import T_CHUNK, T_EVENT, PackDir, PackWriter
+
+ChunkRef = tuple[bytes, int]                      # (chunk id, plaintext length)
+NewChunk = tuple[bytes, str, int, int, int]        # (id, pack, offset, record length, raw length)
+
+
+class ChunkStore:
+    def __init__(self, catalog: Catalog, packdir: PackDir, codec: Codec):
+        self.catalog = catalog
+        self.packdir = packdir
+        self.codec = codec
+        self.writer = PackWriter(packdir)
+        self.pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="chunks")
+        self._local = threading.local()
+
+    # -- writing -----------------------------------------------------------------------------
+    def existing(self, ids: list[bytes]) -> set[bytes]:
+        """Ids already stored and referenced-or-fresh (orphans are rewritten, see gc)."""
+        if not ids:
+            return set()
+        with self.catalog.session() as s:
+            rows = s.execute(select(m.Chunk.id).where(m.Chunk.id.in_(set(ids)), m.Chunk.orphaned_at.is_(None)))
+            return {r[0] for r in rows}
+
+    def store_batch(self, chunks: list[bytes], seen: dict[bytes, None], new: list[NewChunk]) -> list[ChunkRef]:
+        """Store the chunks this upload has not seen and the store does not have."""
+        ids = [self.codec.chunk_id(c) for c in chunks]
+        have = self.existing([i for i in ids if i not in seen])
+        out: list[ChunkRef] = []
+        for cid, data in zip(ids, chunks):
+            if cid not in seen and cid not in have:
+                flags, payload = self.codec.encode(T_CHUNK, cid, data)
+                pack, off, ln = self.writer.append(T_CHUNK, cid, flags, len(data), payload)
+                new.append((cid, pack, off, ln, len(data)))
+            seen[cid] = None
+            out.append((cid, len(data)))
+        return out
+
+    def write_event(self, ev: dict) -> None:
+        data = json.dumps(ev, separators=(",", ":")).encode()
+        rid = ev["at"].to_bytes(8, "big") + os.urandom(24)
+        flags, payload = self.codec.encode(T_EVENT, rid, data)
+        self.writer.append(T_EVENT, rid, flags, len(data), payload)
+
+    def sync(self) -> None:
+        self.writer.sync()
+
+    def verify_refs(self, s: Session, refs: list[ChunkRef], new: list[NewChunk]) -> None:
+        """Inside the commit transaction: every chunk the version uses must still be stored.
+
+        GC deletes chunk rows and pack files only inside write transactions, so once this check
+        passes nothing it saw can vanish before the commit; if GC won a race, the upload fails
+        with Conflict instead of committing a version with holes.
+        """
+        fresh = {c[0] for c in new}
+        for pack in {c[1] for c in new}:
+            if not self.packdir.path(pack).exists():
+                raise Conflict("a pack of this upload was reclaimed by gc meanwhile; upload again")
+        wanted = list({cid for cid, _ in refs if cid not in fresh})
+        for i in range(0, len(wanted), 500):
+            part = wanted[i:i + 500]
+            n = s.scalar(select(func.count()).select_from(m.Chunk).where(m.Chunk.id.in_(part)))
+            if n != len(part):
+                raise Conflict("chunks this upload reuses were reclaimed by gc meanwhile; upload again")
+
+    @staticmethod
+    def register_chunks(s: Session, new: list[NewChunk]) -> None:
+        """Catalog rows for freshly written chunks; an orphaned row takes the fresh copy's place."""
+        if not new:
+            return
+        rows = [{"id": c[0], "pack_id": c[1], "offset": c[2], "length": c[3], "raw_len": c[4], "orphaned_at": None}
+                for c in new]
+        for i in range(0, len(rows), 500):
+            dialect_insert = pg_insert if s.bind.dialect.name == "postgresql" else sqlite_insert
+            stmt = dialect_insert(m.Chunk).values(rows[i:i + 500])
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[m.Chunk.id],
+                set_={"pack_id": stmt.excluded.pack_id, "offset": stmt.excluded.offset,
+                      "length": stmt.excluded.length, "orphaned_at": None},
+                where=m.Chunk.orphaned_at.is_not(None))
+            s.execute(stmt)
+
+    # -- reading -----------------------------------------------------------------------------
+    def location(self, cid: bytes) -> tuple[str, int, int, int]:
+        with self.catalog.session() as s:
+            row = s.execute(select(m.Chunk.pack_id, m.Chunk.offset, m.Chunk.length, m.Chunk.raw_len)
+                            .where(m.Chunk.id == cid)).first()
+        if row is None:
+            raise Corrupt(f"chunk {cid.hex()} is missing from the catalog")
+        return tuple(row)
+
+    def load(self, cid: bytes, loc: tuple[str, int, int, int] | None = None, verify: bool | None = None) -> bytes:
+        """Plaintext of a chunk; raises Corrupt rather than return wrong bytes."""
+        if loc is None or loc[0] is None:
+            loc = self.location(cid)
+        try:
+            rec = self.packdir.read_record(loc[0], loc[1], loc[2])
+        except Corrupt:
+            fresh = self.location(cid)        # GC may have moved it meanwhile
+            if fresh == tuple(loc):
+                raise
+            rec = self.packdir.read_record(fresh[0], fresh[1], fresh[2])
+        if rec.rid != cid or rec.rtype != T_CHUNK:
+            raise Corrupt(f"chunk {cid.hex()}: pack record has another id")
+        data = self.codec.decode(T_CHUNK, cid, rec.flags, rec.payload, rec.raw_len)
+        if verify or (verify is None and not self.codec.key.encrypted):
+            if self.codec.chunk_id(data) != cid:
+                raise Corrupt(f"chunk {cid.hex()} does not match its id")
+        return data
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.writer.close()

@@ -1,0 +1,385 @@
+"""Readers and writers of file content.
+
+Writer: a sequential upload; chunks are cut, deduped, compressed and sealed in a thread pool
+with a bounded number of batches in flight, so memory stays flat whatever the file size.
+Reader: random access through the version's chunk list, a small cache and read-ahead.
+Updater: random writes (SMB/NFS) staged in a sparse temporary file; on commit only the bytes
+from the first changed chunk on are re-chunked, unchanged chunks are reused.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections import OrderedDict, deque
+from concurrent.futures import Future
+
+import blake3
+from sqlalchemy import select, text
+
+from .catalog import models as m
+from .chunker import StreamChunker
+from .clock import to_us
+from .errors import ArchiveError, Corrupt, QuotaExceeded
+from .store import ChunkRef, NewChunk
+
+BATCH = 4 * 1024 * 1024
+IN_FLIGHT = 3
+PREFETCH = 4
+WINDOW = 512
+
+
+def chunk_list(repo, version_id: int) -> list[tuple[int, bytes, int]]:
+    """(offset, chunk id, length) of every chunk of a version, in order."""
+    with repo.catalog.session() as s:
+        return [tuple(r) for r in s.execute(
+            select(m.VersionChunk.offset, m.VersionChunk.chunk_id, m.VersionChunk.length)
+            .where(m.VersionChunk.version_id == version_id).order_by(m.VersionChunk.offset))]
+
+
+def content_etag(repo, refs: list[ChunkRef], size: int) -> str:
+    """Content hash = keyed hash of the chunk ids: equal content, equal etag, at no extra pass."""
+    h = blake3.blake3(key=repo.key.id_key)
+    for cid, _ in refs:
+        h.update(cid)
+    h.update(size.to_bytes(8, "big"))
+    return h.hexdigest()[:32]
+
+
+class Writer:
+    """Write sequentially, then commit() (one new version) or abort() (none)."""
+
+    def __init__(self, fs, parts: tuple[str, ...], mtime: float | None = None):
+        self.fs = fs
+        self.repo = fs.repo
+        self.parts = parts
+        self.mtime = to_us(mtime) if mtime is not None else None
+        self.size = 0
+        self._chunker = StreamChunker(self.repo.key.seed, self.repo.chunk_avg)
+        self._refs: list[ChunkRef] = []
+        self._futures: deque[Future] = deque()
+        self._seen: dict[bytes, None] = {}
+        self._new: list[NewChunk] = []
+        self._state = "open"
+        self._room = None
+        if fs.quota is not None:
+            used, quota = fs.usage()
+            self._room = quota - used
+
+    # -- seeding (append, update) ----------------------------------------------------------
+    def seed(self, refs: list[ChunkRef], size: int) -> None:
+        """Start from existing chunks (their content is not re-read or re-stored)."""
+        self._refs.extend(refs)
+        self.size += size
+        for cid, _ in refs:
+            self._seen[cid] = None
+
+    def seed_from(self, version_id: int, size: int) -> None:
+        """Start with a version's content: reuse all chunks but the last (cut by end of file)."""
+        rows = chunk_list(self.repo, version_id)
+        if not rows:
+            return
+        self.seed([(cid, ln) for _, cid, ln in rows[:-1]], rows[-1][0])
+        self.write(self.repo.store.load(rows[-1][1]))
+
+    # -- streaming ---------------------------------------------------------------------------
+    def write(self, data) -> int:
+        if self._state != "open":
+            raise ArchiveError(f"write on a {self._state} upload")
+        n = len(data)
+        self.size += n
+        if self._room is not None and self.size > self._room:
+            self.abort()
+            raise QuotaExceeded(f"share {self.fs.share_name!r} is over its quota")
+        try:
+            chunks = self._chunker.push(data, BATCH)
+            if chunks:
+                self._submit(chunks)
+        except BaseException:
+            self.abort()
+            raise
+        return n
+
+    def _submit(self, chunks: list[bytes]) -> None:
+        while len(self._futures) >= IN_FLIGHT:
+            self._refs.extend(self._futures.popleft().result())
+        self._futures.append(self.repo.store.pool.submit(self.repo.store.store_batch, chunks, self._seen, self._new))
+
+    def _drain(self) -> None:
+        while self._futures:
+            self._refs.extend(self._futures.popleft().result())
+
+    def commit(self):
+        """Make the bytes written one new version; returns archive.Version."""
+        if self._state != "open":
+            raise ArchiveError(f"commit of a {self._state} upload")
+        try:
+            tail = self._chunker.finish()
+            if tail:
+                self._submit(tail)
+            self._drain()
+            if self._room is not None and self.size > self._room:
+                raise QuotaExceeded(f"share {self.fs.share_name!r} is over its quota")
+            etag = content_etag(self.repo, self._refs, self.size)
+            fs = self.fs
+            evs = self.repo.mutate(
+                lambda s: [fs.commit_event(s, self.parts, self.size, self.mtime, etag, chunks=self._refs)],
+                new_chunks=self._new, refs=self._refs, audit=fs._audit("write", "/" + "/".join(self.parts)))
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "committed"
+        return fs._version_of(evs[-1])
+
+    def abort(self) -> None:
+        """Drop the upload: no version; its written chunks are garbage for gc."""
+        if self._state != "open":
+            return
+        self._state = "aborted"
+        for f in self._futures:
+            try:
+                f.result()
+            except BaseException:
+                pass
+        self._futures.clear()
+
+    @property
+    def committed(self) -> bool:
+        return self._state == "committed"
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            if self._state == "open":
+                self.commit()
+        else:
+            self.abort()
+
+
+class Reader(io.RawIOBase):
+    """Random access to one version's content."""
+
+    def __init__(self, repo, version_id: int, size: int, etag: str = ""):
+        super().__init__()
+        self.repo = repo
+        self.version_id = version_id
+        self.size = size
+        self.etag = etag
+        self._pos = 0
+        self._win: list[tuple] = []        # (offset, length, chunk id, pack, poff, plen, raw_len)
+        self._cache: OrderedDict[int, Future] = OrderedDict()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        pos = base + offset
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def _load_window(self, pos: int) -> None:
+        with self.repo.catalog.session() as s:
+            start = s.execute(text("SELECT max(offset) FROM version_chunks WHERE version_id = :v AND offset <= :p"),
+                              {"v": self.version_id, "p": pos}).scalar()
+            rows = s.execute(text("""
+                SELECT vc.offset, vc.length, vc.chunk_id, c.pack_id, c.offset, c.length, c.raw_len
+                FROM version_chunks vc LEFT JOIN chunks c ON c.id = vc.chunk_id
+                WHERE vc.version_id = :v AND vc.offset >= :s ORDER BY vc.offset LIMIT :n"""),
+                {"v": self.version_id, "s": start or 0, "n": WINDOW}).all()
+        if not rows:
+            raise Corrupt(f"version {self.version_id} has no chunk at offset {pos}")
+        self._win = [tuple(r) for r in rows]
+
+    def _index(self, pos: int) -> int:
+        w = self._win
+        if not w or pos < w[0][0] or pos >= w[-1][0] + w[-1][1]:
+            self._load_window(pos)
+            w = self._win
+        lo, hi = 0, len(w) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if w[mid][0] <= pos:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _fetch(self, i: int) -> Future:
+        row = self._win[i]
+        fut = self._cache.get(row[0])
+        if fut is None:
+            loc = None if row[3] is None else (row[3], row[4], row[5], row[6])
+            fut = self.repo.store.pool.submit(self.repo.store.load, row[2], loc)
+            self._cache[row[0]] = fut
+            while len(self._cache) > PREFETCH * 2 + 2:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(row[0])
+        return fut
+
+    def _chunk(self, i: int) -> bytes:
+        fut = self._fetch(i)
+        for j in range(i + 1, min(i + 1 + PREFETCH, len(self._win))):
+            self._fetch(j)
+        return fut.result()
+
+    def readinto(self, b) -> int:
+        view = memoryview(b).cast("B")
+        n = 0
+        while n < len(view) and self._pos < self.size:
+            i = self._index(self._pos)
+            off, ln = self._win[i][0], self._win[i][1]
+            data = self._chunk(i)
+            start = self._pos - off
+            take = min(ln - start, len(view) - n)
+            view[n:n + take] = data[start:start + take]
+            n += take
+            self._pos += take
+        return n
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self.size - self._pos)
+        n = left if n is None or n < 0 else min(n, left)
+        buf = bytearray(n)
+        got = self.readinto(buf)
+        return bytes(buf[:got])
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def close(self) -> None:
+        self._cache.clear()
+        super().close()
+
+
+class Updater:
+    """Random writes staged in a sparse temporary file, committed as one version."""
+
+    def __init__(self, fs, parts: tuple[str, ...], base: m.Version | None, truncate: bool):
+        self.fs = fs
+        self.repo = fs.repo
+        self.parts = parts
+        self._base = base
+        self._reader = Reader(self.repo, base.id, base.size) if base is not None else None
+        self._base_limit = 0 if (truncate or base is None) else base.size
+        self.size = self._base_limit
+        self._stage = tempfile.TemporaryFile(dir=self.repo.tmp, prefix="update-")
+        self._extents: list[list[int]] = []
+        self._dirty = base is None or (truncate and base.size > 0)
+        self._first_dirty = 0 if self._dirty else None
+        self.mtime: float | None = None
+        self._state = "open"
+
+    def _mark(self, pos: int) -> None:
+        self._dirty = True
+        self._first_dirty = pos if self._first_dirty is None else min(self._first_dirty, pos)
+
+    def pwrite(self, data, offset: int) -> int:
+        if self._state != "open":
+            raise ArchiveError(f"write on a {self._state} update")
+        n = len(data)
+        if n == 0:
+            return 0
+        os.pwrite(self._stage.fileno(), data, offset)
+        self._add_extent(offset, offset + n)
+        self.size = max(self.size, offset + n)
+        self._mark(offset)
+        return n
+
+    def _add_extent(self, a: int, b: int) -> None:
+        out, placed = [], False
+        for s, e in self._extents:
+            if e < a or s > b:
+                out.append([s, e])
+            else:
+                a, b = min(a, s), max(b, e)
+        out.append([a, b])
+        out.sort()
+        self._extents = out
+
+    def truncate(self, size: int) -> None:
+        if size == self.size:
+            return
+        if size < self.size:
+            self._extents = [[s, min(e, size)] for s, e in self._extents if s < size]
+            self._base_limit = min(self._base_limit, size)
+            self._stage.truncate(size)
+        self._mark(min(size, self.size))
+        self.size = size
+
+    def pread(self, n: int, offset: int) -> bytes:
+        end = min(self.size, offset + n)
+        return b"".join(self._pieces(offset, end)) if end > offset else b""
+
+    def _pieces(self, pos: int, end: int):
+        """Yield the file's bytes in [pos, end): staged extents, else base content, else zeros."""
+        ext = self._extents
+        while pos < end:
+            hit = next((e for e in ext if e[0] <= pos < e[1]), None)
+            if hit is not None:
+                stop = min(end, hit[1])
+                yield os.pread(self._stage.fileno(), stop - pos, pos)
+                pos = stop
+                continue
+            nxt = min([e[0] for e in ext if e[0] > pos] + [end])
+            if pos < self._base_limit:
+                stop = min(nxt, self._base_limit)
+                self._reader.seek(pos)
+                while pos < stop:
+                    piece = self._reader.read(min(stop - pos, BATCH))
+                    if not piece:
+                        raise Corrupt("base content ended early")
+                    yield piece
+                    pos += len(piece)
+            else:
+                stop = nxt
+                while pos < stop:
+                    k = min(stop - pos, BATCH)
+                    yield bytes(k)
+                    pos += k
+
+    def commit(self):
+        """One new version if anything changed (None otherwise); unchanged chunks are reused."""
+        if self._state != "open":
+            raise ArchiveError(f"commit of a {self._state} update")
+        if not self._dirty:
+            self.close()
+            return None
+        w = Writer(self.fs, self.parts, mtime=self.mtime)
+        start = 0
+        if self._base is not None and self._first_dirty:
+            rows = chunk_list(self.repo, self._base.id)[:-1]   # the last chunk was cut by EOF
+            keep = [(cid, ln) for off, cid, ln in rows if off + ln <= self._first_dirty]
+            start = sum(ln for _, ln in keep)
+            w.seed(keep, start)
+        try:
+            for piece in self._pieces(start, self.size):
+                w.write(piece)
+            version = w.commit()
+        finally:
+            w.abort()
+            self.close()
+        self._state = "committed"
+        return version
+
+    def abort(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._state == "open":
+            self._state = "closed"
+        try:
+            self._stage.close()
+        except OSError:
+            pass

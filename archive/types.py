@@ -1,0 +1,87 @@
+"""The value types adapters see: entries, versions, origins."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who caused a change: the protocol, the client address and the user name."""
+    protocol: str
+    address: str | None = None
+    user: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"protocol": self.protocol, "user": self.user, "address": self.address}
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    path: str
+    kind: str                 # "file" | "dir"
+    size: int
+    mtime: float              # epoch seconds
+    ctime: float              # creation of the node
+    node_id: int              # stable: an inode number / file id
+    version: int | None       # current version number (files)
+    etag: str                 # content hash (files), change stamp (dirs)
+    readonly: bool = False
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == "dir"
+
+
+@dataclass(frozen=True)
+class Version:
+    number: int
+    size: int
+    created_at: float
+    mtime: float
+    deleted: bool
+    etag: str
+    origin: Origin | None
+
+    def as_dict(self) -> dict:
+        from .clock import iso
+        return {"version": self.number, "size": self.size, "created_at": iso(int(self.created_at * 1e6)),
+                "mtime": iso(int(self.mtime * 1e6)), "deleted": self.deleted, "etag": self.etag,
+                "origin": self.origin.as_dict() if self.origin else None}
+
+
+@dataclass(frozen=True)
+class ShareInfo:
+    name: str
+    created_at: float
+    retention: str | None
+    worm_days: int
+    anonymous: bool
+    quota: int | None
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    name: str
+    created_at: float
+    shares: dict[str, str]
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    at: float
+    user: str | None
+    protocol: str | None
+    address: str | None
+    action: str
+    share: str | None
+    path: str | None
+    version: int | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class User:
+    """An authenticated catalog user (what adapters pass to Repository.share)."""
+    id: int
+    name: str

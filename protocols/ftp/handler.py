@@ -1,0 +1,354 @@
+"""pyftpdlib control and data handlers for Edge Archive.
+
+The mixins here are combined with pyftpdlib's plain or TLS handlers into one class per
+adapter (``build_handler``), because pyftpdlib configures everything through class
+attributes.  What they add:
+
+* commit-or-abort: the data handler commits an upload only when pyftpdlib saw the transfer
+  finish *and* the control connection is still up (a client that dies mid-STOR closes
+  both; stream mode cannot tell a clean EOF from a crash otherwise); any error, ABOR,
+  timeout or shutdown aborts, so the previous version stays current;
+* replies for archive errors from ``errors.py`` (452 disk full, 552 quota, 451 corrupt);
+* listings streamed from ShareFS entries (no per-file stat);
+* per-user connection limits, events, STOU, XCRC/HASH, TLS-required logins.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import select
+import sys
+import zlib
+from typing import Any, Iterator
+
+from pyftpdlib.exceptions import FilesystemError
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.handlers.ftp.data import DTPHandler
+from pyftpdlib.handlers.ftp.producers import BufferedIteratorProducer
+from pyftpdlib.log import logger
+from pyftpdlib.utils import strerror
+
+from archive import errors
+
+from .authorizer import SessionAuthorizer
+from .errors import TransferError, reply_for
+from .files import WriteFile
+from .filesystem import ArchiveFS, Session
+
+_TRANSFER_CMDS = {"STOR", "STOU", "APPE", "RETR", "LIST", "NLST", "MLSD",
+                  "PASV", "EPSV", "PORT", "EPRT"}
+_HASH_ALGOS = {"SHA-256": "sha256", "SHA-1": "sha1", "MD5": "md5", "SHA-512": "sha512"}
+
+
+def _primed(items: Any) -> Iterator[Any]:
+    """Pull the first item now so errors surface as a 550 on the control channel,
+    not as a broken data transfer."""
+    it = iter(items)
+    try:
+        first = next(it)
+    except StopIteration:
+        return iter(())
+    return itertools.chain([first], it)
+
+
+def _find_transfer_error(exc: BaseException | None) -> TransferError | None:
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, TransferError):
+            return exc
+        nxt = exc.__cause__
+        if nxt is None and exc.args and isinstance(exc.args[0], BaseException):
+            nxt = exc.args[0]
+        exc, seen = nxt, seen + 1
+    return None
+
+
+class EdgeDTPMixin:
+    """Data channel: decides commit vs abort for uploads, maps archive errors."""
+
+    def close(self) -> None:
+        fo = self.file_obj
+        if not self._closed and self.receive and isinstance(fo, WriteFile) and not fo.closed:
+            if self.transfer_finished and not self._control_gone():
+                try:
+                    fo.commit()
+                except Exception as exc:
+                    code, msg = reply_for(exc)
+                    self._resp = (f"{code} {msg}; transfer aborted.", logger.warning)
+                    self.transfer_finished = False
+            else:
+                fo.abort(errors.Conflict("transfer incomplete or connection dropped"))
+                if self.transfer_finished:   # EOF seen, but the client is gone
+                    self.transfer_finished = False
+                    self._resp = ("426 Connection closed; transfer aborted.", logger.info)
+        super().close()
+
+    def _control_gone(self) -> bool:
+        """True when the client has hung up its control connection."""
+        try:
+            fd = self.cmd_channel.socket.fileno()
+        except Exception:
+            return True
+        if fd < 0 or getattr(self.cmd_channel, "_closed", False):
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLRDHUP)
+        for _, ev in poller.poll(0):
+            if ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                return True
+        return False
+
+    def handle_error(self) -> None:
+        terr = _find_transfer_error(sys.exc_info()[1])
+        if terr is None:
+            return super().handle_error()
+        self.cmd_channel.edge_state.event("error", user=self.cmd_channel.username,
+                                          address=self.cmd_channel.remote_ip,
+                                          error=type(terr.cause).__name__)
+        try:
+            self._resp = (f"{terr.code} {terr.strerror}; transfer aborted.", logger.warning)
+            self.close()
+        except Exception:
+            logger.exception("closing data channel after error")
+
+
+class EdgeHandlerMixin:
+    """Control channel additions (see module docstring)."""
+
+    edge_state: Any = None           # protocols.ftp.state.ServerState, set per adapter
+    abstracted_fs = ArchiveFS
+
+    def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
+        self.edge_user = None
+        self.edge_session = None
+        self._edge_slot = None
+        self._hash_algo = "SHA-256"
+        super().__init__(conn, server, ioloop)
+
+    # --- session lifecycle -------------------------------------------------------------
+
+    def on_connect(self) -> None:
+        self.edge_state.event("connect", address=self.remote_ip)
+
+    def on_login(self, username: str) -> None:
+        self.edge_state.event("login_ok", user=username, address=self.remote_ip)
+
+    def on_login_failed(self, username: str, password: str) -> None:
+        self.edge_state.event("login_failed", user=username, address=self.remote_ip,
+                              attempt=self.attempted_logins)
+
+    def handle_auth_success(self, home: str, password: str, msg_login: str) -> None:
+        user = self.edge_user
+        if not self.edge_state.acquire_slot(user.name):
+            self.edge_state.event("login_failed", user=user.name, address=self.remote_ip,
+                                  reason="too many connections for user")
+            self.respond("421 Too many connections for this user.")
+            self.close_when_done()
+            return
+        self._edge_slot = user.name
+        try:
+            self.edge_session = Session(self.edge_state, user, self.remote_ip)
+        except errors.ArchiveError as exc:
+            code, msg = reply_for(exc)
+            self.respond(f"421 {msg}.")
+            self.close_when_done()
+            return
+        super().handle_auth_success(home, password, msg_login)
+        self.authorizer = SessionAuthorizer(self.edge_state.repo, self.fs)
+
+    def flush_account(self) -> None:
+        super().flush_account()
+        self.__dict__.pop("authorizer", None)
+        self.edge_session = None
+        self._release_slot()
+
+    def close(self) -> None:
+        super().close()
+        self._release_slot()
+
+    def _release_slot(self) -> None:
+        if self._edge_slot is not None:
+            self.edge_state.release_slot(self._edge_slot)
+            self._edge_slot = None
+
+    def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
+        state = self.edge_state
+        if state.stopping and cmd in _TRANSFER_CMDS:
+            self.respond("421 Server shutting down.")
+            self.close_when_done()
+            return
+        if (cmd in ("USER", "PASS") and state.require_tls
+                and not getattr(self, "_ssl_established", False)):
+            self.respond("530 TLS required: use AUTH TLS before logging in.")
+            self.log_cmd(cmd, args[0] if args else "", 530, "TLS required")
+            return
+        super().process_command(cmd, *args, **kwargs)
+
+    # --- listings --------------------------------------------------------------------
+
+    def _single(self, path: str) -> list[tuple[str, Any]]:
+        st = self.fs.lstat(path)
+        return [(os.path.basename(path) or "/", st)]
+
+    def ftp_LIST(self, path: str) -> str | None:
+        try:
+            items = _primed(self.fs.list_entries(path)) if self.fs.isdir(path) else self._single(path)
+        except (OSError, FilesystemError) as err:
+            self.respond(f"550 {strerror(err)}.")
+            return None
+        producer = BufferedIteratorProducer(self.fs.format_list_entries(items))
+        self.push_dtp_data(producer, isproducer=True, cmd="LIST")
+        return path
+
+    def ftp_NLST(self, path: str) -> str | None:
+        try:
+            items = _primed(self.fs.list_entries(path)) if self.fs.isdir(path) else self._single(path)
+        except (OSError, FilesystemError) as err:
+            self.respond(f"550 {strerror(err)}.")
+            return None
+        enc, errs = self.encoding, self.unicode_errors
+        lines = (f"{name}\r\n".encode(enc, errs) for name, _ in items)
+        self.push_dtp_data(BufferedIteratorProducer(lines), isproducer=True, cmd="NLST")
+        return path
+
+    def ftp_MLSD(self, path: str) -> str | None:
+        if not self.fs.isdir(path):
+            self.respond("501 No such directory.")
+            return None
+        try:
+            items = _primed(self.fs.list_entries(path))
+        except (OSError, FilesystemError) as err:
+            self.respond(f"550 {strerror(err)}.")
+            return None
+        it = self.fs.format_mlsx_entries(items, self._current_facts, path)
+        self.push_dtp_data(BufferedIteratorProducer(it), isproducer=True, cmd="MLSD")
+        return path
+
+    def ftp_MLST(self, path: str) -> str | None:
+        line = self.fs.fs2ftp(path)
+        try:
+            st = self.fs.stat(path)
+        except (OSError, FilesystemError) as err:
+            self.respond(f"550 {strerror(err)}.")
+            return None
+        base = os.path.dirname(path)
+        name = os.path.basename(path)
+        data = b"".join(self.fs.format_mlsx_entries([(name, st)], self._current_facts, base))
+        facts = data.decode(self.encoding, self.unicode_errors).split(" ")[0]
+        self.push(f'250-Listing "{line}":\r\n')
+        self.push(f" {facts} {line}\r\n")
+        self.respond("250 End MLST.")
+        return path
+
+    # --- STOU (pyftpdlib's relies on real temp files) -------------------------------------
+
+    def ftp_STOU(self, line: str) -> str | None:
+        if self._restart_position:
+            self.respond("450 Can't STOU while REST request is pending.")
+            return None
+        if line:
+            target = self.fs.ftp2fs(line)
+            basedir, prefix = os.path.dirname(target), os.path.basename(target) + "."
+        else:
+            basedir, prefix = self.fs.cwd, "ftpd."
+        if not self.fs.validpath(basedir):
+            self.respond("550 Invalid path.")
+            return None
+        try:
+            path = self.fs.unique_name(basedir, prefix)
+            if not self.authorizer.has_perm(self.username, "w", path):
+                self.respond("550 Not enough privileges.")
+                return None
+            fd = self.run_as_current_user(self.fs.open, path, "wb")
+        except (OSError, FilesystemError) as err:
+            self.respond(f"550 {strerror(err)}.")
+            return None
+        filename = os.path.basename(path)
+        if self.data_channel is not None:
+            self.respond(f"125 FILE: {filename}")
+            self.data_channel.file_obj = fd
+            self.data_channel.enable_receiving(self._current_type, "STOU")
+        else:
+            self.respond(f"150 FILE: {filename}")
+            self._in_dtp_queue = (fd, "STOU")
+        return filename
+
+    # --- checksums (stream the file once; blocks only this session's thread) ----------
+
+    def ftp_XCRC(self, path: str) -> None:
+        try:
+            f = self.fs.open(path, "rb")
+        except (OSError, FilesystemError) as err:
+            self.respond(f"550 {strerror(err)}.")
+            return
+        crc = 0
+        try:
+            while chunk := f.read(1 << 20):
+                crc = zlib.crc32(chunk, crc)
+        except OSError as err:
+            self.respond(f"{getattr(err, 'code', 451)} {strerror(err)}.")
+            return
+        finally:
+            f.close()
+        self.respond(f"250 {crc:08X}")
+
+    def ftp_HASH(self, path: str) -> None:
+        try:
+            size = self.fs.getsize(path)
+            f = self.fs.open(path, "rb")
+        except (OSError, FilesystemError) as err:
+            self.respond(f"550 {strerror(err)}.")
+            return
+        h = hashlib.new(_HASH_ALGOS[self._hash_algo])
+        try:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        except OSError as err:
+            self.respond(f"{getattr(err, 'code', 451)} {strerror(err)}.")
+            return
+        finally:
+            f.close()
+        end = max(size - 1, 0)
+        self.respond(f"213 {self._hash_algo} 0-{end} {h.hexdigest()} {self.fs.fs2ftp(path)}")
+
+    def ftp_OPTS(self, line: str) -> None:
+        cmd, _, arg = line.partition(" ")
+        if cmd.upper() != "HASH":
+            return super().ftp_OPTS(line)
+        if not arg:
+            self.respond(f"200 {self._hash_algo}")
+        elif arg.upper() in _HASH_ALGOS:
+            self._hash_algo = arg.upper()
+            self.respond(f"200 {self._hash_algo}")
+        else:
+            self.respond("501 Unknown algorithm.")
+
+    def ftp_FEAT(self, line: str) -> None:
+        algos = ";".join(a + ("*" if a == self._hash_algo else "") for a in _HASH_ALGOS)
+        extra = [f"HASH {algos}", "XCRC"]
+        saved = list(self._extra_feats)
+        self._extra_feats = saved + extra
+        try:
+            super().ftp_FEAT(line)
+        finally:
+            self._extra_feats = saved
+
+
+EXTRA_CMDS = {
+    "XCRC": dict(perm="r", auth=True, arg=True, help="Syntax: XCRC <SP> file-name (CRC32 of file)."),
+    "HASH": dict(perm="r", auth=True, arg=True, help="Syntax: HASH <SP> file-name (hash of file)."),
+}
+
+
+def build_handler(state: Any, base: type = FTPHandler, dtp_base: type = DTPHandler,
+                  **attrs: Any) -> type:
+    """One handler class per adapter: pyftpdlib keeps its configuration in class attributes."""
+    dtp = type("EdgeDTPHandler", (EdgeDTPMixin, dtp_base), {
+        "ac_in_buffer_size": 256 * 1024,
+        "ac_out_buffer_size": 256 * 1024,
+    })
+    cmds = dict(base.proto_cmds)
+    cmds.update(EXTRA_CMDS)
+    attrs.update({"edge_state": state, "dtp_handler": dtp, "proto_cmds": cmds})
+    return type("EdgeFTPHandler", (EdgeHandlerMixin, base), attrs)

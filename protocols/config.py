@@ -148,8 +148,11 @@ class ProtocolInfo:
         declared = getattr(self.cls, "config_keys", None) if self.cls is not None else None
         if declared is None:
             return None
+        # Names are checked here; values are the adapter's to check (its constructor's
+        # ValueError becomes a configuration error), since a default's type is only a hint
+        # (a port range may be "60000-60100" or an array).
         if isinstance(declared, Mapping):
-            return {k: Key(type(v) if v is not None else object, v) for k, v in declared.items()}
+            return {k: Key(object, v) for k, v in declared.items()}
         return {k: Key(object, None) for k in declared}
 
     def default_listen(self) -> str:
@@ -224,7 +227,14 @@ def _coerce(text: str, key: Key) -> Any:
             raise ValueError(f"must be a number, got {text!r}") from None
     if t is str:
         return text
-    # untyped adapter key: accept a TOML literal (number, bool, array), else the raw string
+    # adapter key: the default's type says how to read the string, if there is one
+    if isinstance(key.default, bool):
+        return _coerce(text, Key(bool))
+    if isinstance(key.default, (int, float)):
+        return _coerce(text, Key(type(key.default)))
+    if isinstance(key.default, str):
+        return text
+    # otherwise a TOML literal (number, bool, array), else the raw string
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:

@@ -119,16 +119,16 @@ def _load(flag_config: str | None, only: list[str] | None, log_level: str | None
 def _repo_path(cfg: ServeConfig, raw: dict[str, Any]) -> tuple[str | None, bool]:
     """(repository path, explicitly named?).  --repo / EDGE_ARCHIVE_REPO (the archivectl
     group's) win over EDGE_ARCHIVE_REPOSITORY_PATH, which wins over [repository] path."""
-    obj = _obj()
-    cli = getattr(obj, "repo_path", None)
-    file_value = (raw.get("repository") or {}).get("path") if isinstance(raw.get("repository"), dict) else None
+    ctx = click.get_current_context(silent=True)
+    parent = ctx.parent if ctx is not None else None
+    flag = parent.params.get("repo") if parent is not None else None
+    if flag:
+        return str(flag), True
     env_repo = os.environ.get(ENV_PREFIX + "REPO")
-    if cli and (env_repo or str(cli) != str(file_value) or ENV_PREFIX + "REPOSITORY_PATH" not in os.environ):
-        return str(cli), True
-    if cfg.repository.get("path"):
-        return str(cfg.repository["path"]), True
     if env_repo:
         return env_repo, True
+    if cfg.repository.get("path"):
+        return str(cfg.repository["path"]), True
     return None, False
 
 
@@ -141,7 +141,7 @@ def _password() -> str | None:
 def _open_repository(path: str, cfg: ServeConfig) -> Any:
     from archive import Repository, errors
 
-    catalog = cfg.repository.get("catalog")
+    catalog = os.environ.get(ENV_PREFIX + "CATALOG") or cfg.repository.get("catalog")
     if not os.path.isdir(path):
         raise StartError(f"repository missing: {path} does not exist "
                          f"(create it with `archivectl init {path}`, or set [repository] path)")

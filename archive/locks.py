@@ -65,6 +65,11 @@ class LockStore:
     def __init__(self, repo) -> None:
         self._catalog = repo.catalog
 
+    def _write(self):
+        """The catalog's write transaction when it has one (takes the write lock up front)."""
+        write = getattr(self._catalog, "write", None)
+        return write() if write is not None else self._catalog.session()
+
     # -- writes ---------------------------------------------------------------------
     def create(self, *, root: str, share: str, path: str, scope: str, depth: str,
                owner: str, principal: str, timeout: float) -> LockRecord:
@@ -75,10 +80,9 @@ class LockStore:
         row = Lock(token=new_token(), share=share, path=path, root=root, scope=scope,
                    depth=depth, owner=owner, principal=principal, timeout=float(timeout),
                    expires_at=now + float(timeout), created_at=now)
-        with self._catalog.session() as s:
+        with self._write() as s:
             s.add(row)
             rec = _record(row)
-            s.commit()
         return rec
 
     def refresh(self, token: str, timeout: float) -> LockRecord | None:
@@ -86,26 +90,23 @@ class LockStore:
         if timeout is None or timeout < 0 or timeout > MAX_TIMEOUT:
             timeout = MAX_TIMEOUT
         now = time.time()
-        with self._catalog.session() as s:
+        with self._write() as s:
             row = s.get(Lock, token)
             if row is None or row.expires_at < now:
                 return None
             row.timeout = float(timeout)
             row.expires_at = now + float(timeout)
             rec = _record(row)
-            s.commit()
         return rec
 
     def delete(self, token: str) -> bool:
-        with self._catalog.session() as s:
+        with self._write() as s:
             n = s.execute(delete(Lock).where(Lock.token == token)).rowcount
-            s.commit()
         return bool(n)
 
     def purge_expired(self) -> int:
-        with self._catalog.session() as s:
+        with self._write() as s:
             n = s.execute(delete(Lock).where(Lock.expires_at < time.time())).rowcount
-            s.commit()
         return n or 0
 
     # -- reads ----------------------------------------------------------------------

@@ -9,8 +9,10 @@ Layout of a local repository directory:
 """
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import socket
 import threading
 import uuid
 from pathlib import Path
@@ -102,9 +104,13 @@ class Repository:
 
     # -- the one way to change the catalog -------------------------------------------------------
     def mutate(self, build: Callable[[Session], list[dict]], new_chunks: list[NewChunk] | None = None,
-               audit: Callable[[list[dict]], list[dict]] | None = None, refs=None) -> list[dict]:
+               audit: Callable[[list[dict]], list[dict]] | None = None, refs=None,
+               applied: bool = False) -> list[dict]:
         """Validate and build events inside a write transaction, make them durable in the packs,
-        then apply them (and the chunk rows and audit records) in that same transaction."""
+        then apply them (and the chunk rows and audit records) in that same transaction.
+
+        `applied`: the builder already applied each event as it built it (batches whose later
+        events depend on earlier ones); they are still written to the packs before commit."""
         with self.catalog.write() as s:
             evs = build(s)
             for ev in evs:
@@ -114,8 +120,9 @@ class Repository:
                 self.store.verify_refs(s, refs, new_chunks or [])
             if new_chunks:
                 self.store.register_chunks(s, new_chunks)
-            for ev in evs:
-                events.apply(s, ev)
+            if not applied:
+                for ev in evs:
+                    events.apply(s, ev)
             for rec in (audit(evs) if audit else []):
                 s.add(m.AuditEvent(**rec))
             return evs
@@ -126,7 +133,7 @@ class Repository:
 
     def audit_row(self, action: str, origin: Origin | None, share: str | None = None, path: str | None = None,
                   version: int | None = None, detail: str | None = None, at: int | None = None) -> dict:
-        o = origin or Origin("cli", None, os.environ.get("USER"))
+        o = origin or Origin("cli", socket.gethostname(), os.environ.get("USER") or getpass.getuser())
         return {"at": at or now_us(), "user": o.user, "protocol": o.protocol, "address": o.address,
                 "action": action, "share": share, "path": path, "version": version, "detail": detail}
 

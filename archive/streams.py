@@ -17,6 +17,7 @@ from concurrent.futures import Future
 import blake3
 from sqlalchemy import select, text
 
+from . import events
 from .catalog import models as m
 from .chunker import StreamChunker
 from .clock import to_us
@@ -26,6 +27,7 @@ from .store import ChunkRef, NewChunk
 BATCH = 4 * 1024 * 1024
 IN_FLIGHT = 3
 PREFETCH = 4
+INLINE = 256 * 1024
 WINDOW = 512
 
 
@@ -109,31 +111,37 @@ class Writer:
         while self._futures:
             self._refs.extend(self._futures.popleft().result())
 
-    def commit(self):
-        """Make the bytes written one new version; returns archive.Version."""
+    def prepare(self) -> None:
+        """Finish chunking and storing (no catalog change yet); used by commit and commit_many."""
         if self._state != "open":
             raise ArchiveError(f"commit of a {self._state} upload")
         try:
             tail = self._chunker.finish()
-            if tail:
+            if tail and not self._futures and sum(map(len, tail)) <= INLINE:
+                # Small files: a thread hand-off costs more than the work.
+                self._refs.extend(self.repo.store.store_batch(tail, self._seen, self._new))
+            elif tail:
                 self._submit(tail)
             self._drain()
             if self._room is not None and self.size > self._room:
                 raise QuotaExceeded(f"share {self.fs.share_name!r} is over its quota")
-            etag = content_etag(self.repo, self._refs, self.size)
-            fs = self.fs
-            evs = self.repo.mutate(
-                lambda s: [fs.commit_event(s, self.parts, self.size, self.mtime, etag, chunks=self._refs)],
-                new_chunks=self._new, refs=self._refs, audit=fs._audit("write", "/" + "/".join(self.parts)))
+            self._etag = content_etag(self.repo, self._refs, self.size)
         except BaseException:
             self.abort()
             raise
-        self._state = "committed"
-        return fs._version_of(evs[-1])
+        self._state = "prepared"
+
+    def event(self, s) -> dict:
+        return self.fs.commit_event(s, self.parts, self.size, self.mtime, self._etag, chunks=self._refs)
+
+    def commit(self):
+        """Make the bytes written one new version; returns archive.Version."""
+        self.prepare()
+        return commit_many([self])[0]
 
     def abort(self) -> None:
         """Drop the upload: no version; its written chunks are garbage for gc."""
-        if self._state != "open":
+        if self._state not in ("open", "prepared"):
             return
         self._state = "aborted"
         for f in self._futures:
@@ -156,6 +164,35 @@ class Writer:
                 self.commit()
         else:
             self.abort()
+
+
+def commit_many(writers: list["Writer"]) -> list:
+    """Commit prepared writers of one share in one transaction (one fsync for many small files)."""
+    if not writers:
+        return []
+    fs, repo = writers[0].fs, writers[0].repo
+    new = [c for w in writers for c in w._new]
+    refs = [r for w in writers for r in w._refs]
+
+    def build(s):
+        evs = []
+        for w in writers:
+            evs.append(w.event(s))
+            events.apply(s, evs[-1])      # later writers of the batch see earlier ones
+        return evs
+
+    def audit(evs):
+        return [repo.audit_row("write", fs.origin, fs.share_name, "/" + "/".join(w.parts), ev["number"])
+                for w, ev in zip(writers, evs)]
+    try:
+        evs = repo.mutate(build, new_chunks=new, refs=refs, audit=audit, applied=True)
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    for w in writers:
+        w._state = "committed"
+    return [fs._version_of(ev) for ev in evs]
 
 
 class Reader(io.RawIOBase):

@@ -1,0 +1,86 @@
+"""What every archivectl command shares: the config, the repository path, the passphrase."""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import config as cfg
+from ..repository import Repository
+from ..types import Origin
+
+
+class CLIContext:
+    def __init__(self, repo_flag: str | None, config_flag: str | None):
+        self.config, self.config_path = cfg.load(config_flag)
+        self.repo_path: Path = cfg.repo_path(repo_flag, self.config)
+        self.catalog_url = cfg.catalog_url(self.config)
+        self._repo: Repository | None = None
+
+    def encrypted(self) -> bool:
+        try:
+            return json.loads((self.repo_path / "config.json").read_text()).get("encrypted", False)
+        except (OSError, ValueError):
+            return False
+
+    def password(self, prompt: str = "Repository passphrase", confirm: bool = False) -> str | None:
+        pw = os.environ.get("EDGE_ARCHIVE_PASSWORD")
+        if pw is not None:
+            return pw
+        if not sys.stdin.isatty():
+            raise click.ClickException("this repository is encrypted: set EDGE_ARCHIVE_PASSWORD")
+        return click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+
+    def open_repo(self) -> Repository:
+        if self._repo is None:
+            pw = self.password() if self.encrypted() else None
+            self._repo = Repository.open(self.repo_path, password=pw, catalog_url=self.catalog_url)
+        return self._repo
+
+    def share(self, name: str):
+        """A ShareFS with administrator rights, audited as the CLI user on this host."""
+        origin = Origin("cli", socket.gethostname(), os.environ.get("USER") or getpass.getuser())
+        return self.open_repo().share(name, origin=origin)
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+class _Counter:
+    """Progress of an operation whose total is unknown: a count on a terminal, nothing otherwise."""
+
+    def __init__(self, label: str):
+        self.label, self.n = label, 0
+        self.tty = sys.stderr.isatty()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.tty:
+            click.echo(f"\r{self.label}: {self.n}", nl=False, err=True)
+
+    def __enter__(self) -> "_Counter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.tty and self.n:
+            click.echo("", err=True)
+
+
+def progress(length: int | None, label: str):
+    """A click progress bar on a terminal (a counter when the total is unknown), silent otherwise."""
+    if length is None:
+        return _Counter(label)
+    return click.progressbar(length=length, label=label, file=sys.stderr,
+                             hidden=not sys.stderr.isatty(), show_pos=True)

@@ -1,0 +1,336 @@
+"""File commands: put, get, ls, versions, restore, rm, mv, mkdir.
+
+Paths are /<share>/<path>.  `put` of a folder uploads it recursively, skips files whose size
+and modification time match the current version (as backup tools do), and commits small files
+in batches so a tree of many small files costs few transactions.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from ..clock import iso, to_us
+from ..errors import Exists, InvalidPath, IsADirectory, NotFound
+from ..paths import join, split, split_archive_path
+from ..streams import commit_many
+from .context import CLIContext, emit_json, progress
+from .main import cli
+
+READ = 4 * 1024 * 1024
+BATCH_FILES = 256
+BATCH_BYTES = 32 * 1024 * 1024
+
+
+def _fs(obj: CLIContext, path: str):
+    share, rel = split_archive_path(path)
+    return obj.share(share), rel
+
+
+def _at(at: str | None) -> int | None:
+    return to_us(at) if at else None
+
+
+def _ensure_dir(fs, rel: str) -> None:
+    if split(rel):
+        try:
+            if not fs.stat(rel).is_dir:
+                raise click.ClickException(f"{rel} is a file, not a folder")
+        except NotFound:
+            fs.mkdir(rel, parents=True)
+
+
+def _put_stream(fs, rel: str, stream, mtime: float | None, bar=None):
+    w = fs.open_write(rel, mtime=mtime)
+    try:
+        while True:
+            data = stream.read(READ)
+            if not data:
+                break
+            w.write(data)
+            if bar is not None:
+                bar.update(len(data))
+    except BaseException:
+        w.abort()
+        raise
+    return w
+
+
+@cli.command()
+@click.argument("src")
+@click.argument("dest")
+@click.option("--force", is_flag=True, help="Upload files even when size and mtime match the current version.")
+@click.pass_obj
+def put(obj: CLIContext, src: str, dest: str, force: bool) -> None:
+    """Store SRC (a file, a folder, or - for stdin) at DEST (/<share>/<path>)."""
+    fs, rel = _fs(obj, dest)
+    if src == "-":
+        _ensure_dir(fs, join(split(rel)[:-1]))
+        v = _put_stream(fs, rel, sys.stdin.buffer, None).commit()
+        click.echo(f"{dest}: version {v.number} ({v.size} bytes)")
+        return
+    p = Path(src)
+    if not p.exists():
+        raise click.ClickException(f"{src}: no such file or folder")
+    if p.is_dir():
+        _put_tree(fs, p, rel, force)
+        return
+    if dest.endswith("/") or _is_dir(fs, rel):
+        rel = join(split(rel) + (p.name,))
+    _ensure_dir(fs, join(split(rel)[:-1]))
+    st = p.stat()
+    with open(p, "rb") as f, progress(st.st_size, p.name) as bar:
+        v = _put_stream(fs, rel, f, st.st_mtime, bar).commit()
+    click.echo(f"/{fs.share_name}{rel}: version {v.number} ({v.size} bytes)")
+
+
+def _is_dir(fs, rel: str) -> bool:
+    try:
+        return fs.stat(rel).is_dir
+    except NotFound:
+        return False
+
+
+def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            fp = Path(dirpath) / name
+            if fp.is_file() and not fp.is_symlink():
+                files.append(fp)
+    total = sum(f.stat().st_size for f in files)
+    base = split(rel)
+    stored = skipped = 0
+    known_dirs: dict[tuple, dict] = {}
+    pending, pending_bytes = [], 0
+    _ensure_dir(fs, rel)
+
+    def listing(parts: tuple) -> dict:
+        if parts not in known_dirs:
+            try:
+                known_dirs[parts] = {e.name: e for e in fs.listdir(join(parts))}
+            except NotFound:
+                fs.mkdir(join(parts), parents=True)
+                known_dirs[parts] = {}
+        return known_dirs[parts]
+
+    def flush():
+        nonlocal pending, pending_bytes
+        commit_many(pending)
+        pending, pending_bytes = [], 0
+
+    with progress(total, f"put {root}") as bar:
+        for fp in files:
+            parts = base + tuple(fp.relative_to(root).parts)
+            st = fp.stat()
+            cur = listing(parts[:-1]).get(parts[-1])
+            if cur is not None and cur.is_dir:
+                raise click.ClickException(f"{join(parts)} is a folder in the archive")
+            if (not force and cur is not None and cur.size == st.st_size
+                    and to_us(cur.mtime) == to_us(st.st_mtime)):
+                skipped += 1
+                bar.update(st.st_size)
+                continue
+            with open(fp, "rb") as f:
+                w = _put_stream(fs, join(parts), f, st.st_mtime, bar)
+            w.prepare()
+            pending.append(w)
+            pending_bytes += st.st_size
+            stored += 1
+            if len(pending) >= BATCH_FILES or pending_bytes >= BATCH_BYTES:
+                flush()
+        flush()
+    click.echo(f"{stored} files stored, {skipped} unchanged")
+
+
+@cli.command()
+@click.argument("src")
+@click.argument("dest")
+@click.option("--version", "version", type=int, help="Version number (files).")
+@click.option("--at", help="ISO 8601 time: the content as it was then.")
+@click.pass_obj
+def get(obj: CLIContext, src: str, dest: str, version: int | None, at: str | None) -> None:
+    """Fetch SRC (/<share>/<path>, file or folder) into DEST (- for stdout)."""
+    fs, rel = _fs(obj, src)
+    entry = fs.stat(rel, at=_at(at) / 1e6 if at else None) if version is None else None
+    if entry is not None and entry.is_dir:
+        if version is not None or dest == "-":
+            raise click.ClickException("a folder is fetched into a local folder, without --version")
+        _get_tree(fs, rel, Path(dest), _at(at))
+        return
+    atv = _at(at) / 1e6 if at else None
+    reader = fs.open_read(rel, version=version, at=atv)
+    if dest == "-":
+        _copy(reader, sys.stdout.buffer, None)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(dest)
+    if target.is_dir():
+        target = target / split(rel)[-1]
+    _write_file(reader, target, entry.mtime if entry else None, split(rel)[-1])
+
+
+def _copy(reader, out, bar) -> None:
+    buf = bytearray(READ)
+    while True:
+        n = reader.readinto(buf)
+        if not n:
+            break
+        out.write(memoryview(buf)[:n])
+        if bar is not None:
+            bar.update(n)
+
+
+def _write_file(reader, target: Path, mtime: float | None, label: str) -> None:
+    """Write to a temporary name and rename: a failed fetch never leaves a truncated file."""
+    tmp = target.with_name(f".{target.name}.partial")
+    try:
+        with open(tmp, "wb") as out, progress(reader.size, label) as bar:
+            _copy(reader, out, bar)
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _get_tree(fs, rel: str, dest: Path, at: int | None) -> None:
+    atv = at / 1e6 if at else None
+    dest.mkdir(parents=True, exist_ok=True)
+    count = 0
+    stack = [(rel, dest)]
+    while stack:
+        r, d = stack.pop()
+        for e in fs.listdir(r, at=atv):
+            child = join(split(r) + (e.name,))
+            if e.is_dir:
+                (d / e.name).mkdir(exist_ok=True)
+                stack.append((child, d / e.name))
+            else:
+                _write_file(fs.open_read(child, at=atv), d / e.name, e.mtime, e.name)
+                count += 1
+    click.echo(f"{count} files fetched into {dest}", err=True)
+
+
+def _entry_json(e) -> dict:
+    return {"name": e.name, "path": e.path, "kind": e.kind, "size": e.size, "mtime": iso(to_us(e.mtime)),
+            "version": e.version, "etag": e.etag, "node_id": e.node_id}
+
+
+@cli.command()
+@click.argument("path", default="/")
+@click.option("--at", help="ISO 8601 time: list the folder as it was then.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def ls(obj: CLIContext, path: str, at: str | None, as_json: bool) -> None:
+    """List a folder (/ lists the shares)."""
+    if not split(path):
+        shares = obj.open_repo().list_shares()
+        if as_json:
+            emit_json([{"name": s.name, "kind": "share"} for s in shares])
+        else:
+            for s in shares:
+                click.echo(f"{s.name}/")
+        return
+    fs, rel = _fs(obj, path)
+    atv = _at(at) / 1e6 if at else None
+    e = fs.stat(rel, at=atv)
+    entries = fs.listdir(rel, at=atv) if e.is_dir else iter([e])
+    if as_json:
+        emit_json([_entry_json(x) for x in entries])
+        return
+    for x in entries:
+        ver = f"v{x.version}" if x.version else "-"
+        click.echo(f"{'d' if x.is_dir else '-'} {x.size:>12} {iso(to_us(x.mtime))[:19]} {ver:>5} "
+                   f"{x.name}{'/' if x.is_dir else ''}")
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def versions(obj: CLIContext, path: str, as_json: bool) -> None:
+    """List every version of a file (also of a deleted one)."""
+    fs, rel = _fs(obj, path)
+    vs = fs.versions(rel)
+    if as_json:
+        emit_json([v.as_dict() for v in vs])
+        return
+    for v in vs:
+        d = v.as_dict()
+        o = v.origin
+        who = f"{o.protocol}:{o.user or '-'}@{o.address or '-'}" if o else "-"
+        click.echo(f"v{v.number:<4} {d['created_at']} {'deleted' if v.deleted else v.size:>12} {who}")
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--version", "version", type=int)
+@click.option("--at", help="ISO 8601 time.")
+@click.pass_obj
+def restore(obj: CLIContext, path: str, version: int | None, at: str | None) -> None:
+    """Make old content the newest version (a file by --version or --at, a folder tree by --at)."""
+    if version is None and at is None:
+        raise click.ClickException("give --version N or --at TIME")
+    fs, rel = _fs(obj, path)
+    with progress(None, f"restore {path}") as bar:
+        n = fs.restore(rel, version=version, at=_at(at) / 1e6 if at else None, progress=bar.update)
+    click.echo(f"{n} file(s) restored")
+
+
+@cli.command()
+@click.argument("path")
+@click.option("-r", "--recursive", is_flag=True, help="Remove a folder and everything in it.")
+@click.pass_obj
+def rm(obj: CLIContext, path: str, recursive: bool) -> None:
+    """Delete a file (a restorable tombstone) or an empty folder."""
+    fs, rel = _fs(obj, path)
+    e = fs.stat(rel)
+    if not e.is_dir:
+        fs.remove(rel)
+    elif recursive:
+        _rm_tree(fs, rel)
+    else:
+        fs.rmdir(rel)
+    click.echo(f"removed {path}")
+
+
+def _rm_tree(fs, rel: str) -> None:
+    for e in list(fs.listdir(rel)):
+        child = join(split(rel) + (e.name,))
+        if e.is_dir:
+            _rm_tree(fs, child)
+        else:
+            fs.remove(child)
+    fs.rmdir(rel)
+
+
+@cli.command()
+@click.argument("src")
+@click.argument("dest")
+@click.option("--overwrite", is_flag=True, help="Replace an existing file (it becomes a tombstone).")
+@click.pass_obj
+def mv(obj: CLIContext, src: str, dest: str, overwrite: bool) -> None:
+    """Rename or move within a share; history follows the file."""
+    fs, rel = _fs(obj, src)
+    dshare, drel = split_archive_path(dest)
+    if dshare != fs.share_name:
+        raise click.ClickException("mv works within one share")
+    fs.rename(rel, drel, overwrite=overwrite)
+    click.echo(f"moved {src} -> {dest}")
+
+
+@cli.command()
+@click.argument("path")
+@click.option("-p", "--parents", is_flag=True)
+@click.pass_obj
+def mkdir(obj: CLIContext, path: str, parents: bool) -> None:
+    """Create a folder."""
+    fs, rel = _fs(obj, path)
+    fs.mkdir(rel, parents=parents)
+    click.echo(f"created {path}")

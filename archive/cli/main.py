@@ -1,0 +1,62 @@
+"""archivectl: the command line of Edge Archive.
+
+The archive commands live here, with the core; `serve` and `status` come from the
+`edge_archive.cli` entry-point group (contributed by protocols/), so archive/ never imports
+protocols/.
+"""
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+
+import click
+
+from .. import config as cfg
+from ..errors import ArchiveError, BadPassword, NotFound, PermissionDenied
+from .context import CLIContext
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--repo", "repo", envvar=None, help="Repository directory (or EDGE_ARCHIVE_REPO; default ./var/edge-archive).")
+@click.option("--config", "config", help="Config file (or EDGE_ARCHIVE_CONFIG; default /etc/edge-archive/archive.toml).")
+@click.version_option(package_name="edge-archive")
+@click.pass_context
+def cli(ctx: click.Context, repo: str | None, config: str | None) -> None:
+    """Edge Archive: a versioned, deduplicating, multi-protocol archive."""
+    try:
+        ctx.obj = CLIContext(repo, config)
+    except cfg.ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    ctx.call_on_close(ctx.obj.close)
+
+
+def _load_commands() -> None:
+    from . import admin, files, maintenance  # noqa: F401  (they register on `cli`)
+    for ep in entry_points(group="edge_archive.cli"):
+        try:
+            cli.add_command(ep.load(), ep.name)
+        except Exception as e:     # a broken plugin must not take the archive commands down
+            print(f"warning: command {ep.name!r} unavailable: {e}", file=sys.stderr)
+
+
+EXIT = {NotFound: 3, PermissionDenied: 4, BadPassword: 5}
+
+
+def main() -> None:
+    _load_commands()
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except ArchiveError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(next((code for cls, code in EXIT.items() if isinstance(e, cls)), 1))
+    except (ValueError, OSError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

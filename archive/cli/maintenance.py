@@ -1,0 +1,136 @@
+"""Maintenance commands: check, prune, gc, stats, recover, audit."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import gc as gcmod
+from .. import retention
+from ..catalog.db import sqlite_url
+from ..check import check as run_check
+from ..clock import iso, to_us
+from ..codec import Codec
+from ..keys import read_keyfile
+from ..recover import recover as run_recover
+from .context import CLIContext, emit_json, progress
+from .main import cli
+
+
+@cli.command()
+@click.option("--read-data", is_flag=True, help="Re-read, decrypt and re-hash every stored chunk.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def check(obj: CLIContext, read_data: bool, as_json: bool) -> None:
+    """Verify the repository; exits 1 when anything is wrong, naming every affected version."""
+    repo = obj.open_repo()
+    total = repo.stats()["unique_bytes"] if read_data else None
+    with progress(total, "check --read-data") as bar:
+        problems = run_check(repo, read_data=read_data, progress=bar.update)
+    if as_json:
+        emit_json({"ok": not problems, "problems": [p.__dict__ for p in problems]})
+    elif not problems:
+        click.echo("no problems found" + (" (all data read and verified)" if read_data else ""))
+    else:
+        for p in problems:
+            click.echo(f"PROBLEM {p.kind}: {p.message}", err=True)
+            for a in p.affected:
+                click.echo(f"    affects {a}", err=True)
+        click.echo(f"{len(problems)} problem(s) found", err=True)
+    if problems:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="List what would be pruned; change nothing.")
+@click.option("--share", help="Only this share.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def prune(obj: CLIContext, dry_run: bool, share: str | None, as_json: bool) -> None:
+    """Apply each share's retention rules (versions held by WORM are never pruned)."""
+    repo = obj.open_repo()
+    doomed = retention.prune(repo, dry_run=dry_run, share=share)
+    from ..check import node_paths
+    paths = node_paths(repo, {d["node"] for d in doomed})
+    rows = [{"path": paths[d["node"]], "version": d["version"], "created_at": iso(d["created_at"]),
+             "size": d["size"]} for d in doomed]
+    if as_json:
+        emit_json({"dry_run": dry_run, "pruned": rows})
+        return
+    for r in rows:
+        click.echo(f"{'would prune' if dry_run else 'pruned'} {r['path']}@v{r['version']} ({r['created_at']})")
+    click.echo(f"{len(rows)} version(s) {'would be ' if dry_run else ''}pruned"
+               + ("" if dry_run else "; run `archivectl gc` to reclaim space"))
+
+
+@cli.command()
+@click.option("--grace", type=float, default=gcmod.DEFAULT_GRACE, show_default=True,
+              help="Seconds: packs and orphans younger than this are left for uploads in flight.")
+@click.option("--dry-run", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def gc(obj: CLIContext, grace: float, dry_run: bool, as_json: bool) -> None:
+    """Reclaim chunks nothing references and rewrite sparse packs."""
+    repo = obj.open_repo()
+    with progress(len(repo.store.packdir.list()), "gc") as bar:
+        rep = gcmod.collect(repo, grace=grace, dry_run=dry_run, progress=bar.update)
+    if as_json:
+        emit_json(rep.as_dict())
+        return
+    for d in rep.details:
+        click.echo(d)
+    click.echo(f"{rep.chunks_deleted} unreferenced chunks dropped, {rep.packs_deleted} packs deleted, "
+               f"{rep.packs_rewritten} rewritten, {rep.skipped_young} too young; "
+               f"pack bytes {rep.bytes_before} -> {rep.bytes_after}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def stats(obj: CLIContext, as_json: bool) -> None:
+    """Logical vs stored bytes, dedupe ratio, chunks, versions and files per share."""
+    st = obj.open_repo().stats()
+    if as_json:
+        emit_json(st)
+        return
+    click.echo(f"logical {st['logical_bytes']} bytes, stored {st['stored_bytes']} bytes, ratio {st['ratio']}, "
+               f"{st['chunks']} chunks in {st['packs']} packs, {st['versions']} versions, {st['files']} files")
+    for name, sh in st["shares"].items():
+        click.echo(f"  {name}: {sh['files']} files, {sh['versions']} versions, {sh['logical_bytes']} logical bytes")
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Rebuild even though the catalog has content (it is kept aside).")
+@click.pass_obj
+def recover(obj: CLIContext, force: bool) -> None:
+    """Rebuild a lost or empty catalog from the packs alone."""
+    path = obj.repo_path
+    if not (path / "keys.json").is_file():
+        raise click.ClickException(f"no repository keys at {path}")
+    key = read_keyfile(path / "keys.json", obj.password() if obj.encrypted() else None)
+    url = obj.catalog_url or sqlite_url(path / "catalog.sqlite")
+    from ..packs import PackDir
+    n = len(PackDir(path / "packs").list())
+    with progress(n, "recover") as bar:
+        rep = run_recover(path, key, Codec(key), url, force=force, progress=bar.update)
+    click.echo(f"recovered {rep.shares} shares, {rep.versions} versions, {rep.chunks} chunks from "
+               f"{rep.packs} packs ({rep.events} events replayed, {rep.skipped_events} skipped)")
+
+
+@cli.command()
+@click.option("--since", help="ISO 8601 time.")
+@click.option("--user", "user_name")
+@click.option("--protocol")
+@click.option("--limit", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def audit(obj: CLIContext, since, user_name, protocol, limit, as_json: bool) -> None:
+    """Read the audit trail: who changed what, when, from where, over which protocol."""
+    recs = obj.open_repo().audit_events(since=since, user=user_name, protocol=protocol, limit=limit)
+    if as_json:
+        emit_json([{**r.__dict__, "at": iso(to_us(r.at))} for r in recs])
+        return
+    for r in recs:
+        where = f"/{r.share}{r.path or ''}" if r.share else ""
+        click.echo(f"{iso(to_us(r.at))} {r.protocol or '-'} {r.user or '-'}@{r.address or '-'} {r.action} "
+                   f"{where}{' v' + str(r.version) if r.version else ''}{' ' + r.detail if r.detail else ''}")

@@ -1,0 +1,106 @@
+"""Garbage collection: reclaim chunks no version references and rewrite sparse packs.
+
+Safe while uploads run: GC never touches a pack younger than the grace period (an upload in
+flight appends there), forgets an unreferenced chunk only after it has been unreferenced for the
+grace period, and removes pack files only while holding the catalog's write lock, after
+re-checking that nothing references them — the same lock under which every commit re-checks
+that its chunks still exist.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select, text, update
+
+from .catalog import models as m
+from .clock import now_us
+from .packs import T_CHUNK, T_EVENT, PackWriter
+
+DEFAULT_GRACE = 3600.0
+SPARSE = 0.5
+
+
+@dataclass
+class GCReport:
+    chunks_deleted: int = 0
+    packs_deleted: int = 0
+    packs_rewritten: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    skipped_young: int = 0
+    details: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "details"}
+
+
+def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=None) -> GCReport:
+    rep = GCReport()
+    now = now_us()
+    limit = now - int(grace * 1_000_000)
+    with repo.catalog.write() as s:
+        s.execute(text("UPDATE chunks SET orphaned_at = NULL WHERE orphaned_at IS NOT NULL AND "
+                       "id IN (SELECT chunk_id FROM version_chunks)"))
+        s.execute(text("UPDATE chunks SET orphaned_at = :now WHERE orphaned_at IS NULL AND "
+                       "id NOT IN (SELECT chunk_id FROM version_chunks)"), {"now": now})
+        doomed = s.execute(text("SELECT count(*) FROM chunks WHERE orphaned_at IS NOT NULL AND orphaned_at <= :l"),
+                           {"l": limit if grace > 0 else now}).scalar()
+        rep.chunks_deleted = doomed
+        if not dry_run:
+            s.execute(text("DELETE FROM chunks WHERE orphaned_at IS NOT NULL AND orphaned_at <= :l"),
+                      {"l": limit if grace > 0 else now})
+        if dry_run:
+            s.rollback()
+    packdir = repo.store.packdir
+    packs = packdir.list()
+    writer = PackWriter(packdir)
+    for pack in packs:
+        if progress:
+            progress(1)
+        path = packdir.path(pack)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        rep.bytes_before += st.st_size
+        if pack == repo.store.writer.pack_id or (grace > 0 and st.st_mtime > time.time() - grace):
+            rep.skipped_young += 1
+            continue
+        with repo.catalog.session() as s:
+            live = s.execute(select(m.Chunk.id, m.Chunk.offset, m.Chunk.length).where(m.Chunk.pack_id == pack)).all()
+        live_at = {off: cid for cid, off, _ in live}
+        live_bytes = sum(ln for _, _, ln in live)
+        records = list(packdir.scan(pack, with_payload=False))
+        event_bytes = sum(r.total_len for r in records if r.rtype == T_EVENT)
+        if live_bytes + event_bytes >= SPARSE * st.st_size:
+            continue
+        if dry_run:
+            rep.details.append(f"would rewrite {pack}: {live_bytes + event_bytes} of {st.st_size} bytes live")
+            continue
+        moves = []
+        for r in packdir.scan(pack):
+            if r.rtype == T_EVENT or (r.rtype == T_CHUNK and live_at.get(r.offset) == r.rid):
+                new_pack, new_off, ln = writer.append(r.rtype, r.rid, r.flags, r.raw_len, r.payload)
+                if r.rtype == T_CHUNK:
+                    moves.append((r.rid, pack, r.offset, new_pack, new_off, ln))
+        writer.sync()
+        with repo.catalog.write() as s:
+            for cid, old_pack, old_off, new_pack, new_off, ln in moves:
+                s.execute(update(m.Chunk).where(m.Chunk.id == cid, m.Chunk.pack_id == old_pack,
+                                                m.Chunk.offset == old_off)
+                          .values(pack_id=new_pack, offset=new_off, length=ln))
+        with repo.catalog.write() as s:
+            left = s.scalar(select(func.count()).select_from(m.Chunk).where(m.Chunk.pack_id == pack))
+            if left == 0:
+                packdir.delete(pack)
+                if moves or event_bytes:
+                    rep.packs_rewritten += 1
+                else:
+                    rep.packs_deleted += 1
+            else:
+                rep.details.append(f"{pack}: {left} chunks appeared meanwhile; kept")
+    writer.close()
+    rep.bytes_after = sum(packdir.size(p) for p in packdir.list())
+    return rep

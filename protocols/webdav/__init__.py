@@ -123,9 +123,13 @@ class WebDAVAdapter:
         basic = "basic" in modes
         digest = "digest" in modes and hasattr(self.repo, "digest_ha1")
         if basic and self.config["require_tls_for_basic"] and not self.config["tls"]:
-            basic = False
+            # Do not even offer Basic when Digest can take over; otherwise keep the Basic
+            # challenge (wsgidav needs one scheme) and let the domain controller refuse it.
+            basic = not digest
             self.log.warning("webdav: Basic auth refused over plain HTTP "
                              "(require_tls_for_basic); enable tls or Digest")
+        if not (basic or digest):
+            raise ValueError("webdav: no usable authentication scheme")
         return basic, digest
 
     def _build_app(self):

@@ -295,9 +295,12 @@ def bench_file1000(work: Path, count: int, reads: int) -> tuple[str, dict]:
     cli = {}
     for label, ver in (("first", n_first), ("last", n_last)):
         ts = []
-        for _ in range(5):
-            ts.append(run(["archivectl", "--repo", str(repo_dir), "get", "/bench/f.txt", "-", "--version", str(ver)],
-                          env=dict(os.environ, EDGE_ARCHIVE_PASSWORD=PASSWORD)).seconds)
+        try:
+            for _ in range(5):
+                ts.append(run(["archivectl", "--repo", str(repo_dir), "get", "/bench/f.txt", "-", "--version", str(ver)],
+                              env=dict(os.environ, EDGE_ARCHIVE_PASSWORD=PASSWORD)).seconds)
+        except RuntimeError as e:
+            log(f"CLI get --version failed: {str(e)[-300:]}")
         cli[label] = med(ts)
     res = {"versions": len(vers), "build_s": build_s, "read_v1_s": t_first, "read_vN_s": t_last,
            "v1_size": len(first), "vN_size": len(newest), "cli_v1_s": cli["first"], "cli_vN_s": cli["last"],

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 PASSWORD = "bench-passphrase-not-secret"
@@ -131,7 +132,8 @@ class Borg(Tool):
 class Edge(Tool):
     """Edge Archive through `archivectl`.  Versions files in place: every ingest puts the tree
     onto the same share path; a snapshot handle is the wall-clock time just after the put,
-    restored with `get --at`."""
+    restored with `get --at ISO-8601`.  `put` skips files whose size and mtime match the current
+    version, as restic's parent snapshot and borg's files cache do."""
 
     name = "edge"
     share = "bench"
@@ -153,9 +155,8 @@ class Edge(Tool):
 
     def ingest(self, src: Path, label: str) -> Run:
         r = self.ctl("put", str(src), f"/{self.share}{self.dest}")
-        # --at resolves with second granularity in some formats: make the handle unambiguous
-        time.sleep(0.01)
-        self.snapshots.append(f"{time.time():.6f}")
+        time.sleep(0.01)    # keep the handle strictly after the last commit and before the next
+        self.snapshots.append(datetime.now(timezone.utc).isoformat())
         return r
 
     def restore(self, index: int, dest: Path) -> Run:

@@ -12,13 +12,16 @@ import xml.etree.ElementTree as ET
 import pytest
 import requests
 
+from protocols.base import ServeContext
 from webdav_helpers import (
+    QUOTA,
     USERS,
     curl,
     make_repo,
     propfind,
     run_cadaver,
     run_litmus,
+    self_signed,
     start_server,
 )
 
@@ -180,7 +183,7 @@ def test_auth_and_share_list(dav):
     code, items = propfind(dav.session("alice"), f"{dav.url}/")
     assert code == 207
     names = sorted(h.strip("/") for h in items if h.strip("/"))
-    assert names == ["docs", "ro"]
+    assert names == ["docs", "ro", "small"]
     code, items = propfind(dav.session("bob"), f"{dav.url}/")
     assert sorted(h.strip("/") for h in items if h.strip("/")) == ["docs", "secret"]
     # a share that is not granted does not exist for this user
@@ -503,5 +506,57 @@ def test_basic_refused_over_plain_http_when_required(dav):
     try:
         r = server.session().get(f"{server.url}/docs/")
         assert r.status_code == 401
+    finally:
+        server.stop()
+
+
+def test_recreated_file_starts_without_dead_props(dav):
+    s = dav.session()
+    url = f"{dav.url}/docs/reborn.txt"
+    s.put(url, data=b"one")
+    patch = """<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>
+<x:colour xmlns:x="urn:x">red</x:colour></D:prop></D:set></D:propertyupdate>"""
+    assert s.request("PROPPATCH", url, data=patch).status_code == 207
+    assert s.delete(url).status_code == 204
+    assert s.put(url, data=b"two").status_code == 201
+    code, items = propfind(s, url, depth="0")
+    (p,) = items.values()
+    assert "{urn:x}colour" not in p
+    assert [v.deleted for v in dav.admin().versions("/reborn.txt")] == [False, True, False]
+
+
+def test_quota_is_507_and_stores_nothing(dav):
+    s = dav.session()
+    base = f"{dav.url}/small"
+    assert s.put(f"{base}/fits.bin", data=_body(60_000)).status_code == 201
+    # announced size over the quota: refused before the body is read
+    r = s.put(f"{base}/big.bin", data=_body(QUOTA))
+    assert r.status_code == 507
+    # chunked, size unknown up front: refused when the writer crosses the quota
+    r = s.put(f"{base}/big2.bin", data=iter([_body(30_000)] * 3))
+    assert r.status_code == 507
+    fs = dav.admin("small")
+    assert sorted(e.name for e in fs.listdir("/")) == ["fits.bin"]
+    assert fs.usage() == (60_000, QUOTA)
+    code, items = propfind(s, base + "/", depth="0", body="""<?xml version="1.0"?>
+<D:propfind xmlns:D="DAV:"><D:prop><D:quota-used-bytes/><D:quota-available-bytes/>
+</D:prop></D:propfind>""")
+    (p,) = items.values()
+    assert p["{DAV:}quota-used-bytes"] == "60000"
+    assert p["{DAV:}quota-available-bytes"] == str(QUOTA - 60_000)
+
+
+def test_https_with_basic(dav, tmp_path):
+    cert, key = self_signed(tmp_path)
+    server = start_server(dav.repo, dav.root, ServeContext(tls_cert=cert, tls_key=key),
+                          tls=True, require_tls_for_basic=True)
+    try:
+        assert server.url.startswith("https://")
+        s = server.session()   # verify= per request: REQUESTS_CA_BUNDLE beats Session.verify
+        assert s.put(f"{server.url}/docs/tls.txt", data=b"secure",
+                     verify=cert).status_code == 201
+        p = curl("--cacert", cert, f"{server.url}/docs/tls.txt")
+        assert p.stdout == b"secure", p
+        assert requests.get(f"{server.url}/docs/tls.txt", verify=cert).status_code == 401
     finally:
         server.stop()

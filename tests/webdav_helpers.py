@@ -16,6 +16,7 @@ from archive import Repository
 from protocols.base import ServeContext
 from protocols.webdav import WebDAVAdapter
 
+QUOTA = 100_000
 USERS = {"alice": "wonder land", "bob": "builder", "carol": "ro-only"}
 
 
@@ -49,6 +50,7 @@ def make_repo(root: Path):
     repo = Repository.init(str(root / "repo"))
     for share in ("docs", "ro", "secret"):
         repo.add_share(share)
+    repo.add_share("small", quota=QUOTA)
     for name, pw in USERS.items():
         repo.add_user(name, pw)
     repo.grant("alice", "docs", "rw")
@@ -56,13 +58,14 @@ def make_repo(root: Path):
     repo.grant("bob", "docs", "rw")
     repo.grant("bob", "secret", "rw")
     repo.grant("carol", "docs", "ro")
+    repo.grant("alice", "small", "rw")
     return repo
 
 
-def start_server(repo, root: Path, **config: Any) -> DavServer:
+def start_server(repo, root: Path, ctx: ServeContext | None = None, **config: Any) -> DavServer:
     cfg = {"listen": "127.0.0.1:0", "require_tls_for_basic": False}
     cfg.update(config)
-    adapter = WebDAVAdapter(repo, cfg, ServeContext())
+    adapter = WebDAVAdapter(repo, cfg, ctx or ServeContext())
     adapter.start()
     return DavServer(repo, adapter, root)
 
@@ -159,3 +162,32 @@ def propfind(sess: requests.Session, url: str, depth: str = "1",
                 props[p.tag] = (p.text or "") if len(p) == 0 else ET.tostring(p, "unicode")
         out[href] = props
     return r.status_code, out
+
+
+def self_signed(dirpath: Path) -> tuple[str, str]:
+    """A throwaway certificate for 127.0.0.1 (cert path, key path)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cpath, kpath = dirpath / "cert.pem", dirpath / "key.pem"
+    cpath.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    kpath.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                        serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+    return str(cpath), str(kpath)

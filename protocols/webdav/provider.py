@@ -284,13 +284,11 @@ class _InShare:
         self.environ["edge.created"] = dst is None
         with mapped():
             if share == self.share:
-                props = self.dead_props()
+                # rename keeps the node: history, inode and dead properties move with it
                 if dst is not None and (dst.is_dir or self.entry.is_dir):
                     _remove_tree(dfs, rel, dst.is_dir)
                     dst = None
                 self.fs.rename(self.rel, rel, overwrite=dst is not None)
-                if props and not self.fs.get_props(rel):
-                    self.fs.set_props(rel, dict(props))   # the core keys props by path
             else:
                 if dst is not None:
                     _remove_tree(dfs, rel, dst.is_dir)
@@ -346,7 +344,7 @@ def _copy_tree(sfs, srel, entry, dfs, drel, *, same: bool, depth_infinity: bool,
                     if not buf:
                         break
                     w.write(buf)
-        _copy_props(sfs, srel, dfs, drel, replace=overwrite)
+        _copy_props(sfs, srel, dfs, drel, replace=True)  # also drops a tombstone's props
         return
     dfs.mkdir(drel)
     _copy_props(sfs, srel, dfs, drel, replace=False)
@@ -569,6 +567,13 @@ class LockNullResource(_InShare, DAVNonCollection):
             w.abort()
         if w is not None and w.version is not None:
             with mapped():
+                if w.version.number > 1:
+                    # The core continues the history of a deleted file of the same name;
+                    # its dead properties must not come back with it (RFC 4918: a new
+                    # resource starts without dead properties).
+                    stale = self.fs.get_props(self.rel)
+                    if stale:
+                        self.fs.set_props(self.rel, {k: None for k in stale})
                 self.entry = self.fs.stat(self.rel)
         self.provider.on_put(self, w, with_errors)
 

@@ -11,7 +11,7 @@ def repository_stats(repo) -> dict:
         per_share = s.execute(text("""
             SELECT sh.name, count(v.id), coalesce(sum(v.size), 0), count(DISTINCT v.node_id)
             FROM shares sh LEFT JOIN nodes n ON n.share_id = sh.id
-            LEFT JOIN versions v ON v.node_id = n.id AND v.deleted = 0
+            LEFT JOIN versions v ON v.node_id = n.id
             GROUP BY sh.name ORDER BY sh.name""")).all()
         live = s.execute(text("""
             SELECT n.share_id, count(*) FROM dentries d JOIN nodes n ON n.id = d.node_id

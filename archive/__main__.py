@@ -1,0 +1,4 @@
+"""`python -m archive` is `archivectl`."""
+from .cli.main import main
+
+main()

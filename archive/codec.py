@@ -20,6 +20,7 @@ FLAG_ZSTD = 1
 FLAG_AEAD = 2
 ZSTD_LEVEL = 3
 NONCE = 12
+PROBE = 4096
 
 
 class Codec:
@@ -38,14 +39,15 @@ class Codec:
         loc = self._local
         if not hasattr(loc, "c"):
             loc.c = zstandard.ZstdCompressor(level=self._level)
+            loc.probe = zstandard.ZstdCompressor(level=1)
             loc.d = zstandard.ZstdDecompressor()
         return loc
 
     def encode(self, rtype: int, rid: bytes, data) -> tuple[int, bytes]:
         """Return (flags, payload) for plaintext `data`."""
         flags = 0
-        payload = self._zc().c.compress(data)
-        if len(payload) < len(data):
+        payload = self._compress(data)
+        if payload is not None and len(payload) < len(data):
             flags |= FLAG_ZSTD
         else:
             payload = bytes(data)
@@ -54,6 +56,15 @@ class Codec:
             payload = nonce + self._aead.encrypt(nonce, payload, bytes([rtype]) + rid)
             flags |= FLAG_AEAD
         return flags, payload
+
+    def _compress(self, data) -> bytes | None:
+        """zstd, unless a cheap probe of the chunk's head shows it will not shrink (media, ciphertext)."""
+        z = self._zc()
+        if len(data) > 4 * PROBE:
+            head = memoryview(data)[:PROBE]
+            if len(z.probe.compress(head)) > PROBE * 0.97:
+                return None
+        return z.c.compress(data)
 
     def decode(self, rtype: int, rid: bytes, flags: int, payload: bytes, raw_len: int) -> bytes:
         """Return the plaintext, or raise Corrupt; never returns wrong bytes."""

@@ -141,6 +141,7 @@ class PackWriter:
         self.pack_id: str | None = None
         self._offset = 0
         self._dirty = False
+        self._unsynced: list = []          # sealed packs whose fsync waits for the next sync()
         self._fault = _NoSpaceFault()
 
     def _open_new(self) -> None:
@@ -191,6 +192,13 @@ class PackWriter:
     def sync(self) -> None:
         """Make every appended record durable (called before the catalog commit that references them)."""
         with self._lock:
+            sealed, self._unsynced = self._unsynced, []
+        for f in sealed:                       # outside the lock: appends go on meanwhile
+            try:
+                os.fsync(f.fileno())
+            finally:
+                f.close()
+        with self._lock:
             if self._f is not None and self._dirty:
                 try:
                     os.fsync(self._f.fileno())
@@ -202,11 +210,13 @@ class PackWriter:
                 self._dirty = False
 
     def _seal(self) -> None:
-        os.fsync(self._f.fileno())
-        self._f.close()
+        """Stop appending to the current pack; its fsync happens at the next sync()."""
+        self._unsynced.append(self._f)
         self._f = None
+        self._dirty = False
 
     def close(self) -> None:
         with self._lock:
             if self._f is not None:
                 self._seal()
+        self.sync()

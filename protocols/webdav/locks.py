@@ -140,14 +140,15 @@ class CatalogLockStorage:
 
     def get_lock_list(self, path, *, include_root, include_children, token_only):
         root = normalize_lock_root(path)
+        if root == "/" and not include_children:
+            return []           # "/" (the share list) is never locked
         cached = self._cached(root)
+        if cached is None:
+            # One query per request and share: wsgidav asks for the locks of the resource,
+            # its parent, every ancestor... (about ten lookups per PUT).
+            cached = self.prefetch("/" + root.strip("/").split("/", 1)[0])
         now = time.time()
-        if cached is not None:
-            locks = [lk for lk in cached if lk["expire"] >= now]
-        elif include_children:
-            locks = [_to_dict(r) for r in self.store.under(root, include_root=True)]
-        else:
-            locks = [_to_dict(r) for r in self.store.at(root)]
+        locks = [lk for lk in cached if lk["expire"] >= now]
         out = []
         for lk in locks:
             if lk["root"] == root:

@@ -80,6 +80,7 @@ class Session:
         self.address = environ.get("REMOTE_ADDR")
         self._fs: dict[str, Any] = {}
         self._usage: dict[str, tuple[int, int | None]] = {}
+        self._stat: dict = {}
 
     @classmethod
     def of(cls, provider: "EdgeProvider", environ: dict) -> "Session":
@@ -91,13 +92,24 @@ class Session:
     def fs(self, share: str):
         """ShareFS for ``share`` or None when it does not exist or is not granted."""
         if share not in self._fs:
-            try:
-                name = getattr(self.user, "name", None)
-                self._fs[share] = self.provider.repo.share(
-                    share, user=self.user, origin=Origin("webdav", self.address, name))
-            except (errors.NotFound, errors.PermissionDenied, errors.InvalidPath):
-                self._fs[share] = None
+            self._fs[share] = self.provider.share_fs(self.user, share, self.address)
         return self._fs[share]
+
+    def stat(self, fs, rel: str):
+        """Entry at ``rel`` (None when missing), remembered for the rest of the request
+        (wsgidav resolves the same resource and its parent several times per request);
+        every change made through this adapter forgets it (:meth:`changed`)."""
+        key = (id(fs), rel)
+        if key not in self._stat:
+            try:
+                self._stat[key] = fs.stat(rel)
+            except errors.NotFound:
+                self._stat[key] = None
+        return self._stat[key]
+
+    def changed(self) -> None:
+        self._stat.clear()
+        self._usage.clear()
 
     def shares(self) -> list[tuple[str, str]]:
         return list(self.provider.repo.shares_for(self.user))
@@ -159,6 +171,7 @@ class _InShare:
         if not dry_run:
             with mapped():
                 self.fs.set_times(self.rel, float(ts))
+            self.session.changed()
         return True
 
     # -- properties --------------------------------------------------------------------
@@ -210,6 +223,7 @@ class _InShare:
             if ts is not None and not dry_run:
                 with mapped():
                     self.fs.set_times(self.rel, ts)
+                self.session.changed()
         if not dry_run:
             with mapped():
                 self.fs.set_props(self.rel, {name: text})
@@ -219,6 +233,30 @@ class _InShare:
                 else:
                     self._props[name] = text
         return True
+
+    _writer = None
+    _put_etag: str | None = None
+
+    def _finish_put(self, with_errors: bool, new: bool) -> None:
+        """After wsgidav's PUT loop: abort on error; otherwise the version is committed
+        (by PutStream.close) and the response ETag is that version's hash."""
+        w = self._writer
+        if w is None:
+            return
+        if with_errors:
+            w.abort()
+        self.session.changed()
+        if w.version is not None:
+            self._put_etag = w.version.etag
+            if new and w.version.number > 1:
+                # The core continues the history of a deleted file of the same name; its
+                # dead properties must not come back with it (RFC 4918: a new resource
+                # starts without dead properties).
+                with mapped():
+                    stale = self.fs.get_props(self.rel)
+                    if stale:
+                        self.fs.set_props(self.rel, {k: None for k in stale})
+        self.provider.on_put(self, w, with_errors)
 
     def remove_all_properties(self, *, recursive):
         pass  # properties die with the tombstone / follow the node on rename
@@ -240,6 +278,7 @@ class _InShare:
     def handle_delete(self):
         self._check_writable()
         self._lock_check("infinity")
+        self.session.changed()
         if self.entry is not None:
             with mapped():
                 _remove_tree(self.fs, self.rel, self.entry.is_dir)
@@ -267,6 +306,7 @@ class _InShare:
             raise DAVError(HTTP_NOT_FOUND)
         share, rel, dfs, dst = self._dest(dest_path)
         self.environ["edge.created"] = dst is None
+        self.session.changed()
         with mapped():
             if dst is not None and (dst.is_dir or self.entry.is_dir):
                 _remove_tree(dfs, rel, dst.is_dir)
@@ -282,6 +322,7 @@ class _InShare:
         self._check_writable()
         share, rel, dfs, dst = self._dest(dest_path)
         self.environ["edge.created"] = dst is None
+        self.session.changed()
         with mapped():
             if share == self.share:
                 # rename keeps the node: history, inode and dead properties move with it
@@ -477,6 +518,7 @@ class DirResource(_InShare, DAVCollection):
 
     def create_collection(self, name):
         self._check_writable()
+        self.session.changed()
         with mapped():
             self.fs.mkdir(self._child_rel(name))
 
@@ -504,7 +546,7 @@ class FileResource(_InShare, DAVNonCollection):
         return self.entry.size
 
     def get_etag(self):
-        return self.entry.etag
+        return self._put_etag or self.entry.etag
 
     def support_etag(self):
         return True
@@ -528,13 +570,7 @@ class FileResource(_InShare, DAVNonCollection):
         return self._writer
 
     def end_write(self, *, with_errors):
-        w = self._writer
-        if w is not None and with_errors:
-            w.abort()
-        if w is not None and w.version is not None:
-            with mapped():
-                self.entry = self.fs.stat(self.rel)
-        self.provider.on_put(self, w, with_errors)
+        self._finish_put(with_errors, new=False)
 
     def get_display_info(self):
         return {"type": "File"}
@@ -562,26 +598,13 @@ class LockNullResource(_InShare, DAVNonCollection):
         return self._writer
 
     def end_write(self, *, with_errors):
-        w = self._writer
-        if w is not None and with_errors:
-            w.abort()
-        if w is not None and w.version is not None:
-            with mapped():
-                if w.version.number > 1:
-                    # The core continues the history of a deleted file of the same name;
-                    # its dead properties must not come back with it (RFC 4918: a new
-                    # resource starts without dead properties).
-                    stale = self.fs.get_props(self.rel)
-                    if stale:
-                        self.fs.set_props(self.rel, {k: None for k in stale})
-                self.entry = self.fs.stat(self.rel)
-        self.provider.on_put(self, w, with_errors)
+        self._finish_put(with_errors, new=True)
 
-    def support_etag(self):  # after a PUT the entry has a real etag
-        return self.entry is not None
+    def support_etag(self):  # after a PUT there is a real etag
+        return self._put_etag is not None
 
     def get_etag(self):
-        return self.entry.etag if self.entry is not None else None
+        return self._put_etag
 
 
 # ----------------------------------------------------------------------------------------
@@ -615,7 +638,7 @@ class PutStream:
                 raise DAVError(HTTP_BAD_REQUEST, context_info="bad Content-Length") from None
         if res.provider.junk_policy == "ignore" and is_junk(res.name):
             return cls(None, expected)
-        if expected:
+        if expected and getattr(res.fs, "quota", True) is not None:
             used, quota = res.session.usage(res.share)
             if quota is not None and used + expected > quota:
                 raise DAVError(HTTP_INSUFFICIENT_STORAGE,
@@ -677,9 +700,32 @@ class EdgeProvider(DAVProvider):
         self.lock_storage = lock_storage
         self.ctx = ctx
         self.allow_propfind_infinity = False
+        self._fs_cache: dict = {}
 
     def is_readonly(self):
         return False
+
+    #: seconds a ShareFS (the user's grant on a share) is reused across requests
+    FS_TTL = 2.0
+
+    def share_fs(self, user, share: str, address: str | None):
+        """ShareFS for (user, share, client address), cached for FS_TTL seconds: opening one
+        costs catalog queries on every request otherwise.  A revoked grant therefore takes
+        effect within FS_TTL seconds."""
+        name = getattr(user, "name", None)
+        key = (name, share, address)
+        now = time.monotonic()
+        hit = self._fs_cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            fs = self.repo.share(share, user=user, origin=Origin("webdav", address, name))
+        except (errors.NotFound, errors.PermissionDenied, errors.InvalidPath):
+            fs = None
+        if len(self._fs_cache) > 4096:
+            self._fs_cache.clear()
+        self._fs_cache[key] = (now + self.FS_TTL, fs)
+        return fs
 
     def resource_for(self, path: str, environ: dict, share: str, rel: str, fs, entry,
                      props: dict | None = None):
@@ -700,9 +746,7 @@ class EdgeProvider(DAVProvider):
         if rel != "/" and self.junk_policy == "ignore" and is_junk(name):
             return None
         try:
-            entry = fs.stat(rel)
-        except errors.NotFound:
-            entry = None
+            entry = session.stat(fs, rel)
         except errors.NotADirectory:
             return None
         except errors.ArchiveError as exc:

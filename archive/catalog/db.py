@@ -72,8 +72,11 @@ class Catalog:
         _tx.write = True
         try:
             with self._sessions() as s:
-                s.connection()        # BEGIN IMMEDIATE happens here
+                s.connection()        # BEGIN IMMEDIATE happens here (SQLite)
                 _tx.write = prev
+                if not self.is_sqlite:
+                    # One writer at a time, as SQLite's write lock gives: ids are allocated as max+1.
+                    s.execute(text("SELECT pg_advisory_xact_lock(7242)"))
                 try:
                     yield s
                     s.commit()

@@ -280,3 +280,42 @@ def test_listing_streams_in_pages(fs):
     commit_many(ws)
     names = [e.name for e in fs.listdir("/many", page=1000)]
     assert names == [f"f{i:05d}" for i in range(2500)]
+
+
+def test_gc_while_an_upload_runs(repo, fs, tmp_path):
+    """GC in another process-like repository handle never breaks an upload in flight."""
+    from archive import Repository, gc
+    shared = os.urandom(400_000)
+    put_bytes(fs, "/old", shared)
+    w = fs.open_write("/new")
+    w.write(shared)                      # dedupe hits on /old's chunks
+    w.write(os.urandom(2_000_000))       # fresh chunks in this process's open pack
+    fs.remove("/old")
+    repo.add_share("tmp")
+    other = Repository.open(repo.path)
+    try:
+        # the versions of /old are purged, so its chunks lose their last reference
+        from archive.retention import prune
+        other.set_share("office", retention="keep-last=1")
+        prune(other)
+        rep = gc.collect(other)          # default grace: young packs and fresh orphans stay
+        assert rep.chunks_deleted == 0
+        w.write(b"end")
+        v = w.commit()
+        assert v.number == 1
+        with fs.open_read("/new") as r:
+            assert r.read(400_000) == shared
+        from archive.check import check
+        assert check(other, read_data=True) == []
+        # with no grace at all, a racing upload fails cleanly instead of committing holes
+        w2 = fs.open_write("/racy")
+        w2.write(os.urandom(6_000_000))
+        w2.prepare()                     # all its chunks are in the pack, not yet committed
+        gc.collect(other, grace=0)
+        from archive.streams import commit_many
+        with pytest.raises(errors.Conflict):
+            commit_many([w2])
+        assert not fs.exists("/racy")
+        assert check(other, read_data=True) == []
+    finally:
+        other.close()

@@ -182,7 +182,10 @@ def _describe_os_error(e: BaseException) -> OSError | None:
     while e is not None and seen < 8:
         if isinstance(e, OSError) and e.errno is not None:
             return e
-        e = e.__cause__ or e.__context__
+        if isinstance(e, OSError) and e.args and isinstance(e.args[0], OSError):
+            e = e.args[0]          # pyftpdlib: socket.error(<the OSError from bind>)
+        else:
+            e = e.__cause__ or e.__context__
         seen += 1
     return None
 

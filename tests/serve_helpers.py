@@ -29,27 +29,48 @@ from protocols.config import parse_listen
 CHUNK = 64 * 1024
 
 
-class _Handler(socketserver.StreamRequestHandler):
-    timeout = 0.2  # short socket timeout so the handler notices shutdown
+class _Handler(socketserver.BaseRequestHandler):
+    """One session.  Reads with a short socket timeout (raw recv: a socket file object is
+    unusable after a timeout) so that it notices shutdown while a client is idle or stalled."""
+
+    def setup(self) -> None:
+        self.request.settimeout(0.2)
+        self.buf = b""
+
+    def _recv(self) -> bytes | None:
+        """Some bytes, b"" at EOF, None when shutting down."""
+        a = self.server.adapter
+        while True:
+            if a.aborting.is_set():
+                return None
+            try:
+                return self.request.recv(CHUNK)
+            except (socket.timeout, TimeoutError):
+                if a.aborting.is_set() or (a.stopping.is_set() and not self.in_transfer):
+                    return None
+
+    in_transfer = False
 
     def _line(self) -> str | None:
-        buf = b""
-        while True:
-            try:
-                c = self.rfile.readline()
-            except (socket.timeout, TimeoutError):
-                if self.server.adapter.aborting.is_set() or self.server.adapter.stopping.is_set():
-                    return None
-                continue
-            if not c:
+        while b"\n" not in self.buf:
+            data = self._recv()
+            if not data:
                 return None
-            buf += c
-            if buf.endswith(b"\n"):
-                return buf.decode().strip()
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode().strip()
+
+    def _read_some(self, n: int) -> bytes | None:
+        if not self.buf:
+            data = self._recv()
+            if not data:
+                return data
+            self.buf = data
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
 
     def _send(self, text: str) -> None:
-        self.wfile.write(text.encode() + b"\n")
-        self.wfile.flush()
+        self.request.sendall(text.encode() + b"\n")
 
     def handle(self) -> None:
         a = self.server.adapter
@@ -91,19 +112,15 @@ class _Handler(socketserver.StreamRequestHandler):
         writer = fs.open_write(path)
         with a.lock:
             a.active += 1
+        self.in_transfer = True
         try:
             left = size
             while left:
-                if a.aborting.is_set():
+                data = self._read_some(min(CHUNK, left))
+                if not data:          # client gone, or aborted at the end of the grace period
                     writer.abort()
-                    a.ctx.event("upload", "error", reason="aborted at shutdown", path=path)
-                    return
-                try:
-                    data = self.rfile.read1(min(CHUNK, left))
-                except (socket.timeout, TimeoutError):
-                    continue
-                if not data:
-                    writer.abort()
+                    if data is None:
+                        a.ctx.event("upload", "error", reason="aborted at shutdown", path=path)
                     return
                 writer.write(data)
                 left -= len(data)
@@ -117,6 +134,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 pass
             raise
         finally:
+            self.in_transfer = False
             with a.lock:
                 a.active -= 1
 
@@ -134,8 +152,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 data = reader.read(CHUNK)
                 if not data:
                     break
-                self.wfile.write(data)
-        self.wfile.flush()
+                self.request.sendall(data)
         a.ctx.event("upload", "download", path=path, size=reader.size)
 
 

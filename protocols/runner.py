@@ -148,12 +148,13 @@ class StatusFile:
     """``<state_dir>/run/serve-<pid>.json``: what this process serves, refreshed while running."""
 
     def __init__(self, state_dir: str, base: dict[str, Any]) -> None:
-        os.makedirs(run_dir(state_dir), exist_ok=True)
         self.path = os.path.join(run_dir(state_dir), f"serve-{os.getpid()}.json")
         self.base = dict(base, pid=os.getpid(), proc_start=_proc_start(os.getpid()))
         self._last: str | None = None
+        self._failed = False
 
     def write(self, figures: dict[str, dict[str, int]]) -> None:
+        """Best effort: a read-only state directory costs `archivectl status`, not the service."""
         data = dict(self.base)
         data["protocols"] = {name: dict(info, **figures.get(name, {}))
                              for name, info in self.base.get("protocols", {}).items()}
@@ -161,9 +162,16 @@ class StatusFile:
         if text == self._last:
             return
         tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, self.path)
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            if not self._failed:
+                log.warning("event=status_file_failed path=%r error=%r", self.path, e.strerror or str(e))
+                self._failed = True
+            return
         self._last = text
 
     def remove(self) -> None:

@@ -333,7 +333,11 @@ def _serve(repo: Any, cfg: ServeConfig, protocols: dict, *, config_path: str | N
         check_pair(cfg.tls["cert"], cfg.tls["key"])
         cert, key = cfg.tls["cert"], cfg.tls["key"]
     else:
-        cert, key, created = ensure_self_signed(os.path.join(state_dir, "tls"))
+        try:
+            cert, key, created = ensure_self_signed(os.path.join(state_dir, "tls"))
+        except OSError as e:
+            raise StartError(f"cannot create the self-signed certificate in {state_dir}/tls: {e.strerror or e} "
+                             "(set [serve] state_dir to a writable directory, or [tls] cert and key)") from None
         if created:
             log.info("event=tls_generated cert=%r key=%r", cert, key)
     metrics = Metrics()

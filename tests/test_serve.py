@@ -553,3 +553,27 @@ def test_shipped_default_config_is_all_defaults(tmp_path):
                                       "EDGE_ARCHIVE_REPO": "/x", "EDGE_ARCHIVE_WEBDAV_THREADS": "4"})
     assert env.serve["grace_period"] == 5.0 and env.protocols["ftp"]["enabled"] is False
     assert env.protocols["webdav"]["threads"] == 4
+
+
+def test_encrypted_repository_needs_its_passphrase(tmp_path, pkg):
+    path = str(tmp_path / "enc")
+    r = Repository.init(path, password="correct horse", encrypt=True)
+    r.add_share("archive")
+    r.close()
+    cfg = write_config(tmp_path, base_config(path))
+    res = run(tmp_path, pkg, ["serve", "--config", cfg, "--only", "upload"])
+    assert_clean_error(res, 1, "is encrypted and the passphrase is missing", "EDGE_ARCHIVE_PASSWORD")
+    res = run(tmp_path, pkg, ["serve", "--config", cfg, "--only", "upload"], EDGE_ARCHIVE_PASSWORD="wrong")
+    assert_clean_error(res, 1, "is encrypted and the passphrase is wrong")
+    p = start(tmp_path, pkg, ["serve", "--config", cfg, "--only", "upload"],
+              EDGE_ARCHIVE_PASSWORD="correct horse").ready()
+    assert stop(p) == 0
+
+
+def test_unwritable_state_dir_is_a_clear_error(tmp_path, pkg, repo):
+    blocker = tmp_path / "file-not-dir"
+    blocker.write_text("x")
+    cfg = write_config(tmp_path, base_config(repo))
+    res = run(tmp_path, pkg, ["serve", "--config", cfg, "--only", "upload"],
+              EDGE_ARCHIVE_SERVE_STATE_DIR=str(blocker / "state"))
+    assert_clean_error(res, 1, "cannot create the self-signed certificate", "state_dir")

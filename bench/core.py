@@ -94,6 +94,8 @@ def bench_corpus(corpus: C.Corpus, tools: list[str], work: Path, repeat: int) ->
         for t in insts.values():
             t.reset()
             t.init()
+        if rep == 0:
+            res["fixed_s"] = fixed_costs(insts)
         per = {t: {"ingest_s": [], "rss": []} for t in tools}
         logical = 0
         manifests: dict[int, dict] = {}
@@ -154,6 +156,18 @@ def bench_corpus(corpus: C.Corpus, tools: list[str], work: Path, repeat: int) ->
     return res
 
 
+def fixed_costs(insts: dict) -> dict[str, float]:
+    """Median wall time of a do-nothing command per tool (process start, key derivation, catalog
+    open): every ingest and restore pays it once, so it dominates tiny --scale runs."""
+    cmds = {"edge": lambda t: t.ctl("ls", "/"),
+            "restic": lambda t: run(["restic", "snapshots", "-q"], env=t.env()),
+            "borg": lambda t: run(["borg", "list", str(t.repo)], env=t.env())}
+    out = {}
+    for name, tool in insts.items():
+        out[name] = med([cmds[name](tool).seconds for _ in range(3)])
+    return out
+
+
 def summarize_ingest(results: list[dict], tools: list[str]) -> str:
     """One row per (corpus, tool): medians over repeats; ratios of edge vs the best peer."""
     rows = []
@@ -200,6 +214,9 @@ def summarize_ingest(results: list[dict], tools: list[str]) -> str:
         res["logical_median"] = logical
     out = table(["corpus", "tool", "ingest MB/s", "stored bytes", "stored/logical", "peak RSS",
                  "restore newest MB/s (verify)", "restore oldest MB/s (verify)"], rows)
+    fixed = [f"{t} {res['fixed_s'][t]:.2f}s" for res in results[:1] if "fixed_s" in res for t in tools]
+    if fixed:
+        out += "\n\nfixed cost per invocation (a do-nothing command): " + ", ".join(fixed)
     if ratio_rows:
         out += "\n\n" + table(["corpus", "ingest edge/faster peer", "stored edge/smaller peer",
                                "restore newest edge/faster peer"], ratio_rows)

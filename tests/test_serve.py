@@ -424,14 +424,17 @@ def test_sigterm_lets_a_short_upload_finish_and_aborts_a_long_one(tmp_path, pkg,
     check_clean(tmp_path, pkg, repo)
 
 
-def test_sigterm_during_a_curl_ftp_upload_keeps_the_previous_version(tmp_path, pkg, repo):
+@pytest.mark.parametrize("protocol", ["ftp", "webdav"])
+def test_sigterm_during_a_curl_upload_keeps_the_previous_version(tmp_path, pkg, repo, protocol):
     cfg = write_config(tmp_path, base_config(repo, grace=0.5))
-    p = start(tmp_path, pkg, ["serve", "--config", cfg, "--only", "ftp"]).ready()
-    port = p.port("ftp")
+    p = start(tmp_path, pkg, ["serve", "--config", cfg, "--only", protocol]).ready()
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(4 << 20))
-    up = subprocess.Popen(["curl", "-sS", "--limit-rate", "256k", "-T", str(big),
-                           f"ftp://alice:{ADMIN_PW}@127.0.0.1:{port}/archive/old.bin"],
+    if protocol == "ftp":
+        target = ["-T", str(big), f"ftp://alice:{ADMIN_PW}@127.0.0.1:{p.port('ftp')}/archive/old.bin"]
+    else:
+        target = ["-f", "-u", f"alice:{ADMIN_PW}", "-T", str(big), p.urls()["webdav"].rstrip("/") + "/archive/old.bin"]
+    up = subprocess.Popen(["curl", "-sS", "--limit-rate", "256k", *target],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.wait_for("event=login_ok")
     time.sleep(1.0)          # the transfer is under way (4 MiB at 256 KiB/s needs ~16 s)

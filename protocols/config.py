@@ -295,7 +295,7 @@ def resolve(raw: dict[str, Any], protocols: Mapping[str, ProtocolInfo], *,
         extra = info.key_schema() if info else None
         if extra is None:
             return None
-        return {**PROTOCOL_KEYS, **extra}
+        return {**extra, **PROTOCOL_KEYS}     # the runner's checks of enabled/listen always apply
 
     # 1. the file
     for sec, table in raw.items():
@@ -382,7 +382,8 @@ def resolve(raw: dict[str, Any], protocols: Mapping[str, ProtocolInfo], *,
     for name, info in sorted(protocols.items()):
         section: dict[str, Any] = {"enabled": True, "listen": info.default_listen()}
         extra = info.key_schema() or {}
-        section.update({k: key.default for k, key in extra.items() if key.default is not None})
+        section.update({k: key.default for k, key in extra.items()
+                        if key.default is not None and k not in PROTOCOL_KEYS})
         section.update(merged.get(name, {}))
         cfg.protocols[name] = section
     # sections for known-but-uninstalled protocols: an explicit "enabled = true" is an error

@@ -144,7 +144,7 @@ def _open_repository(path: str, cfg: ServeConfig) -> Any:
     catalog = os.environ.get(ENV_PREFIX + "CATALOG") or cfg.repository.get("catalog")
     if not os.path.isdir(path):
         raise StartError(f"repository missing: {path} does not exist "
-                         f"(create it with `archivectl init {path}`, or set [repository] path)")
+                         f"(create it with `archivectl --repo {path} init`, or fix [repository] path)")
     try:
         try:
             return Repository.open(path, password=_password(), catalog_url=catalog)

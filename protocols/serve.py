@@ -241,6 +241,7 @@ def _reload(path: str | None, protocols: dict, only: list[str] | None, flag_leve
             try:
                 adapter.reload(dict(section))
                 reloaded.append(name)
+                current.protocols[name] = section
                 continue
             except Exception as e:
                 log.error("event=reload_failed protocol=%s error=%r", name, f"{type(e).__name__}: {e}")

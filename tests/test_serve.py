@@ -216,12 +216,14 @@ def test_notify_status_reload_and_clean_stop(tmp_path, pkg, repo):
     p.proc.send_signal(signal.SIGHUP)
     p.wait_for("event=reload_failed")
     assert "line 1" in p.stderr()
-    # then a good one: the log level changes
-    open(cfg, "w").write(cfg_text.replace("[serve]\n", '[serve]\nlog_level = "debug"\n'))
+    # then a good one: the log level changes, the adapter gets its new section
+    open(cfg, "w").write(cfg_text.replace("[serve]\n", '[serve]\nlog_level = "debug"\n')
+                         .replace("[upload]\n", '[upload]\nbanner = "reloaded"\n'))
     p.proc.send_signal(signal.SIGHUP)
     p.wait_for("event=reload log_level=debug")
-    c = UploadClient(port)      # still serving after both reloads
-    assert c.hello == "HELLO upload"
+    assert "adapters_reloaded=upload needs_restart=-" in p.stderr()
+    c = UploadClient(port)      # still serving after both reloads, with the new banner
+    assert c.hello == "HELLO reloaded"
     c.close()
 
     assert stop(p) == 0
@@ -421,6 +423,23 @@ def test_sigterm_lets_a_short_upload_finish_and_aborts_a_long_one(tmp_path, pkg,
     assert p.finish() == 0
     assert current(repo, "/old.bin") == (b"previous content\n", 1)
     assert current(repo, "/new.bin") == (b"a" * 200_000, 1)
+    check_clean(tmp_path, pkg, repo)
+
+
+def test_a_second_sigterm_gives_up_waiting_for_uploads(tmp_path, pkg, repo):
+    cfg = write_config(tmp_path, base_config(repo, grace=300))
+    p = start(tmp_path, pkg, ["serve", "--config", cfg, "--only", "upload"]).ready()
+    stalled = UploadClient(p.port("upload"))
+    assert stalled.cmd(f"LOGIN alice {ADMIN_PW}") == "OK"
+    stalled.put_start("archive", "/old.bin", 1_000_000, b"b" * 100_000)
+    time.sleep(0.5)
+    p.proc.send_signal(signal.SIGTERM)
+    p.wait_for("event=stopping")
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.finish() == 1
+    assert "event=stop_forced" in p.stderr()
+    assert stalled.f.readline() == b""
+    assert current(repo, "/old.bin") == (b"previous content\n", 1)
     check_clean(tmp_path, pkg, repo)
 
 

@@ -144,6 +144,18 @@ def test_rest_resumes_download(srv):
     ftp.quit()
 
 
+def test_rest_stor_resumes_an_upload(srv):
+    srv.put("/part.bin", b"0123456789")
+    ftp = srv.client()
+    ftp.voidcmd("TYPE I")
+    ftp.storbinary("STOR /office/part.bin", io.BytesIO(b"ABCDEF"), rest=4)
+    assert retr(ftp, "/office/part.bin") == b"0123ABCDEF"
+    assert [v.size for v in srv.admin_fs().versions("/part.bin")] == [10, 10]
+    expect_error("554", ftp.storbinary, "STOR /office/part.bin", io.BytesIO(b"x"), rest=11)
+    assert len(srv.admin_fs().versions("/part.bin")) == 2
+    ftp.quit()
+
+
 def test_appe_makes_new_version_with_appended_bytes(srv):
     srv.put("/log.txt", b"line1\n")
     ftp = srv.client()
@@ -386,30 +398,25 @@ def test_client_dropping_mid_stor_keeps_previous_version(srv, how):
     assert srv.ctx.count("commit") == 0
 
 
-def test_disk_full_during_upload_aborts_with_452(srv, monkeypatch):
-    """The archive's writer raises NoSpace (simulated in-process: the chunk store's write
-    path is wrapped); the client gets 452 and the previous version stays current."""
-    srv.put("/full.bin", b"before")
-    from protocols.ftp import files as ftp_files
-
-    real_write = ftp_files.WriteFile.write
-
-    def failing_write(self, data):
-        if self.bytes_written > 100_000:
-            self._sink_fail = True
-            self.failed = errors.NoSpace("disk full")
-            raise ftp_files.TransferError(self.failed)
-        return real_write(self, data)
-
-    monkeypatch.setattr(ftp_files.WriteFile, "write", failing_write)
-    ftp = srv.client()
-    msg = expect_error("452", stor, ftp, "/office/full.bin", os.urandom(1_000_000))
-    assert "storage" in msg.lower()
-    fs = srv.admin_fs()
-    assert [v.size for v in fs.versions("/full.bin")] == [6]
-    monkeypatch.undo()
-    assert retr(ftp, "/office/full.bin") == b"before"     # session still usable
-    ftp.quit()
+def test_disk_full_during_upload_aborts_with_452(tmp_path, monkeypatch):
+    """The core's fault hook makes pack writes fail with ENOSPC after 300 kB: the upload
+    in flight gets 452, no version is made, the previous one stays current."""
+    monkeypatch.setenv("EDGE_ARCHIVE_FAULT_NOSPACE_AFTER", "300000")
+    s = FTPServerFixture(tmp_path)
+    try:
+        s.put("/full.bin", b"before")
+        ftp = s.client()
+        msg = expect_error("452", stor, ftp, "/office/full.bin", os.urandom(2_000_000))
+        assert "storage" in msg.lower()
+        fs = s.admin_fs()
+        assert [v.size for v in fs.versions("/full.bin")] == [6]
+        assert retr(ftp, "/office/full.bin") == b"before"     # the session is still usable
+        expect_error("452", stor, ftp, "/office/other.bin", os.urandom(500_000))
+        expect_error("550", retr, ftp, "/office/other.bin")
+        ftp.quit()
+        _wait_for(lambda: s.ctx.count("error", error="NoSpace") >= 1, "NoSpace error event")
+    finally:
+        s.close()
 
 
 # --- FTPS ------------------------------------------------------------------------------

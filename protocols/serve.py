@@ -395,7 +395,11 @@ def _serve(repo: Any, cfg: ServeConfig, protocols: dict, *, config_path: str | N
         grace = cfg.serve["grace_period"]
         sd_notify("STOPPING=1")
         log.info("event=stopping signal=%s grace_period=%s", _runner.signal.Signals(sig).name, grace)
+        # the /metrics server takes up to its poll interval to stop: overlap it with the adapters
+        closer = threading.Thread(target=metrics.close, name="metrics-close", daemon=True)
+        closer.start()
         complete = runner.stop(grace, interrupted=pending_stop_signal)
+        closer.join(2.0)
         if not complete:
             log.warning("event=stop_forced reason=second_signal")
             return 1

@@ -242,13 +242,17 @@ def test_notify_status_reload_and_clean_stop(tmp_path, pkg, repo):
 def test_status_ignores_a_stale_status_file(tmp_path, pkg, repo):
     run_dir = os.path.join(repo, "run")
     os.makedirs(run_dir, exist_ok=True)
-    stale = os.path.join(run_dir, "serve-4194000.json")     # above pid_max: never alive
+    dead = int(open("/proc/sys/kernel/pid_max").read()) + 1       # above pid_max: never alive
+    stale = os.path.join(run_dir, f"serve-{dead}.json")
     with open(stale, "w") as f:
-        json.dump({"pid": 4194000, "started_at": 0, "protocols": {"ftp": {"urls": ["ftp://x"]}}}, f)
+        json.dump({"pid": dead, "started_at": 0, "protocols": {"ftp": {"urls": ["ftp://x"]}}}, f)
+    reused = os.path.join(run_dir, f"serve-{os.getpid()}.json")   # a live pid, but another process
+    with open(reused, "w") as f:
+        json.dump({"pid": os.getpid(), "proc_start": "1", "started_at": 0, "protocols": {}}, f)
     res = run(tmp_path, pkg, ["--repo", repo, "status", "--json"])
     assert res.returncode == 3, res.stdout + res.stderr
     assert json.loads(res.stdout)["serving"] == []
-    assert not os.path.exists(stale)
+    assert not os.path.exists(stale) and not os.path.exists(reused)
 
 
 def test_status_without_repository(tmp_path, pkg):

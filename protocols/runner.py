@@ -245,22 +245,25 @@ class Runner:
         return names
 
     def start(self, names: list[str]) -> dict[str, list[str]]:
-        """Construct and start each adapter; on any failure stop the started ones and raise."""
+        """Construct every adapter first (so that a value an adapter refuses is reported before
+        any socket is bound), then start them; on any failure stop the started ones and raise."""
+        built: dict[str, Any] = {}
+        for name in names:
+            section = dict(self.cfg.protocols[name])
+            try:
+                built[name] = self.protocols[name].cls(self.repo, section, self.ctx)
+            except (ValueError, TypeError, KeyError) as e:
+                raise ConfigError(f"[{name}] {e}", self.cfg.source) from None
+            except Exception as e:
+                raise StartError(f"{name}: failed to set up: {type(e).__name__}: {e}") from None
         urls: dict[str, list[str]] = {}
         try:
-            for name in names:
-                section = dict(self.cfg.protocols[name])
-                try:
-                    adapter = self.protocols[name].cls(self.repo, section, self.ctx)
-                except (ValueError, TypeError, KeyError) as e:
-                    raise ConfigError(f"[{name}] {e}", self.cfg.source) from None
-                except Exception as e:
-                    raise StartError(f"{name}: failed to set up: {type(e).__name__}: {e}") from None
+            for name, adapter in built.items():
                 try:
                     adapter.start()
                 except Exception as e:
                     log.debug("event=start_failed protocol=%s", name, exc_info=True)
-                    raise bind_error(name, section.get("listen", "?"), e) from None
+                    raise bind_error(name, self.cfg.protocols[name].get("listen", "?"), e) from None
                 self.adapters[name] = adapter
                 if self.ctx.metrics is not None:
                     self.ctx.metrics.add_protocol(name)

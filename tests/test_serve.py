@@ -276,6 +276,9 @@ CONFIG_ERRORS = {
     "bad_type": ('[serve]\ngrace_period = "long"\n', ["[serve] grace_period must be a number"]),
     "bad_log_level": ('[serve]\nlog_level = "loud"\n', ["[serve] log_level must be one of"]),
     "adapter_key": ('[upload]\nbaner = "hi"\n', ["[upload] unknown key 'baner'", "did you mean 'banner'"]),
+    # values the adapters themselves refuse (their constructor's ValueError)
+    "ftp_value": ('[ftp]\nrequire_tls = true\ntls = false\n', ["[ftp]", "require_tls needs tls"]),
+    "webdav_value": ('[webdav]\nauth = "kerberos"\n', ["[webdav]", "kerberos"]),
     "tls_half": ('[tls]\ncert = "/etc/hostname"\n', ["[tls] cert and key must be given together"]),
 }
 

@@ -779,6 +779,12 @@ class EdgeProvider(DAVProvider):
                 and environ.get("HTTP_DEPTH", "infinity").strip().lower() == "infinity"):
             util.fail(DAVError(HTTP_FORBIDDEN, context_info="Depth: infinity is disabled",
                                err_condition=PRECONDITION_CODE_PropfindFiniteDepth))
+        if method == "PROPFIND":
+            from . import propfind
+            res = self.get_resource_inst(environ.get("PATH_INFO", "/"), environ)
+            if isinstance(res, (DirResource, FileResource)):
+                return propfind.serve(self, res, environ, start_response, default_handler)
+            return default_handler(environ, start_response)
         served = maybe_serve_versions(self, environ, start_response)
         if served is not None:
             return served

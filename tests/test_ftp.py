@@ -360,7 +360,7 @@ def _wait_for(pred, what: str, timeout: float = 60.0) -> None:
         if pred():
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
 
 
 @pytest.mark.parametrize("how", ["reset-data", "close-control-first", "abor"])
@@ -390,11 +390,33 @@ def test_client_dropping_mid_stor_keeps_previous_version(srv, how):
         data.close()
         f.close()
         s.close()
-    _wait_for(lambda: srv.ctx.count("error", action="upload aborted") > aborted_before, "abort")
+    _wait_for(lambda: srv.ctx.count("error", action="upload aborted") > aborted_before,
+              f"abort ({how}); events so far: {srv.ctx.events}")
     fs = srv.admin_fs()
     assert [v.size for v in fs.versions("/keep.bin")] == [16]
     with fs.open_read("/keep.bin") as r:
         assert r.read() == b"previous version"
+    assert srv.ctx.count("commit") == 0
+
+
+def test_reset_data_connection_is_not_a_complete_upload(srv):
+    """Stream mode ends an upload by closing the data connection; a reset (RST) must not
+    pass for that end, even while the control connection is still up."""
+    srv.put("/rst.bin", b"previous version")
+    s, f = _raw_login(srv)
+    data = _pasv(s, f)
+    s.sendall(b"NOOP\r\n")                        # the server has accepted the data connection
+    assert f.readline().startswith("200")
+    s.sendall(b"STOR /office/rst.bin\r\n")
+    assert f.readline()[:3] in ("125", "150")
+    data.sendall(os.urandom(200_000))
+    _reset(data)
+    reply = f.readline()
+    assert reply.startswith("426"), reply
+    s.sendall(b"QUIT\r\n")
+    f.close()
+    s.close()
+    assert [v.size for v in srv.admin_fs().versions("/rst.bin")] == [16]
     assert srv.ctx.count("commit") == 0
 
 

@@ -14,11 +14,13 @@ attributes.  What they add:
 """
 from __future__ import annotations
 
+import calendar
 import hashlib
 import itertools
 import os
 import select
 import sys
+import time
 import zlib
 from typing import Any, Iterator
 
@@ -52,6 +54,20 @@ def _primed(items: Any) -> Iterator[Any]:
     return itertools.chain([first], it)
 
 
+def _abrupt(exc: BaseException | None) -> bool:
+    """Whether the exception being handled while the data channel closes means the
+    peer vanished (reset, TLS truncation) rather than ended the stream cleanly."""
+    if exc is None:
+        return False
+    try:
+        from OpenSSL import SSL
+        if isinstance(exc, SSL.ZeroReturnError):      # TLS close_notify: a clean end
+            return False
+    except ImportError:                                # pragma: no cover
+        pass
+    return True
+
+
 def _find_transfer_error(exc: BaseException | None) -> TransferError | None:
     seen = 0
     while exc is not None and seen < 5:
@@ -70,7 +86,11 @@ class EdgeDTPMixin:
     def close(self) -> None:
         fo = self.file_obj
         if not self._closed and self.receive and isinstance(fo, WriteFile) and not fo.closed:
-            if self.transfer_finished and not self._control_gone():
+            # pyftpdlib reports a reset connection (ECONNRESET, TLS without close_notify)
+            # through the same handle_close() as a clean EOF, from inside the except
+            # block that caught it: the exception still in flight tells them apart.
+            broken = _abrupt(sys.exc_info()[1])
+            if self.transfer_finished and not broken and not self._control_gone():
                 try:
                     fo.commit()
                 except Exception as exc:
@@ -239,6 +259,52 @@ class EdgeHandlerMixin:
         self.push(f'250-Listing "{line}":\r\n')
         self.push(f" {facts} {line}\r\n")
         self.respond("250 End MLST.")
+        return path
+
+    # --- SIZE / MDTM / MFMT with one catalog call each (pyftpdlib stats 2-3 times) ------
+
+    def _file_entry(self, path: str) -> Any | None:
+        try:
+            entry = self.fs.entry(path)
+        except (OSError, FilesystemError) as err:
+            self.respond(f"550 {strerror(err)}.")
+            return None
+        if entry is None or entry.is_dir:
+            self.respond(f"550 {self.fs.fs2ftp(path)} is not retrievable.")
+            return None
+        return entry
+
+    def ftp_SIZE(self, path: str) -> None:
+        if self._current_type == "a":
+            self.respond("550 SIZE not allowed in ASCII mode.")
+            return
+        entry = self._file_entry(path)
+        if entry is not None:
+            self.respond(f"213 {entry.size}")
+
+    def ftp_MDTM(self, path: str) -> str | None:
+        entry = self._file_entry(path)
+        if entry is None:
+            return None
+        timefunc = time.gmtime if self.use_gmt_times else time.localtime
+        self.respond(f"213 {time.strftime('%Y%m%d%H%M%S', timefunc(entry.mtime))}")
+        return path
+
+    def ftp_MFMT(self, path: str, timeval: str) -> str | None:
+        line = self.fs.fs2ftp(path)
+        try:
+            if len(timeval) != 14:
+                raise ValueError(timeval)
+            secs = calendar.timegm(time.strptime(timeval, "%Y%m%d%H%M%S"))
+        except ValueError:
+            self.respond("550 Invalid time format; expected: YYYYMMDDHHMMSS.")
+            return None
+        try:
+            self.run_as_current_user(self.fs.utime, path, secs)
+        except (OSError, FilesystemError) as err:
+            self.respond(f"550 {strerror(err)}.")
+            return None
+        self.respond(f"213 Modify={timeval}; {line}.")
         return path
 
     # --- STOU (pyftpdlib's relies on real temp files) -------------------------------------

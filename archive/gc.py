@@ -20,6 +20,7 @@ from .packs import T_CHUNK, T_EVENT, PackWriter
 
 DEFAULT_GRACE = 3600.0
 SPARSE = 0.5
+SMALL = 4 * 1024 * 1024      # each process starts a pack: gc gathers the small ones
 
 
 @dataclass
@@ -74,7 +75,8 @@ def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=
         live_bytes = sum(ln for _, _, ln in live)
         records = list(packdir.scan(pack, with_payload=False))
         event_bytes = sum(r.total_len for r in records if r.rtype == T_EVENT)
-        if live_bytes + event_bytes >= SPARSE * st.st_size:
+        small = st.st_size < SMALL and len(packs) > 1
+        if live_bytes + event_bytes >= SPARSE * st.st_size and not small:
             continue
         if dry_run:
             rep.details.append(f"would rewrite {pack}: {live_bytes + event_bytes} of {st.st_size} bytes live")

@@ -1,7 +1,9 @@
 """Maintenance commands: check, prune, gc, stats, recover, audit."""
 from __future__ import annotations
 
+import json
 import sys
+import time
 
 import click
 
@@ -49,7 +51,11 @@ def check(obj: CLIContext, read_data: bool, as_json: bool) -> None:
 def prune(obj: CLIContext, dry_run: bool, share: str | None, as_json: bool) -> None:
     """Apply each share's retention rules (versions held by WORM are never pruned)."""
     repo = obj.open_repo()
+    started = time.monotonic()
     doomed = retention.prune(repo, dry_run=dry_run, share=share)
+    if not dry_run:
+        repo.audit("prune_run", None, share, detail=json.dumps({"versions": len(doomed),
+                                                                "duration": round(time.monotonic() - started, 3)}))
     from ..check import node_paths
     paths = node_paths(repo, {d["node"] for d in doomed})
     rows = [{"path": paths[d["node"]], "version": d["version"], "created_at": iso(d["created_at"]),
@@ -72,8 +78,11 @@ def prune(obj: CLIContext, dry_run: bool, share: str | None, as_json: bool) -> N
 def gc(obj: CLIContext, grace: float, dry_run: bool, as_json: bool) -> None:
     """Reclaim chunks nothing references and rewrite sparse packs."""
     repo = obj.open_repo()
+    started = time.monotonic()
     with progress(len(repo.store.packdir.list()), "gc") as bar:
         rep = gcmod.collect(repo, grace=grace, dry_run=dry_run, progress=bar.update)
+    if not dry_run:
+        repo.audit("gc", None, detail=json.dumps({**rep.as_dict(), "duration": round(time.monotonic() - started, 3)}))
     if as_json:
         emit_json(rep.as_dict())
         return

@@ -106,6 +106,8 @@ class FTPAdapter:
     """
 
     name = "ftp"
+    config_keys = DEFAULTS                # names the runner checks; values are checked here
+    default_listen = DEFAULTS["listen"]
 
     def __init__(self, repo: Any, config: dict[str, Any], ctx: Any) -> None:
         cfg = dict(DEFAULTS)

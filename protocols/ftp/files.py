@@ -48,7 +48,7 @@ class ReadFile:
 
     # pyftpdlib's FileProducer asks for 64 KiB; reading bigger pieces from the archive
     # halves the per-call overhead on large downloads.
-    min_read = 256 * 1024
+    min_read = 1024 * 1024
 
     def __init__(self, reader: Any, name: str, tracker: TransferTracker) -> None:
         self._reader = reader

@@ -412,7 +412,7 @@ def build_handler(state: Any, base: type = FTPHandler, dtp_base: type = DTPHandl
     """One handler class per adapter: pyftpdlib keeps its configuration in class attributes."""
     dtp = type("EdgeDTPHandler", (EdgeDTPMixin, dtp_base), {
         "ac_in_buffer_size": 256 * 1024,
-        "ac_out_buffer_size": 256 * 1024,
+        "ac_out_buffer_size": 1024 * 1024,
     })
     cmds = dict(base.proto_cmds)
     cmds.update(EXTRA_CMDS)

@@ -284,6 +284,17 @@ def test_propfind_large_folder_and_depth(dav):
     assert p["{DAV:}getetag"].strip('"') == e.etag
     r = s.request("PROPFIND", f"{dav.url}/docs/", headers={"Depth": "infinity"})
     assert r.status_code == 403
+    # a listing bigger than the buffer is streamed (chunked) as listdir produces it
+    from protocols.webdav import propfind as pf
+    saved, pf.BUFFER = pf.BUFFER, 4096
+    try:
+        r = s.request("PROPFIND", f"{dav.url}/docs/many/", headers={"Depth": "1"})
+        assert r.status_code == 207 and "Content-Length" not in r.headers
+        assert r.headers.get("Transfer-Encoding") == "chunked"
+        hrefs = [h.text for h in ET.fromstring(r.content).iter("{DAV:}href")]
+        assert len(hrefs) == 301 and hrefs[-1].endswith("/f0299.txt")
+    finally:
+        pf.BUFFER = saved
 
 
 def test_proppatch_win32_props_persist(dav):

@@ -228,6 +228,39 @@ def _strip_decl(v: str) -> str:
     return v
 
 
+_RFC1123: dict[int, str] = {}
+_RFC3339: dict[int, str] = {}
+_MIME: dict[str, str] = {}
+
+
+def _rfc1123(t: float) -> str:
+    k = int(t)
+    v = _RFC1123.get(k)
+    if v is None:
+        if len(_RFC1123) > 100_000:
+            _RFC1123.clear()
+        v = _RFC1123[k] = util.get_rfc1123_time(k)
+    return v
+
+
+def _rfc3339(t: float) -> str:
+    k = int(t)
+    v = _RFC3339.get(k)
+    if v is None:
+        if len(_RFC3339) > 100_000:
+            _RFC3339.clear()
+        v = _RFC3339[k] = util.get_rfc3339_time(k)
+    return v
+
+
+def _mime(name: str) -> str:
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    v = _MIME.get(ext)
+    if v is None:
+        v = _MIME[ext] = escape(util.guess_mime_type(name))
+    return v
+
+
 def _live(name: str, item: _Item, session, share: str, locks_by_root, res) -> str | None:
     """XML text of a live property, or None when the resource has no such property."""
     e = item.entry
@@ -237,15 +270,15 @@ def _live(name: str, item: _Item, session, share: str, locks_by_root, res) -> st
     if name == "{DAV:}getcontentlength":
         return None if item.is_dir else f"<D:getcontentlength>{e.size}</D:getcontentlength>"
     if name == "{DAV:}getlastmodified":
-        return f"<D:getlastmodified>{util.get_rfc1123_time(e.mtime)}</D:getlastmodified>"
+        return f"<D:getlastmodified>{_rfc1123(e.mtime)}</D:getlastmodified>"
     if name == "{DAV:}creationdate":
-        return f"<D:creationdate>{util.get_rfc3339_time(e.ctime)}</D:creationdate>"
+        return f"<D:creationdate>{_rfc3339(e.ctime)}</D:creationdate>"
     if name == "{DAV:}getetag":
         return None if item.is_dir or not e.etag else f'<D:getetag>"{escape(e.etag)}"</D:getetag>'
     if name == "{DAV:}getcontenttype":
         if item.is_dir:
             return None
-        return f"<D:getcontenttype>{escape(util.guess_mime_type(item.url_path))}</D:getcontenttype>"
+        return f"<D:getcontenttype>{_mime(item.name)}</D:getcontenttype>"
     if name == "{DAV:}displayname":
         return f"<D:displayname>{escape(item.name)}</D:displayname>"
     if name == "{DAV:}supportedlock":

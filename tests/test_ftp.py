@@ -633,3 +633,39 @@ def test_stop_aborts_uploads_in_flight_after_grace(tmp_path):
     finally:
         s.adapter.stop(0.1)
         s.repo.close()
+
+
+def test_stop_lets_an_upload_in_flight_finish_within_grace(tmp_path):
+    s = FTPServerFixture(tmp_path)
+    try:
+        s.put("/late.bin", b"v1")
+        sock, f = _raw_login(s)
+        data = _pasv(sock, f)
+        sock.sendall(b"NOOP\r\n")
+        assert f.readline().startswith("200")
+        sock.sendall(b"STOR /office/late.bin\r\n")
+        assert f.readline()[:3] in ("125", "150")
+        payload = os.urandom(300_000)
+        data.sendall(payload)
+        stopper = threading.Thread(target=s.adapter.stop, args=(30.0,))
+        stopper.start()
+
+        def refused() -> bool:
+            try:
+                socket.create_connection((s.host, s.port), timeout=2).close()
+                return False
+            except OSError:
+                return True
+
+        _wait_for(refused, "the listener to close")
+        assert stopper.is_alive()                    # waiting for the transfer, not done
+        data.close()                                 # the client finishes its upload
+        assert f.readline().startswith("226")        # ...and still hears that it committed
+        stopper.join(30)
+        assert not stopper.is_alive()
+        assert [v.size for v in s.admin_fs().versions("/late.bin")] == [2, len(payload)]
+        f.close()
+        sock.close()
+    finally:
+        s.adapter.stop(0.1)
+        s.repo.close()

@@ -84,6 +84,17 @@ class EdgeDTPMixin:
     """Data channel: decides commit vs abort for uploads, maps archive errors."""
 
     def close(self) -> None:
+        # Hold a token in the transfer tracker until the final reply (226/426/452) has
+        # been pushed, so stop(grace) cannot end the session between commit and reply.
+        tracker = self.cmd_channel.edge_state.tracker
+        token = object()
+        tracker.add(token)
+        try:
+            self._edge_close()
+        finally:
+            tracker.discard(token)
+
+    def _edge_close(self) -> None:
         fo = self.file_obj
         if not self._closed and self.receive and isinstance(fo, WriteFile) and not fo.closed:
             # pyftpdlib reports a reset connection (ECONNRESET, TLS without close_notify)

@@ -519,6 +519,15 @@ def test_basic_refused_over_plain_http_when_required(dav):
         assert r.status_code == 401
     finally:
         server.stop()
+    # the default ("remote") lets loopback clients use Basic over plain HTTP
+    server = start_server(dav.repo, dav.root, require_tls_for_basic=None)
+    try:
+        assert server.adapter.config["require_tls_for_basic"] == "remote"
+        assert server.session().get(f"{server.url}/docs/").status_code == 200
+    finally:
+        server.stop()
+    with pytest.raises(ValueError):
+        start_server(dav.repo, dav.root, junk_policy="shred")
 
 
 def test_recreated_file_starts_without_dead_props(dav):

@@ -12,9 +12,12 @@ Config keys (section ``[webdav]``; defaults in brackets):
     host:port to bind; port 0 picks a free one (see :meth:`WebDAVAdapter.urls`).
 ``tls`` [false]
     serve HTTPS with ``ctx.tls_cert`` / ``ctx.tls_key``.
-``require_tls_for_basic`` [true]
-    refuse HTTP Basic over plain HTTP (the password would travel in clear text); Digest
-    stays available when enabled.  Set false for loopback tests and trusted LANs.
+``require_tls_for_basic`` ["remote"]
+    refuse HTTP Basic over plain HTTP, where the password would travel in clear text:
+    ``true`` always, ``"remote"`` only for clients that are not on the loopback interface
+    (so the default loopback-only appliance works out of the box, and opening it to the
+    LAN without TLS fails closed), ``false`` never (trusted LANs).  Digest, when enabled,
+    stays available.
 ``auth`` ["basic"]
     "basic", "digest" or "basic,digest" (both).  Digest needs the repository to expose
     ``digest_ha1(user, realm)``; without it only Basic is offered.
@@ -62,7 +65,7 @@ from .xmlguard import XMLGuard
 DEFAULTS: dict[str, Any] = {
     "listen": "127.0.0.1:8080",
     "tls": False,
-    "require_tls_for_basic": True,
+    "require_tls_for_basic": "remote",
     "auth": "basic",
     "junk_policy": "store",
     "placeholder_window": 10.0,
@@ -102,11 +105,16 @@ class WebDAVAdapter:
     """The ``webdav`` protocol adapter (see module docstring for config keys)."""
 
     name = "webdav"
+    default_listen = DEFAULTS["listen"]
+    #: adapter keys (and defaults) for `archivectl serve`'s config check
+    config_keys = {k: v for k, v in DEFAULTS.items() if k != "listen"}
 
     def __init__(self, repo, config: dict[str, Any], ctx) -> None:
         self.repo = repo
         self.ctx = ctx
-        self.config = {**DEFAULTS, **(config or {})}
+        self.config = {**DEFAULTS, **{k: v for k, v in (config or {}).items() if v is not None}}
+        if self.config["junk_policy"] not in ("store", "ignore"):
+            raise ValueError("webdav junk_policy must be 'store' or 'ignore'")
         self.log = getattr(ctx, "logger", None) or logging.getLogger("edge_archive")
         self.host, self.port = _parse_listen(self.config["listen"])
         self._server: wsgi.Server | None = None
@@ -122,7 +130,7 @@ class WebDAVAdapter:
             raise ValueError(f"webdav auth must be basic, digest or both, not {self.config['auth']!r}")
         basic = "basic" in modes
         digest = "digest" in modes and hasattr(self.repo, "digest_ha1")
-        if basic and self.config["require_tls_for_basic"] and not self.config["tls"]:
+        if basic and self._basic_policy() is True and not self.config["tls"]:
             # Do not even offer Basic when Digest can take over; otherwise keep the Basic
             # challenge (wsgidav needs one scheme) and let the domain controller refuse it.
             basic = not digest
@@ -131,6 +139,19 @@ class WebDAVAdapter:
         if not (basic or digest):
             raise ValueError("webdav: no usable authentication scheme")
         return basic, digest
+
+    def _basic_policy(self) -> bool | str:
+        v = self.config["require_tls_for_basic"]
+        if isinstance(v, str):
+            low = v.strip().lower()
+            if low in ("true", "yes", "1", "always"):
+                return True
+            if low in ("false", "no", "0", "never"):
+                return False
+            if low == "remote":
+                return "remote"
+            raise ValueError(f"webdav require_tls_for_basic must be true, false or 'remote', not {v!r}")
+        return bool(v)
 
     def _build_app(self):
         cfg = self.config
@@ -151,7 +172,7 @@ class WebDAVAdapter:
             "edge_archive": {
                 "repo": self.repo, "ctx": self.ctx,
                 "auth_cache_seconds": cfg["auth_cache_seconds"],
-                "require_tls_for_basic": bool(cfg["require_tls_for_basic"]) and not cfg["tls"],
+                "require_tls_for_basic": False if cfg["tls"] else self._basic_policy(),
             },
             "lock_storage": self.lock_storage,
             "property_manager": None,

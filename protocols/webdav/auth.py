@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import threading
 import time
@@ -26,6 +27,13 @@ from archive import errors
 REALM = "Edge Archive"
 
 
+def _is_loopback(addr: str | None) -> bool:
+    try:
+        return ipaddress.ip_address((addr or "").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 class CatalogDomainController(BaseDomainController):
     """Authenticates every request; the share check itself happens in the provider."""
 
@@ -35,7 +43,8 @@ class CatalogDomainController(BaseDomainController):
         self.repo = opts["repo"]
         self.ctx = opts.get("ctx")
         self.cache_seconds = float(opts.get("auth_cache_seconds", 60.0))
-        self.basic_needs_tls = bool(opts.get("require_tls_for_basic", False))
+        #: True: Basic only over HTTPS; "remote": Basic over plain HTTP only from loopback
+        self.basic_needs_tls = opts.get("require_tls_for_basic", False)
         self._key = secrets.token_bytes(32)
         self._cache: dict[bytes, tuple[float, Any]] = {}
         self._lock = threading.Lock()
@@ -54,7 +63,8 @@ class CatalogDomainController(BaseDomainController):
             self.ctx.event("webdav", event, user=user, address=environ.get("REMOTE_ADDR"))
 
     def basic_auth_user(self, realm, user_name, password, environ):
-        if self.basic_needs_tls and environ.get("wsgi.url_scheme") != "https":
+        if self.basic_needs_tls and environ.get("wsgi.url_scheme") != "https" and not (
+                self.basic_needs_tls == "remote" and _is_loopback(environ.get("REMOTE_ADDR"))):
             self._event(environ, "login_failed", user_name)
             return False
         key = hmac.new(self._key, f"{user_name}\0{password}".encode("utf-8", "surrogatepass"),

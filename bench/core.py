@@ -446,8 +446,8 @@ def bench_catalog(work: Path, total: int, folder: int, budget_s: float) -> tuple
 
 # --------------------------------------------------------------------------- profile
 
-def bench_profile(corpus: C.Corpus, work: Path, top: int) -> tuple[str, dict]:
-    """cProfile of an in-process `archivectl put` of a one-state corpus."""
+def bench_profile(corpus: C.Corpus, work: Path, top: int, op: str = "put") -> tuple[str, dict]:
+    """cProfile of an in-process `archivectl put` (or `get`, after an unprofiled put) of state 0."""
     from archive.cli.main import _load_commands, cli
     tree = work / "corpora" / corpus.name / "tree"
     corpus.apply(0, tree)
@@ -456,6 +456,13 @@ def bench_profile(corpus: C.Corpus, work: Path, top: int) -> tuple[str, dict]:
     env = dict(os.environ, EDGE_ARCHIVE_PASSWORD=PASSWORD)
     run(["archivectl", "--repo", str(repo), "init", "--encrypt"], env=env)
     run(["archivectl", "--repo", str(repo), "share", "add", "bench"], env=env)
+    out_dir = work / "restore" / f"prof-{corpus.name}"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    if op == "put":
+        args = ["--repo", str(repo), "put", str(tree), "/bench/prof"]
+    else:
+        run(["archivectl", "--repo", str(repo), "put", str(tree), "/bench/prof"], env=env)
+        args = ["--repo", str(repo), "get", "/bench/prof", str(out_dir)]
     old = os.environ.get("EDGE_ARCHIVE_PASSWORD")
     os.environ["EDGE_ARCHIVE_PASSWORD"] = PASSWORD
     _load_commands()
@@ -479,7 +486,7 @@ def bench_profile(corpus: C.Corpus, work: Path, top: int) -> tuple[str, dict]:
     try:
         prof.enable()
         try:
-            cli.main(["--repo", str(repo), "put", str(tree), "/bench/prof"], standalone_mode=False)
+            cli.main(args, standalone_mode=False)
         except SystemExit:
             pass
         prof.disable()
@@ -492,6 +499,7 @@ def bench_profile(corpus: C.Corpus, work: Path, top: int) -> tuple[str, dict]:
     wall = time.perf_counter() - t0
     size = C.tree_bytes(tree)
     shutil.rmtree(repo, ignore_errors=True)
+    shutil.rmtree(out_dir, ignore_errors=True)
     st = pstats.Stats(prof)
     for p in profs:
         try:
@@ -532,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--catalog-budget", type=float, default=1800, help="seconds to spend creating catalog files")
     ap.add_argument("--rss-peers", action="store_true", help="also measure restic/borg on the RSS file")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--profile", default="put:random,put:text,get:random",
+                    help="op:corpus list for the profile section (op put|get; any corpus, state 0)")
     a = ap.parse_args(argv)
     sections = [s for s in a.only.split(",") if s]
     tools = [t for t in a.tools.split(",") if t]
@@ -575,9 +585,10 @@ def main(argv: list[str] | None = None) -> int:
         txt, results["catalog"] = bench_catalog(work, total, 100_000, a.catalog_budget)
         emit("Catalog: many files", txt)
     if "profile" in sections:
-        for name in ("random", "text"):
-            txt, results[f"profile_{name}"] = bench_profile(corp[name], work, top=15)
-            emit(f"Profile of `archivectl put` ({name})", txt)
+        for spec in a.profile.split(","):
+            op, name = spec.split(":")
+            txt, results[f"profile_{op}_{name}"] = bench_profile(corp[name], work, top=15, op=op)
+            emit(f"Profile of `archivectl {op}` ({name})", txt)
     log(f"results written to {res_path}")
     return 0
 

@@ -243,8 +243,17 @@ def test_mkd_rmd_and_bad_folder_operations(srv):
     expect_error("550", ftp.rename, "/office/nope.txt", "/office/z")  # missing source
     expect_error("550", ftp.rename, "/office/f.txt", "/public/f.txt")  # across shares
     assert retr(ftp, "/office/f.txt") == b"f"
-    ftp.rmd("/office/docs/sub")
-    ftp.rmd("/office/docs")
+    stor(ftp, "/office/docs/sub/in.txt", b"inside")
+    ftp.rename("/office/docs", "/office/papers")                      # folders move whole
+    assert retr(ftp, "/office/papers/sub/in.txt") == b"inside"
+    lines: list[str] = []
+    ftp.retrlines("LIST /office/papers/sub", lines.append)
+    assert len(lines) == 1 and lines[0].startswith("-rw") and lines[0].split()[4] == "6"
+    assert lines[0].endswith(" in.txt")
+    ftp.delete("/office/papers/sub/in.txt")
+    ftp.rmd("/office/papers/sub")
+    ftp.rmd("/office/papers")
+    expect_error("550", ftp.cwd, "/office/docs")
     expect_error("550", ftp.cwd, "/office/docs")
     expect_error("550", ftp.mkd, "/newshare")                         # root is read-only
     expect_error("550", ftp.rmd, "/office")

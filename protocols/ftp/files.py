@@ -57,9 +57,11 @@ class ReadFile:
         self._tracker = tracker
         tracker.add(self)
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int = -1) -> memoryview:
+        # A memoryview: asynchat re-slices the unsent rest after every partial send(),
+        # which copies bytes each time (quadratic in the buffer size) but not a view.
         try:
-            return self._reader.read(max(n, self.min_read) if n >= 0 else -1)
+            return memoryview(self._reader.read(max(n, self.min_read) if n >= 0 else -1))
         except errors.ArchiveError as exc:
             raise TransferError(exc) from exc
 

@@ -678,3 +678,17 @@ def test_stop_lets_an_upload_in_flight_finish_within_grace(tmp_path):
     finally:
         s.adapter.stop(0.1)
         s.repo.close()
+
+
+def test_start_on_a_taken_port_raises_oserror(tmp_path):
+    from protocols.ftp import FTPAdapter
+
+    s = FTPServerFixture(tmp_path)
+    try:
+        other = FTPAdapter(s.repo, {"listen": f"127.0.0.1:{s.port}", "passive_ports": ""}, s.ctx)
+        with pytest.raises(OSError):
+            other.start()
+        other.stop(0.1)                         # harmless after a failed start
+        assert s.client().nlst("/") == ["office", "public"]   # the first one still serves
+    finally:
+        s.close()

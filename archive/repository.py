@@ -53,6 +53,8 @@ class Repository:
         self.tmp = path / "tmp"
         self.tmp.mkdir(exist_ok=True)
         self.store = ChunkStore(self.catalog, PackDir(path / "packs"), self.codec)
+        from .streams import GroupCommit
+        self.group_commit = GroupCommit()
         self._closed = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------

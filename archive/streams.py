@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import threading
 from collections import OrderedDict, deque
 from concurrent.futures import Future
 
@@ -137,7 +138,7 @@ class Writer:
     def commit(self):
         """Make the bytes written one new version; returns archive.Version."""
         self.prepare()
-        return commit_many([self])[0]
+        return self.repo.group_commit.commit(self)
 
     def abort(self) -> None:
         """Drop the upload: no version; its written chunks are garbage for gc."""
@@ -166,33 +167,102 @@ class Writer:
             self.abort()
 
 
-def commit_many(writers: list["Writer"]) -> list:
-    """Commit prepared writers of one share in one transaction (one fsync for many small files)."""
-    if not writers:
-        return []
-    fs, repo = writers[0].fs, writers[0].repo
+def _commit_batch(writers: list["Writer"]) -> list:
+    """Commit prepared writers in one transaction; returns, per writer, a Version or the exception
+    that writer alone hit (a folder in the way, a vanished parent), so one bad upload does not
+    fail the others of its batch.  Errors of the whole transaction (disk full) are raised."""
+    repo = writers[0].repo
+    outcome: list = [None] * len(writers)
     new = [c for w in writers for c in w._new]
     refs = [r for w in writers for r in w._refs]
 
     def build(s):
         evs = []
-        for w in writers:
-            evs.append(w.event(s))
-            events.apply(s, evs[-1])      # later writers of the batch see earlier ones
+        for i, w in enumerate(writers):
+            try:
+                with s.begin_nested():
+                    ev = w.event(s)
+                    events.apply(s, ev)       # later writers of the batch see earlier ones
+                evs.append(ev)
+                outcome[i] = ev
+            except ArchiveError as e:
+                outcome[i] = e
         return evs
 
     def audit(evs):
-        return [repo.audit_row("write", fs.origin, fs.share_name, "/" + "/".join(w.parts), ev["number"])
-                for w, ev in zip(writers, evs)]
+        return [repo.audit_row("write", w.fs.origin, w.fs.share_name, "/" + "/".join(w.parts), ev["number"])
+                for w, ev in zip(writers, outcome) if isinstance(ev, dict)]
     try:
-        evs = repo.mutate(build, new_chunks=new, refs=refs, audit=audit, applied=True)
+        repo.mutate(build, new_chunks=new, refs=refs, audit=audit, applied=True)
     except BaseException:
         for w in writers:
             w.abort()
         raise
-    for w in writers:
-        w._state = "committed"
-    return [fs._version_of(ev) for ev in evs]
+    results = []
+    for w, ev in zip(writers, outcome):
+        if isinstance(ev, dict):
+            w._state = "committed"
+            results.append(w.fs._version_of(ev))
+        else:
+            w.abort()
+            results.append(ev)
+    return results
+
+
+def commit_many(writers: list["Writer"]) -> list:
+    """Commit prepared writers in one transaction (one fsync for many small files, e.g. a tree
+    put); raises the first per-writer error after committing the others."""
+    if not writers:
+        return []
+    results = _commit_batch(writers)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
+
+
+class GroupCommit:
+    """Concurrent commits of one process share transactions (group commit).
+
+    Sixty-four sensors uploading small files at once would otherwise queue for the catalog's
+    write lock one fsync pair each; here the first committer becomes the leader and commits
+    everything that queued meanwhile in one transaction, while the others wait for their result.
+    """
+
+    MAX_BATCH = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[tuple["Writer", Future]] = []
+        self._leading = False
+
+    def commit(self, writer: "Writer"):
+        fut: Future = Future()
+        with self._lock:
+            self._pending.append((writer, fut))
+            lead = not self._leading
+            self._leading = True
+        if lead:
+            self._lead()
+        result = fut.result()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _lead(self) -> None:
+        while True:
+            with self._lock:
+                batch = self._pending[:self.MAX_BATCH]
+                del self._pending[:self.MAX_BATCH]
+                if not batch:
+                    self._leading = False
+                    return
+            try:
+                results = _commit_batch([w for w, _ in batch])
+            except BaseException as e:     # the whole transaction failed: every waiter hears why
+                results = [e] * len(batch)
+            for (_, fut), r in zip(batch, results):
+                fut.set_result(r)
 
 
 class Reader(io.RawIOBase):

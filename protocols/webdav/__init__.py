@@ -137,7 +137,8 @@ class WebDAVAdapter:
             self.log.warning("webdav: Basic auth refused over plain HTTP "
                              "(require_tls_for_basic); enable tls or Digest")
         if not (basic or digest):
-            raise ValueError("webdav: no usable authentication scheme")
+            raise ValueError("webdav auth = digest needs a repository that can give Digest "
+                             "hashes (repo.digest_ha1), which this core does not; use basic")
         return basic, digest
 
     def _basic_policy(self) -> bool | str:

@@ -119,6 +119,7 @@ class CatalogLockStorage:
         if isinstance(owner, bytes):
             owner = owner.decode("utf-8", "replace")
         share, rel = _share_and_path(root)
+        self.store.purge_expired()      # expired locks are invisible; this keeps the table small
         rec = self.store.create(root=root, share=share, path=rel, scope=lock["scope"],
                                 depth=lock["depth"], owner=owner,
                                 principal=lock["principal"], timeout=timeout)

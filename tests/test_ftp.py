@@ -570,12 +570,21 @@ def test_64_concurrent_clients_100_files_each_all_commit(tmp_path):
         s.admin_fs().mkdir("/load")
         errs: list[BaseException] = []
 
+        slowest = [0.0]
+
         def worker(n: int) -> None:
             try:
-                ftp = s.client()
+                # Commits of all 64 sessions serialize on the catalog's write lock; under a
+                # loaded machine one reply can take long, so wait as long as real clients do
+                # (lftp's net:timeout is 300 s) rather than ftplib's 30 s used elsewhere.
+                ftp = ftplib.FTP()
+                ftp.connect(s.host, s.port, timeout=300)
+                ftp.login("alice", PASSWORD)
                 ftp.mkd(f"/office/load/c{n}")
                 for i in range(100):
+                    t0 = time.monotonic()
                     stor(ftp, f"/office/load/c{n}/f{i}.txt", f"client {n} file {i}\n".encode())
+                    slowest[0] = max(slowest[0], time.monotonic() - t0)
                 ftp.quit()
             except BaseException as exc:     # noqa: BLE001 - reported below
                 errs.append(exc)
@@ -595,6 +604,7 @@ def test_64_concurrent_clients_100_files_each_all_commit(tmp_path):
                 assert [v.number for v in vs] == [1]
                 assert vs[0].size == len(f"client {n} file {i}\n")
         assert s.ctx.count("commit") == 6400
+        print(f"slowest STOR: {slowest[0]:.1f} s")
     finally:
         s.close()
 

@@ -103,7 +103,8 @@ class EdgeDTPMixin:
             broken = _abrupt(sys.exc_info()[1])
             if self.transfer_finished and not broken and not self._control_gone():
                 try:
-                    fo.commit()
+                    with self.cmd_channel.edge_state.commit_lock:
+                        fo.commit()
                 except Exception as exc:
                     code, msg = reply_for(exc)
                     self._resp = (f"{code} {msg}; transfer aborted.", logger.warning)

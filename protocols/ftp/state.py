@@ -8,6 +8,31 @@ from typing import Any
 from .files import TransferTracker
 
 
+class FairLock:
+    """A FIFO (ticket) lock.  The catalog's write lock is taken through SQLite's busy
+    handler, which is not fair: with dozens of sessions committing at once one of them
+    could wait more than a minute while others commit again and again.  FTP commits queue
+    here first, in arrival order, so every upload waits its turn and no longer."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next = 0
+        self._serving = 0
+
+    def __enter__(self) -> "FairLock":
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            while ticket != self._serving:
+                self._cond.wait()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
 class ServerState:
     """Repository, events, open transfers and per-user connection counts (thread-safe)."""
 
@@ -18,6 +43,7 @@ class ServerState:
         self.max_per_user = max_connections_per_user
         self.tracker = TransferTracker()
         self.stopping = False
+        self.commit_lock = FairLock()
         self._slots: Counter[str] = Counter()
         self._lock = threading.Lock()
 

@@ -467,6 +467,20 @@ def test_windows_save_sequence_and_history_urls(dav):
 def test_snapshots_tree_is_read_only(dav):
     s = dav.session()
     s.put(f"{dav.url}/docs/snap.txt", data=b"before")
+    # a token names the state at the end of its second: pick the second of "before" and
+    # write "after" in a later second
+    instant = time.strftime("@GMT-%Y.%m.%d-%H.%M.%S", time.gmtime(time.time()))
+    time.sleep(1.1)
+    s.put(f"{dav.url}/docs/snap.txt", data=b"after")
+    old = s.get(f"{dav.url}/docs/.snapshots/{instant}/snap.txt")
+    assert old.status_code == 200 and old.content == b"before"
+    assert s.get(f"{dav.url}/docs/snap.txt").content == b"after"
+    # COPY out of a snapshot is a restore: a new version with the old content
+    r = s.request("COPY", f"{dav.url}/docs/.snapshots/{instant}/snap.txt",
+                  headers={"Destination": f"{dav.url}/docs/snap.txt"})
+    assert r.status_code == 204
+    assert s.get(f"{dav.url}/docs/snap.txt").content == b"before"
+    assert len(dav.admin().versions("/snap.txt")) == 3
     fs = dav.admin()
     tokens = fs.snapshot_tokens()
     assert tokens

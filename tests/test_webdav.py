@@ -155,6 +155,9 @@ def test_dropped_body_never_becomes_a_version(dav):
          b"Transfer-Encoding: chunked\r\n\r\n1000\r\n" + b"y" * 4096 + b"\r\n1000\r\nyy")
     _raw(dav, "PUT /docs/drop-new.txt HTTP/1.1",
          b"Transfer-Encoding: chunked\r\n\r\n10\r\n" + b"z" * 16 + b"\r\n")
+    # Finder style: chunked, size announced, body complete but shorter than announced
+    r = s.put(url, data=iter([b"short"]), headers={"X-Expected-Entity-Length": "100"})
+    assert r.status_code == 400
     _wait_idle(dav, "/drop.txt")
     fs = dav.admin()
     assert [v.size for v in fs.versions("/drop.txt")] == [11]

@@ -631,7 +631,10 @@ class PutStream:
         environ = res.environ
         expected: int | None = None
         cl = environ.get("CONTENT_LENGTH", "").strip()
-        if cl and "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # macOS Finder sends chunked bodies and announces their size in this header
+            cl = environ.get("HTTP_X_EXPECTED_ENTITY_LENGTH", "").strip()
+        if cl:
             try:
                 expected = int(cl)
             except ValueError:

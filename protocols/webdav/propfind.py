@@ -27,6 +27,7 @@ from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_NOT_FOUND, DAVError
 from wsgidav.util import etree
 
 from .errors import mapped
+from .names import is_junk, lock_root
 
 BUFFER = 1 << 20
 HREF_SAFE = "/" + "!*'()," + "$-_|."
@@ -111,7 +112,6 @@ def serve(provider, res, environ, start_response, default_handler):
     share = res.share
     storage = provider.lock_storage
     ignore_junk = provider.junk_policy == "ignore"
-    from .provider import is_junk, lock_root
 
     locks_by_root: dict[str, list[dict]] = {}
     for lk in storage.prefetch(res.get_ref_url()):
@@ -284,7 +284,6 @@ def _live(name: str, item: _Item, session, share: str, locks_by_root, res) -> st
     if name == "{DAV:}supportedlock":
         return SUPPORTED_LOCK
     if name == "{DAV:}lockdiscovery":
-        from .provider import lock_root
         if not locks_by_root.get(lock_root(item.url_path)):
             return "<D:lockdiscovery/>"
         # rare: let wsgidav render the active locks

@@ -25,15 +25,14 @@ from __future__ import annotations
 import email.utils
 import time
 import unicodedata
-from typing import Any, Iterable
-from urllib.parse import quote, unquote
+from typing import Any
+from urllib.parse import unquote
 
 from wsgidav import util
 from wsgidav.dav_error import (
     HTTP_BAD_REQUEST,
     HTTP_CONFLICT,
     HTTP_FORBIDDEN,
-    HTTP_INSUFFICIENT_STORAGE,
     HTTP_NOT_FOUND,
     PRECONDITION_CODE_PropfindFiniteDepth,
     DAVError,
@@ -45,29 +44,12 @@ from wsgidav import xml_tools
 from archive import Origin, errors
 
 from .errors import dav_error, mapped
+from .names import SNAPSHOTS, is_junk, lock_root, split_url_path
+from .put import PutStream
+from .tree import copy_tree, remove_tree
 
-SNAPSHOTS = ".snapshots"
 MS_NS = "{urn:schemas-microsoft-com:}"
 WRITE_METHODS = {"PUT", "DELETE", "MKCOL", "PROPPATCH", "LOCK", "MOVE"}
-
-
-def is_junk(name: str) -> bool:
-    """macOS metadata droppings: AppleDouble ``._*`` files and ``.DS_Store``."""
-    return name == ".DS_Store" or name.startswith("._")
-
-
-def split_url_path(path: str) -> tuple[str | None, str]:
-    """'/share/a/b' -> ('share', '/a/b'); '/' -> (None, '/').  NFC-normalizes."""
-    path = unicodedata.normalize("NFC", path)
-    parts = [p for p in path.split("/") if p != ""]
-    if not parts:
-        return None, "/"
-    return parts[0], "/" + "/".join(parts[1:])
-
-
-def lock_root(url_path: str) -> str:
-    """The key wsgidav's lock manager uses for a path (quoted, no trailing slash)."""
-    return "/" + quote(url_path).strip("/")
 
 
 class Session:
@@ -281,7 +263,7 @@ class _InShare:
         self.session.changed()
         if self.entry is not None:
             with mapped():
-                _remove_tree(self.fs, self.rel, self.entry.is_dir)
+                remove_tree(self.fs, self.rel, self.entry.is_dir)
         self.provider.lock_manager.remove_all_locks_from_url(self.get_ref_url(), recursive=True)
         return True
 
@@ -309,9 +291,9 @@ class _InShare:
         self.session.changed()
         with mapped():
             if dst is not None and (dst.is_dir or self.entry.is_dir):
-                _remove_tree(dfs, rel, dst.is_dir)
+                remove_tree(dfs, rel, dst.is_dir)
                 dst = None
-            _copy_tree(self.fs, self.rel, self.entry, dfs, rel, same=dfs is self.fs
+            copy_tree(self.fs, self.rel, self.entry, dfs, rel, same=dfs is self.fs
                        or share == self.share, depth_infinity=depth_infinity,
                        overwrite=dst is not None)
         return True
@@ -327,15 +309,15 @@ class _InShare:
             if share == self.share:
                 # rename keeps the node: history, inode and dead properties move with it
                 if dst is not None and (dst.is_dir or self.entry.is_dir):
-                    _remove_tree(dfs, rel, dst.is_dir)
+                    remove_tree(dfs, rel, dst.is_dir)
                     dst = None
                 self.fs.rename(self.rel, rel, overwrite=dst is not None)
             else:
                 if dst is not None:
-                    _remove_tree(dfs, rel, dst.is_dir)
-                _copy_tree(self.fs, self.rel, self.entry, dfs, rel, same=False,
+                    remove_tree(dfs, rel, dst.is_dir)
+                copy_tree(self.fs, self.rel, self.entry, dfs, rel, same=False,
                            depth_infinity=True, overwrite=False)
-                _remove_tree(self.fs, self.rel, self.entry.is_dir)
+                remove_tree(self.fs, self.rel, self.entry.is_dir)
         self.provider.lock_manager.remove_all_locks_from_url(self.get_ref_url(), recursive=True)
         return True
 
@@ -351,49 +333,6 @@ def _parse_http_date(text: str) -> float | None:
         return email.utils.parsedate_to_datetime(text.strip()).timestamp()
     except (TypeError, ValueError, IndexError):
         return None
-
-
-def _remove_tree(fs, rel: str, is_dir: bool) -> None:
-    """Tombstone a file, or every file below a directory and then the directories."""
-    if not is_dir:
-        fs.remove(rel)
-        return
-    for child in list(fs.listdir(rel)):
-        _remove_tree(fs, child.path if getattr(child, "path", None) else
-                     rel.rstrip("/") + "/" + child.name, child.is_dir)
-    fs.rmdir(rel)
-
-
-def _copy_props(sfs, srel, dfs, drel, replace: bool) -> None:
-    props = dict(sfs.get_props(srel))
-    if replace:
-        for name in dfs.get_props(drel):
-            props.setdefault(name, None)
-    if props:
-        dfs.set_props(drel, props)
-
-
-def _copy_tree(sfs, srel, entry, dfs, drel, *, same: bool, depth_infinity: bool,
-               overwrite: bool) -> None:
-    if not entry.is_dir:
-        if same:
-            sfs.copy(srel, drel, overwrite=overwrite)
-        else:
-            with sfs.open_read(srel) as r, dfs.open_write(drel, mtime=entry.mtime) as w:
-                while True:
-                    buf = r.read(1 << 20)
-                    if not buf:
-                        break
-                    w.write(buf)
-        _copy_props(sfs, srel, dfs, drel, replace=True)  # also drops a tombstone's props
-        return
-    dfs.mkdir(drel)
-    _copy_props(sfs, srel, dfs, drel, replace=False)
-    if depth_infinity:
-        for child in list(sfs.listdir(srel)):
-            _copy_tree(sfs, srel.rstrip("/") + "/" + child.name, child, dfs,
-                       drel.rstrip("/") + "/" + child.name, same=same,
-                       depth_infinity=True, overwrite=False)
 
 
 # ----------------------------------------------------------------------------------------
@@ -605,85 +544,6 @@ class LockNullResource(_InShare, DAVNonCollection):
 
     def get_etag(self):
         return self._put_etag
-
-
-# ----------------------------------------------------------------------------------------
-# PUT body sink
-# ----------------------------------------------------------------------------------------
-class PutStream:
-    """File-like sink handed to wsgidav's PUT loop.
-
-    Counts bytes; ``close()`` (called by wsgidav only after the body loop finished) commits
-    the Writer when the count matches Content-Length, otherwise aborts and answers 400.  A
-    chunked body that breaks raises inside the loop, so ``end_write(with_errors=True)``
-    aborts.  Either way a partial upload never becomes a version.
-    """
-
-    def __init__(self, writer, expected: int | None) -> None:
-        self._w = writer
-        self.expected = expected
-        self.received = 0
-        self.version = None
-        self._done = False
-
-    @classmethod
-    def open(cls, res) -> "PutStream":
-        environ = res.environ
-        expected: int | None = None
-        cl = environ.get("CONTENT_LENGTH", "").strip()
-        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            # macOS Finder sends chunked bodies and announces their size in this header
-            cl = environ.get("HTTP_X_EXPECTED_ENTITY_LENGTH", "").strip()
-        if cl:
-            try:
-                expected = int(cl)
-            except ValueError:
-                raise DAVError(HTTP_BAD_REQUEST, context_info="bad Content-Length") from None
-        if res.provider.junk_policy == "ignore" and is_junk(res.name):
-            return cls(None, expected)
-        if expected and getattr(res.fs, "quota", True) is not None:
-            used, quota = res.session.usage(res.share)
-            if quota is not None and used + expected > quota:
-                raise DAVError(HTTP_INSUFFICIENT_STORAGE,
-                               context_info=f"quota of {quota} bytes exceeded")
-        with mapped():
-            return cls(res.fs.open_write(res.rel), expected)
-
-    def write(self, data: bytes) -> None:
-        self.received += len(data)
-        if self._w is None:
-            return
-        try:
-            self._w.write(data)
-        except errors.ArchiveError as exc:
-            self.abort()
-            raise dav_error(exc) from exc
-
-    def close(self) -> None:
-        if self._done:
-            return
-        if self.expected is not None and self.received != self.expected:
-            self.abort()
-            raise DAVError(HTTP_BAD_REQUEST, context_info=(
-                f"body ended after {self.received} of {self.expected} bytes; nothing stored"))
-        self._done = True
-        if self._w is None:
-            return
-        try:
-            self.version = self._w.commit()
-        except errors.ArchiveError as exc:
-            self.abort()
-            raise dav_error(exc) from exc
-
-    def abort(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        if self._w is not None:
-            try:
-                self._w.abort()
-            except Exception:  # noqa: BLE001 - aborting must never mask the real error
-                pass
 
 
 # ----------------------------------------------------------------------------------------

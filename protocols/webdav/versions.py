@@ -52,7 +52,8 @@ def maybe_serve_versions(provider, environ, start_response):
     qs = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
     if "versions" not in qs and "version" not in qs:
         return None
-    from .provider import Session, split_url_path
+    from .names import split_url_path
+    from .provider import Session
 
     path = environ.get("PATH_INFO", "/")
     share, rel = split_url_path(path)

@@ -111,6 +111,11 @@ def _unlink_ev(s: Session, ev: Event) -> None:
     _unlink(s, ev["parent"], ev["name"], ev["at"])
 
 
+def _link_ev(s: Session, ev: Event) -> None:
+    """A deleted folder's node brought back under a name (restore)."""
+    _link(s, ev["parent"], ev["name"], ev["node"], ev["at"])
+
+
 def _rename(s: Session, ev: Event) -> None:
     _unlink(s, ev["parent"], ev["name"], ev["at"])
     _link(s, ev["new_parent"], ev["new_name"], ev["node"], ev["at"])
@@ -142,6 +147,6 @@ def _props(s: Session, ev: Event) -> None:
 
 _APPLY = {
     "share": _share, "share_set": _share_set, "user": _user, "user_del": _user_del, "grant": _grant,
-    "mkdir": _mkdir, "commit": _commit, "unlink": _unlink_ev, "rename": _rename, "times": _times,
+    "mkdir": _mkdir, "commit": _commit, "unlink": _unlink_ev, "link": _link_ev, "rename": _rename, "times": _times,
     "purge": _purge, "props": _props,
 }

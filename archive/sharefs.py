@@ -498,6 +498,8 @@ class ShareFS:
             return int(self._restore_file(v.parts, node, version, at_us))
         if version is not None:
             raise IsADirectory(f"{path} is a folder: restore it with a time")
+        if v.parts:
+            self._bring_back_dir(v.parts, node)
         count = 0
         for rel_parts, fnode in self._tree_at(v.parts, at_us):
             if self._restore_file(rel_parts, fnode, None, at_us):
@@ -510,14 +512,29 @@ class ShareFS:
         for e in self.listdir(join(parts), at=seconds(at)):
             child = parts + (e.name,)
             if e.is_dir:
-                if not self.exists(join(child)):
-                    try:
-                        self.mkdir(join(child), parents=True)
-                    except Exists:
-                        pass
+                self._bring_back_dir(child, e.node_id)
                 yield from self._tree_at(child, at)
             else:
                 yield child, e.node_id
+
+    def _bring_back_dir(self, parts: tuple[str, ...], node: int) -> None:
+        """Make sure a folder exists at `parts`: its old node re-linked if it is nowhere now (so the
+        files inside continue their histories), else a new folder."""
+        if self.exists(join(parts)):
+            return
+        if len(parts) > 1 and not self.exists(join(parts[:-1])):
+            self.mkdir(join(parts[:-1]), parents=True)
+
+        def build(s: Session) -> list[dict]:
+            parent = self._parent(s, parts)
+            if self._child(s, parent, parts[-1], None) is not None:
+                return []
+            linked = s.scalar(select(m.Dentry.id).where(m.Dentry.node_id == node, m.Dentry.valid_to.is_(None)))
+            if linked is None:
+                return [{"op": "link", "at": now_us(), "parent": parent, "name": parts[-1], "node": node}]
+            return [{"op": "mkdir", "at": now_us(), "share": self.share_id, "parent": parent,
+                     "name": parts[-1], "node": self.repo.next_id(s, m.Node)}]
+        self.repo.mutate(build, audit=self._audit("restore", join(parts)))
 
     def _restore_file(self, parts: tuple[str, ...], node: int, version: int | None, at: int | None) -> bool:
         def build(s: Session) -> list[dict]:

@@ -319,3 +319,22 @@ def test_gc_while_an_upload_runs(repo, fs, tmp_path):
         assert check(other, read_data=True) == []
     finally:
         other.close()
+
+
+def test_restore_a_deleted_folder_continues_histories(fs):
+    fs.mkdir("/gone/deep", parents=True)
+    put_bytes(fs, "/gone/deep/f", b"v1")
+    put_bytes(fs, "/gone/g", b"g1")
+    node = fs.stat("/gone/deep/f").node_id
+    time.sleep(0.01)
+    t = time.time()
+    time.sleep(0.01)
+    fs.remove("/gone/deep/f")
+    fs.rmdir("/gone/deep")
+    fs.remove("/gone/g")
+    fs.rmdir("/gone")
+    assert not fs.exists("/gone")
+    assert fs.restore("/gone", at=t) == 2
+    assert read(fs, "/gone/deep/f") == b"v1" and read(fs, "/gone/g") == b"g1"
+    assert fs.stat("/gone/deep/f").node_id == node
+    assert [(v.number, v.deleted) for v in fs.versions("/gone/deep/f")] == [(1, False), (2, True), (3, False)]

@@ -269,3 +269,24 @@ def test_two_processes_write_one_repository(cli, tmp_path):
     vs = json.loads(cli("versions", "/s/same", "--json").stdout)
     assert [v["version"] for v in vs] == list(range(1, 81))
     cli("check", "--read-data")
+
+
+def test_catalog_schema_migrations(cli):
+    import sqlite3
+    cli("init")
+    cli("share", "add", "s")
+    db = cli.repo_path / "catalog.sqlite"
+    c = sqlite3.connect(db)
+    c.execute("DROP INDEX ix_locks_root")
+    c.execute("UPDATE alembic_version SET version_num = '0001'")
+    c.commit()
+    c.close()
+    cli("ls", "/s")                                           # an older catalog is upgraded in place
+    c = sqlite3.connect(db)
+    assert c.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
+    assert c.execute("SELECT count(*) FROM sqlite_master WHERE name = 'ix_locks_root'").fetchone() == (1,)
+    c.execute("UPDATE alembic_version SET version_num = '9999'")
+    c.commit()
+    c.close()
+    p = cli("ls", "/s", ok=False)                              # a newer one is refused, untouched
+    assert p.returncode == 1 and b"newer than this edge-archive" in p.stderr and b"Traceback" not in p.stderr

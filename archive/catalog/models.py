@@ -129,7 +129,7 @@ class Lock(Base):
     timeout: Mapped[float] = mapped_column()
     expires_at: Mapped[float] = mapped_column()
     created_at: Mapped[float] = mapped_column()
-    __table_args__ = (Index("ix_locks_share_path", "share", "path"),)
+    __table_args__ = (Index("ix_locks_share_path", "share", "path"), Index("ix_locks_root", "root"))
 
 
 class AuditEvent(Base):

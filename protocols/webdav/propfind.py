@@ -135,6 +135,8 @@ def serve(provider, res, environ, start_response, default_handler):
                     if getattr(member, "entry", 1) is None and member.name not in seen:
                         yield member  # type: ignore[misc]
 
+    child_props: dict[str, dict] = {}
+
     def render(item) -> str:
         if not isinstance(item, _Item):      # a lock-null resource from the provider
             props = item.get_properties(mode, name_list=names if mode == "named" else None)
@@ -145,8 +147,14 @@ def serve(provider, res, environ, start_response, default_handler):
         def dead_props() -> dict[str, str]:
             nonlocal dead
             if dead is None:
-                with mapped():
-                    dead = dict(fs.get_props(item.rel))
+                if item.rel != res.rel and depth == "1":
+                    if not child_props:           # one query for every child of the folder
+                        with mapped():
+                            child_props["*"] = fs.child_props(res.rel)
+                    dead = dict(child_props["*"].get(item.entry.name, {}))
+                else:
+                    with mapped():
+                        dead = dict(fs.get_props(item.rel))
             return dead
 
         if mode in ("allprop", "name"):

@@ -225,44 +225,49 @@ class GroupCommit:
     """Concurrent commits of one process share transactions (group commit).
 
     Sixty-four sensors uploading small files at once would otherwise queue for the catalog's
-    write lock one fsync pair each; here the first committer becomes the leader and commits
-    everything that queued meanwhile in one transaction, while the others wait for their result.
+    write lock one fsync pair each.  Whoever finds no leader commits the oldest waiting uploads
+    (its own among them when the queue is short) in one transaction, then hands leadership on,
+    so no caller keeps serving the others while its own client waits.
     """
 
-    MAX_BATCH = 256
+    MAX_BATCH = 128
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._cv = threading.Condition()
         self._pending: list[tuple["Writer", Future]] = []
         self._leading = False
 
     def commit(self, writer: "Writer"):
         fut: Future = Future()
-        with self._lock:
+        with self._cv:
             self._pending.append((writer, fut))
-            lead = not self._leading
-            self._leading = True
-        if lead:
-            self._lead()
+            while not fut.done():
+                if self._leading:
+                    self._cv.wait()
+                    continue
+                self._leading = True
+                batch = self._pending[:self.MAX_BATCH]
+                del self._pending[:self.MAX_BATCH]
+                self._cv.release()
+                try:
+                    self._run(batch)
+                finally:
+                    self._cv.acquire()
+                    self._leading = False
+                    self._cv.notify_all()
         result = fut.result()
         if isinstance(result, BaseException):
             raise result
         return result
 
-    def _lead(self) -> None:
-        while True:
-            with self._lock:
-                batch = self._pending[:self.MAX_BATCH]
-                del self._pending[:self.MAX_BATCH]
-                if not batch:
-                    self._leading = False
-                    return
-            try:
-                results = _commit_batch([w for w, _ in batch])
-            except BaseException as e:     # the whole transaction failed: every waiter hears why
-                results = [e] * len(batch)
-            for (_, fut), r in zip(batch, results):
-                fut.set_result(r)
+    @staticmethod
+    def _run(batch: list[tuple["Writer", Future]]) -> None:
+        try:
+            results = _commit_batch([w for w, _ in batch])
+        except BaseException as e:     # the whole transaction failed: every waiter hears why
+            results = [e] * len(batch)
+        for (_, fut), r in zip(batch, results):
+            fut.set_result(r)
 
 
 class Reader(io.RawIOBase):

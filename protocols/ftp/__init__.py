@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "idle_timeout": 300,
     "data_timeout": None,             # None: same as idle_timeout
     "banner": "Edge Archive FTP ready.",
-    "fair_commits": True,
+    "fair_commits": False,
 }
 
 

@@ -106,6 +106,8 @@ class EdgeDTPMixin:
                     with self.cmd_channel.edge_state.commit_lock:
                         fo.commit()
                 except Exception as exc:
+                    if not isinstance(exc, errors.ArchiveError):
+                        logger.exception("ftp: commit of %s failed", fo.name)
                     code, msg = reply_for(exc)
                     self._resp = (f"{code} {msg}; transfer aborted.", logger.warning)
                     self.transfer_finished = False

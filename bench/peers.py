@@ -4,19 +4,21 @@ All three are driven through their command lines, encrypted, with their defaults
 (restic 0.14: repository v2, compression auto = zstd; borg 1.4: repokey-blake2, lz4;
 Edge Archive: zstd + AEAD).  Each tool backs up the *same directory path* every time, so
 restic's parent snapshot and borg's files cache work as they would for a nightly job.
-Every child is reaped with os.wait4 so its own peak RSS is known, not the max of all children.
+Every command runs under GNU time, which reports that command's own peak RSS.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 PASSWORD = "bench-passphrase-not-secret"
+TIME = "/usr/bin/time"     # GNU time (Debian package `time`)
 
 
 @dataclass
@@ -28,17 +30,22 @@ class Run:
 
 def run(cmd: list[str], cwd: Path | None = None, env: dict | None = None, stdin=None,
         stdout=subprocess.PIPE, check: bool = True) -> Run:
-    """Run a command; wall time and the child's own peak RSS via wait4."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
-    out = p.stdout.read() if stdout == subprocess.PIPE else b""
-    err = p.stderr.read()
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    dt = time.perf_counter() - t0
+    """Run a command; wall time and the command's own peak RSS.
+
+    The RSS comes from /usr/bin/time (GNU time), not from wait4 on our own child: Linux keeps
+    ru_maxrss across exec, so a child forked from this (large) Python process would report at
+    least the parent's RSS.  GNU time is small, so its child's figure is the command's own."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as tf:
+        full = [TIME, "-o", tf.name, "-f", "%M", *map(str, cmd)]
+        t0 = time.perf_counter()
+        p = subprocess.Popen(full, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
+        out, err = p.communicate()
+        dt = time.perf_counter() - t0
+        lines = [ln for ln in open(tf.name).read().splitlines() if ln.strip()]
+    rss = int(lines[-1]) * 1024 if lines and lines[-1].strip().isdigit() else 0
     if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} -> rc {p.returncode}\n{err.decode(errors='replace')[-2000:]}")
-    return Run(dt, ru.ru_maxrss * 1024, out.decode(errors="replace"))
+        raise RuntimeError(f"{' '.join(map(str, cmd))} -> rc {p.returncode}\n{(err or b'').decode(errors='replace')[-2000:]}")
+    return Run(dt, rss, (out or b"").decode(errors="replace"))
 
 
 def du(path: Path) -> int:

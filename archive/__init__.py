@@ -6,7 +6,7 @@ This package never imports `protocols`.
 from . import errors
 from .repository import Repository
 from .sharefs import ShareFS
-from .types import AuditRecord, Entry, Origin, ShareInfo, User, UserInfo, Version
+from .types import ANONYMOUS, AuditRecord, Entry, Origin, ShareInfo, User, UserInfo, Version
 
-__all__ = ["errors", "Repository", "ShareFS", "Entry", "Version", "Origin", "User", "ShareInfo", "UserInfo",
+__all__ = ["ANONYMOUS", "errors", "Repository", "ShareFS", "Entry", "Version", "Origin", "User", "ShareInfo", "UserInfo",
            "AuditRecord"]

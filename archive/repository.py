@@ -33,7 +33,7 @@ from .packs import PackDir
 from .passwords import DUMMY_HASH, hash_password, verify_password
 from .paths import check_name
 from .store import ChunkStore, NewChunk
-from .types import AuditRecord, Origin, ShareInfo, User, UserInfo
+from .types import ANONYMOUS, AuditRecord, Origin, ShareInfo, User, UserInfo
 
 FORMAT = 1
 
@@ -213,6 +213,8 @@ class Repository:
         name = check_name(name)
         if not password:
             raise InvalidPath("empty password")
+        if name == ANONYMOUS.name:
+            raise InvalidPath(f"{name!r} is reserved for anonymous access (share add --anonymous)")
 
         def build(s: Session) -> list[dict]:
             if s.scalar(select(m.User.id).where(m.User.name == name)) is not None:

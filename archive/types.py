@@ -85,3 +85,7 @@ class User:
     """An authenticated catalog user (what adapters pass to Repository.share)."""
     id: int
     name: str
+
+
+ANONYMOUS = User(0, "anonymous")
+"""The user of an anonymous login: it sees, read-only, the shares created with anonymous=True."""

@@ -65,6 +65,25 @@ def test_root_lists_granted_shares_as_folders(srv):
     assert srv.ctx.count("connect") >= 2
 
 
+def test_anonymous_login_only_for_anonymous_shares_and_read_only(srv):
+    ftp = ftplib.FTP()
+    ftp.connect(srv.host, srv.port, timeout=30)
+    expect_error("530", ftp.login)                     # no share allows it yet
+    ftp.close()
+    srv.repo.add_share("pub", anonymous=True)
+    srv.put("/readme.txt", b"public bytes", share="pub")
+    r = run(["curl", "-s", "-S", f"ftp://{srv.host}:{srv.port}/pub/readme.txt"])
+    assert r.returncode == 0 and r.stdout == b"public bytes"
+    ftp = ftplib.FTP()
+    ftp.connect(srv.host, srv.port, timeout=30)
+    ftp.login()                                         # anonymous
+    assert ftp.nlst("/") == ["pub"]                     # office/public need a password
+    expect_error("550", stor, ftp, "/pub/new.txt", b"x")
+    expect_error("550", ftp.delete, "/pub/readme.txt")
+    ftp.quit()
+    assert [v.number for v in srv.admin_fs("pub").versions("/readme.txt")] == [1]
+
+
 def test_wrong_password_is_counted_delayed_and_disconnects(tmp_path):
     s = FTPServerFixture(tmp_path, login_delay=0.3, max_login_attempts=3)
     try:

@@ -101,11 +101,10 @@ class FTPAdapter:
     * ``idle_timeout`` [300]: seconds without a command before the control connection is
       closed (421); ``data_timeout`` [same]: seconds a data transfer may stall.
     * ``banner`` ["Edge Archive FTP ready."].
-    * ``fair_commits`` [true]: FTP uploads enter the core's commit one at a time, in
-      arrival order.  The core's group commit batches concurrent commits, but its leader
-      thread keeps committing while others queue, so under sustained load one session's
-      226 could wait a minute (measured: 52-70 s with 64 clients) and clients with a 20-30 s
-      timeout would fail.  Off: batching (higher throughput), unbounded latency.
+    * ``fair_commits`` [false]: FTP uploads enter the core's commit one at a time, in
+      arrival order, instead of sharing the core's group-commit transactions.  The core's
+      group commit hands leadership on after each batch, so batching no longer starves a
+      session; the option remains for setups that prefer strict arrival order.
 
     Active mode (PORT/EPRT) is allowed only to the client's own address (no FTP bounce)
     and to unprivileged ports.

@@ -12,7 +12,7 @@ from typing import Any
 
 from pyftpdlib.exceptions import AuthenticationFailed
 
-from archive import errors
+from archive import ANONYMOUS, errors
 
 
 class CatalogAuthorizer:
@@ -25,6 +25,12 @@ class CatalogAuthorizer:
         self.repo = repo
 
     def validate_authentication(self, username: str, password: str, handler: Any) -> None:
+        if username.lower() in ("anonymous", "ftp"):
+            # Anonymous logins see, read-only, only the shares created with --anonymous.
+            if not self.repo.shares_for(ANONYMOUS):
+                raise AuthenticationFailed("Anonymous access is not enabled.")
+            handler.edge_user = ANONYMOUS
+            return
         try:
             user = self.repo.authenticate(username, password)
         except errors.ArchiveError as exc:       # AuthFailed, or anything else: no login

@@ -450,6 +450,7 @@ def bench_profile(corpus: C.Corpus, work: Path, top: int, op: str = "put") -> tu
     """cProfile of an in-process `archivectl put` (or `get`, after an unprofiled put) of state 0."""
     from archive.cli.main import _load_commands, cli
     tree = work / "corpora" / corpus.name / "tree"
+    corpus.prepare(work / "cache")
     corpus.apply(0, tree)
     repo = work / "repos" / f"edge-prof-{corpus.name}"
     shutil.rmtree(repo, ignore_errors=True)

@@ -295,6 +295,8 @@ def bench_file1000(work: Path, count: int, reads: int) -> tuple[str, dict]:
     vers = fs.versions("/f.txt")
     n_first, n_last = vers[0].number, vers[-1].number
 
+    bad: list[int] = []
+
     def timed_read(version: int, expect: bytes) -> float:
         ts = []
         for _ in range(reads):
@@ -302,7 +304,8 @@ def bench_file1000(work: Path, count: int, reads: int) -> tuple[str, dict]:
             with fs.open_read("/f.txt", version=version) as r:
                 data = r.read()
             ts.append(time.perf_counter() - t)
-            assert data == expect, f"version {version} content differs"   # a wrong read invalidates timing
+            if data != expect:      # a wrong read invalidates the timing: say so in the table
+                bad.append(version)
         return med(ts)
 
     timed_read(n_last, newest)   # warm
@@ -320,18 +323,20 @@ def bench_file1000(work: Path, count: int, reads: int) -> tuple[str, dict]:
         except RuntimeError as e:
             log(f"CLI get --version failed: {str(e)[-300:]}")
         cli[label] = med(ts)
-    res = {"versions": len(vers), "build_s": build_s, "read_v1_s": t_first, "read_vN_s": t_last,
+    res = {"versions": len(vers), "build_s": build_s, "wrong_reads": sorted(set(bad)), "read_v1_s": t_first, "read_vN_s": t_last,
            "v1_size": len(first), "vN_size": len(newest), "cli_v1_s": cli["first"], "cli_vN_s": cli["last"],
            "catalog": sum(du(p) for p in repo_dir.glob("catalog.sqlite*")), "stored": du(repo_dir)}
     shutil.rmtree(repo_dir, ignore_errors=True)
     # per byte, v1 (32 KiB) is smaller than vN: compare time per read and per MB
     ratio = t_first / t_last
-    txt = table(["versions", "build (API) s", "read v1 ms", "read v1000 ms", "v1/v1000 time",
-                 "CLI get v1 ms", "CLI get v1000 ms", "target"],
+    txt = table(["versions", "build (API) s", "read v1 ms", "read newest ms", "v1/newest time",
+                 "CLI get v1 ms", "CLI get newest ms", "target"],
                 [[len(vers), f"{build_s:.1f}", f"{t_first * 1e3:.2f} ({fmt_bytes(len(first))})",
                   f"{t_last * 1e3:.2f} ({fmt_bytes(len(newest))})", f"{ratio:.2f}",
                   f"{cli['first'] * 1e3:.0f}", f"{cli['last'] * 1e3:.0f}",
                   f"v1 within 20% of newest: {'MET' if ratio <= 1.2 else 'not met'}"]])
+    if bad:
+        txt += f"\n\nWRONG CONTENT read for versions {sorted(set(bad))}: timings are not valid"
     return txt, res
 
 
@@ -425,7 +430,8 @@ def bench_catalog(work: Path, total: int, folder: int, budget_s: float) -> tuple
             n += 1
         listing.append(time.perf_counter() - t)
         first.append(t_first or 0.0)
-    assert n == folder, f"listdir returned {n} entries, expected {folder}"
+    if n != folder:
+        stopped = (stopped + "; " if stopped else "") + f"WRONG: listdir returned {n} entries, expected {folder}"
     repo.close()
     cat = sum(du(p) for p in repo_dir.glob("catalog.sqlite*"))
     stored = du(repo_dir)

@@ -26,5 +26,12 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got, base64.b64decode(dk))
 
 
-# A hash to verify against for unknown users, so timing does not reveal which names exist.
-DUMMY_HASH = hash_password("not-a-user")
+_dummy: list[str] = []
+
+
+def dummy_hash() -> str:
+    """A hash to verify against for unknown users, so timing does not reveal which names exist
+    (made on first use: scrypt at import would slow every archivectl start)."""
+    if not _dummy:
+        _dummy.append(hash_password("not-a-user"))
+    return _dummy[0]

@@ -30,7 +30,7 @@ from .codec import Codec
 from .errors import AuthFailed, Exists, InvalidPath, NotFound, PermissionDenied
 from .keys import MasterKey, read_keyfile, write_keyfile
 from .packs import PackDir
-from .passwords import DUMMY_HASH, hash_password, verify_password
+from .passwords import dummy_hash, hash_password, verify_password
 from .paths import check_name
 from .store import ChunkStore, NewChunk
 from .types import ANONYMOUS, AuditRecord, Origin, ShareInfo, User, UserInfo
@@ -270,7 +270,7 @@ class Repository:
         with self.catalog.session() as s:
             row = s.scalar(select(m.User).where(m.User.name == name)) if name else None
         if row is None or row.disabled:
-            verify_password(password or "", DUMMY_HASH)
+            verify_password(password or "", dummy_hash())
             raise AuthFailed("authentication failed")
         if not verify_password(password or "", row.password_hash):
             raise AuthFailed("authentication failed")

@@ -14,7 +14,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -96,7 +95,10 @@ class ChunkStore:
         rows = [{"id": c[0], "pack_id": c[1], "offset": c[2], "length": c[3], "raw_len": c[4], "orphaned_at": None}
                 for c in new]
         for i in range(0, len(rows), 500):
-            dialect_insert = pg_insert if s.bind.dialect.name == "postgresql" else sqlite_insert
+            if s.bind.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            else:
+                dialect_insert = sqlite_insert
             stmt = dialect_insert(m.Chunk).values(rows[i:i + 500])
             stmt = stmt.on_conflict_do_update(
                 index_elements=[m.Chunk.id],

@@ -338,3 +338,14 @@ def test_restore_a_deleted_folder_continues_histories(fs):
     assert read(fs, "/gone/deep/f") == b"v1" and read(fs, "/gone/g") == b"g1"
     assert fs.stat("/gone/deep/f").node_id == node
     assert [(v.number, v.deleted) for v in fs.versions("/gone/deep/f")] == [(1, False), (2, True), (3, False)]
+
+
+def test_schema_head_constant_matches_the_migrations():
+    """The fast 'already at head' check must name the newest Alembic revision."""
+    from pathlib import Path
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    import archive.catalog.db as db
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
+    assert ScriptDirectory.from_config(cfg).get_heads() == [db.SCHEMA_HEAD]

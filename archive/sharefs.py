@@ -471,18 +471,26 @@ class ShareFS:
 
     def set_times(self, path: str, mtime: float) -> None:
         """Change a modification time; metadata only, no new version."""
-        v = self._writable_view(path)
+        self.set_times_many([(path, mtime)])
+
+    def set_times_many(self, items: list[tuple[str, float]]) -> None:
+        """Several set_times in one transaction (a tree put whose files only got new mtimes)."""
+        views = [(self._writable_view(path), mtime) for path, mtime in items]
 
         def build(s: Session) -> list[dict]:
-            node, kind, _ = self._walk(s, v.parts, None)
-            ev = {"op": "times", "at": now_us(), "node": node, "mtime": to_us(mtime)}
-            if kind == "file":
-                cur = self._current_version(s, node, None)
-                if cur is None:
-                    raise NotFound(f"{path} has no content yet")
-                ev["number"] = cur.number
-            return [ev]
-        self.repo.mutate(build, audit=self._audit("set_times", join(v.parts)))
+            evs = []
+            for v, mtime in views:
+                node, kind, _ = self._walk(s, v.parts, None)
+                ev = {"op": "times", "at": now_us(), "node": node, "mtime": to_us(mtime)}
+                if kind == "file":
+                    cur = self._current_version(s, node, None)
+                    if cur is None:
+                        raise NotFound(f"{join(v.parts)} has no content yet")
+                    ev["number"] = cur.number
+                evs.append(ev)
+            return evs
+        self.repo.mutate(build, audit=lambda evs: [self.repo.audit_row("set_times", self.origin, self.share_name,
+                                                                       join(v.parts)) for v, _ in views])
 
     def set_props(self, path: str, props: dict[str, str | None]) -> None:
         v = self._writable_view(path) if split(path) else self._view(path)

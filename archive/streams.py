@@ -132,6 +132,11 @@ class Writer:
             raise
         self._state = "prepared"
 
+    @property
+    def etag(self) -> str:
+        """The content hash, known once prepare() has run."""
+        return self._etag
+
     def event(self, s) -> dict:
         return self.fs.commit_event(s, self.parts, self.size, self.mtime, self._etag, chunks=self._refs)
 

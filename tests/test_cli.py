@@ -79,6 +79,11 @@ def test_put_and_get_a_tree_and_restore_it_at_a_time(cli, tmp_path):
     out = cli("put", str(src), "/s/tree").stdout.decode()
     assert "31 files stored, 0 unchanged" in out
     assert "0 files stored, 31 unchanged" in cli("put", str(src), "/s/tree").stdout.decode()
+    os.utime(src / "a" / "f1.txt", (1_700_000_000, 1_700_000_000))     # touched, same bytes
+    out = cli("put", str(src), "/s/tree").stdout.decode()
+    assert "0 files stored, 31 unchanged (1 with a new mtime only)" in out
+    f1 = json.loads(cli("versions", "/s/tree/a/f1.txt", "--json").stdout)
+    assert len(f1) == 1 and f1[0]["mtime"].startswith("2023-11-14T22:13:20")
     time.sleep(0.05)
     stamp = json.loads(cli("ls", "/s/tree/a", "--json").stdout)[0]
     t0 = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() % 1 * 1e6):06d}Z"

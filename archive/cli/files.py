@@ -107,6 +107,8 @@ def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
     stored = skipped = 0
     known_dirs: dict[tuple, dict] = {}
     pending, pending_bytes = [], 0
+    touched: list[tuple[str, float]] = []
+    same = 0
     _ensure_dir(fs, rel)
 
     def listing(parts: tuple) -> dict:
@@ -119,9 +121,11 @@ def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
         return known_dirs[parts]
 
     def flush():
-        nonlocal pending, pending_bytes
+        nonlocal pending, pending_bytes, touched
         commit_many(pending)
-        pending, pending_bytes = [], 0
+        if touched:
+            fs.set_times_many(touched)
+        pending, pending_bytes, touched = [], 0, []
 
     with progress(total, f"put {root}") as bar:
         for fp in files:
@@ -138,13 +142,20 @@ def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
             with open(fp, "rb") as f:
                 w = _put_stream(fs, join(parts), f, st.st_mtime, bar)
             w.prepare()
-            pending.append(w)
-            pending_bytes += st.st_size
-            stored += 1
-            if len(pending) >= BATCH_FILES or pending_bytes >= BATCH_BYTES:
+            if cur is not None and cur.etag == w.etag:
+                # Same bytes under a new mtime (a re-extracted archive): no new version.
+                w.abort()
+                touched.append((join(parts), st.st_mtime))
+                same += 1
+            else:
+                pending.append(w)
+                pending_bytes += st.st_size
+                stored += 1
+            if len(pending) + len(touched) >= BATCH_FILES or pending_bytes >= BATCH_BYTES:
                 flush()
         flush()
-    click.echo(f"{stored} files stored, {skipped} unchanged")
+    click.echo(f"{stored} files stored, {skipped + same} unchanged"
+               + (f" ({same} with a new mtime only)" if same else ""))
 
 
 @cli.command()

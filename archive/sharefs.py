@@ -21,6 +21,19 @@ from .types import Entry, Origin, Version
 VIRTUAL_BASE = 1 << 62        # node ids of virtual folders (.snapshots, its tokens)
 
 
+def _child_sql(ci: bool, now: bool):
+    col = "d.name_fold" if ci else "d.name"
+    alive = "d.valid_to IS NULL" if now else "d.valid_from <= :at AND (d.valid_to IS NULL OR d.valid_to > :at)"
+    return text(f"SELECT d.node_id, n.kind, d.name FROM dentries d JOIN nodes n ON n.id = d.node_id "
+                f"WHERE d.parent_id = :p AND {col} = :n AND {alive} ORDER BY d.valid_from DESC LIMIT 1")
+
+
+_CHILD_SQL = {(ci, now): _child_sql(ci, now) for ci in (False, True) for now in (False, True)}
+_CURRENT_SQL = text("SELECT * FROM versions WHERE node_id = :n ORDER BY number DESC LIMIT 1")
+_CURRENT_AT_SQL = text("SELECT * FROM versions WHERE node_id = :n AND created_at <= :at "
+                       "ORDER BY number DESC LIMIT 1")
+
+
 class _View:
     """A parsed path: components inside the share, the instant to look at, read-only or not."""
     __slots__ = ("parts", "at", "readonly", "virtual", "prefix")
@@ -69,12 +82,9 @@ class ShareFS:
         return q.where(m.Dentry.valid_from <= at, or_(m.Dentry.valid_to.is_(None), m.Dentry.valid_to > at))
 
     def _child(self, s: Session, parent: int, name: str, at: int | None):
-        """(node_id, kind, stored name) of a live entry, or None."""
-        q = select(m.Dentry.node_id, m.Node.kind, m.Dentry.name).join(m.Node, m.Node.id == m.Dentry.node_id)
-        q = q.where(m.Dentry.parent_id == parent)
-        q = q.where(m.Dentry.name_fold == fold(name)) if self.ci else q.where(m.Dentry.name == name)
-        q = self._alive(q, at).order_by(m.Dentry.valid_from.desc()).limit(1)
-        return s.execute(q).first()
+        """(node_id, kind, stored name) of a live entry, or None (the hottest query: plain SQL)."""
+        sql = _CHILD_SQL[(self.ci, at is None)]
+        return s.execute(sql, {"p": parent, "n": fold(name) if self.ci else name, "at": at}).first()
 
     def _walk(self, s: Session, parts: tuple[str, ...], at: int | None) -> tuple[int, str, str]:
         """(node_id, kind, name) of the path; NotFound / NotADirectory on the way."""
@@ -94,11 +104,11 @@ class ShareFS:
             raise NotADirectory(f"{join(parts[:-1])} is not a folder")
         return node
 
-    def _current_version(self, s: Session, node: int, at: int | None) -> m.Version | None:
-        q = select(m.Version).where(m.Version.node_id == node)
-        if at is not None:
-            q = q.where(m.Version.created_at <= at)
-        return s.scalar(q.order_by(m.Version.number.desc()).limit(1))
+    def _current_version(self, s: Session, node: int, at: int | None):
+        """The newest version row of a node (at an instant), or None."""
+        if at is None:
+            return s.execute(_CURRENT_SQL, {"n": node}).first()
+        return s.execute(_CURRENT_AT_SQL, {"n": node, "at": at}).first()
 
     def _entry(self, v: _View, name: str, node: int, kind: str, ctime: int, mtime: int,
                ver: m.Version | None) -> Entry:

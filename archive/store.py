@@ -120,13 +120,14 @@ class ChunkStore:
         """Plaintext of a chunk; raises Corrupt rather than return wrong bytes."""
         if loc is None or loc[0] is None:
             loc = self.location(cid)
+        crc = not self.codec.key.encrypted      # the GCM tag authenticates encrypted records
         try:
-            rec = self.packdir.read_record(loc[0], loc[1], loc[2])
+            rec = self.packdir.read_record(loc[0], loc[1], loc[2], check_crc=crc)
         except Corrupt:
             fresh = self.location(cid)        # GC may have moved it meanwhile
             if fresh == tuple(loc):
                 raise
-            rec = self.packdir.read_record(fresh[0], fresh[1], fresh[2])
+            rec = self.packdir.read_record(fresh[0], fresh[1], fresh[2], check_crc=crc)
         if rec.rid != cid or rec.rtype != T_CHUNK:
             raise Corrupt(f"chunk {cid.hex()}: pack record has another id")
         data = self.codec.decode(T_CHUNK, cid, rec.flags, rec.payload, rec.raw_len)

@@ -97,14 +97,21 @@ def _commit(s: Session, ev: Event) -> None:
             ["version_id", "offset", "chunk_id", "length"],
             select(vid, m.VersionChunk.offset, m.VersionChunk.chunk_id, m.VersionChunk.length)
             .where(m.VersionChunk.version_id == src)))
-    elif ev.get("chunks"):
-        rows, off = [], 0
-        for cid, ln in ev["chunks"]:
-            rows.append({"version_id": vid, "offset": off, "chunk_id": bytes.fromhex(cid), "length": ln})
-            off += ln
-        s.execute(insert(m.VersionChunk), rows)
+    elif ev.get("lens"):
+        _insert_chunk_list(s, vid, bytes.fromhex(ev["ids"]), ev["lens"])
     if ev.get("unlink"):
         _unlink(s, ev["parent"], ev["name"], ev["at"])
+
+
+def _insert_chunk_list(s: Session, vid: int, ids: bytes, lens: list[int], batch: int = 1000) -> None:
+    """The version's chunk rows, inserted a thousand at a time so memory stays flat."""
+    off = 0
+    for start in range(0, len(lens), batch):
+        rows = []
+        for i in range(start, min(start + batch, len(lens))):
+            rows.append({"version_id": vid, "offset": off, "chunk_id": ids[32 * i:32 * i + 32], "length": lens[i]})
+            off += lens[i]
+        s.execute(insert(m.VersionChunk), rows)
 
 
 def _unlink_ev(s: Session, ev: Event) -> None:

@@ -9,6 +9,7 @@ inside its transaction, that the chunks it references are still there.
 from __future__ import annotations
 
 import json
+from array import array
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,29 @@ from .errors import Conflict, Corrupt
 from .packs import T_CHUNK, T_EVENT, PackDir, PackWriter
 
 ChunkRef = tuple[bytes, int]                      # (chunk id, plaintext length)
+
+
+class ChunkList:
+    """A version's chunk list kept compact (36 bytes a chunk): a 4 GiB upload has ~50,000."""
+
+    __slots__ = ("ids", "lens")
+
+    def __init__(self) -> None:
+        self.ids = bytearray()
+        self.lens = array("I")
+
+    def extend(self, refs) -> None:
+        for cid, n in refs:
+            self.ids += cid
+            self.lens.append(n)
+
+    def __len__(self) -> int:
+        return len(self.lens)
+
+    def __iter__(self):
+        ids = self.ids
+        for i, n in enumerate(self.lens):
+            yield bytes(ids[32 * i:32 * i + 32]), n
 NewChunk = tuple[bytes, str, int, int, int]        # (id, pack, offset, record length, raw length)
 
 
@@ -46,19 +70,21 @@ class ChunkStore:
             rows = s.execute(select(m.Chunk.id).where(m.Chunk.id.in_(set(ids)), m.Chunk.orphaned_at.is_(None)))
             return {r[0] for r in rows}
 
-    def store_batch(self, chunks: list[bytes], seen: dict[bytes, None], new: list[NewChunk]) -> list[ChunkRef]:
-        """Store the chunks this upload has not seen and the store does not have."""
+    def store_batch(self, chunks: list[bytes], seen: dict[bytes, None]) -> tuple[list[ChunkRef], list[NewChunk]]:
+        """Store the chunks this upload has not seen and the store does not have; returns the
+        refs of all of them and the locations of the ones written."""
         ids = [self.codec.chunk_id(c) for c in chunks]
         have = self.existing([i for i in ids if i not in seen])
         out: list[ChunkRef] = []
+        new: list[NewChunk] = []
         for cid, data in zip(ids, chunks):
             if cid not in seen and cid not in have:
                 flags, payload = self.codec.encode(T_CHUNK, cid, data)
                 pack, off, ln = self.writer.append(T_CHUNK, cid, flags, len(data), payload)
                 new.append((cid, pack, off, ln, len(data)))
-            seen[cid] = None
+                seen[cid] = None
             out.append((cid, len(data)))
-        return out
+        return out, new
 
     def write_event(self, ev: dict) -> None:
         data = json.dumps(ev, separators=(",", ":")).encode()
@@ -69,7 +95,7 @@ class ChunkStore:
     def sync(self) -> None:
         self.writer.sync()
 
-    def verify_refs(self, s: Session, refs: list[ChunkRef], new: list[NewChunk]) -> None:
+    def verify_refs(self, s: Session, refs: "list[ChunkList]", new: list[NewChunk]) -> None:
         """Inside the commit transaction: every chunk the version uses must still be stored.
 
         GC deletes chunk rows and pack files only inside write transactions, so once this check
@@ -80,7 +106,7 @@ class ChunkStore:
         for pack in {c[1] for c in new}:
             if not self.packdir.path(pack).exists():
                 raise Conflict("a pack of this upload was reclaimed by gc meanwhile; upload again")
-        wanted = list({cid for cid, _ in refs if cid not in fresh})
+        wanted = list({cid for refs_ in refs for cid, _ in refs_ if cid not in fresh})
         for i in range(0, len(wanted), 500):
             part = wanted[i:i + 500]
             n = s.scalar(select(func.count()).select_from(m.Chunk).where(m.Chunk.id.in_(part)))
@@ -92,14 +118,14 @@ class ChunkStore:
         """Catalog rows for freshly written chunks; an orphaned row takes the fresh copy's place."""
         if not new:
             return
-        rows = [{"id": c[0], "pack_id": c[1], "offset": c[2], "length": c[3], "raw_len": c[4], "orphaned_at": None}
-                for c in new]
-        for i in range(0, len(rows), 500):
-            if s.bind.dialect.name == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert as dialect_insert
-            else:
-                dialect_insert = sqlite_insert
-            stmt = dialect_insert(m.Chunk).values(rows[i:i + 500])
+        if s.bind.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            dialect_insert = sqlite_insert
+        for i in range(0, len(new), 500):
+            rows = [{"id": c[0], "pack_id": c[1], "offset": c[2], "length": c[3], "raw_len": c[4],
+                     "orphaned_at": None} for c in new[i:i + 500]]
+            stmt = dialect_insert(m.Chunk).values(rows)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[m.Chunk.id],
                 set_={"pack_id": stmt.excluded.pack_id, "offset": stmt.excluded.offset,

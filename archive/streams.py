@@ -23,12 +23,13 @@ from .catalog import models as m
 from .chunker import StreamChunker
 from .clock import to_us
 from .errors import ArchiveError, Corrupt, QuotaExceeded
-from .store import ChunkRef, NewChunk
+from .store import ChunkList, ChunkRef, NewChunk
 
 BATCH = 4 * 1024 * 1024
 IN_FLIGHT = 3
 PREFETCH = 4
 INLINE = 256 * 1024
+REGISTER_EVERY = 2048        # new chunks (~160 MiB) between early chunk-row registrations
 WINDOW = 512
 
 
@@ -40,11 +41,10 @@ def chunk_list(repo, version_id: int) -> list[tuple[int, bytes, int]]:
             .where(m.VersionChunk.version_id == version_id).order_by(m.VersionChunk.offset))]
 
 
-def content_etag(repo, refs: list[ChunkRef], size: int) -> str:
+def content_etag(repo, refs: ChunkList, size: int) -> str:
     """Content hash = keyed hash of the chunk ids: equal content, equal etag, at no extra pass."""
     h = blake3.blake3(key=repo.key.id_key)
-    for cid, _ in refs:
-        h.update(cid)
+    h.update(refs.ids)
     h.update(size.to_bytes(8, "big"))
     return h.hexdigest()[:32]
 
@@ -59,7 +59,7 @@ class Writer:
         self.mtime = to_us(mtime) if mtime is not None else None
         self.size = 0
         self._chunker = StreamChunker(self.repo.key.seed, self.repo.chunk_avg)
-        self._refs: list[ChunkRef] = []
+        self._refs = ChunkList()
         self._futures: deque[Future] = deque()
         self._seen: dict[bytes, None] = {}
         self._new: list[NewChunk] = []
@@ -74,8 +74,6 @@ class Writer:
         """Start from existing chunks (their content is not re-read or re-stored)."""
         self._refs.extend(refs)
         self.size += size
-        for cid, _ in refs:
-            self._seen[cid] = None
 
     def seed_from(self, version_id: int, size: int) -> None:
         """Start with a version's content: reuse all chunks but the last (cut by end of file)."""
@@ -105,12 +103,33 @@ class Writer:
 
     def _submit(self, chunks: list[bytes]) -> None:
         while len(self._futures) >= IN_FLIGHT:
-            self._refs.extend(self._futures.popleft().result())
-        self._futures.append(self.repo.store.pool.submit(self.repo.store.store_batch, chunks, self._seen, self._new))
+            self._absorb(self._futures.popleft().result())
+        self._futures.append(self.repo.store.pool.submit(self.repo.store.store_batch, chunks, self._seen))
+
+    def _absorb(self, result) -> None:
+        refs, new = result
+        self._refs.extend(refs)
+        self._new.extend(new)
+        if len(self._new) >= REGISTER_EVERY:
+            self._register()
+
+    def _register(self) -> None:
+        """Make a large upload's chunk rows known early, so memory does not grow with the file.
+
+        The pack bytes are made durable first; the rows reference no version yet, so GC treats
+        them as fresh orphans and spares them for its grace period, and the commit re-checks
+        that they are still there."""
+        store = self.repo.store
+        store.sync()
+        with self.repo.catalog.write() as s:
+            store.register_chunks(s, self._new)
+        for c in self._new:
+            self._seen.pop(c[0], None)     # found by `existing` from now on
+        self._new = []
 
     def _drain(self) -> None:
         while self._futures:
-            self._refs.extend(self._futures.popleft().result())
+            self._absorb(self._futures.popleft().result())
 
     def prepare(self) -> None:
         """Finish chunking and storing (no catalog change yet); used by commit and commit_many."""
@@ -120,7 +139,7 @@ class Writer:
             tail = self._chunker.finish()
             if tail and not self._futures and sum(map(len, tail)) <= INLINE:
                 # Small files: a thread hand-off costs more than the work.
-                self._refs.extend(self.repo.store.store_batch(tail, self._seen, self._new))
+                self._absorb(self.repo.store.store_batch(tail, self._seen))
             elif tail:
                 self._submit(tail)
             self._drain()
@@ -179,7 +198,7 @@ def _commit_batch(writers: list["Writer"]) -> list:
     repo = writers[0].repo
     outcome: list = [None] * len(writers)
     new = [c for w in writers for c in w._new]
-    refs = [r for w in writers for r in w._refs]
+    refs = [w._refs for w in writers]
 
     def build(s):
         evs = []

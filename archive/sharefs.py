@@ -34,6 +34,14 @@ _CURRENT_AT_SQL = text("SELECT * FROM versions WHERE node_id = :n AND created_at
                        "ORDER BY number DESC LIMIT 1")
 
 
+_LAST_FILE_SQL = {ci: text(
+    "SELECT d.node_id FROM dentries d JOIN nodes n ON n.id = d.node_id WHERE d.parent_id = :p AND "
+    f"{'d.name_fold' if ci else 'd.name'} = :n AND n.kind = 'file' ORDER BY d.valid_from DESC LIMIT 1")
+    for ci in (False, True)}
+_VERSION_SQL = text("SELECT id, size, etag, deleted FROM versions WHERE node_id = :n AND number = :v")
+_LINKED_SQL = text("SELECT 1 FROM dentries WHERE node_id = :n AND valid_to IS NULL LIMIT 1")
+
+
 class _View:
     """A parsed path: components inside the share, the instant to look at, read-only or not."""
     __slots__ = ("parts", "at", "readonly", "virtual", "prefix")
@@ -84,7 +92,7 @@ class ShareFS:
     def _child(self, s: Session, parent: int, name: str, at: int | None):
         """(node_id, kind, stored name) of a live entry, or None (the hottest query: plain SQL)."""
         sql = _CHILD_SQL[(self.ci, at is None)]
-        return s.execute(sql, {"p": parent, "n": fold(name) if self.ci else name, "at": at}).first()
+        return s.connection().execute(sql, {"p": parent, "n": fold(name) if self.ci else name, "at": at}).first()
 
     def _walk(self, s: Session, parts: tuple[str, ...], at: int | None) -> tuple[int, str, str]:
         """(node_id, kind, name) of the path; NotFound / NotADirectory on the way."""
@@ -99,16 +107,24 @@ class ShareFS:
         return node, kind, name
 
     def _parent(self, s: Session, parts: tuple[str, ...]) -> int:
+        """The folder node that holds `parts`.  Batches of commits (which change no folders)
+        put a dict in `s.info["parents"]` so each folder is resolved once per transaction."""
+        cache = s.info.get("parents")
+        key = (self.share_id, self.ci, parts[:-1])
+        if cache is not None and key in cache:
+            return cache[key]
         node, kind, _ = self._walk(s, parts[:-1], None)
         if kind != "dir":
             raise NotADirectory(f"{join(parts[:-1])} is not a folder")
+        if cache is not None:
+            cache[key] = node
         return node
 
     def _current_version(self, s: Session, node: int, at: int | None):
         """The newest version row of a node (at an instant), or None."""
         if at is None:
-            return s.execute(_CURRENT_SQL, {"n": node}).first()
-        return s.execute(_CURRENT_AT_SQL, {"n": node, "at": at}).first()
+            return s.connection().execute(_CURRENT_SQL, {"n": node}).first()
+        return s.connection().execute(_CURRENT_AT_SQL, {"n": node, "at": at}).first()
 
     def _entry(self, v: _View, name: str, node: int, kind: str, ctime: int, mtime: int,
                ver: m.Version | None) -> Entry:
@@ -208,6 +224,19 @@ class ShareFS:
             row = self._file_version(s, v, version)
         return Reader(self.repo, row.id, row.size, row.etag)
 
+    def open_entry(self, entry: Entry):
+        """A Reader of exactly the version a listing returned, without walking its path again
+        (what a tree download does for every file)."""
+        from .streams import Reader
+        if entry.is_dir or entry.version is None:
+            raise IsADirectory(f"{entry.path} is a folder") if entry.is_dir else NotFound(entry.path)
+        with self.repo.catalog.engine.connect() as c:
+            row = c.execute(_VERSION_SQL, {"n": entry.node_id, "v": entry.version}).first()
+            c.rollback()
+        if row is None or row.deleted:
+            raise NotFound(f"{entry.path} version {entry.version} is gone")
+        return Reader(self.repo, row.id, row.size, row.etag)
+
     def _find_node(self, s: Session, v: _View) -> tuple[int, str, str]:
         """The node at a path, or, if nothing is there now, the last one that was (deleted files)."""
         try:
@@ -280,11 +309,15 @@ class ShareFS:
         return int(used), self.quota
 
     # -- writing -----------------------------------------------------------------------------
-    def open_write(self, path: str, mtime: float | None = None):
-        """A sequential Writer; commit() makes exactly one new version, abort() none."""
+    def open_write(self, path: str, mtime: float | None = None, check: bool = True):
+        """A sequential Writer; commit() makes exactly one new version, abort() none.
+
+        check=False skips the early lookup (missing folder, folder in the way) for callers that
+        just listed the folder; the commit validates the same things anyway."""
         from .streams import Writer
         v = self._writable_view(path)
-        self._precheck_file_target(v.parts)
+        if check:
+            self._precheck_file_target(v.parts)
         return Writer(self, v.parts, mtime=mtime)
 
     def append(self, path: str):
@@ -368,13 +401,11 @@ class ShareFS:
 
     def _last_file_node(self, s: Session, parent: int, name: str) -> int | None:
         """A deleted file's node, so that re-creating the name continues its history."""
-        q = select(m.Dentry.node_id).join(m.Node, m.Node.id == m.Dentry.node_id) \
-            .where(m.Dentry.parent_id == parent, m.Node.kind == "file")
-        q = q.where(m.Dentry.name_fold == fold(name)) if self.ci else q.where(m.Dentry.name == name)
-        node = s.scalar(q.order_by(m.Dentry.valid_from.desc()).limit(1))
+        c = s.connection()
+        node = c.execute(_LAST_FILE_SQL[self.ci], {"p": parent, "n": fold(name) if self.ci else name}).scalar()
         if node is None:
             return None
-        linked = s.scalar(select(m.Dentry.id).where(m.Dentry.node_id == node, m.Dentry.valid_to.is_(None)))
+        linked = c.execute(_LINKED_SQL, {"n": node}).scalar()
         return None if linked else node
 
     def _audit(self, action: str, path: str):

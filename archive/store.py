@@ -14,7 +14,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,9 @@ from .clock import now_us
 from .codec import Codec
 from .errors import Conflict, Corrupt
 from .packs import T_CHUNK, T_EVENT, PackDir, PackWriter
+
+_EXISTING_SQL = text("SELECT id FROM chunks WHERE id IN :ids AND orphaned_at IS NULL").bindparams(
+    bindparam("ids", expanding=True))
 
 ChunkRef = tuple[bytes, int]                      # (chunk id, plaintext length)
 
@@ -66,9 +69,10 @@ class ChunkStore:
         """Ids already stored and referenced-or-fresh (orphans are rewritten, see gc)."""
         if not ids:
             return set()
-        with self.catalog.session() as s:
-            rows = s.execute(select(m.Chunk.id).where(m.Chunk.id.in_(set(ids)), m.Chunk.orphaned_at.is_(None)))
-            return {r[0] for r in rows}
+        with self.catalog.engine.connect() as c:
+            rows = c.execute(_EXISTING_SQL, {"ids": list(set(ids))}).all()
+            c.rollback()
+        return {r[0] for r in rows}
 
     def store_batch(self, chunks: list[bytes], seen: dict[bytes, None]) -> tuple[list[ChunkRef], list[NewChunk]]:
         """Store the chunks this upload has not seen and the store does not have; returns the

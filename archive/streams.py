@@ -202,6 +202,7 @@ def _commit_batch(writers: list["Writer"]) -> list:
 
     def build(s):
         evs = []
+        s.info["parents"] = {}          # commits change no folders: resolve each once
         for i, w in enumerate(writers):
             try:
                 with s.begin_nested():
@@ -211,6 +212,7 @@ def _commit_batch(writers: list["Writer"]) -> list:
                 outcome[i] = ev
             except ArchiveError as e:
                 outcome[i] = e
+        del s.info["parents"]
         return evs
 
     def audit(evs):
@@ -325,14 +327,16 @@ class Reader(io.RawIOBase):
         return pos
 
     def _load_window(self, pos: int) -> None:
-        with self.repo.catalog.session() as s:
-            start = s.execute(text("SELECT max(offset) FROM version_chunks WHERE version_id = :v AND offset <= :p"),
-                              {"v": self.version_id, "p": pos}).scalar()
+        with self.repo.catalog.engine.connect() as s:
+            start = 0 if pos == 0 else s.execute(
+                text("SELECT max(offset) FROM version_chunks WHERE version_id = :v AND offset <= :p"),
+                {"v": self.version_id, "p": pos}).scalar()
             rows = s.execute(text("""
                 SELECT vc.offset, vc.length, vc.chunk_id, c.pack_id, c.offset, c.length, c.raw_len
                 FROM version_chunks vc LEFT JOIN chunks c ON c.id = vc.chunk_id
                 WHERE vc.version_id = :v AND vc.offset >= :s ORDER BY vc.offset LIMIT :n"""),
                 {"v": self.version_id, "s": start or 0, "n": WINDOW}).all()
+            s.rollback()
         if not rows:
             raise Corrupt(f"version {self.version_id} has no chunk at offset {pos}")
         self._win = [tuple(r) for r in rows]

@@ -43,8 +43,8 @@ def _ensure_dir(fs, rel: str) -> None:
             fs.mkdir(rel, parents=True)
 
 
-def _put_stream(fs, rel: str, stream, mtime: float | None, bar=None):
-    w = fs.open_write(rel, mtime=mtime)
+def _put_stream(fs, rel: str, stream, mtime: float | None, bar=None, check: bool = True):
+    w = fs.open_write(rel, mtime=mtime, check=check)
     try:
         while True:
             data = stream.read(READ)
@@ -140,7 +140,7 @@ def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
                 bar.update(st.st_size)
                 continue
             with open(fp, "rb") as f:
-                w = _put_stream(fs, join(parts), f, st.st_mtime, bar)
+                w = _put_stream(fs, join(parts), f, st.st_mtime, bar, check=False)   # folder just listed
             w.prepare()
             if cur is not None and cur.etag == w.etag:
                 # Same bytes under a new mtime (a re-extracted archive): no new version.
@@ -223,7 +223,7 @@ def _get_tree(fs, rel: str, dest: Path, at: int | None) -> None:
                 (d / e.name).mkdir(exist_ok=True)
                 stack.append((child, d / e.name))
             else:
-                _write_file(fs.open_read(child, at=atv), d / e.name, e.mtime, e.name)
+                _write_file(fs.open_entry(e), d / e.name, e.mtime, e.name)
                 count += 1
     click.echo(f"{count} files fetched into {dest}", err=True)
 

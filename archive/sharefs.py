@@ -324,16 +324,7 @@ class ShareFS:
         """A Writer that starts with the current content (FTP APPE): unchanged chunks are reused."""
         from .streams import Writer
         v = self._writable_view(path)
-        self._precheck_file_target(v.parts)
-        base = None
-        with self.repo.catalog.session() as s:
-            try:
-                node, kind, _ = self._walk(s, v.parts, None)
-                cur = self._current_version(s, node, None)
-                if cur is not None and not cur.deleted:
-                    base = cur
-            except NotFound:
-                pass
+        base = self._write_base(v.parts, create=True)
         w = Writer(self, v.parts)
         if base is not None:
             w.seed_from(base.id, base.size)
@@ -343,18 +334,20 @@ class ShareFS:
         """Random writes staged in a sparse local file; commit() makes one version if anything changed."""
         from .streams import Updater
         v = self._writable_view(path)
-        self._precheck_file_target(v.parts)
-        base = None
+        return Updater(self, v.parts, self._write_base(v.parts, create), truncate)
+
+    def _write_base(self, parts: tuple[str, ...], create: bool):
+        """The current (non-deleted) version a modifying writer starts from, or None."""
+        self._precheck_file_target(parts)
         with self.repo.catalog.session() as s:
             try:
-                node, kind, _ = self._walk(s, v.parts, None)
-                cur = self._current_version(s, node, None)
-                if cur is not None and not cur.deleted:
-                    base = cur
+                node, _, _ = self._walk(s, parts, None)
             except NotFound:
                 if not create:
                     raise
-        return Updater(self, v.parts, base, truncate)
+                return None
+            cur = self._current_version(s, node, None)
+        return cur if cur is not None and not cur.deleted else None
 
     def _precheck_file_target(self, parts: tuple[str, ...]) -> None:
         """Fail before any byte is sent: missing parent, or a folder where the file should go."""

@@ -427,6 +427,34 @@ class ShareFS:
         self.repo.mutate(build, audit=self._audit("mkdir", join(v.parts)))
         return self.stat(join(v.parts))
 
+    def mkdir_many(self, paths: list[str]) -> int:
+        """Create every missing folder of `paths` (and their parents) in one transaction; returns
+        how many were created (a tree upload with thousands of folders)."""
+        wanted: set[tuple[str, ...]] = set()
+        for p in paths:
+            parts = self._writable_view(p).parts
+            wanted.update(parts[:i] for i in range(1, len(parts) + 1))
+
+        def build(s: Session) -> list[dict]:
+            from . import events
+            evs = []
+            for parts in sorted(wanted, key=lambda p: (len(p), p)):
+                parent = self._parent(s, parts)
+                row = self._child(s, parent, parts[-1], None)
+                if row is not None:
+                    if row[1] != "dir":
+                        raise NotADirectory(f"{join(parts)} is a file")
+                    continue
+                ev = {"op": "mkdir", "at": now_us(), "share": self.share_id, "parent": parent,
+                      "name": parts[-1], "node": self.repo.next_id(s, m.Node)}
+                events.apply(s, ev)          # its children are created in this transaction too
+                evs.append(ev)
+            return evs
+        evs = self.repo.mutate(build, applied=True, audit=lambda evs: [
+            self.repo.audit_row("mkdir", self.origin, self.share_name, "(batch)", detail=f"{len(evs)} folders")]
+            if evs else [])
+        return len(evs)
+
     def rmdir(self, path: str) -> None:
         v = self._writable_view(path)
 

@@ -87,6 +87,13 @@ def put(obj: CLIContext, src: str, dest: str, force: bool) -> None:
     click.echo(f"/{fs.share_name}{rel}: version {v.number} ({v.size} bytes)")
 
 
+def _is_file(fs, rel: str) -> bool:
+    try:
+        return not fs.stat(rel).is_dir
+    except NotFound:
+        return False
+
+
 def _is_dir(fs, rel: str) -> bool:
     try:
         return fs.stat(rel).is_dir
@@ -96,8 +103,10 @@ def _is_dir(fs, rel: str) -> bool:
 
 def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
     files = []
+    folders = [rel]
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
+        folders.extend(join(split(rel) + Path(dirpath, d).relative_to(root).parts) for d in dirnames)
         for name in sorted(filenames):
             fp = Path(dirpath) / name
             if fp.is_file() and not fp.is_symlink():
@@ -109,7 +118,9 @@ def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
     pending, pending_bytes = [], 0
     touched: list[tuple[str, float]] = []
     same = 0
-    _ensure_dir(fs, rel)
+    if split(rel) and _is_file(fs, rel):
+        raise click.ClickException(f"{rel} is a file, not a folder")
+    fs.mkdir_many([f for f in folders if split(f)])          # every folder in one transaction
 
     def listing(parts: tuple) -> dict:
         if parts not in known_dirs:

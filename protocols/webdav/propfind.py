@@ -236,29 +236,26 @@ def _strip_decl(v: str) -> str:
     return v
 
 
-_RFC1123: dict[int, str] = {}
-_RFC3339: dict[int, str] = {}
 _MIME: dict[str, str] = {}
 
 
-def _rfc1123(t: float) -> str:
-    k = int(t)
-    v = _RFC1123.get(k)
-    if v is None:
-        if len(_RFC1123) > 100_000:
-            _RFC1123.clear()
-        v = _RFC1123[k] = util.get_rfc1123_time(k)
-    return v
+def _memo_by_second(fmt):
+    """Cache a time formatter per whole second: a 10,000-entry listing repeats few seconds."""
+    cache: dict[int, str] = {}
+
+    def format_time(t: float) -> str:
+        k = int(t)
+        v = cache.get(k)
+        if v is None:
+            if len(cache) > 100_000:
+                cache.clear()
+            v = cache[k] = fmt(k)
+        return v
+    return format_time
 
 
-def _rfc3339(t: float) -> str:
-    k = int(t)
-    v = _RFC3339.get(k)
-    if v is None:
-        if len(_RFC3339) > 100_000:
-            _RFC3339.clear()
-        v = _RFC3339[k] = util.get_rfc3339_time(k)
-    return v
+_rfc1123 = _memo_by_second(util.get_rfc1123_time)
+_rfc3339 = _memo_by_second(util.get_rfc3339_time)
 
 
 def _mime(name: str) -> str:

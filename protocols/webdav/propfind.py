@@ -179,15 +179,7 @@ def serve(provider, res, environ, start_response, default_handler):
                 missing.append(empty_element(name))
             else:
                 ok.append(value)
-        out = [f"<D:response><D:href>{escape(item.href)}</D:href>"]
-        if ok:
-            out.append("<D:propstat><D:prop>" + "".join(ok) +
-                       "</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>")
-        if missing:
-            out.append("<D:propstat><D:prop>" + "".join(missing) +
-                       "</D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>")
-        out.append("</D:response>")
-        return "".join(out)
+        return _response(item.href, ok, missing)
 
     head = '<?xml version="1.0" encoding="utf-8"?>\n<D:multistatus xmlns:D="DAV:">'
     tail = "</D:multistatus>"
@@ -320,6 +312,11 @@ def _render_generic(href: str, props) -> str:
             ok.append(_element_text(el))
         else:
             ok.append(_element_text(value))
+    return _response(href, ok, missing)
+
+
+def _response(href: str, ok: list[str], missing: list[str]) -> str:
+    """One <D:response>: found properties under 200, missing ones under 404."""
     out = [f"<D:response><D:href>{escape(href)}</D:href>"]
     if ok:
         out.append("<D:propstat><D:prop>" + "".join(ok) +

@@ -5,11 +5,13 @@ administrator knows exactly what to restore from elsewhere.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from sqlalchemy import text
 
 from .errors import Corrupt
+from .packs import PACK_HEADER, T_CHUNK
 
 
 @dataclass
@@ -21,22 +23,27 @@ class Problem:
 
 def node_paths(repo, node_ids: set[int]) -> dict[int, str]:
     """'/share/path' of each node (its latest name, even if deleted since)."""
-    out = {}
     with repo.catalog.session() as s:
-        roots = dict(s.execute(text("SELECT root_node, name FROM shares")).all())
-        for nid in node_ids:
-            parts, cur, guard = [], nid, 0
-            while cur not in roots and guard < 256:
-                row = s.execute(text("SELECT parent_id, name FROM dentries WHERE node_id = :n "
-                                     "ORDER BY valid_from DESC LIMIT 1"), {"n": cur}).first()
-                if row is None:
-                    parts.append(f"<node {cur}>")
-                    break
-                parts.append(row[1])
-                cur = row[0]
-                guard += 1
-            parts.append(roots.get(cur, "?"))
-            out[nid] = "/" + "/".join(reversed(parts))
+        return paths_in(s, node_ids)
+
+
+def paths_in(s, node_ids: set[int]) -> dict[int, str]:
+    """node_paths inside an open session (recover names what it could not bring back)."""
+    out = {}
+    roots = dict(s.execute(text("SELECT root_node, name FROM shares")).all())
+    for nid in node_ids:
+        parts, cur, guard = [], nid, 0
+        while cur not in roots and guard < 256:
+            row = s.execute(text("SELECT parent_id, name FROM dentries WHERE node_id = :n "
+                                 "ORDER BY valid_from DESC LIMIT 1"), {"n": cur}).first()
+            if row is None:
+                parts.append(f"<node {cur}>")
+                break
+            parts.append(row[1])
+            cur = row[0]
+            guard += 1
+        parts.append(roots.get(cur, "?"))
+        out[nid] = "/" + "/".join(reversed(parts))
     return out
 
 
@@ -55,6 +62,9 @@ def users_of(repo, chunk_ids: list[bytes]) -> dict[bytes, list[str]]:
 
 def check(repo, read_data: bool = False, progress=None) -> list[Problem]:
     problems: list[Problem] = []
+    lost = _catalog_lost(repo)
+    if lost:
+        return [lost]
     with repo.catalog.session() as s:
         missing = [r[0] for r in s.execute(text(
             "SELECT DISTINCT vc.chunk_id FROM version_chunks vc LEFT JOIN chunks c ON c.id = vc.chunk_id "
@@ -66,6 +76,9 @@ def check(repo, read_data: bool = False, progress=None) -> list[Problem]:
         dangling = s.execute(text(
             "SELECT d.id, d.name FROM dentries d LEFT JOIN nodes n ON n.id = d.node_id WHERE n.id IS NULL")).all()
         packs = [r[0] for r in s.execute(text("SELECT DISTINCT pack_id FROM chunks")).all()]
+        twice = s.execute(text(
+            "SELECT parent_id, name, count(*) FROM dentries WHERE valid_to IS NULL "
+            "GROUP BY parent_id, name HAVING count(*) > 1")).all()
     for cid, where in users_of(repo, missing).items():
         problems.append(Problem("missing-chunk", f"chunk {cid.hex()} is referenced but not stored", where))
     if bad_sizes:
@@ -75,6 +88,11 @@ def check(repo, read_data: bool = False, progress=None) -> list[Problem]:
                                     [f"{paths[node]}@v{number}"]))
     for did, name in dangling:
         problems.append(Problem("dangling-entry", f"directory entry {name!r} points at no node"))
+    if twice:
+        paths = node_paths(repo, {r[0] for r in twice})
+        for parent, name, n in twice:
+            where = f"{paths[parent].rstrip('/')}/{name}"
+            problems.append(Problem("duplicate-entry", f"{where} is listed {n} times", [where]))
     packdir = repo.store.packdir
     for pack in packs:
         if not packdir.path(pack).exists():
@@ -87,22 +105,66 @@ def check(repo, read_data: bool = False, progress=None) -> list[Problem]:
     return problems
 
 
+def _catalog_lost(repo) -> Problem | None:
+    """An empty catalog beside packs that hold records: the catalog was lost (or replaced)."""
+    with repo.catalog.session() as s:
+        if s.execute(text("SELECT count(*) FROM shares")).scalar() or \
+                s.execute(text("SELECT count(*) FROM chunks")).scalar():
+            return None
+    packdir = repo.store.packdir
+    full = [p for p in packdir.list() if packdir.size(p) > PACK_HEADER]
+    if not full:
+        return None
+    return Problem("catalog-lost", f"the catalog is empty but {len(full)} pack(s) hold records: it was lost or "
+                   "replaced; rebuild it with `archivectl recover` (a damaged one is moved aside)")
+
+
 def _read_all(repo, progress) -> list[Problem]:
-    bad: list[tuple[bytes, str]] = []
-    last = b""
-    while True:
-        with repo.catalog.session() as s:
-            rows = s.execute(text("SELECT id, pack_id, offset, length, raw_len FROM chunks WHERE id > :l "
-                                  "ORDER BY id LIMIT 1000"), {"l": last}).all()
-        if not rows:
-            break
-        for cid, pack, off, ln, raw in rows:
-            try:
-                repo.store.load(cid, (pack, off, ln, raw), verify=True)
-            except Corrupt as e:
-                bad.append((cid, str(e)))
-            if progress:
-                progress(raw)
-        last = rows[-1][0]
-    where = users_of(repo, [c for c, _ in bad])
-    return [Problem("corrupt-chunk", f"chunk {cid.hex()}: {msg}", where[cid]) for cid, msg in bad]
+    """Read every pack whole: every record's framing and CRC, the pack headers, every catalog
+    record (decrypted and parsed: recover depends on them), and every chunk the catalog uses
+    (decrypted and re-hashed)."""
+    store, packdir = repo.store, repo.store.packdir
+    codec = store.codec
+    with repo.catalog.session() as s:
+        by_pack: dict[str, dict[int, tuple[bytes, int]]] = {}
+        for cid, pack, off, ln in s.execute(text("SELECT id, pack_id, offset, length FROM chunks")).all():
+            by_pack.setdefault(pack, {})[off] = (cid, ln)
+    bad: dict[bytes, str] = {}
+    problems: list[Problem] = []
+    for pack in packdir.list():
+        wanted = by_pack.pop(pack, {})
+        damage: list = []
+        try:
+            for r in packdir.scan(pack, damage=damage):
+                if progress:
+                    progress(r.total_len)
+                if r.rtype == T_CHUNK:
+                    cid, _ = wanted.pop(r.offset, (None, 0))
+                    if cid is None:
+                        continue                      # garbage for gc, or a copy gc left behind
+                    try:
+                        if r.rid != cid:
+                            raise Corrupt("pack record has another id")
+                        data = codec.decode(T_CHUNK, cid, r.flags, r.payload, r.raw_len)
+                        if codec.chunk_id(data) != cid:
+                            raise Corrupt(f"chunk {cid.hex()} does not match its id")
+                    except Corrupt as e:
+                        bad[cid] = str(e)
+                else:
+                    try:
+                        data = codec.decode(r.rtype, r.rid, r.flags, r.payload, r.raw_len)
+                        json.loads(data)
+                    except (Corrupt, ValueError) as e:
+                        problems.append(Problem("corrupt-record", f"catalog record at pack {pack} offset "
+                                                f"{r.offset}: {e}; `recover` could not use it"))
+        except OSError as e:
+            problems.append(Problem("unreadable-pack", f"pack {pack}: {e}"))
+        for d in damage:
+            one_chunk = d.start in wanted and wanted[d.start][1] == d.end - d.start   # named below
+            if not d.torn and not one_chunk:
+                problems.append(Problem("damaged-pack", f"{d}; `recover` skips it"))
+        for off, (cid, _) in wanted.items():
+            bad.setdefault(cid, f"no valid record at pack {pack} offset {off} (checksum or header damaged)")
+    where = users_of(repo, list(bad))
+    chunk_problems = [Problem("corrupt-chunk", f"chunk {cid.hex()}: {msg}", where[cid]) for cid, msg in bad.items()]
+    return chunk_problems + problems

@@ -16,7 +16,10 @@ from sqlalchemy import func, select, text, update
 
 from .catalog import models as m
 from .clock import now_us
-from .packs import T_CHUNK, T_EVENT, PackWriter
+from . import faults
+from .packs import T_CHUNK, T_EVENT, T_TXN, PackWriter
+
+CATALOG_RECORDS = (T_EVENT, T_TXN)     # copied whole: recover needs every one (it dedupes copies by id)
 
 DEFAULT_GRACE = 3600.0
 SPARSE = 0.5
@@ -73,8 +76,12 @@ def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=
             live = s.execute(select(m.Chunk.id, m.Chunk.offset, m.Chunk.length).where(m.Chunk.pack_id == pack)).all()
         live_at = {off: cid for cid, off, _ in live}
         live_bytes = sum(ln for _, _, ln in live)
-        records = list(packdir.scan(pack, with_payload=False))
-        event_bytes = sum(r.total_len for r in records if r.rtype == T_EVENT)
+        damage: list = []
+        records = list(packdir.scan(pack, with_payload=False, damage=damage))
+        if any(not d.torn for d in damage):
+            rep.details.append(f"{pack}: damaged, left as it is (see `archivectl check --read-data`)")
+            continue
+        event_bytes = sum(r.total_len for r in records if r.rtype in CATALOG_RECORDS)
         small = st.st_size < SMALL and len(packs) > 1
         if live_bytes + event_bytes >= SPARSE * st.st_size and not small:
             continue
@@ -83,7 +90,7 @@ def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=
             continue
         moves = []
         for r in packdir.scan(pack):
-            if r.rtype == T_EVENT or (r.rtype == T_CHUNK and live_at.get(r.offset) == r.rid):
+            if r.rtype in CATALOG_RECORDS or (r.rtype == T_CHUNK and live_at.get(r.offset) == r.rid):
                 new_pack, new_off, ln = writer.append(r.rtype, r.rid, r.flags, r.raw_len, r.payload)
                 if r.rtype == T_CHUNK:
                     moves.append((r.rid, pack, r.offset, new_pack, new_off, ln))
@@ -93,6 +100,7 @@ def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=
                 s.execute(update(m.Chunk).where(m.Chunk.id == cid, m.Chunk.pack_id == old_pack,
                                                 m.Chunk.offset == old_off)
                           .values(pack_id=new_pack, offset=new_off, length=ln))
+        faults.point("gc-moved")           # a crash here leaves two copies of the records: harmless
         with repo.catalog.write() as s:
             left = s.scalar(select(func.count()).select_from(m.Chunk).where(m.Chunk.pack_id == pack))
             if left == 0:

@@ -3,10 +3,15 @@
 Every record carries its type, id, lengths and a CRC of its payload, so the catalog can be
 rebuilt from packs alone (`archivectl recover`) and a torn tail after a crash is detected.
 Each process appends to packs of its own (random names), so processes never share an append.
+
+Reading is forgiving: `parse_pack` skips a damaged record and resynchronises on the next valid
+header+CRC (records are self-describing), and says what it skipped, so one flipped byte costs
+one record, not the rest of the pack.
 """
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import struct
 import threading
@@ -23,7 +28,10 @@ PACK_MAGIC = b"EAPACK01"
 REC_MAGIC = b"EAR1"
 REC = struct.Struct("<4sBB32sIII")          # magic, type, flags, id, raw_len, payload_len, crc32
 T_CHUNK = 1
-T_EVENT = 2
+T_EVENT = 2          # legacy: one catalog event per record, no commit chain (read by recover only)
+T_TXN = 3            # one catalog transaction: all its events, its id and its parent's (events.py)
+RECORD_TYPES = (T_CHUNK, T_EVENT, T_TXN)
+PACK_HEADER = len(PACK_MAGIC) + 16          # magic + the pack's uuid
 PACK_TARGET = 64 * 1024 * 1024
 
 
@@ -40,6 +48,81 @@ class Record:
     @property
     def total_len(self) -> int:
         return REC.size + self.payload_len
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A byte range of a pack that holds no valid record (`torn`: an interrupted append at the
+    tail, which never held anything acknowledged)."""
+    pack: str
+    start: int
+    end: int
+    reason: str
+    torn: bool = False
+
+    def __str__(self) -> str:
+        return f"pack {self.pack} bytes {self.start}-{self.end}: {self.reason}"
+
+
+def _valid_at(buf, pos: int, size: int):
+    """The record header at `pos` if it is a complete record with a matching CRC, else None."""
+    if pos + REC.size > size:
+        return None
+    magic, rtype, flags, rid, raw_len, plen, crc = REC.unpack_from(buf, pos)
+    if magic != REC_MAGIC or rtype not in RECORD_TYPES or pos + REC.size + plen > size:
+        return None
+    if zlib.crc32(buf[pos + REC.size:pos + REC.size + plen]) != crc:
+        return None
+    return rtype, flags, rid, raw_len, plen
+
+
+def parse_pack(buf, pack_id: str, with_payload: bool = True,
+               damage: "list[Damage] | None" = None) -> Iterator[Record]:
+    """Yield every valid record of a whole pack held in `buf` (bytes, mmap), skipping damage.
+
+    A record whose header or CRC is wrong is skipped by searching for the next position holding
+    a complete record with a matching CRC; each skipped range is appended to `damage`.  A range at
+    the end that holds only a truncated record (or zeros) is a torn tail: an append interrupted by
+    a crash or a full disk, never part of an acknowledged commit."""
+    size = len(buf)
+    dmg = damage if damage is not None else []
+    if size < PACK_HEADER:       # a pack whose creation was interrupted: it never held a record
+        dmg.append(Damage(pack_id, 0, size, "an incomplete pack header (an interrupted creation)", torn=True))
+    elif bytes(buf[:len(PACK_MAGIC)]) != PACK_MAGIC:
+        dmg.append(Damage(pack_id, 0, PACK_HEADER, "the pack header is damaged"))
+    pos = PACK_HEADER
+    while pos < size:
+        hit = _valid_at(buf, pos, size)
+        if hit is not None:
+            rtype, flags, rid, raw_len, plen = hit
+            payload = bytes(buf[pos + REC.size:pos + REC.size + plen]) if with_payload else None
+            yield Record(rtype, flags, rid, raw_len, pos, plen, payload)
+            pos += REC.size + plen
+            continue
+        start, nxt = pos, pos + 1
+        while True:
+            nxt = buf.find(REC_MAGIC, nxt)
+            if nxt < 0 or _valid_at(buf, nxt, size) is not None:
+                break
+            nxt += 1
+        end = size if nxt < 0 else nxt
+        dmg.append(_classify(buf, pack_id, start, end, size))
+        pos = end
+
+
+def _classify(buf, pack_id: str, start: int, end: int, size: int) -> Damage:
+    if end == size:
+        tail = bytes(buf[start:end])
+        if not tail.strip(b"\0"):
+            return Damage(pack_id, start, end, "zeros at the tail (an interrupted append)", torn=True)
+        if len(tail) < REC.size:
+            return Damage(pack_id, start, end, "a truncated record header at the tail", torn=True)
+        magic, rtype, _, _, _, plen, _ = REC.unpack_from(tail)
+        if magic == REC_MAGIC and rtype in RECORD_TYPES and start + REC.size + plen > size:
+            return Damage(pack_id, start, end, "a truncated record at the tail (an interrupted append)", torn=True)
+    if start + REC.size <= size and bytes(buf[start:start + 4]) == REC_MAGIC:
+        return Damage(pack_id, start, end, "a record fails its checksum")
+    return Damage(pack_id, start, end, "bytes that are not a valid record")
 
 
 class _NoSpaceFault:
@@ -111,24 +194,15 @@ class PackDir:
             raise Corrupt(f"record at {pack_id}:{offset} fails its checksum")
         return Record(rtype, flags, rid, raw_len, offset, plen, payload)
 
-    def scan(self, pack_id: str, with_payload: bool = True) -> Iterator[Record]:
-        """Yield every intact record of a pack, stopping at a torn or corrupt tail."""
+    def scan(self, pack_id: str, with_payload: bool = True,
+             damage: "list[Damage] | None" = None) -> Iterator[Record]:
+        """Yield every intact record of a pack, skipping (and listing in `damage`) damaged ones."""
         with open(self.path(pack_id), "rb") as f:
-            if f.read(len(PACK_MAGIC) + 16)[:8] != PACK_MAGIC:
-                raise Corrupt(f"pack {pack_id} has no pack header")
-            offset = len(PACK_MAGIC) + 16
-            while True:
-                hdr = f.read(REC.size)
-                if len(hdr) < REC.size:
-                    return
-                magic, rtype, flags, rid, raw_len, plen, crc = REC.unpack(hdr)
-                if magic != REC_MAGIC:
-                    return
-                payload = f.read(plen)
-                if len(payload) != plen or zlib.crc32(payload) != crc:
-                    return
-                yield Record(rtype, flags, rid, raw_len, offset, plen, payload if with_payload else None)
-                offset += REC.size + plen
+            if os.fstat(f.fileno()).st_size == 0:
+                yield from parse_pack(b"", pack_id, with_payload, damage)
+                return
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                yield from parse_pack(mm, pack_id, with_payload, damage)
 
 
 class PackWriter:

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from . import events
+from . import chain, events, faults
 from .catalog import models as m
 from .catalog.db import Catalog, migrate, sqlite_url
 from .chunker import DEFAULT_AVG
@@ -108,16 +108,20 @@ class Repository:
     def mutate(self, build: Callable[[Session], list[dict]], new_chunks: list[NewChunk] | None = None,
                audit: Callable[[list[dict]], list[dict]] | None = None, refs=None,
                applied: bool = False) -> list[dict]:
-        """Validate and build events inside a write transaction, make them durable in the packs,
-        then apply them (and the chunk rows and audit records) in that same transaction.
+        """Validate and build events inside a write transaction, make them durable in the packs as
+        one transaction record chained to the catalog's head, then apply them (and the chunk rows,
+        audit records and the new head) in that same transaction.
 
         `applied`: the builder already applied each event as it built it (batches whose later
         events depend on earlier ones); they are still written to the packs before commit."""
         with self.catalog.write() as s:
             evs = build(s)
-            for ev in evs:
-                self.store.write_event(ev)
+            faults.point("chunks")
+            txn = chain.begin(s, evs) if evs else None
+            if txn is not None:                # ONE record: the transaction is atomic in the packs too
+                self.store.write_txn(txn)
             self.store.sync()
+            faults.point("synced")
             if refs:
                 self.store.verify_refs(s, refs, new_chunks or [])
             if new_chunks:
@@ -125,9 +129,12 @@ class Repository:
             if not applied:
                 for ev in evs:
                     events.apply(s, ev)
+            if txn is not None:
+                chain.set_head(s, txn.rid, txn.seq, txn.at)
             for rec in (audit(evs) if audit else []):
                 s.add(m.AuditEvent(**rec))
-            return evs
+        faults.point("committed")
+        return evs
 
     @staticmethod
     def next_id(s: Session, model) -> int:

@@ -8,7 +8,6 @@ inside its transaction, that the chunks it references are still there.
 """
 from __future__ import annotations
 
-import json
 from array import array
 import os
 import threading
@@ -23,7 +22,8 @@ from .catalog.db import Catalog
 from .clock import now_us
 from .codec import Codec
 from .errors import Conflict, Corrupt
-from .packs import T_CHUNK, T_EVENT, PackDir, PackWriter
+from .chain import Txn
+from .packs import T_CHUNK, T_TXN, PackDir, PackWriter
 
 _EXISTING_SQL = text("SELECT id FROM chunks WHERE id IN :ids AND orphaned_at IS NULL").bindparams(
     bindparam("ids", expanding=True))
@@ -90,11 +90,11 @@ class ChunkStore:
             out.append((cid, len(data)))
         return out, new
 
-    def write_event(self, ev: dict) -> None:
-        data = json.dumps(ev, separators=(",", ":")).encode()
-        rid = ev["at"].to_bytes(8, "big") + os.urandom(24)
-        flags, payload = self.codec.encode(T_EVENT, rid, data)
-        self.writer.append(T_EVENT, rid, flags, len(data), payload)
+    def write_txn(self, txn: "Txn") -> None:
+        """One record holding a whole catalog transaction (durable at the next sync())."""
+        data = txn.payload()
+        flags, payload = self.codec.encode(T_TXN, txn.rid, data)
+        self.writer.append(T_TXN, txn.rid, flags, len(data), payload)
 
     def sync(self) -> None:
         self.writer.sync()

@@ -144,3 +144,16 @@ class AuditEvent(Base):
     path: Mapped[str | None] = mapped_column(Text)
     version: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ChainHead(Base):
+    """The newest committed transaction of the commit chain (one row, id 1).
+
+    Every catalog transaction writes one pack record naming this head as its parent, and moves
+    the head to itself in the same write transaction, so the committed records form one chain
+    that `recover` follows (see docs/architecture.md, "Events, the commit chain and recover")."""
+    __tablename__ = "chain_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    txid: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[int] = mapped_column(BigInteger)

@@ -26,7 +26,8 @@ from .main import cli
 def check(obj: CLIContext, read_data: bool, as_json: bool) -> None:
     """Verify the repository; exits 1 when anything is wrong, naming every affected version."""
     repo = obj.open_repo()
-    total = repo.stats()["unique_bytes"] if read_data else None
+    packdir = repo.store.packdir
+    total = sum(packdir.size(p) for p in packdir.list()) if read_data else None
     with progress(total, "check --read-data") as bar:
         problems = run_check(repo, read_data=read_data, progress=bar.update)
     if as_json:
@@ -110,9 +111,14 @@ def stats(obj: CLIContext, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--force", is_flag=True, help="Rebuild even though the catalog has content (it is kept aside).")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def recover(obj: CLIContext, force: bool) -> None:
-    """Rebuild a lost or empty catalog from the packs alone."""
+def recover(obj: CLIContext, force: bool, as_json: bool) -> None:
+    """Rebuild a lost, empty or damaged catalog from the packs alone.
+
+    A damaged catalog file (and a stale WAL beside a deleted one) is moved aside, never deleted.
+    Exits 0 when everything the packs hold came back, 1 when the catalog was rebuilt but some
+    damaged records could not be (each is listed)."""
     path = obj.repo_path
     if not (path / "keys.json").is_file():
         raise click.ClickException(f"no repository keys at {path}")
@@ -122,8 +128,31 @@ def recover(obj: CLIContext, force: bool) -> None:
     n = len(PackDir(path / "packs").list())
     with progress(n, "recover") as bar:
         rep = run_recover(path, key, Codec(key), url, force=force, progress=bar.update)
-    click.echo(f"recovered {rep.shares} shares, {rep.versions} versions, {rep.chunks} chunks from "
-               f"{rep.packs} packs ({rep.events} events replayed, {rep.skipped_events} skipped)")
+    if as_json:
+        emit_json(rep.as_dict())
+    else:
+        for p in rep.moved_aside:
+            click.echo(f"moved aside: {p}")
+        click.echo(f"recovered {rep.shares} shares, {rep.versions} versions, {rep.chunks} chunks from "
+                   f"{rep.packs} packs ({rep.transactions} transactions, {rep.legacy_events} older single-event "
+                   f"records, {rep.events} events replayed; {rep.dead_transactions} never-committed transactions "
+                   f"of interrupted writers left out, {rep.torn_tails} torn pack tails ignored)")
+        _losses(rep)
+    if not rep.complete:
+        sys.exit(1)
+
+
+def _losses(rep) -> None:
+    """What recover could not bring back, on stderr (the catalog is rebuilt all the same)."""
+    sections = [("damaged pack range", rep.damaged), ("unreadable record", rep.unreadable),
+                ("missing transaction", rep.missing), ("event not applied", rep.failed),
+                ("version with lost chunks", rep.incomplete_versions)]
+    for label, items in sections:
+        for item in items:
+            click.echo(f"LOST {label}: {item}", err=True)
+    if not rep.complete:
+        click.echo("the catalog was rebuilt from every intact record, but the items above could not be "
+                   "recovered; `archivectl check --read-data` names what they affect", err=True)
 
 
 @cli.command()

@@ -27,6 +27,7 @@ from .errors import Corrupt, NoSpace
 PACK_MAGIC = b"EAPACK01"
 REC_MAGIC = b"EAR1"
 REC = struct.Struct("<4sBB32sIII")          # magic, type, flags, id, raw_len, payload_len, crc32
+FLAG_HCRC = 0x80     # the CRC covers the header too (every record written since the commit chain)
 T_CHUNK = 1
 T_EVENT = 2          # legacy: one catalog event per record, no commit chain (read by recover only)
 T_TXN = 3            # one catalog transaction: all its events, its id and its parent's (events.py)
@@ -64,6 +65,22 @@ class Damage:
         return f"pack {self.pack} bytes {self.start}-{self.end}: {self.reason}"
 
 
+def record_crc(rtype: int, flags: int, rid: bytes, raw_len: int, payload) -> int:
+    """The record's CRC: of header and payload when FLAG_HCRC is set, so a flipped type, id or
+    length is caught like a flipped payload byte; of the payload alone in older records."""
+    if flags & FLAG_HCRC:
+        head = REC.pack(REC_MAGIC, rtype, flags, rid, raw_len, len(payload), 0)[:-4]
+        return zlib.crc32(payload, zlib.crc32(head))
+    return zlib.crc32(payload)
+
+
+def pack_record(rtype: int, rid: bytes, flags: int, raw_len: int, payload: bytes) -> bytes:
+    """Header + payload of one record, as appended to a pack."""
+    flags |= FLAG_HCRC
+    return REC.pack(REC_MAGIC, rtype, flags, rid, raw_len, len(payload),
+                    record_crc(rtype, flags, rid, raw_len, payload)) + payload
+
+
 def _valid_at(buf, pos: int, size: int):
     """The record header at `pos` if it is a complete record with a matching CRC, else None."""
     if pos + REC.size > size:
@@ -71,7 +88,7 @@ def _valid_at(buf, pos: int, size: int):
     magic, rtype, flags, rid, raw_len, plen, crc = REC.unpack_from(buf, pos)
     if magic != REC_MAGIC or rtype not in RECORD_TYPES or pos + REC.size + plen > size:
         return None
-    if zlib.crc32(buf[pos + REC.size:pos + REC.size + plen]) != crc:
+    if record_crc(rtype, flags, rid, raw_len, buf[pos + REC.size:pos + REC.size + plen]) != crc:
         return None
     return rtype, flags, rid, raw_len, plen
 
@@ -117,8 +134,10 @@ def _classify(buf, pack_id: str, start: int, end: int, size: int) -> Damage:
             return Damage(pack_id, start, end, "zeros at the tail (an interrupted append)", torn=True)
         if len(tail) < REC.size:
             return Damage(pack_id, start, end, "a truncated record header at the tail", torn=True)
-        magic, rtype, _, _, _, plen, _ = REC.unpack_from(tail)
+        magic, rtype, flags, rid, raw_len, plen, crc = REC.unpack_from(tail)
         if magic == REC_MAGIC and rtype in RECORD_TYPES and start + REC.size + plen > size:
+            if record_crc(rtype, flags, rid, raw_len, tail[REC.size:]) == crc:    # only its length is wrong
+                return Damage(pack_id, start, end, "a record whose length field is damaged")
             return Damage(pack_id, start, end, "a truncated record at the tail (an interrupted append)", torn=True)
     if start + REC.size <= size and bytes(buf[start:start + 4]) == REC_MAGIC:
         return Damage(pack_id, start, end, "a record fails its checksum")
@@ -190,7 +209,8 @@ class PackDir:
             raise Corrupt(f"pack {pack_id} is truncated at offset {offset}")
         magic, rtype, flags, rid, raw_len, plen, crc = REC.unpack_from(data)
         payload = data[REC.size:]
-        if magic != REC_MAGIC or plen != len(payload) or (check_crc and zlib.crc32(payload) != crc):
+        if magic != REC_MAGIC or plen != len(payload) or (
+                check_crc and record_crc(rtype, flags, rid, raw_len, payload) != crc):
             raise Corrupt(f"record at {pack_id}:{offset} fails its checksum")
         return Record(rtype, flags, rid, raw_len, offset, plen, payload)
 
@@ -254,15 +274,15 @@ class PackWriter:
 
     def append(self, rtype: int, rid: bytes, flags: int, raw_len: int, payload: bytes) -> tuple[str, int, int]:
         """Append one record; return (pack_id, offset, total length). Not durable until sync()."""
-        hdr = REC.pack(REC_MAGIC, rtype, flags, rid, raw_len, len(payload), zlib.crc32(payload))
+        rec = pack_record(rtype, rid, flags, raw_len, payload)
         with self._lock:
             if self._f is None or self._offset >= self._target:
                 self._open_new()
-            self._write(hdr + payload)
+            self._write(rec)
             off = self._offset
-            self._offset += len(hdr) + len(payload)
+            self._offset += len(rec)
             self._dirty = True
-            return self.pack_id, off, len(hdr) + len(payload)
+            return self.pack_id, off, len(rec)
 
     def sync(self) -> None:
         """Make every appended record durable (called before the catalog commit that references them)."""

@@ -31,9 +31,16 @@ def snapshot(repo_path: Path, password: str | None = None) -> dict:
                               "origin_user FROM versions"),
             }
             rows = s.execute(text("SELECT id, node_id, number, size FROM versions WHERE deleted = 0")).all()
-        out["content"] = {(node, number): hashlib.sha256(Reader(r, vid, size).read()).hexdigest()
-                          for vid, node, number, size in rows}
+        out["content"] = {(node, number): _digest(Reader(r, vid, size)) for vid, node, number, size in rows}
     return out
+
+
+def _digest(reader) -> str:
+    from archive.errors import Corrupt
+    try:
+        return hashlib.sha256(reader.read()).hexdigest()
+    except Corrupt:
+        return "corrupt"
 
 
 def drop_catalog(repo_path: Path) -> None:

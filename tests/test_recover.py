@@ -282,3 +282,172 @@ def test_a_repository_written_before_the_chain_recovers_then_continues(tmp_path,
     live = snapshot(path)
     _recover_and_compare(CLI(path), live)
     assert version_bytes(path, "/s/d/a", 2) == b"old 2"
+
+
+# -- a damaged catalog ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A repository with a little of everything, and its snapshot (built once, copied per case)."""
+    from archive import Repository
+    from conftest import put_bytes
+    path = tmp_path_factory.mktemp("built") / "repo"
+    with Repository.init(path) as r:
+        r.add_share("s", retention="keep-last=3")
+        r.add_share("t", anonymous=True)
+        r.add_user("u", "pw")
+        r.grant("u", "s", "rw")
+        fs = r.share("s")
+        fs.mkdir("/dir")
+        for i in range(3):
+            put_bytes(fs, f"/dir/f{i}", os.urandom(5000 + i))
+        put_bytes(fs, "/dir/f0", b"second")
+        fs.rename("/dir/f1", "/moved")
+        fs.remove("/dir/f2")
+        fs.set_props("/moved", {"color": "blue"})
+    return path, snapshot(path)
+
+
+def _damage_header(db: Path) -> None:
+    raw = bytearray(db.read_bytes())
+    raw[0:100] = os.urandom(100)
+    db.write_bytes(bytes(raw))
+
+
+def _truncate(db: Path) -> None:
+    db.write_bytes(db.read_bytes()[:db.stat().st_size // 3])
+
+
+def _garbage(db: Path) -> None:
+    db.write_bytes(os.urandom(db.stat().st_size))
+
+
+def _empty_shares(db: Path) -> None:
+    import sqlite3
+    c = sqlite3.connect(db)
+    c.execute("DELETE FROM shares")
+    c.commit()
+    c.close()
+
+
+def _stale_wal(db: Path) -> None:
+    """Delete the catalog but leave a write-ahead log (and its index) of it behind."""
+    import shutil
+    import sqlite3
+    c = sqlite3.connect(db)
+    c.execute("PRAGMA wal_autocheckpoint=0")
+    c.execute("UPDATE shares SET quota = 12345")
+    c.execute("DELETE FROM users")
+    c.commit()
+    for suffix in ("-wal", "-shm"):
+        shutil.copy(f"{db}{suffix}", f"{db}{suffix}.keep")
+    c.close()
+    drop_catalog(db.parent)
+    for suffix in ("-wal", "-shm"):
+        os.replace(f"{db}{suffix}.keep", f"{db}{suffix}")
+    assert not db.exists() and Path(f"{db}-wal").stat().st_size > 0
+
+
+@pytest.mark.parametrize("damage", [_damage_header, _truncate, _garbage, _empty_shares, _stale_wal])
+def test_recover_moves_a_damaged_catalog_aside_and_rebuilds_it_equal(built, tmp_path, damage):
+    import shutil
+    from conftest import CLI
+    src, expected = built
+    path = tmp_path / "repo"
+    shutil.copytree(src, path)
+    damage(path / "catalog.sqlite")
+    p = CLI(path)("recover")
+    moved = [line.split(": ", 1)[1].split(" (")[0] for line in p.stdout.decode().splitlines()
+             if line.startswith("moved aside: ")]
+    assert moved and all(Path(m).exists() for m in moved) and all(str(path) in m for m in moved)
+    assert b"Traceback" not in p.stderr
+    assert snapshot(path) == expected
+
+
+def test_a_healthy_catalog_is_replaced_only_with_force(built, tmp_path):
+    import shutil
+    from conftest import CLI
+    path = tmp_path / "repo"
+    shutil.copytree(built[0], path)
+    cli = CLI(path)
+    p = cli("recover", ok=False)
+    assert p.returncode == 1 and b"--force" in p.stderr and b"Traceback" not in p.stderr
+    p = cli("recover", "--force")
+    assert b"replaced-" in p.stdout and snapshot(path) == built[1]
+
+
+# -- damaged records ------------------------------------------------------------------------------
+
+def _records(pack: Path):
+    from archive.packs import PackDir
+    return list(PackDir(pack.parent.parent).scan(pack.stem))
+
+
+def _flip(pack: Path, offset: int) -> None:
+    raw = bytearray(pack.read_bytes())
+    raw[offset] ^= 0x20
+    pack.write_bytes(bytes(raw))
+
+
+def test_one_flipped_byte_costs_one_record_and_is_reported(cli, tmp_path):
+    """A chunk, a transaction record and a pack header are damaged: recover and check name each,
+    and everything else, in the same packs too, comes back with its bytes."""
+    from archive import Repository
+    from archive.packs import REC, T_CHUNK, T_TXN
+    cli("init")
+    cli("share", "add", "s")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    files = {f"f{i}": os.urandom(3000) + bytes([i]) for i in range(6)}
+    for name, data in files.items():
+        (tree / name).write_bytes(data)
+    cli("put", str(tree), "/s/tree")                       # one process: one pack for all six
+    cli("put", "-", "/s/c", input=b"c content")
+    cli("put", "-", "/s/d", input=b"d content")
+    cli("put", "-", "/s/e", input=b"e content")
+    live = snapshot(cli.repo_path)
+    with Repository.open(cli.repo_path) as r:
+        with r.catalog.session() as s:
+            from sqlalchemy import text
+            def where(path):
+                share_fs = r.share("s")
+                e = share_fs.stat(path)
+                return s.execute(text("SELECT c.pack_id, c.offset FROM versions v JOIN version_chunks vc ON "
+                                      "vc.version_id = v.id JOIN chunks c ON c.id = vc.chunk_id "
+                                      "WHERE v.node_id = :n"), {"n": e.node_id}).first(), e.node_id
+            (tree_pack, f2_off), _ = where("/tree/f2")
+            (c_pack, _), c_node = where("/c")
+            (d_pack, _), _ = where("/d")
+    packs = cli.repo_path / "packs"
+    pack_of = {p.stem: p for p in packs.rglob("*.pack")}
+    _flip(pack_of[tree_pack], f2_off + REC.size + 100)                  # a chunk's bytes
+    c_txn = [r for r in _records(pack_of[c_pack]) if r.rtype == T_TXN]
+    _flip(pack_of[c_pack], c_txn[0].offset + REC.size + 5)              # /s/c's transaction
+    _flip(pack_of[d_pack], 2)                                           # a pack header
+    assert [r.rtype for r in _records(pack_of[tree_pack])].count(T_CHUNK) == 5
+
+    p = cli("check", "--read-data", ok=False)
+    err = p.stderr.decode()
+    assert p.returncode == 1
+    assert "corrupt-chunk" in err and "/s/tree/f2@v1" in err
+    assert "corrupt-record" in err or "damaged-pack" in err
+    assert f"pack {d_pack} bytes 0-24: the pack header is damaged" in err
+
+    drop_catalog(cli.repo_path)
+    p = cli("check", ok=False)                                         # no catalog: not "no problems"
+    assert p.returncode == 1 and b"catalog-lost" in p.stderr
+    p = cli("recover", ok=False)
+    err = p.stderr.decode()
+    assert p.returncode == 1 and "LOST damaged pack range" in err
+    assert "LOST version with lost chunks: /s/tree/f2@v1" in err
+    assert "LOST missing transaction" in err
+    for name, data in files.items():
+        if name != "f2":
+            assert cli("get", f"/s/tree/{name}", "-").stdout == data
+    assert cli("get", "/s/d", "-").stdout == b"d content" and cli("get", "/s/e", "-").stdout == b"e content"
+    assert cli("ls", "/s/c", ok=False).returncode == 3                 # its only record was the damaged one
+    got = snapshot(cli.repo_path)
+    for key in ("shares", "users", "grants", "props"):
+        assert got[key] == live[key]
+    assert got["versions"] == [v for v in live["versions"] if v[0] != c_node]
+    assert got["dentries"] == [d for d in live["dentries"] if d[2] != c_node]

@@ -112,11 +112,12 @@ def _catalog_lost(repo) -> Problem | None:
                 s.execute(text("SELECT count(*) FROM chunks")).scalar():
             return None
     packdir = repo.store.packdir
-    full = [p for p in packdir.list() if packdir.size(p) > PACK_HEADER]
-    if not full:
-        return None
-    return Problem("catalog-lost", f"the catalog is empty but {len(full)} pack(s) hold records: it was lost or "
-                   "replaced; rebuild it with `archivectl recover` (a damaged one is moved aside)")
+    holding = [p for p in packdir.list() if packdir.size(p) > PACK_HEADER and
+               any(r.rtype != T_CHUNK for r in packdir.scan(p, with_payload=False))]
+    if not holding:
+        return None          # a new repository, or only chunks of uploads that never committed
+    return Problem("catalog-lost", f"the catalog is empty but {len(holding)} pack(s) hold catalog records: it "
+                   "was lost or replaced; rebuild it with `archivectl recover` (a damaged one is moved aside)")
 
 
 def _read_all(repo, progress) -> list[Problem]:

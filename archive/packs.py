@@ -101,8 +101,15 @@ def parse_pack(buf, pack_id: str, with_payload: bool = True,
     a complete record with a matching CRC; each skipped range is appended to `damage`.  A range at
     the end that holds only a truncated record (or zeros) is a torn tail: an append interrupted by
     a crash or a full disk, never part of an acknowledged commit."""
+    view = memoryview(buf)           # slices without copies; released before an mmap closes
+    try:
+        yield from _parse(view, pack_id, with_payload, damage if damage is not None else [])
+    finally:
+        view.release()
+
+
+def _parse(buf: memoryview, pack_id: str, with_payload: bool, dmg: "list[Damage]") -> Iterator[Record]:
     size = len(buf)
-    dmg = damage if damage is not None else []
     if size < PACK_HEADER:       # a pack whose creation was interrupted: it never held a record
         dmg.append(Damage(pack_id, 0, size, "an incomplete pack header (an interrupted creation)", torn=True))
     elif bytes(buf[:len(PACK_MAGIC)]) != PACK_MAGIC:
@@ -118,7 +125,7 @@ def parse_pack(buf, pack_id: str, with_payload: bool = True,
             continue
         start, nxt = pos, pos + 1
         while True:
-            nxt = buf.find(REC_MAGIC, nxt)
+            nxt = buf.obj.find(REC_MAGIC, nxt)
             if nxt < 0 or _valid_at(buf, nxt, size) is not None:
                 break
             nxt += 1

@@ -234,29 +234,14 @@ def test_kill_9_under_concurrent_load_then_recover(cli, tmp_path):
 
 # -- repositories written before the commit chain --------------------------------------------------
 
-def _legacy_mutate(self, build, new_chunks=None, audit=None, refs=None, applied=False):
-    """Repository.mutate as it was before the commit chain: one T_EVENT record per event."""
-    from archive import events
-    from archive.catalog import models as m
+def _write_legacy_records(self, txn) -> None:
+    """ChunkStore.write_txn as records were before the commit chain: one T_EVENT record per event."""
     from archive.packs import T_EVENT
-    with self.catalog.write() as s:
-        evs = build(s)
-        for ev in evs:
-            data = json.dumps(ev, separators=(",", ":")).encode()
-            rid = ev["at"].to_bytes(8, "big") + os.urandom(24)
-            flags, payload = self.codec.encode(T_EVENT, rid, data)
-            self.store.writer.append(T_EVENT, rid, flags, len(data), payload)
-        self.store.sync()
-        if refs:
-            self.store.verify_refs(s, refs, new_chunks or [])
-        if new_chunks:
-            self.store.register_chunks(s, new_chunks)
-        if not applied:
-            for ev in evs:
-                events.apply(s, ev)
-        for rec in (audit(evs) if audit else []):
-            s.add(m.AuditEvent(**rec))
-        return evs
+    for ev in txn.events:
+        data = json.dumps(ev, separators=(",", ":")).encode()
+        rid = ev["at"].to_bytes(8, "big") + os.urandom(24)
+        flags, payload = self.codec.encode(T_EVENT, rid, data)
+        self.writer.append(T_EVENT, rid, flags, len(data), payload)
 
 
 def test_a_repository_written_before_the_chain_recovers_then_continues(tmp_path, monkeypatch):
@@ -264,7 +249,9 @@ def test_a_repository_written_before_the_chain_recovers_then_continues(tmp_path,
     from conftest import CLI, put_bytes
     path = tmp_path / "old"
     with monkeypatch.context() as mp:
-        mp.setattr(Repository, "mutate", _legacy_mutate)
+        from archive import chain, store
+        mp.setattr(store.ChunkStore, "write_txn", _write_legacy_records)
+        mp.setattr(chain, "set_head", lambda *args: None)          # the old catalog had no head
         with Repository.init(path) as r:
             r.add_share("s")
             r.add_user("u", "pw")

@@ -643,6 +643,9 @@ class EdgeProvider(DAVProvider):
             if isinstance(res, (DirResource, FileResource)):
                 return propfind.serve(self, res, environ, start_response, default_handler)
             return default_handler(environ, start_response)
+        share, _ = split_url_path(environ.get("PATH_INFO", "/"))
+        if share is not None and method != "OPTIONS" and Session.of(self, environ).fs(share) is None:
+            util.fail(HTTP_NOT_FOUND, "no such share")     # not granted (any more): for every method
         served = maybe_serve_versions(self, environ, start_response)
         if served is not None:
             return served

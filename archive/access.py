@@ -106,9 +106,9 @@ class Login:
         return self.grants.get(share)
 
     def share(self, name: str, origin: Origin | None = None, case_insensitive: bool = False) -> Any:
-        """A ShareFS of this login (cached until the auth generation moves); its writes re-check
-        the grant.  Raises PermissionDenied / NotFound like ``repo.share``."""
-        self.validate()
+        """A ShareFS of this login, by the grants as of the last ``validate()`` (which adapters
+        call once per request or command; cached until the generation moves).  Its writes
+        re-check the grant themselves.  Raises PermissionDenied / NotFound like ``repo.share``."""
         key = (name, origin, case_insensitive)
         with self._lock:
             fs = self._shares.get(key)

@@ -244,3 +244,29 @@ def test_snapshot_policy_coarsens_only_old_history_with_one_indexed_query(repo, 
         plan = " ".join(str(r) for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + statements[0][0],
                                                           statements[0][1]))
     assert "share_changes" in plan and ("PRIMARY KEY" in plan or "INDEX" in plan), plan
+
+
+def test_upgrade_from_0002_fills_the_change_instants_from_history(tmp_path):
+    import sqlite3
+    repo = Repository.init(tmp_path / "r")
+    repo.add_share("office")
+    fs = repo.share("office")
+    put_bytes(fs, "/a.txt", b"1")
+    time.sleep(1.05)
+    fs.mkdir("/d")
+    before = fs.snapshot_tokens()
+    repo.close()
+    db = sqlite3.connect(tmp_path / "r" / "catalog.sqlite")
+    db.execute("DROP TABLE share_changes")
+    db.execute("DROP TABLE auth_state")
+    db.execute("UPDATE alembic_version SET version_num = '0002'")
+    db.commit()
+    db.close()
+    again = Repository.open(tmp_path / "r")                 # migrated in place
+    try:
+        assert len(before) == 2 and again.share("office").snapshot_tokens() == before
+        assert again.auth_generation() == 0
+        again.add_user("u", "pw")
+        assert again.auth_generation() > 0
+    finally:
+        again.close()

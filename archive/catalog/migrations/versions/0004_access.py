@@ -13,6 +13,14 @@ depends_on = None
 
 
 def upgrade() -> None:
+    tables = set(sa.inspect(op.get_bind()).get_table_names())
+    if "auth_state" not in tables:
+        _auth_state()
+    if "share_changes" not in tables:
+        _share_changes()
+
+
+def _auth_state() -> None:
     op.create_table(
         "auth_state",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -20,6 +28,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.execute("INSERT INTO auth_state (id, generation) VALUES (1, 0)")
+
+
+def _share_changes() -> None:
     op.create_table(
         "share_changes",
         sa.Column("share_id", sa.Integer(), nullable=False),

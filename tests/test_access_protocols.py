@@ -144,7 +144,13 @@ def test_webdav_revocation_takes_effect_on_the_next_request(srv):
     repo = srv.repo
     alice = srv.web("alice")
     assert alice.put(f"{srv.url}/office/w.txt", data=b"one").status_code == 201
-    repo.grant("alice", "office", "ro")
+
+    def body():                        # a chunked upload in flight while write access is withdrawn
+        yield b"a" * 4096
+        repo.grant("alice", "office", "ro")
+        yield b"b" * 4096
+    assert alice.put(f"{srv.url}/office/flight.txt", data=body()).status_code == 403
+    assert not repo.share("office").exists("/flight.txt")
     assert alice.put(f"{srv.url}/office/w.txt", data=b"two").status_code == 403
     assert alice.get(f"{srv.url}/office/w.txt").content == b"one"
     repo.revoke("alice", "office")

@@ -3,8 +3,9 @@
 pyftpdlib asks one authorizer object (a class attribute of the handler) about everything.
 Before login that is :class:`CatalogAuthorizer` (``repo.login``: throttled, audited); after
 login the handler installs a :class:`SessionAuthorizer` on itself, which answers
-``has_perm`` from that session's current grants (re-validated before every command) and path (ro share, ``.snapshots``, the virtual
-root are read-only), so pyftpdlib's own permission check yields the 550 replies.
+``has_perm`` from that session's current grants (re-validated before every command) and
+path (ro share, ``.snapshots``, the virtual root are read-only), so pyftpdlib's own
+permission check yields the 550 replies.
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ versions, version_chunks = m.Version.__table__, m.VersionChunk.__table__
 
 def apply(s: Session, ev: Event) -> None:
     _APPLY[ev["op"]](s, ev)
+    _after(s, ev)
 
 
 def _share(s: Session, ev: Event) -> None:
@@ -162,3 +163,43 @@ _APPLY = {
     "mkdir": _mkdir, "commit": _commit, "unlink": _unlink_ev, "link": _link_ev, "rename": _rename, "times": _times,
     "purge": _purge, "props": _props,
 }
+
+
+# -- derived state kept by every apply (so `recover` rebuilds it too) --------------------------
+#: events that change who may log in or what a login may see
+AUTH_OPS = frozenset({"user", "user_del", "grant", "share", "share_set"})
+#: events that change a share's namespace at ev["at"] (what `.snapshots` lists)
+NAMESPACE_OPS = frozenset({"mkdir", "commit", "unlink", "link", "rename"})
+auth_state, share_changes = m.AuthState.__table__, m.ShareChange.__table__
+
+
+def _after(s: Session, ev: Event) -> None:
+    op = ev["op"]
+    if op in AUTH_OPS:
+        bump_auth_generation(s, ev["at"])
+    if op in NAMESPACE_OPS:
+        share = ev.get("share")
+        if share is None:
+            share = s.execute(select(nodes.c.share_id).where(nodes.c.id == ev["parent"])).scalar()
+        if share is not None:
+            record_change(s, share, ev["at"] // 1_000_000)
+
+
+def bump_auth_generation(s: Session, at: int) -> None:
+    """Move the generation to max(current + 1, at): strictly increasing, and a replay of the
+    same events (recover) reaches the same value as the live catalog."""
+    cur = s.execute(select(auth_state.c.generation).where(auth_state.c.id == 1)).scalar()
+    if cur is None:
+        s.execute(insert(auth_state).values(id=1, generation=at))
+    else:
+        s.execute(update(auth_state).where(auth_state.c.id == 1).values(generation=max(cur + 1, at)))
+
+
+def record_change(s: Session, share: int, at_s: int) -> None:
+    """Remember that `share` changed during second `at_s` (once per second)."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    s.execute(dialect_insert(share_changes).values(share_id=share, at_s=at_s).on_conflict_do_nothing())

@@ -21,7 +21,8 @@ from typing import Callable, Iterator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from . import chain, events, faults
+from . import access, chain, events, faults
+from .auditlog import AuditQueue
 from .catalog import models as m
 from .catalog.db import Catalog, migrate, sqlite_url
 from .chunker import DEFAULT_AVG
@@ -33,6 +34,7 @@ from .packs import PackDir
 from .passwords import dummy_hash, hash_password, verify_password
 from .paths import check_name
 from .store import ChunkStore, NewChunk
+from .throttle import LoginThrottle
 from .types import ANONYMOUS, AuditRecord, Origin, ShareInfo, User, UserInfo
 
 FORMAT = 1
@@ -56,6 +58,8 @@ class Repository:
         from .streams import GroupCommit
         self.group_commit = GroupCommit()
         self._closed = threading.Event()
+        self.throttle = LoginThrottle()          # shared by every protocol of this process
+        self.audit_log = AuditQueue(self.catalog)
 
     # -- lifecycle ---------------------------------------------------------------------------
     @classmethod
@@ -95,6 +99,7 @@ class Repository:
         if self._closed.is_set():
             return
         self._closed.set()
+        self.audit_log.close()
         self.store.close()
         self.catalog.close()
 
@@ -273,7 +278,12 @@ class Repository:
         return [UserInfo(u.name, seconds(u.created_at), by_user.get(u.id, {})) for u in users]
 
     def authenticate(self, name: str, password: str) -> User:
-        """Check a password against the catalog; raises AuthFailed (same for unknown users)."""
+        """Check a password against the catalog; raises AuthFailed (same for unknown users).
+        Not throttled and not audited: protocol adapters call `login` instead."""
+        return self.check_password(name, password)[0]
+
+    def check_password(self, name: str, password: str) -> tuple[User, str]:
+        """(User, its stored hash) when the password is right; AuthFailed otherwise."""
         with self.catalog.session() as s:
             row = s.scalar(select(m.User).where(m.User.name == name)) if name else None
         if row is None or row.disabled:
@@ -281,20 +291,46 @@ class Repository:
             raise AuthFailed("authentication failed")
         if not verify_password(password or "", row.password_hash):
             raise AuthFailed("authentication failed")
-        return User(row.id, row.name)
+        return User(row.id, row.name), row.password_hash
 
-    def shares_for(self, user: "User | str | None") -> list[tuple[str, str]]:
+    # -- logins that see revocation at once (archive/access.py) ---------------------------------
+    def auth_generation(self) -> int:
+        """A number every user, password, grant or anonymous-share change moves (one cheap read)."""
+        return access.auth_generation(self)
+
+    def login(self, name: str, password: str, origin: Origin) -> "access.Login":
+        """Authenticate for a protocol session: throttled per user and per address
+        (`access.LoginThrottled`, an AuthFailed, while locked), failures and lockouts audited.
+        The Login re-validates itself with `validate()` when the auth generation moved."""
+        return access.login(self, name, password, origin)
+
+    def login_anonymous(self) -> "access.Login":
+        """The anonymous Login (read-only, shares added with anonymous=True); AuthFailed if none."""
+        return access.login_anonymous(self)
+
+    def login_for(self, user: "User | str") -> "access.Login":
+        """A Login for a user authenticated elsewhere (NTLM, NFS squash user, ANONYMOUS)."""
+        return access.login_for(self, user)
+
+    def shares_for(self, user: "User | str | None", session: Session | None = None) -> list[tuple[str, str]]:
+        if session is not None:
+            return self._shares_for(session, user)
         with self.catalog.session() as s:
-            shares = list(s.scalars(select(m.Share).order_by(m.Share.name)))
-            if user is None:
-                return [(r.name, "rw") for r in shares]
-            uname = user if isinstance(user, str) else user.name
-            out = []
-            for r in shares:
-                mode = self._grant_mode(s, uname, r)
-                if mode:
-                    out.append((r.name, mode))
-            return out
+            return self._shares_for(s, user)
+
+    def _shares_for(self, s: Session, user: "User | str | None") -> list[tuple[str, str]]:
+        shares = list(s.scalars(select(m.Share).order_by(m.Share.name)))
+        if user is None:
+            return [(r.name, "rw") for r in shares]
+        uname = user if isinstance(user, str) else user.name
+        modes = dict(s.execute(select(m.Grant.share_id, m.Grant.mode).join(m.User, m.User.id == m.Grant.user_id)
+                               .where(m.User.name == uname)).all())
+        out = []
+        for r in shares:
+            mode = modes.get(r.id) or ("ro" if r.anonymous else None)
+            if mode:
+                out.append((r.name, mode))
+        return out
 
     # -- audit & stats ---------------------------------------------------------------------------
     def audit(self, action: str, origin: Origin | None, share: str | None = None, path: str | None = None,
@@ -303,9 +339,17 @@ class Repository:
         with self.catalog.session() as s:
             s.add(m.AuditEvent(**self.audit_row(action, origin, share, path, detail=detail)))
 
+    def audit_later(self, action: str, origin: Origin | None, share: str | None = None,
+                    path: str | None = None, version: int | None = None, detail: str | None = None) -> None:
+        """Audit something that changes nothing (a download, a failed login) without a write
+        transaction of its own: batched by a background thread (archive/auditlog.py)."""
+        self.audit_log.add(self.audit_row(action, origin, share, path, version=version, detail=detail))
+
     def audit_events(self, since=None, user: str | None = None, protocol: str | None = None,
                      limit: int | None = None) -> Iterator[AuditRecord]:
-        q = select(m.AuditEvent).order_by(m.AuditEvent.id)
+        """Audit records, oldest first; `limit`: only the newest `limit` of them."""
+        self.audit_log.flush()
+        q = select(m.AuditEvent).order_by(m.AuditEvent.id.desc() if limit else m.AuditEvent.id)
         if since is not None:
             q = q.where(m.AuditEvent.at >= to_us(since))
         if user:
@@ -316,6 +360,8 @@ class Repository:
             q = q.limit(limit)
         with self.catalog.session() as s:
             rows = list(s.scalars(q))
+        if limit:
+            rows.reverse()
         for r in rows:
             yield AuditRecord(seconds(r.at), r.user, r.protocol, r.address, r.action, r.share, r.path,
                               r.version, r.detail)

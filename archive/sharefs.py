@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import and_, case, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from .catalog import models as m
@@ -51,6 +51,9 @@ class _View:
 
 
 class ShareFS:
+    #: the access.Login this ShareFS was opened for (Login.share sets it): writes re-check its grant
+    login = None
+
     def __init__(self, repo, share: m.Share, writable: bool, origin: Origin, case_insensitive: bool = False):
         self.repo = repo
         self.share_name = share.name
@@ -82,7 +85,14 @@ class ShareFS:
             raise PermissionDenied(f"read-only access to share {self.share_name!r}")
         if not v.parts:
             raise InvalidPath("the share root cannot be changed")
+        self._authorize()
         return v
+
+    def _authorize(self, s: Session | None = None) -> None:
+        """A login's grant as of now (inside `s`, the commit's own transaction, when given): a
+        revoke or a change to read-only stops the next write, uploads in flight included."""
+        if self.login is not None and self.login.mode(self.share_name, s) != "rw":
+            raise PermissionDenied(f"no write access to share {self.share_name!r} any more")
 
     def _alive(self, q, at):
         if at is None:
@@ -264,20 +274,24 @@ class ShareFS:
             rows = list(s.scalars(select(m.Version).where(m.Version.node_id == node).order_by(m.Version.number)))
         return [_version(r) for r in rows]
 
-    def snapshot_tokens(self) -> list[str]:
-        """One @GMT token per hour in which the share changed: the state at that hour's last change."""
-        hour = 3_600_000_000
+    #: `.snapshots` coarsening policy (seconds): every changed second younger than RECENT, the
+    #: last change of each hour younger than HOURLY, then the last change of each (UTC) day.
+    SNAPSHOTS_RECENT = 7 * 86400
+    SNAPSHOTS_HOURLY = 30 * 86400
+
+    def snapshot_tokens(self, *, now: float | None = None) -> list[str]:
+        """One @GMT token per second in which the share changed, oldest first; history older than
+        SNAPSHOTS_RECENT keeps one per hour, older than SNAPSHOTS_HOURLY one per day (each named
+        after the last change in it).  One indexed query on share_changes.  `now`: for tests."""
+        now_s = int(now if now is not None else now_us() / 1_000_000)
+        recent = (now_s - self.SNAPSHOTS_RECENT) // 3600 * 3600          # hour-aligned
+        hourly = (now_s - self.SNAPSHOTS_HOURLY) // 86400 * 86400        # day-aligned: buckets disjoint
+        t = m.ShareChange.at_s
+        bucket = case((t >= recent, t), (t >= hourly, t - t % 3600), else_=t - t % 86400)
+        q = select(func.max(t)).where(m.ShareChange.share_id == self.share_id).group_by(bucket)
         with self.repo.catalog.session() as s:
-            sub_v = select((m.Version.created_at // hour).label("h"), m.Version.created_at.label("t")) \
-                .join(m.Node, m.Node.id == m.Version.node_id).where(m.Node.share_id == self.share_id)
-            sub_d = select((m.Dentry.valid_from // hour).label("h"), m.Dentry.valid_from.label("t")) \
-                .join(m.Node, m.Node.id == m.Dentry.node_id).where(m.Node.share_id == self.share_id)
-            sub_e = select((m.Dentry.valid_to // hour).label("h"), m.Dentry.valid_to.label("t")) \
-                .join(m.Node, m.Node.id == m.Dentry.node_id) \
-                .where(m.Node.share_id == self.share_id, m.Dentry.valid_to.is_not(None))
-            u = sub_v.union_all(sub_d, sub_e).subquery()
-            rows = s.execute(select(func.max(u.c.t)).group_by(u.c.h)).all()
-        return sorted({gmt_token(r[0]) for r in rows if r[0] is not None})
+            rows = s.execute(q).scalars().all()
+        return [gmt_token(x * 1_000_000) for x in sorted(rows)]
 
     def get_props(self, path: str) -> dict[str, str]:
         v = self._view(path)
@@ -361,6 +375,7 @@ class ShareFS:
                      chunks: list | None = None, copy_of: tuple[int, int] | None = None, deleted: bool = False,
                      at: int | None = None) -> dict:
         """Build the event for a new version at `parts` (inside a write transaction)."""
+        self._authorize(s)
         parent = self._parent(s, parts)
         name = parts[-1]
         row = self._child(s, parent, name, None)

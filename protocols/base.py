@@ -4,8 +4,9 @@ Adapters are discovered through the entry-point group ``edge_archive.protocols``
 point names a class implementing :class:`Adapter`.  The runner constructs it with the open
 repository, the adapter's own config section (already merged with defaults, flags and
 environment) and a :class:`ServeContext` of shared services, then calls ``start()``; on
-shutdown it calls ``stop(grace)``.  An adapter never touches SQL or pack files: it only uses
-``repo.authenticate``, ``repo.shares_for`` and ``repo.share(...)`` (ShareFS).
+shutdown it calls ``stop(grace)``.  An adapter never touches SQL or pack files: it logs users in
+with ``repo.login(...)`` (throttled, audited), calls ``login.validate()`` once per request or
+command (revocation takes effect there), and opens shares with ``login.share(...)`` (ShareFS).
 """
 from __future__ import annotations
 

@@ -121,6 +121,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "enabled": Key(bool, True, doc="serve Prometheus metrics"),
         "listen": Key(str, "127.0.0.1:9464", _check_listen, "HOST:PORT of the /metrics endpoint"),
     },
+    # login throttling shared by every protocol (archive/throttle.py)
+    "login": {
+        "free_failures": Key(int, 5, _check_nonnegative, "failed logins of one user before backoff"),
+        "free_failures_address": Key(int, 10, _check_nonnegative, "failed logins from one address before backoff"),
+        "backoff": Key(float, 1.0, _check_nonnegative, "first lockout, seconds; doubles per further failure"),
+        "max_backoff": Key(float, 60.0, _check_nonnegative, "longest lockout, seconds"),
+        "window": Key(float, 900.0, _check_nonnegative, "seconds after which failures are forgotten"),
+    },
 }
 
 #: Keys every protocol section has; adapter-specific ones come from the adapter's `config_keys`.
@@ -171,6 +179,7 @@ class ServeConfig:
     serve: dict[str, Any]
     tls: dict[str, Any]
     metrics: dict[str, Any]
+    login: dict[str, Any] = field(default_factory=dict)
     #: name -> section handed to the adapter (common keys + adapter keys, merged)
     protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: protocol names whose `enabled` was said explicitly (file, env or --only)
@@ -375,7 +384,7 @@ def resolve(raw: dict[str, Any], protocols: Mapping[str, ProtocolInfo], *,
         return out
 
     cfg = ServeConfig(source=source, repository=fill("repository"), serve=fill("serve"), tls=fill("tls"),
-                      metrics=fill("metrics"), explicit=explicit)
+                      metrics=fill("metrics"), login=fill("login"), explicit=explicit)
     cfg.serve["log_level"] = str(cfg.serve["log_level"]).lower()
     cfg.serve["grace_period"] = float(cfg.serve["grace_period"])
 

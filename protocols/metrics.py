@@ -9,7 +9,7 @@ disconnect     it left (sessions -1)
 login_ok       authentication succeeded
 login_failed   authentication failed
 commit         a version was committed; ``size=`` bytes received
-download       a file was sent; ``size=`` bytes sent
+download       a file was sent; ``size=`` bytes sent (``complete=False``: cut off, bytes only)
 error          something failed on the server side
 =============  ==============================================================
 
@@ -136,9 +136,10 @@ class Metrics:
                 self.commits.labels(protocol).inc()
                 self.bytes_in.labels(protocol).inc(size)
             elif event == "download":
-                fig["downloads"] += 1
+                if fields.get("complete", True):          # a cut-off download still sent bytes
+                    fig["downloads"] += 1
+                    self.downloads.labels(protocol).inc()
                 fig["bytes_out"] += size
-                self.downloads.labels(protocol).inc()
                 self.bytes_out.labels(protocol).inc(size)
             elif event == "error":
                 fig["errors"] += 1

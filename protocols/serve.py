@@ -341,6 +341,8 @@ def _serve(repo: Any, cfg: ServeConfig, protocols: dict, *, config_path: str | N
                              "(set [serve] state_dir to a writable directory, or [tls] cert and key)") from None
         if created:
             log.info("event=tls_generated cert=%r key=%r", cert, key)
+    if hasattr(repo, "throttle"):
+        repo.throttle.configure(**cfg.login)
     metrics = Metrics()
     if hasattr(repo, "stats"):
         metrics.watch_repository(repo.stats)

@@ -157,3 +157,19 @@ class ChainHead(Base):
     txid: Mapped[str] = mapped_column(String(64))
     seq: Mapped[int] = mapped_column(BigInteger)
     at: Mapped[int] = mapped_column(BigInteger)
+
+class AuthState(Base):
+    """One row: a generation number every user, password, grant or anonymous-share change moves
+    (in the same transaction, through the events, so `recover` rebuilds it).  Adapters read it
+    once per request or command: when it has not moved, nothing about any login changed."""
+    __tablename__ = "auth_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ShareChange(Base):
+    """Each second in which a share's namespace changed (a version, a folder, a name added or
+    removed): what `.snapshots` lists, with one indexed range scan per share."""
+    __tablename__ = "share_changes"
+    share_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at_s: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -159,7 +159,7 @@ def _losses(rep) -> None:
 @click.option("--since", help="ISO 8601 time.")
 @click.option("--user", "user_name")
 @click.option("--protocol")
-@click.option("--limit", type=int)
+@click.option("--limit", type=int, help="Only the newest N records (printed oldest first).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def audit(obj: CLIContext, since, user_name, protocol, limit, as_json: bool) -> None:

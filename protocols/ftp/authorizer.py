@@ -1,10 +1,11 @@
 """Authentication against the catalog, permissions from the session's grants.
 
 pyftpdlib asks one authorizer object (a class attribute of the handler) about everything.
-Before login that is :class:`CatalogAuthorizer` (passwords via ``repo.authenticate``); after
+Before login that is :class:`CatalogAuthorizer` (``repo.login``: throttled, audited); after
 login the handler installs a :class:`SessionAuthorizer` on itself, which answers
-``has_perm`` from that session's grants and path (ro share, ``.snapshots``, the virtual
-root are read-only), so pyftpdlib's own permission check yields the 550 replies.
+``has_perm`` from that session's current grants (re-validated before every command) and
+path (ro share, ``.snapshots``, the virtual root are read-only), so pyftpdlib's own
+permission check yields the 550 replies.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Any
 
 from pyftpdlib.exceptions import AuthenticationFailed
 
-from archive import ANONYMOUS, errors
+from archive import errors
+from archive.access import LoginThrottled
 
 
 class CatalogAuthorizer:
@@ -25,17 +27,19 @@ class CatalogAuthorizer:
         self.repo = repo
 
     def validate_authentication(self, username: str, password: str, handler: Any) -> None:
-        if username.lower() in ("anonymous", "ftp"):
-            # Anonymous logins see, read-only, only the shares created with --anonymous.
-            if not self.repo.shares_for(ANONYMOUS):
-                raise AuthenticationFailed("Anonymous access is not enabled.")
-            handler.edge_user = ANONYMOUS
-            return
+        # repo.login throttles per user and per address across every protocol and audits
+        # failures; anonymous logins see, read-only, only the shares created with --anonymous.
+        from .access import login
         try:
-            user = self.repo.authenticate(username, password)
+            session = login(self.repo, username, password, handler.remote_ip)
+        except LoginThrottled as exc:
+            raise AuthenticationFailed(f"Too many failed logins; try again in {exc.retry_after:.0f} s.") from exc
         except errors.ArchiveError as exc:       # AuthFailed, or anything else: no login
-            raise AuthenticationFailed("Authentication failed.") from exc
-        handler.edge_user = user
+            msg = "Anonymous access is not enabled." if username.lower() in ("anonymous", "ftp") \
+                else "Authentication failed."
+            raise AuthenticationFailed(msg) from exc
+        handler.edge_login = session
+        handler.edge_user = session.user
 
     def get_home_dir(self, username: str) -> str:
         return "/"

@@ -59,6 +59,7 @@ class ArchiveFS(AbstractedFS):
         super().__init__("/", cmd_channel)
         self._session = cmd_channel.edge_session     # set by the handler before login completes
         self._shares: dict[str, Any] = {}
+        self._gen = self._session.login.generation
 
     # --- session helpers -------------------------------------------------------------
 
@@ -67,6 +68,10 @@ class ArchiveFS(AbstractedFS):
         return self._session.grants
 
     def _share(self, name: str, path: str) -> Any:
+        gen = self._session.login.generation     # moved: grants may differ, reopen the shares
+        if gen != self._gen:
+            self._shares.clear()
+            self._gen = gen
         fs = self._shares.get(name)
         if fs is None:
             if name not in self.grants:
@@ -368,18 +373,22 @@ class ArchiveFS(AbstractedFS):
 
 
 class Session:
-    """What one logged-in FTP session knows: who, from where, which grants."""
+    """What one logged-in FTP session knows: who, from where, and its Login (whose grants
+    follow revocations: the handler re-validates it before every command)."""
 
-    def __init__(self, state: Any, user: Any, address: str) -> None:
+    def __init__(self, state: Any, user: Any, address: str, login: Any = None) -> None:
         self.state = state
         self.user = user
         self.address = address
-        self.grants: dict[str, str] = dict(state.repo.shares_for(user))
+        self.login = login if login is not None else state.repo.login_for(user)
         self.tracker = state.tracker
 
+    @property
+    def grants(self) -> dict[str, str]:
+        return self.login.grants
+
     def open_share(self, name: str) -> Any:
-        origin = Origin("ftp", self.address, user=self.user.name)
-        return self.state.repo.share(name, user=self.user, origin=origin)
+        return self.login.share(name, Origin("ftp", self.address, user=self.user.name))
 
     def upload_finished(self, wf: WriteFile, version: Any, exc: BaseException | None) -> None:
         self.state.upload_finished(self, wf, version, exc)

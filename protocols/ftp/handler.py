@@ -33,6 +33,7 @@ from pyftpdlib.utils import strerror
 
 from archive import errors
 
+from .access import AccessMixin
 from .authorizer import SessionAuthorizer
 from .errors import TransferError, reply_for
 from .files import WriteFile
@@ -182,7 +183,7 @@ class EdgeHandlerMixin:
             return
         self._edge_slot = user.name
         try:
-            self.edge_session = Session(self.edge_state, user, self.remote_ip)
+            self.edge_session = Session(self.edge_state, user, self.remote_ip, getattr(self, "edge_login", None))
         except errors.ArchiveError as exc:
             code, msg = reply_for(exc)
             self.respond(f"421 {msg}.")
@@ -431,4 +432,4 @@ def build_handler(state: Any, base: type = FTPHandler, dtp_base: type = DTPHandl
     cmds = dict(base.proto_cmds)
     cmds.update(EXTRA_CMDS)
     attrs.update({"edge_state": state, "dtp_handler": dtp, "proto_cmds": cmds})
-    return type("EdgeFTPHandler", (EdgeHandlerMixin, base), attrs)
+    return type("EdgeFTPHandler", (AccessMixin, EdgeHandlerMixin, base), attrs)

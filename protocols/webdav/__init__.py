@@ -36,8 +36,10 @@ Config keys (section ``[webdav]``; defaults in brackets):
     read/write block for GET and PUT bodies.
 ``max_xml_bytes`` [1048576], ``max_xml_depth`` [64]
     limits for PROPFIND/PROPPATCH/LOCK bodies (see :mod:`.xmlguard`).
-``auth_cache_seconds`` [60]
-    how long a successful Basic login is remembered (see :mod:`.auth`).
+``auth_cache_seconds`` [300]
+    how long a verified Basic password is reused before the slow hash is checked again;
+    revocations, removed users and changed passwords take effect on the next request
+    regardless (see :mod:`.auth`).
 ``propfind_infinity`` [false]
     allow ``Depth: infinity`` PROPFIND (off: 403 propfind-finite-depth, per RFC 4918).
 
@@ -51,13 +53,14 @@ import threading
 from typing import Any
 
 from cheroot import wsgi
-from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from .auth import CatalogDomainController
+from .browser import EdgeDirBrowser
+from .connections import connected
 from .locks import CatalogLockStorage
 from .provider import EdgeProvider
 from .xmlguard import XMLGuard
@@ -73,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "block_size": 1 << 20,
     "max_xml_bytes": 1 << 20,
     "max_xml_depth": 64,
-    "auth_cache_seconds": 60.0,
+    "auth_cache_seconds": 300.0,
     "propfind_infinity": False,
 }
 
@@ -177,7 +180,7 @@ class WebDAVAdapter:
             },
             "lock_storage": self.lock_storage,
             "property_manager": None,
-            "middleware_stack": [ErrorPrinter, HTTPAuthenticator, WsgiDavDirBrowser,
+            "middleware_stack": [ErrorPrinter, HTTPAuthenticator, EdgeDirBrowser,
                                  RequestResolver],
             "verbose": 1,
             "logging": {"enable": False},
@@ -205,12 +208,17 @@ class WebDAVAdapter:
             if not (self.ctx.tls_cert and self.ctx.tls_key):
                 raise OSError("webdav: tls requested but no certificate/key in the context")
             server.ssl_adapter = BuiltinSSLAdapter(self.ctx.tls_cert, self.ctx.tls_key)
+        server.ConnectionClass = connected(server.ConnectionClass, self._connection_event)
         server.prepare()   # binds; raises OSError on failure
         self.port = server.socket.getsockname()[1]
         self._server = server
         self._thread = threading.Thread(target=server.serve, name="webdav", daemon=True)
         self._thread.start()
         self.log.info("webdav: serving %s", ", ".join(self.urls()))
+
+    def _connection_event(self, event: str, **fields: Any) -> None:
+        if self.ctx is not None:
+            self.ctx.event("webdav", event, **fields)
 
     def stop(self, grace: float = 5.0) -> None:
         server = self._server

@@ -1,10 +1,18 @@
 """HTTP authentication against the catalog's users (wsgidav domain controller).
 
-Basic: ``repo.authenticate(name, password)``.  The catalog stores slow salted hashes, so a
-successful login is remembered for ``cache_seconds`` (default 60) under an HMAC of
-(name, password) keyed by a per-process random key: a client sending Basic credentials on
-each of 10,000 small PUTs pays the slow hash once, a wrong password is never cached, and a
-changed password takes effect within ``cache_seconds``.
+Basic: ``repo.login(name, password, origin)``, which throttles guesses per user and per
+address (shared with every other protocol of the process) and audits failures and lockouts.
+The catalog stores slow salted hashes, so a verified password is remembered (under an HMAC
+of (name, password) keyed by a per-process random key, never the password itself) for
+``cache_seconds`` (default 300): a client sending Basic credentials on each of 10,000 small
+PUTs pays the slow hash once.  What is remembered is an ``archive.access.Login``, and every
+request re-validates it (one catalog read while nothing changed), so a revoked grant, a
+removed user or a changed password takes effect on the very next request, also when the
+change was made by another process (``archivectl``, another ``serve``).
+
+Anonymous: a request without credentials that only reads (GET, HEAD, PROPFIND, OPTIONS)
+inside a share created with ``--anonymous`` is served read-only as the anonymous user;
+everything else still gets the 401 challenge, so clients with an account can log in.
 
 Digest (RFC 2617/7616, MD5): needs HA1 = MD5(user:realm:password), which cannot be derived
 from a slow hash.  It is offered only when the repository can provide it
@@ -22,9 +30,14 @@ from typing import Any
 
 from wsgidav.dc.base_dc import BaseDomainController
 
-from archive import errors
+from archive import ANONYMOUS, Origin, errors
+from archive.access import LoginThrottled
+
+from .names import split_url_path
 
 REALM = "Edge Archive"
+#: methods an anonymous client may use on an anonymous share
+ANONYMOUS_METHODS = frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS"})
 
 
 def _is_loopback(addr: str | None) -> bool:
@@ -37,16 +50,19 @@ def _is_loopback(addr: str | None) -> bool:
 class CatalogDomainController(BaseDomainController):
     """Authenticates every request; the share check itself happens in the provider."""
 
+    MAX_CACHED = 10_000
+
     def __init__(self, wsgidav_app, config: dict) -> None:
         super().__init__(wsgidav_app, config)
         opts = config["edge_archive"]
         self.repo = opts["repo"]
         self.ctx = opts.get("ctx")
-        self.cache_seconds = float(opts.get("auth_cache_seconds", 60.0))
+        self.cache_seconds = float(opts.get("auth_cache_seconds", 300.0))
         #: True: Basic only over HTTPS; "remote": Basic over plain HTTP only from loopback
         self.basic_needs_tls = opts.get("require_tls_for_basic", False)
         self._key = secrets.token_bytes(32)
         self._cache: dict[bytes, tuple[float, Any]] = {}
+        self._anonymous: Any = None
         self._lock = threading.Lock()
 
     def __str__(self) -> str:
@@ -56,16 +72,38 @@ class CatalogDomainController(BaseDomainController):
         return REALM
 
     def require_authentication(self, realm, environ):
-        return True
+        """False (serve without login, as ANONYMOUS) only for reads inside an anonymous share."""
+        if environ is None:                     # wsgidav asks once at startup
+            return True
+        if environ.get("HTTP_AUTHORIZATION") or environ.get("REQUEST_METHOD") not in ANONYMOUS_METHODS:
+            return True
+        share, _ = split_url_path(environ.get("PATH_INFO", "/"))
+        if share is None:
+            return True
+        login = self._anonymous_login()
+        if login is None or share not in login.grants:
+            return True
+        environ["edge.user"] = ANONYMOUS
+        environ["edge.login"] = login
+        return False
 
-    def _event(self, environ, event: str, user: str) -> None:
+    def _anonymous_login(self) -> Any:
+        try:
+            if self._anonymous is None:
+                self._anonymous = self.repo.login_for(ANONYMOUS)
+            return self._anonymous.validate()
+        except errors.ArchiveError:
+            return None
+
+    def _event(self, environ, event: str, user: str, **fields: Any) -> None:
         if self.ctx is not None:
-            self.ctx.event("webdav", event, user=user, address=environ.get("REMOTE_ADDR"))
+            self.ctx.event("webdav", event, user=user, address=environ.get("REMOTE_ADDR"), **fields)
 
     def basic_auth_user(self, realm, user_name, password, environ):
+        address = environ.get("REMOTE_ADDR")
         if self.basic_needs_tls and environ.get("wsgi.url_scheme") != "https" and not (
-                self.basic_needs_tls == "remote" and _is_loopback(environ.get("REMOTE_ADDR"))):
-            self._event(environ, "login_failed", user_name)
+                self.basic_needs_tls == "remote" and _is_loopback(address)):
+            self._event(environ, "login_failed", user_name, reason="basic auth needs TLS")
             return False
         key = hmac.new(self._key, f"{user_name}\0{password}".encode("utf-8", "surrogatepass"),
                        hashlib.sha256).digest()
@@ -73,18 +111,32 @@ class CatalogDomainController(BaseDomainController):
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
-            environ["edge.user"] = hit[1]
-            return True
+            try:
+                login = hit[1].validate()
+            except errors.AuthFailed:          # removed, disabled or password changed
+                with self._lock:
+                    self._cache.pop(key, None)
+            except errors.ArchiveError:
+                return False
+            else:
+                environ["edge.user"] = login.user
+                environ["edge.login"] = login
+                return True
         try:
-            user = self.repo.authenticate(user_name, password)
+            login = self.repo.login(user_name, password, Origin("webdav", address, user_name))
+        except LoginThrottled as exc:
+            self._event(environ, "login_failed", user_name, reason="throttled",
+                        retry_after=round(exc.retry_after, 1))
+            return False
         except errors.ArchiveError:
             self._event(environ, "login_failed", user_name)
             return False
         with self._lock:
-            if len(self._cache) > 10000:
+            if len(self._cache) >= self.MAX_CACHED:
                 self._cache.clear()
-            self._cache[key] = (now + self.cache_seconds, user)
-        environ["edge.user"] = user
+            self._cache[key] = (now + self.cache_seconds, login)
+        environ["edge.user"] = login.user
+        environ["edge.login"] = login
         self._event(environ, "login_ok", user_name)
         return True
 
@@ -94,10 +146,11 @@ class CatalogDomainController(BaseDomainController):
     def digest_auth_user(self, realm, user_name, environ):
         try:
             ha1 = self.repo.digest_ha1(user_name, realm)
-            user = self.repo.user(user_name)
+            login = self.repo.login_for(user_name)
         except (AttributeError, errors.ArchiveError):
             return False
         if not ha1:
             return False
-        environ["edge.user"] = user
+        environ["edge.user"] = login.user
+        environ["edge.login"] = login
         return ha1

@@ -23,7 +23,6 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import email.utils
-import time
 import unicodedata
 from typing import Any
 from urllib.parse import unquote
@@ -41,8 +40,9 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.util import etree
 from wsgidav import xml_tools
 
-from archive import Origin, errors
+from archive import ANONYMOUS, Origin, errors
 
+from .downloads import CountedReader, report_download
 from .errors import dav_error, mapped
 from .names import SNAPSHOTS, is_junk, lock_root, split_url_path
 from .put import PutStream
@@ -58,7 +58,9 @@ class Session:
     def __init__(self, provider: "EdgeProvider", environ: dict) -> None:
         self.provider = provider
         self.environ = environ
-        self.user = environ.get("edge.user")
+        # no login in environ means no authentication happened: never the admin (user=None)
+        self.login = environ.get("edge.login") or provider.anonymous_login()
+        self.user = self.login.user
         self.address = environ.get("REMOTE_ADDR")
         self._fs: dict[str, Any] = {}
         self._usage: dict[str, tuple[int, int | None]] = {}
@@ -74,7 +76,7 @@ class Session:
     def fs(self, share: str):
         """ShareFS for ``share`` or None when it does not exist or is not granted."""
         if share not in self._fs:
-            self._fs[share] = self.provider.share_fs(self.user, share, self.address)
+            self._fs[share] = self.provider.share_fs(self.login, share, self.address)
         return self._fs[share]
 
     def stat(self, fs, rel: str):
@@ -94,7 +96,7 @@ class Session:
         self._usage.clear()
 
     def shares(self) -> list[tuple[str, str]]:
-        return list(self.provider.repo.shares_for(self.user))
+        return list(self.login.grants.items())
 
     def usage(self, share: str) -> tuple[int, int | None]:
         if share not in self._usage:
@@ -501,7 +503,10 @@ class FileResource(_InShare, DAVNonCollection):
 
     def get_content(self):
         with mapped():
-            return self.fs.open_read(self.rel)
+            reader = self.fs.open_read(self.rel)
+        entry, environ, provider = self.entry, self.environ, self.provider
+        return CountedReader(reader, lambda sent: report_download(
+            provider, environ, self.share, self.rel, entry.version, entry.size, sent))
 
     def begin_write(self, *, content_type=None):
         self._check_writable()
@@ -563,32 +568,22 @@ class EdgeProvider(DAVProvider):
         self.lock_storage = lock_storage
         self.ctx = ctx
         self.allow_propfind_infinity = False
-        self._fs_cache: dict = {}
 
     def is_readonly(self):
         return False
 
-    #: seconds a ShareFS (the user's grant on a share) is reused across requests
-    FS_TTL = 2.0
-
-    def share_fs(self, user, share: str, address: str | None):
-        """ShareFS for (user, share, client address), cached for FS_TTL seconds: opening one
-        costs catalog queries on every request otherwise.  A revoked grant therefore takes
-        effect within FS_TTL seconds."""
-        name = getattr(user, "name", None)
-        key = (name, share, address)
-        now = time.monotonic()
-        hit = self._fs_cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+    def share_fs(self, login, share: str, address: str | None):
+        """ShareFS of `login` on `share` (None when it does not exist or is not granted).
+        The Login caches it until the auth generation moves: a revoked grant takes effect on
+        the next request (the authenticator re-validates the login on every request)."""
         try:
-            fs = self.repo.share(share, user=user, origin=Origin("webdav", address, name))
+            return login.share(share, Origin("webdav", address, login.user.name))
         except (errors.NotFound, errors.PermissionDenied, errors.InvalidPath):
-            fs = None
-        if len(self._fs_cache) > 4096:
-            self._fs_cache.clear()
-        self._fs_cache[key] = (now + self.FS_TTL, fs)
-        return fs
+            return None
+
+    def anonymous_login(self):
+        """A Login with no rights beyond anonymous shares (requests that skipped authentication)."""
+        return self.repo.login_for(ANONYMOUS)
 
     def resource_for(self, path: str, environ: dict, share: str, rel: str, fs, entry,
                      props: dict | None = None):
@@ -648,6 +643,9 @@ class EdgeProvider(DAVProvider):
             if isinstance(res, (DirResource, FileResource)):
                 return propfind.serve(self, res, environ, start_response, default_handler)
             return default_handler(environ, start_response)
+        share, _ = split_url_path(environ.get("PATH_INFO", "/"))
+        if share is not None and method != "OPTIONS" and Session.of(self, environ).fs(share) is None:
+            util.fail(HTTP_NOT_FOUND, "no such share")     # not granted (any more): for every method
         served = maybe_serve_versions(self, environ, start_response)
         if served is not None:
             return served

@@ -21,6 +21,7 @@ from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_NOT_FOUND, DAVError
 
 from archive import errors
 
+from .downloads import CountedReader, report_download
 from .errors import mapped
 
 BLOCK = 1 << 20
@@ -97,6 +98,7 @@ def maybe_serve_versions(provider, environ, start_response):
             raise DAVError(HTTP_NOT_FOUND, context_info=f"no version {number}")
         v = match[0]
         reader = fs.open_read(rel, version=number)
+    reader = CountedReader(reader, lambda sent: report_download(provider, environ, share, rel, number, v.size, sent))
     headers = [("Content-Type", util.guess_mime_type(path)), ("Content-Length", str(v.size)),
                ("ETag", f'"{v.etag}"'), ("Last-Modified", util.get_rfc1123_time(v.mtime)),
                ("X-Archive-Version", str(number))]

@@ -112,12 +112,12 @@ def _catalog_lost(repo) -> Problem | None:
                 s.execute(text("SELECT count(*) FROM chunks")).scalar():
             return None
     packdir = repo.store.packdir
-    holding = [p for p in packdir.list() if packdir.size(p) > PACK_HEADER and
-               any(r.rtype != T_CHUNK for r in packdir.scan(p, with_payload=False))]
-    if not holding:
+    holding = next((p for p in packdir.list() if packdir.size(p) > PACK_HEADER and
+                    any(r.rtype != T_CHUNK for r in packdir.scan(p, with_payload=False))), None)
+    if holding is None:
         return None          # a new repository, or only chunks of uploads that never committed
-    return Problem("catalog-lost", f"the catalog is empty but {len(holding)} pack(s) hold catalog records: it "
-                   "was lost or replaced; rebuild it with `archivectl recover` (a damaged one is moved aside)")
+    return Problem("catalog-lost", f"the catalog is empty but the packs hold catalog records (pack {holding}): "
+                   "it was lost or replaced; rebuild it with `archivectl recover` (a damaged one is moved aside)")
 
 
 def _read_all(repo, progress) -> list[Problem]:

@@ -113,20 +113,16 @@ class Repository:
     def mutate(self, build: Callable[[Session], list[dict]], new_chunks: list[NewChunk] | None = None,
                audit: Callable[[list[dict]], list[dict]] | None = None, refs=None,
                applied: bool = False) -> list[dict]:
-        """Validate and build events inside a write transaction, make them durable in the packs as
-        one transaction record chained to the catalog's head, then apply them (and the chunk rows,
-        audit records and the new head) in that same transaction.
+        """Validate, build and apply events (and the chunk rows and audit records) inside a write
+        transaction, then make them durable in the packs as one transaction record chained to the
+        catalog's head, and move the head to it before that same transaction commits.
 
         `applied`: the builder already applied each event as it built it (batches whose later
         events depend on earlier ones); they are still written to the packs before commit."""
         with self.catalog.write() as s:
             evs = build(s)
-            faults.point("chunks")
-            txn = chain.begin(s, evs) if evs else None
-            if txn is not None:                # ONE record: the transaction is atomic in the packs too
-                self.store.write_txn(txn)
-            self.store.sync()
-            faults.point("synced")
+            # Everything that can refuse the transaction runs before its record is written, so a
+            # record in the packs is one the catalog commit follows unless the process dies.
             if refs:
                 self.store.verify_refs(s, refs, new_chunks or [])
             if new_chunks:
@@ -134,10 +130,17 @@ class Repository:
             if not applied:
                 for ev in evs:
                     events.apply(s, ev)
-            if txn is not None:
-                chain.set_head(s, txn.rid, txn.seq, txn.at)
             for rec in (audit(evs) if audit else []):
                 s.add(m.AuditEvent(**rec))
+            s.flush()
+            faults.point("chunks")
+            txn = chain.begin(s, evs) if evs else None
+            if txn is not None:                # ONE record: the transaction is atomic in the packs too
+                self.store.write_txn(txn)
+            self.store.sync()
+            faults.point("synced")
+            if txn is not None:
+                chain.set_head(s, txn.rid, txn.seq, txn.at)
         faults.point("committed")
         return evs
 

@@ -10,7 +10,7 @@ session per connection.  Any exception a handler raises becomes an NTSTATUS repl
 """
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 import socket
 import struct
@@ -26,6 +26,7 @@ from .crypto import SMB202, SMB210, SMB300, SMB302, SMB311
 from .errors import SMBError
 from .wire import Header, WireError
 
+TRACE = logging.getLogger("edge_archive.smb.trace")
 MAX_FRAME = 16 * 1024 * 1024 + 4096
 MAX_IO = 8 * 1024 * 1024            # MaxRead/Write/TransactSize offered to 2.1+ clients
 MAX_IO_202 = 65536
@@ -217,6 +218,8 @@ class Connection:
             status, body = st.status_for(e), ERROR_BODY
             if status in (st.INTERNAL_ERROR, st.UNEXPECTED_IO_ERROR):
                 self.server.log_error(h.command, e)
+        if TRACE.isEnabledFor(10):
+            TRACE.debug("cmd=%d mid=%d status=0x%08x", h.command, h.message_id, status)
         ctx["status"] = status if status not in (st.SUCCESS, st.MORE_PROCESSING_REQUIRED, st.BUFFER_OVERFLOW) else 0
         if h.command == wire.SESSION_SETUP:
             sess = self.sessions.get(h.session_id) if h.session_id else None

@@ -700,10 +700,11 @@ def ioctl(conn: Any, h: wire.Header, msg: memoryview) -> tuple[int, bytes]:
             raise SMBError(st.INVALID_PARAMETER)
         tokens = op.tree.fs.snapshot_tokens()
         multi = b"".join(t.encode("utf-16-le") + b"\x00\x00" for t in tokens) + (b"\x00\x00" if tokens else b"")
-        if 12 + len(multi) > req.max_output:
-            out = struct.pack("<III", len(tokens), 0, len(multi))
+        if 12 + len(multi) > req.max_output:          # too small: say how much is needed
+            out = struct.pack("<IIII", len(tokens), 0, len(multi), 0)
         else:
             out = struct.pack("<III", len(tokens), len(tokens), len(multi)) + multi
+            out += bytes(max(0, 16 - len(out)))
     elif code == FSCTL_PIPE_TRANSCEIVE:
         op = get_open(conn, h, req.file_id)
         if op.pipe is None:

@@ -142,22 +142,6 @@ def test_allinfo_lists_previous_versions_and_gmt_paths_are_read_only(srv):
     assert srv.read("/doc.txt") == b"new content, longer"
 
 
-def test_large_folder_lists_completely(srv):
-    from archive.streams import commit_many
-    fs = srv.admin_fs()
-    fs.mkdir("/many")
-    for start in range(0, 10_000, 1000):
-        ws = []
-        for i in range(start, start + 1000):
-            w = fs.open_write(f"/many/f{i:05d}.txt", check=False)
-            w.write(b"x")
-            w.prepare()
-            ws.append(w)
-        commit_many(ws)
-    out = ok(srv.smbclient("ls many/*", "office", "alice", PASSWORD, "-m", "SMB3"))
-    names = {line.split()[0] for line in out.splitlines() if line.strip().startswith("f")}
-    assert len(names) == 10_000
-
 
 def test_encrypt_shares_refuses_clients_that_do_not_encrypt(tmp_path):
     s = SMBServerFixture(tmp_path, encrypt_shares=["office"])

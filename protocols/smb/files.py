@@ -151,6 +151,8 @@ def smb_path(name: str, twrp: int | None) -> tuple[str, bool]:
     if ":" in name:
         raise SMBError(st.OBJECT_NAME_INVALID, "alternate data streams are not supported")
     parts = [p for p in name.split("/") if p not in ("", ".")]
+    if len(parts) > 1 and parts[0].lower() == SNAPSHOTS and GMT_RE.fullmatch(parts[1]):
+        parts = parts[1:]                        # ".snapshots/@GMT-..." is the same view
     token = None
     rest = []
     for p in parts:
@@ -192,6 +194,19 @@ def get_open(conn: Any, h: wire.Header, fid: bytes) -> Open:
 
 
 wire_all_ff = b"\xff" * 16
+
+
+GENERIC = ((0x80000000, 0x00120089), (0x40000000, 0x00120116), (0x20000000, 0x001200A0), (0x10000000, 0x001F01FF))
+
+
+def map_generic(access: int, readonly: bool) -> int:
+    """GENERIC_* and MAXIMUM_ALLOWED bits -> the specific file rights they stand for."""
+    for bit, rights in GENERIC:
+        if access & bit:
+            access = (access & ~bit) | rights
+    if access & 0x02000000:
+        access = (access & ~0x02000000) | (0x001200A9 if readonly else 0x001F01FF)
+    return access
 
 
 def _refuse_write(op_or_tree_readonly: bool, past: bool) -> None:
@@ -264,9 +279,7 @@ def create(conn: Any, h: wire.Header, msg: memoryview) -> tuple[int, bytes]:
         else:
             meta = Meta(path.rsplit("/", 1)[-1], False, 0, time.time(), time.time(), 0, False)
         action = CREATED
-    access = req.desired_access
-    if access & 0x02000000:                      # MAXIMUM_ALLOWED
-        access = 0x001200A9 if readonly else 0x001F01FF
+    access = map_generic(req.desired_access, readonly)
     if readonly:
         access &= ~WRITE_BITS & 0xFFFFFFFF
     op = Open(fid=b"", session=sess, tree=tree, path=path, is_dir=meta.is_dir, readonly=readonly,

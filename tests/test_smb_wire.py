@@ -232,3 +232,23 @@ def test_any_request_frame_is_a_status_or_a_drop(server, command, body, flags):
         assert out[:4] == b"\xfeSMB"
         status = struct.unpack_from("<I", out, 8)[0]
         assert command in (0, 1, 13) or status != 0   # nothing succeeds without a session
+
+
+@FAST
+@given(st.binary(max_size=120))
+def test_context_parsers_only_raise_wire_errors(data):
+    for fn in (wire.parse_id_list, wire.parse_preauth_context,
+               lambda d: wire.parse_create_contexts(memoryview(d))):
+        try:
+            fn(data)
+        except wire.WireError:
+            pass
+
+
+@FAST
+@given(st.lists(st.integers(0, 0xFFFF), max_size=10), st.binary(max_size=32))
+def test_preauth_and_id_list_round_trip(ids, salt):
+    got_ids, got_salt = wire.parse_preauth_context(struct.pack("<HH", len(ids), len(salt))
+                                                   + struct.pack(f"<{len(ids)}H", *ids) + salt)
+    assert got_ids == ids and got_salt == salt
+    assert wire.parse_id_list(struct.pack("<H", len(ids)) + struct.pack(f"<{len(ids)}H", *ids)) == ids

@@ -200,20 +200,26 @@ def main() -> None:
                   flush=True)
     targets = {"upload MiB/s": 0.5, "download MiB/s": 0.8, "small upload files/s": 0.5,
                "small download files/s": None}
+    print_report(results, targets, "vsftpd", args)
+    shutil.rmtree(work / "edge", ignore_errors=True)
+    shutil.rmtree(work / "vsftpd", ignore_errors=True)
+
+
+def print_report(results: dict[str, dict[str, list[float]]], targets: dict[str, float | None], peer: str,
+                 args: argparse.Namespace) -> None:
+    """The machine line and the markdown table (medians, ratios vs `peer`) every protocol bench prints."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     print(f"\nmachine: nproc={os.cpu_count()}, {cpu}; python {platform.python_version()}; "
           f"{args.size_mib} MiB file, {args.files} x {args.file_size} B files, "
           f"{'encrypted' if not args.plain else 'plain'} repository, medians of {args.runs} runs\n")
-    print("| metric | Edge Archive | vsftpd | ratio of medians | median of per-run ratios | target |")
+    print(f"| metric | Edge Archive | {peer} | ratio of medians | median of per-run ratios | target |")
     print("|---|---:|---:|---:|---:|---:|")
     for k, target in targets.items():
-        e, v = statistics.median(results["edge"][k]), statistics.median(results["vsftpd"][k])
-        per_run = statistics.median(a / b for a, b in zip(results["edge"][k], results["vsftpd"][k]))
+        e, v = statistics.median(results["edge"][k]), statistics.median(results[peer][k])
+        per_run = statistics.median(a / b for a, b in zip(results["edge"][k], results[peer][k]))
         t = f">= {target}x" if target else "-"
         print(f"| {k} | {e:.1f} | {v:.1f} | {e / v:.2f}x | {per_run:.2f}x | {t} |")
-    shutil.rmtree(work / "edge", ignore_errors=True)
-    shutil.rmtree(work / "vsftpd", ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from archive import Repository  # noqa: E402
-from bench.ftp import ENC_PASSWORD, free_port, make_big, make_tree, timed, wait_port  # noqa: E402
+from bench.ftp import ENC_PASSWORD, free_port, make_big, make_tree, print_report, timed, wait_port  # noqa: E402
 from protocols.base import ServeContext  # noqa: E402
 from protocols.smb import SMBAdapter  # noqa: E402
 
@@ -105,7 +102,7 @@ read only = no
 
 
 def smbclient(server, commands: str, *extra: str, cwd: Path) -> list[str]:
-    return ["smbclient", f"//127.0.0.1/bench", "-p", str(server.port), "-U", f"{server.user}%{PASSWORD}",
+    return ["smbclient", "//127.0.0.1/bench", "-p", str(server.port), "-U", f"{server.user}%{PASSWORD}",
             "-m", "SMB3_11", *extra, "-c", commands]
 
 
@@ -172,18 +169,7 @@ def main() -> None:
             print(f"run {run + 1} {server.name:6s} " + "  ".join(f"{k} {v:7.1f}" for k, v in r.items()), flush=True)
     targets = {"signed put MiB/s": 0.33, "signed get MiB/s": 0.5, "encrypted put MiB/s": None,
                "encrypted get MiB/s": None, "small put files/s": 0.33, "small get files/s": 0.33}
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    print(f"\nmachine: nproc={os.cpu_count()}, {cpu}; python {platform.python_version()}; "
-          f"{args.size_mib} MiB file, {args.files} x {args.file_size} B files, "
-          f"{'encrypted' if not args.plain else 'plain'} repository, medians of {args.runs} runs\n")
-    print("| metric | Edge Archive | Samba smbd | ratio of medians | median of per-run ratios | target |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for k, target in targets.items():
-        e, v = statistics.median(results["edge"][k]), statistics.median(results["samba"][k])
-        per_run = statistics.median(a / b for a, b in zip(results["edge"][k], results["samba"][k]))
-        t = f">= {target}x" if target else "-"
-        print(f"| {k} | {e:.1f} | {v:.1f} | {e / v:.2f}x | {per_run:.2f}x | {t} |")
+    print_report(results, targets, "samba", args)
     shutil.rmtree(work / "edge", ignore_errors=True)
     shutil.rmtree(work / "samba", ignore_errors=True)
 

@@ -8,8 +8,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from archive import Origin, Repository
-from ftp_helpers import RecordingContext, need
+import pytest
+
+from archive import Repository
+from ftp_helpers import FTPServerFixture, RecordingContext, need
 from protocols.smb import SMBAdapter
 
 PASSWORD = "s3cret-alice"
@@ -39,13 +41,8 @@ class SMBServerFixture:
         self.host, self.port = self.adapter.address
         self.cache: dict = {}                   # smbprotocol connection cache of this server only
 
-    def admin_fs(self, share: str = "office") -> Any:
-        return self.repo.share(share, user=None, origin=Origin("test"))
-
-    def put(self, path: str, data: bytes, share: str = "office") -> None:
-        w = self.admin_fs(share).open_write(path)
-        w.write(data)
-        w.commit()
+    admin_fs = FTPServerFixture.admin_fs           # the same administrator view and upload helper
+    put = FTPServerFixture.put
 
     def versions(self, path: str, share: str = "office") -> list:
         return self.admin_fs(share).versions(path)
@@ -96,3 +93,13 @@ class SMBServerFixture:
             pass
         self.adapter.stop(2.0)
         self.repo.close()
+
+
+@pytest.fixture
+def srv(tmp_path: Path):
+    """A started SMBServerFixture, stopped after the test."""
+    s = SMBServerFixture(tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()

@@ -5,20 +5,11 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import pytest
 
-from smb_helpers import PASSWORD, SMBServerFixture
+from smb_helpers import PASSWORD, SMBServerFixture, srv  # noqa: F401  (srv is a fixture)
 
-
-@pytest.fixture
-def srv(tmp_path: Path):
-    s = SMBServerFixture(tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def ok(r) -> str:

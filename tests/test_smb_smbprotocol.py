@@ -8,7 +8,6 @@ import os
 import socket
 import struct
 import time
-from pathlib import Path
 
 import pytest
 import smbclient
@@ -17,20 +16,12 @@ from smbprotocol.exceptions import SMBResponseException
 from smbprotocol.open import (CreateDisposition, CreateOptions, FileAttributes, FilePipePrinterAccessMask,
                               ImpersonationLevel, LockFlags, Open, ShareAccess, SMB2LockElement)
 
-from smb_helpers import PASSWORD, SMBServerFixture
+from smb_helpers import srv  # noqa: F401  (srv is a fixture)
 
 NT_STATUS = {"ACCESS_DENIED": 0xC0000022, "LOGON_FAILURE": 0xC000006D, "USER_SESSION_DELETED": 0xC0000203,
              "OBJECT_NAME_INVALID": 0xC0000033, "LOCK_NOT_GRANTED": 0xC0000055,
              "FILE_LOCK_CONFLICT": 0xC0000054, "MEDIA_WRITE_PROTECTED": 0xC00000A2}
 
-
-@pytest.fixture
-def srv(tmp_path: Path):
-    s = SMBServerFixture(tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def open_file(tree, name: str, disposition=CreateDisposition.FILE_OPEN_IF, write: bool = True, contexts=None) -> Open:
@@ -172,7 +163,6 @@ def test_byte_range_locks_between_clients(srv):
 
 
 def test_timewarp_open_reads_the_past_read_only(srv):
-    from archive.clock import gmt_token
     srv.put("/doc.txt", b"old content")
     t_old = time.time()
     time.sleep(1.1)

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import os
 import struct
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from archive import ANONYMOUS, Origin, User
 
 from . import auth, crypto, errors as st, wire
-from .crypto import SMB202, SMB210, SMB300, SMB302, SMB311
+from .crypto import SMB210, SMB300, SMB302, SMB311
 from .errors import SMBError
 from .wire import Header, WireError
 
@@ -404,13 +404,21 @@ class Connection:
                 return sid
 
     def logoff(self, h: Header, msg: memoryview) -> tuple[int, bytes]:
-        from .files import abort_open
         sess = self.sessions.pop(h.session_id, None)
-        for fid, op in list(self.opens.items()):
-            if op.session is sess:
-                abort_open(self, op)
-                del self.opens[fid]
+        self._close_opens(lambda op: op.session is sess)
         return st.SUCCESS, struct.pack("<HH", 4, 0)
+
+    def _close_opens(self, which: Callable[[Any], bool]) -> None:
+        """A graceful LOGOFF / TREE_DISCONNECT closes its handles as CLOSE would (commits);
+        only a vanished connection aborts (``teardown``)."""
+        from .files import finish_open
+        for fid, op in list(self.opens.items()):
+            if which(op):
+                del self.opens[fid]
+                try:
+                    finish_open(self, op)          # on failure it has already dropped the staged bytes
+                except Exception as e:
+                    self.server.log_error(wire.CLOSE, e)
 
     # -- TREE_CONNECT ---------------------------------------------------------------------
     def tree_connect(self, h: Header, msg: memoryview) -> tuple[int, bytes]:
@@ -439,15 +447,11 @@ class Connection:
         return st.SUCCESS, struct.pack("<HBBIII", 16, share_type, 0, flags, 0, access)
 
     def tree_disconnect(self, h: Header, msg: memoryview) -> tuple[int, bytes]:
-        from .files import abort_open
         sess = self.sessions[h.session_id]
         tree = sess.trees.pop(h.tree_id, None)
         if tree is None:
             raise SMBError(st.NETWORK_NAME_DELETED)
-        for fid, op in list(self.opens.items()):
-            if op.tree is tree:
-                abort_open(self, op)
-                del self.opens[fid]
+        self._close_opens(lambda op: op.tree is tree)
         return st.SUCCESS, struct.pack("<HH", 4, 0)
 
     def echo(self, h: Header, msg: memoryview) -> tuple[int, bytes]:

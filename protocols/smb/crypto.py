@@ -67,11 +67,9 @@ class SessionKeys:
             return hmac.new(self.signing, msg, hashlib.sha256).digest()[:16]
         if self.algo == AES_GMAC:
             mid = bytes(msg[24:32])
-            flags = struct.unpack_from("<I", msg, 16)[0]
             command = struct.unpack_from("<H", msg, 12)[0]
             role = (1 if is_response else 0) | (2 if command == 0x0C else 0)
             nonce = mid + struct.pack("<I", role)
-            del flags
             return AESGCM(self.signing).encrypt(nonce, b"", bytes(msg))
         c = CMAC(algorithms.AES(self.signing))
         c.update(bytes(msg))

@@ -22,7 +22,7 @@ from impacket import smbserver
 
 from archive import ANONYMOUS, Origin
 
-from . import files, ipc, wire
+from . import files, wire
 from .connection import Connection
 
 log = logging.getLogger("edge_archive.smb")

@@ -58,7 +58,10 @@ def unwrap(blob: bytes) -> tuple[bytes, bool]:
             t = SPNEGO_NegTokenInit(blob)
             if NTLMSSP_OID not in t["MechTypes"]:
                 raise WireError("no NTLMSSP in the client's mechanisms")
-            return t.fields.get("MechToken", b""), True
+            token = t.fields.get("MechToken", b"")
+            # an optimistic token for another mechanism (Kerberos) is ignored: the answer then
+            # names NTLMSSP and the client starts over with an NTLM NEGOTIATE
+            return (token if token.startswith(SIG) else b""), True
         if blob[:1] == b"\xa1":
             return SPNEGO_NegTokenResp(blob)["ResponseToken"], True
     except WireError:
@@ -73,6 +76,14 @@ def wrap_challenge(challenge: bytes) -> bytes:
     r["NegState"] = b"\x01"                 # accept-incomplete
     r["SupportedMech"] = NTLMSSP_OID
     r["ResponseToken"] = challenge
+    return r.getData()
+
+
+def select_ntlm() -> bytes:
+    """accept-incomplete naming NTLMSSP, with no token: 'use NTLM instead'."""
+    r = SPNEGO_NegTokenResp()
+    r["NegState"] = b"\x01"
+    r["SupportedMech"] = NTLMSSP_OID
     return r.getData()
 
 

@@ -318,8 +318,8 @@ class Connection:
             raise Drop()
         _flags, secmode, blob, _prev = wire.parse_session_setup(msg)
         token, spnego = auth.unwrap(blob)
-        if not token:                                       # SPNEGO init with no mech token
-            return self._reply_setup(st.MORE_PROCESSING_REQUIRED, auth.negotiate_token(), 0)
+        if not token:                          # SPNEGO init without an NTLM token: ask for NTLM
+            return self._reply_setup(st.MORE_PROCESSING_REQUIRED, auth.select_ntlm(), 0)
         mtype = auth.message_type(token)
         if mtype == 1:
             sess = Session(sid=self._new_sid(), conn=self, preauth=self.preauth)

@@ -106,12 +106,14 @@ def smbclient(server, commands: str, *extra: str, cwd: Path) -> list[str]:
             "-m", "SMB3_11", *extra, "-c", commands]
 
 
-def one_run(server, work: Path, big: Path, tree: Path, n_files: int, tag: str) -> dict[str, float]:
-    size_mib = big.stat().st_size / (1 << 20)
+def one_run(server, work: Path, bigs: list[Path], tree: Path, n_files: int, tag: str) -> dict[str, float]:
+    size_mib = bigs[0].stat().st_size / (1 << 20)
     res: dict[str, float] = {}
     out = work / "out"
     out.mkdir(exist_ok=True)
-    for mode, extra in (("signed", ["--client-protection=sign"]), ("encrypted", ["--client-protection=encrypt"])):
+    # two different files, so the encrypted put is not deduplicated against the signed one
+    for big, (mode, extra) in zip(bigs, (("signed", ["--client-protection=sign"]),
+                                         ("encrypted", ["--client-protection=encrypt"]))):
         name = f"big-{tag}-{mode}.bin"
         dt = timed(smbclient(server, f"put {big} {name}", *extra, cwd=work))
         res[f"{mode} put MiB/s"] = size_mib / dt
@@ -154,6 +156,7 @@ def main() -> None:
     big, tree = work / "big.bin", work / "tree"
     print(f"preparing {args.size_mib} MiB file and {args.files} x {args.file_size} B files in {work}", flush=True)
     make_big(big, args.size_mib)
+    make_big(work / "big2.bin", args.size_mib)
     make_tree(tree, args.files, args.file_size)
     results: dict[str, dict[str, list[float]]] = {"edge": {}, "samba": {}}
     for run in range(args.runs):
@@ -161,7 +164,7 @@ def main() -> None:
         for kind in order:
             server = Samba(work) if kind is Samba else Edge(work, encrypt=not args.plain)
             try:
-                r = one_run(server, work, big, tree, args.files, f"r{run}")
+                r = one_run(server, work, [big, work / "big2.bin"], tree, args.files, f"r{run}")
             finally:
                 server.stop()
             for k, v in r.items():

@@ -15,7 +15,6 @@ Targets (docs/benchmarks.md): large get >= 0.5x Samba, large put >= 0.33x, small
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 import subprocess
@@ -26,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from archive import Repository  # noqa: E402
-from bench.ftp import ENC_PASSWORD, free_port, make_big, make_tree, print_report, timed, wait_port  # noqa: E402
+from bench.ftp import (ENC_PASSWORD, alternate, check_back, common_args, free_port, make_big,  # noqa: E402
+                       make_tree, print_report, timed, wait_port)  # noqa: E402
 from protocols.base import ServeContext  # noqa: E402
 from protocols.smb import SMBAdapter  # noqa: E402
 
@@ -132,22 +132,12 @@ def one_run(server, work: Path, bigs: list[Path], tree: Path, n_files: int, tag:
     dt = timed(smbclient(server, f"prompt off; recurse on; cd t{tag}; lcd {back}; mget *",
                          "--client-protection=sign", cwd=work))
     res["small get files/s"] = n_files / dt
-    got = sum(1 for p in back.rglob("*") if p.is_file())
-    if got != n_files:
-        raise RuntimeError(f"{server.name}: got back {got} of {n_files} files")
-    shutil.rmtree(back, ignore_errors=True)
+    check_back(back, n_files, server.name)
     return res
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size-mib", type=int, default=1024, help="large file size (default 1024)")
-    ap.add_argument("--files", type=int, default=10_000, help="number of small files (default 10000)")
-    ap.add_argument("--file-size", type=int, default=4096, help="bytes per small file (default 4096)")
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--plain", action="store_true", help="unencrypted Edge repository (default: encrypted)")
-    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "work" / "smb")
-    args = ap.parse_args()
+    args = common_args(__doc__, ROOT / "bench" / "work" / "smb")
     for tool in ("smbclient", "smbd", "smbpasswd"):
         if not shutil.which(tool) and not Path("/usr/sbin", tool).exists():
             sys.exit(f"{tool} is missing (apt-get install samba smbclient)")
@@ -158,18 +148,8 @@ def main() -> None:
     make_big(big, args.size_mib)
     make_big(work / "big2.bin", args.size_mib)
     make_tree(tree, args.files, args.file_size)
-    results: dict[str, dict[str, list[float]]] = {"edge": {}, "samba": {}}
-    for run in range(args.runs):
-        order = [Samba, None] if run % 2 == 0 else [None, Samba]
-        for kind in order:
-            server = Samba(work) if kind is Samba else Edge(work, encrypt=not args.plain)
-            try:
-                r = one_run(server, work, [big, work / "big2.bin"], tree, args.files, f"r{run}")
-            finally:
-                server.stop()
-            for k, v in r.items():
-                results[server.name].setdefault(k, []).append(v)
-            print(f"run {run + 1} {server.name:6s} " + "  ".join(f"{k} {v:7.1f}" for k, v in r.items()), flush=True)
+    results = alternate(args.runs, "samba", lambda: Samba(work), lambda: Edge(work, encrypt=not args.plain),
+                        lambda server, tag: one_run(server, work, [big, work / "big2.bin"], tree, args.files, tag))
     targets = {"signed put MiB/s": 0.33, "signed get MiB/s": 0.5, "encrypted put MiB/s": None,
                "encrypted get MiB/s": None, "small put files/s": 0.33, "small get files/s": 0.33}
     print_report(results, targets, "samba", args)

@@ -31,7 +31,7 @@ from .codec import Codec
 from .errors import AuthFailed, Exists, InvalidPath, NotFound, PermissionDenied
 from .keys import MasterKey, read_keyfile, write_keyfile
 from .packs import PackDir
-from .passwords import dummy_hash, hash_password, verify_password
+from .passwords import dummy_hash, hash_password, nt_hash, verify_password
 from .paths import check_name
 from .store import ChunkStore, NewChunk
 from .throttle import LoginThrottle
@@ -224,7 +224,8 @@ class Repository:
         return mode
 
     # -- users -------------------------------------------------------------------------------
-    def add_user(self, name: str, password: str) -> None:
+    def add_user(self, name: str, password: str, smb: bool = False) -> None:
+        """Create a user; `smb=True` also stores the NT hash NTLM needs (see set_smb)."""
         name = check_name(name)
         if not password:
             raise InvalidPath("empty password")
@@ -234,7 +235,8 @@ class Repository:
         def build(s: Session) -> list[dict]:
             if s.scalar(select(m.User.id).where(m.User.name == name)) is not None:
                 raise Exists(f"user {name!r} exists")
-            return [{"op": "user", "at": now_us(), "name": name, "hash": hash_password(password)}]
+            return [{"op": "user", "at": now_us(), "name": name, "hash": hash_password(password),
+                     "nt_hash": nt_hash(password) if smb else None}]
         self.mutate(build, audit=lambda evs: [self.audit_row("user_add", None, detail=name)])
 
     def set_password(self, name: str, password: str) -> None:
@@ -242,10 +244,42 @@ class Repository:
             raise InvalidPath("empty password")
 
         def build(s: Session) -> list[dict]:
-            if s.scalar(select(m.User.id).where(m.User.name == name)) is None:
+            row = s.scalar(select(m.User).where(m.User.name == name))
+            if row is None:
                 raise NotFound(f"no user {name!r}")
-            return [{"op": "user", "at": now_us(), "name": name, "hash": hash_password(password)}]
+            # an SMB-enabled user keeps working over SMB: its NT hash follows the new password
+            return [{"op": "user", "at": now_us(), "name": name, "hash": hash_password(password),
+                     "nt_hash": nt_hash(password) if row.nt_hash else None}]
         self.mutate(build, audit=lambda evs: [self.audit_row("user_passwd", None, detail=name)])
+
+    def set_smb(self, name: str, enabled: bool, password: str | None = None) -> None:
+        """Enable (store the NT hash of `password`, which must be the user's password) or
+        disable (forget the NT hash) SMB logins for a user.
+
+        NTLM proves knowledge of the NT hash, an unsalted MD4 of the password that is as good
+        as the password over SMB; it cannot be derived from the scrypt hash, so enabling
+        needs the password, and users who never use SMB never have one stored."""
+        def build(s: Session) -> list[dict]:
+            row = s.scalar(select(m.User).where(m.User.name == name))
+            if row is None:
+                raise NotFound(f"no user {name!r}")
+            if enabled and not verify_password(password or "", row.password_hash):
+                raise AuthFailed(f"wrong password for user {name!r}")
+            return [{"op": "user", "at": now_us(), "name": name, "hash": row.password_hash,
+                     "nt_hash": nt_hash(password or "") if enabled else None}]
+        self.mutate(build, audit=lambda evs: [self.audit_row("user_smb", None, detail=f"{name} {'on' if enabled else 'off'}")])
+
+    def smb_credentials(self, name: str) -> "tuple[User, bytes] | None":
+        """(user, NT hash) of an enabled, SMB-enabled user, for NTLM; None otherwise.
+        The name matches exactly, else case-insensitively when that is unambiguous (Windows
+        clients may change the case of a typed user name)."""
+        with self.catalog.session() as s:
+            rows = list(s.scalars(select(m.User).where(func.lower(m.User.name) == name.lower()))) if name else []
+        exact = [r for r in rows if r.name == name]
+        row = exact[0] if exact else (rows[0] if len(rows) == 1 else None)
+        if row is None or row.disabled or not row.nt_hash:
+            return None
+        return User(row.id, row.name), bytes.fromhex(row.nt_hash)
 
     def remove_user(self, name: str) -> None:
         def build(s: Session) -> list[dict]:

@@ -468,7 +468,7 @@ class Updater:
         while pos < end:
             hit = next((e for e in ext if e[0] <= pos < e[1]), None)
             if hit is not None:
-                stop = min(end, hit[1])
+                stop = min(end, hit[1], pos + BATCH)       # bounded: a 1 GiB extent is not one read
                 yield os.pread(self._stage.fileno(), stop - pos, pos)
                 pos = stop
                 continue

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -156,22 +157,51 @@ def one_run(server, work: Path, big: Path, tree: Path, n_files: int, tag: str) -
     shutil.rmtree(back, ignore_errors=True)
     dt = timed(["lftp", "-c", f"{opener}; mirror {server.base}/tree-{tag} {back}"])
     res["small download files/s"] = n_files / dt
-    got = sum(1 for p in back.rglob("*") if p.is_file())
-    if got != n_files:
-        raise RuntimeError(f"{server.name}: mirrored back {got} of {n_files} files")
-    shutil.rmtree(back, ignore_errors=True)
+    check_back(back, n_files, server.name)
     return res
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def check_back(back: Path, n_files: int, name: str) -> None:
+    """Every small file came back; then the copy goes."""
+    got = sum(1 for p in back.rglob("*") if p.is_file())
+    if got != n_files:
+        raise RuntimeError(f"{name}: got back {got} of {n_files} files")
+    shutil.rmtree(back, ignore_errors=True)
+
+
+def common_args(doc: str, work: Path) -> argparse.Namespace:
+    """The options every protocol bench takes (sizes, runs, repository kind, work folder)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=1024, help="large file size (default 1024)")
     ap.add_argument("--files", type=int, default=10_000, help="number of small files (default 10000)")
     ap.add_argument("--file-size", type=int, default=4096, help="bytes per small file (default 4096)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--plain", action="store_true", help="unencrypted Edge repository (default: encrypted)")
-    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "work" / "ftp")
-    args = ap.parse_args()
+    ap.add_argument("--work", type=Path, default=work)
+    return ap.parse_args()
+
+
+def alternate(runs: int, peer_name: str, peer: Any, edge: Any, one: Any) -> dict[str, dict[str, list[float]]]:
+    """`runs` rounds of the peer and Edge (order alternating, so neither always gets the warmer
+    page cache); `peer()`/`edge()` start a server, `one(server, tag)` measures it; results by
+    server name and metric."""
+    results: dict[str, dict[str, list[float]]] = {"edge": {}, peer_name: {}}
+    for run in range(runs):
+        for kind in ([peer, None] if run % 2 == 0 else [None, peer]):
+            server = kind() if kind is not None else edge()
+            try:
+                r = one(server, f"r{run}")
+            finally:
+                server.stop()
+            for k, v in r.items():
+                results[server.name].setdefault(k, []).append(v)
+            print(f"run {run + 1} {server.name:7s} " + "  ".join(f"{k} {v:8.1f}" for k, v in r.items()),
+                  flush=True)
+    return results
+
+
+def main() -> None:
+    args = common_args(__doc__, ROOT / "bench" / "work" / "ftp")
     for tool in ("curl", "lftp"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing")
@@ -184,36 +214,30 @@ def main() -> None:
     print(f"preparing {args.size_mib} MiB file and {args.files} x {args.file_size} B files in {work}", flush=True)
     make_big(big, args.size_mib)
     make_tree(tree, args.files, args.file_size)
-    results: dict[str, dict[str, list[float]]] = {"edge": {}, "vsftpd": {}}
-    for run in range(args.runs):
-        # alternate the order so neither server always gets the warmer page cache
-        order = [Vsftpd, None] if run % 2 == 0 else [None, Vsftpd]
-        for kind in order:
-            server = Vsftpd(work) if kind is Vsftpd else Edge(work, encrypt=not args.plain)
-            try:
-                r = one_run(server, work, big, tree, args.files, f"r{run}")
-            finally:
-                server.stop()
-            for k, v in r.items():
-                results[server.name].setdefault(k, []).append(v)
-            print(f"run {run + 1} {server.name:7s} " + "  ".join(f"{k} {v:8.1f}" for k, v in r.items()),
-                  flush=True)
+    results = alternate(args.runs, "vsftpd", lambda: Vsftpd(work), lambda: Edge(work, encrypt=not args.plain),
+                        lambda server, tag: one_run(server, work, big, tree, args.files, tag))
     targets = {"upload MiB/s": 0.5, "download MiB/s": 0.8, "small upload files/s": 0.5,
                "small download files/s": None}
+    print_report(results, targets, "vsftpd", args)
+    shutil.rmtree(work / "edge", ignore_errors=True)
+    shutil.rmtree(work / "vsftpd", ignore_errors=True)
+
+
+def print_report(results: dict[str, dict[str, list[float]]], targets: dict[str, float | None], peer: str,
+                 args: argparse.Namespace) -> None:
+    """The machine line and the markdown table (medians, ratios vs `peer`) every protocol bench prints."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     print(f"\nmachine: nproc={os.cpu_count()}, {cpu}; python {platform.python_version()}; "
           f"{args.size_mib} MiB file, {args.files} x {args.file_size} B files, "
           f"{'encrypted' if not args.plain else 'plain'} repository, medians of {args.runs} runs\n")
-    print("| metric | Edge Archive | vsftpd | ratio of medians | median of per-run ratios | target |")
+    print(f"| metric | Edge Archive | {peer} | ratio of medians | median of per-run ratios | target |")
     print("|---|---:|---:|---:|---:|---:|")
     for k, target in targets.items():
-        e, v = statistics.median(results["edge"][k]), statistics.median(results["vsftpd"][k])
-        per_run = statistics.median(a / b for a, b in zip(results["edge"][k], results["vsftpd"][k]))
+        e, v = statistics.median(results["edge"][k]), statistics.median(results[peer][k])
+        per_run = statistics.median(a / b for a, b in zip(results["edge"][k], results[peer][k]))
         t = f">= {target}x" if target else "-"
         print(f"| {k} | {e:.1f} | {v:.1f} | {e / v:.2f}x | {per_run:.2f}x | {t} |")
-    shutil.rmtree(work / "edge", ignore_errors=True)
-    shutil.rmtree(work / "vsftpd", ignore_errors=True)
 
 
 if __name__ == "__main__":

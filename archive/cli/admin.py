@@ -117,11 +117,28 @@ def user() -> None:
 @user.command("add")
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@click.option("--smb", is_flag=True, help="Also allow SMB logins (stores the NT hash NTLM needs).")
 @click.pass_obj
-def user_add(obj: CLIContext, name: str, password_stdin: bool) -> None:
+def user_add(obj: CLIContext, name: str, password_stdin: bool, smb: bool) -> None:
     """Create a user."""
-    obj.open_repo().add_user(name, _read_password(password_stdin))
+    obj.open_repo().add_user(name, _read_password(password_stdin), smb=smb)
     click.echo(f"user {name} created")
+
+
+@user.command("smb")
+@click.argument("name")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.option("--password-stdin", is_flag=True, help="Read the user's password from the first line of stdin.")
+@click.pass_obj
+def user_smb(obj: CLIContext, name: str, state: str, password_stdin: bool) -> None:
+    """Allow (on: needs the user's password) or refuse (off) SMB logins for a user."""
+    if state == "on":
+        password = (_read_password(True) if password_stdin
+                    else click.prompt(f"Password of {name}", hide_input=True))
+        obj.open_repo().set_smb(name, True, password)
+    else:
+        obj.open_repo().set_smb(name, False)
+    click.echo(f"SMB logins for {name}: {state}")
 
 
 @user.command("passwd")

@@ -288,7 +288,8 @@ def test_catalog_schema_migrations(cli):
     c.close()
     cli("ls", "/s")                                           # an older catalog is upgraded in place
     c = sqlite3.connect(db)
-    assert c.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
+    from archive.catalog.db import SCHEMA_HEAD
+    assert c.execute("SELECT version_num FROM alembic_version").fetchone() == (SCHEMA_HEAD,)
     assert c.execute("SELECT count(*) FROM sqlite_master WHERE name = 'ix_locks_root'").fetchone() == (1,)
     c.execute("UPDATE alembic_version SET version_num = '9999'")
     c.commit()

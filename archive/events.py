@@ -97,8 +97,10 @@ def _commit(s: Session, ev: Event) -> None:
         origin_user=o.get("user"), origin_address=o.get("address"), meta=ev.get("meta")))
     vid = res.inserted_primary_key[0]
     if "copy_of" in ev:
-        src = s.scalar(select(m.Version.id).where(m.Version.node_id == ev["copy_of"][0],
-                                                  m.Version.number == ev["copy_of"][1]))
+        src, src_meta = s.execute(select(m.Version.id, m.Version.meta).where(
+            m.Version.node_id == ev["copy_of"][0], m.Version.number == ev["copy_of"][1])).one()
+        if src_meta is not None and ev.get("meta") is None:     # a copy or restore keeps the object metadata
+            s.execute(update(versions).where(versions.c.id == vid).values(meta=src_meta))
         s.execute(insert(version_chunks).from_select(
             ["version_id", "offset", "chunk_id", "length"],
             select(vid, m.VersionChunk.offset, m.VersionChunk.chunk_id, m.VersionChunk.length)

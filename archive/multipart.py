@@ -51,13 +51,21 @@ class Staging:
         self.root = Path(repo.path) / "tmp" / "multipart"
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def _dir(self, upload_id: str) -> Path:
+    def _dir(self, upload_id: str, completed: bool = False) -> Path:
         if not upload_id or not all(c in "0123456789abcdef" for c in upload_id) or len(upload_id) != 32:
             raise NotFound("no such upload")
         d = self.root / upload_id
-        if not (d / "upload.json").is_file():
+        if not (d / "upload.json").is_file() or (not completed and (d / "completed.json").is_file()):
             raise NotFound("no such upload")
         return d
+
+    def completed(self, upload_id: str) -> dict | None:
+        """What `complete` recorded for a finished upload (clients may retry a Complete whose
+        answer they lost), or None."""
+        try:
+            return json.loads((self._dir(upload_id, completed=True) / "completed.json").read_text())
+        except (NotFound, OSError, ValueError):
+            return None
 
     def create(self, share: str, key: str, user: str | None, meta: dict) -> Upload:
         """Start an upload; `meta` is kept for the version Complete will make."""
@@ -68,8 +76,8 @@ class Staging:
         _write_json(d / "upload.json", up.__dict__)
         return up
 
-    def get(self, upload_id: str) -> Upload:
-        d = self._dir(upload_id)
+    def get(self, upload_id: str, completed: bool = False) -> Upload:
+        d = self._dir(upload_id, completed)
         return Upload(**json.loads((d / "upload.json").read_text()))
 
     def uploads(self, share: str) -> Iterator[Upload]:
@@ -80,7 +88,7 @@ class Staging:
                 up = Upload(**json.loads((d / "upload.json").read_text()))
             except (OSError, ValueError, TypeError):
                 continue
-            if up.share == share:
+            if up.share == share and not (d / "completed.json").exists():
                 found.append(up)
         yield from sorted(found, key=lambda u: (u.key, u.initiated, u.upload_id))
 
@@ -130,9 +138,10 @@ class Staging:
         return open(self._dir(upload_id) / f"{number}.part", "rb")
 
     def complete(self, upload_id: str, fs, path: str, numbers: list[int], meta_json: str,
-                 block: int = COPY_BLOCK):
+                 block: int = COPY_BLOCK, record: dict | None = None):
         """Write the listed parts, in order, as one new version of `path` in `fs`; then drop the
-        upload.  The caller has checked the part list (order, etags, sizes)."""
+        parts, keeping `record` (plus the version number) for `completed`.  The caller has
+        checked the part list (order, etags, sizes)."""
         w = fs.open_write(path)
         w.meta = meta_json
         try:
@@ -147,11 +156,15 @@ class Staging:
         except BaseException:
             w.abort()
             raise
-        self.abort(upload_id)
+        d = self._dir(upload_id)
+        _write_json(d / "completed.json", {**(record or {}), "version": version.number})
+        for p in d.iterdir():
+            if p.name not in ("upload.json", "completed.json"):
+                p.unlink(missing_ok=True)
         return version
 
     def abort(self, upload_id: str) -> None:
-        shutil.rmtree(self._dir(upload_id), ignore_errors=True)
+        shutil.rmtree(self._dir(upload_id, completed=True), ignore_errors=True)
 
     def reclaim(self, older_than: float) -> int:
         """Drop uploads started more than `older_than` seconds ago; returns how many."""

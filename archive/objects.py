@@ -354,3 +354,25 @@ def ensure_folders(fs, key: str) -> None:
 __all__ = ["ObjectVersion", "iter_keys", "versions_of", "current", "node_of", "version", "open_version",
            "copy_version", "purge_version", "remove_share", "share_policy", "worm_until", "ensure_folders",
            "load_meta", "split", "ReadOnly"]
+
+
+def delete_marker(fs, key: str) -> int | None:
+    """A tombstone version for `key` whether or not it exists now (S3 stacks delete markers, and
+    DELETE of an absent key in a versioned bucket still writes one).  Returns its version number,
+    or None when the key's folder does not exist (nothing to mark)."""
+    from .errors import IsADirectory, NotADirectory
+    v = fs._writable_view(key)
+
+    def build(s: Session) -> list[dict]:
+        try:
+            parent = fs._parent(s, v.parts)
+        except (NotFound, NotADirectory):
+            return []
+        row = fs._child(s, parent, v.parts[-1], None)
+        if row is not None and row[1] == "dir":
+            raise IsADirectory(f"{key} is a folder")
+        ev = fs.commit_event(s, v.parts, 0, None, "", deleted=True)
+        ev["unlink"] = True
+        return [ev]
+    evs = fs.repo.mutate(build, audit=fs._audit("delete", "/" + "/".join(v.parts)))
+    return evs[-1]["number"] if evs else None

@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 from archive import ANONYMOUS, Origin, accesskeys, errors
 from archive.multipart import Staging
@@ -125,7 +125,7 @@ class S3App:
 
     def authenticate(self, environ: dict, method: str, raw_path: str, query: list, headers: dict):
         cache: dict = {}
-        req = sigv4.Request(method, raw_path, query, headers)
+        req = sigv4.Request(method, raw_path, query, headers, environ.get("QUERY_STRING", ""))
         try:
             auth = sigv4.verify(req, self._secret(cache))
         except sigv4.SignatureError as e:
@@ -150,7 +150,7 @@ class S3App:
             headers["content-length"] = environ["CONTENT_LENGTH"]
         call = None
         try:
-            query = parse_qsl(qs, keep_blank_values=True)
+            query = sigv4.parse_query(qs)
             path = unquote(raw_path, errors="strict")
             bucket, _, key = path.lstrip("/").partition("/")
             user, auth = self.authenticate(environ, method, raw_path, query, headers)

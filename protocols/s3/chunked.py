@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import zlib
 from typing import BinaryIO
 
@@ -142,7 +141,7 @@ class ChunkedReader:
         if self.signed:
             text = sigv4.chunk_string_to_sign(self.auth, self.previous, self._hash.hexdigest())
             want = sigv4.sign(self.auth.signing_key, text)
-            if not hmac.compare_digest(want, self._sig or ""):
+            if not sigv4.same(want, self._sig or ""):
                 raise ChunkError("SignatureDoesNotMatch", "chunk signature does not match")
             self.previous = want
 
@@ -167,7 +166,7 @@ class ChunkedReader:
                 signed_text += f"{name}:{value.strip()}\n".encode("latin-1")
         if self.signed and self.trailer_name:
             text = sigv4.trailer_string_to_sign(self.auth, self.previous, hashlib.sha256(signed_text).hexdigest())
-            if not hmac.compare_digest(sigv4.sign(self.auth.signing_key, text), sig or ""):
+            if not sigv4.same(sigv4.sign(self.auth.signing_key, text), sig or ""):
                 raise ChunkError("SignatureDoesNotMatch", "trailer signature does not match")
         if self.trailer_name:
             got = self.trailers.get(self.trailer_name)

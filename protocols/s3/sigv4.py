@@ -52,6 +52,7 @@ class Request:
     raw_path: str                     # as on the request line, percent-encoded, no query
     query: list[tuple[str, str]]      # decoded (name, value) pairs in order
     headers: Mapping[str, str]        # lower-case names
+    raw_query: str = ""               # the query string as sent (some signers sort it unencoded)
 
 
 @dataclass
@@ -70,6 +71,23 @@ def uri_encode(text: str, slash: bool = True) -> str:
     return quote(text, safe="-_.~/" if not slash else "-_.~")
 
 
+def same(a: str, b: str) -> bool:
+    """Constant-time comparison of two signatures as sent (any text, never an exception)."""
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+
+
+def parse_query(qs: str) -> list[tuple[str, str]]:
+    """Query pairs as SigV4 sees them: split on & and the first =, percent-decoded, and '+'
+    kept as '+' (clients encode spaces as %20; botocore signs a literal '+' as %2B)."""
+    out = []
+    for part in qs.split("&"):
+        if not part:
+            continue
+        k, _, v = part.partition("=")
+        out.append((unquote(k, errors="strict"), unquote(v, errors="strict")))
+    return out
+
+
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     k = hmac.new(("AWS4" + secret).encode(), date.encode(), hashlib.sha256).digest()
     for part in (region, service, "aws4_request"):
@@ -86,10 +104,16 @@ def _trim(v: str) -> str:
     return " ".join(v.strip().split())
 
 
-def canonical_request(method: str, path: str, query: Iterable[tuple[str, str]], headers: Mapping[str, str],
+def canonical_request(method: str, path: str, query: Iterable[tuple[str, str]] | str, headers: Mapping[str, str],
                       signed: list[str], payload_hash: str) -> str:
     lines = "".join(f"{h}:{_trim(headers.get(h, ''))}\n" for h in signed)
-    return "\n".join([method, path, canonical_query(query), lines, ";".join(signed), payload_hash])
+    q = query if isinstance(query, str) else canonical_query(query)
+    return "\n".join([method, path, q, lines, ";".join(signed), payload_hash])
+
+
+def _raw_sorted(raw: str, drop: str | None) -> str:
+    pairs = sorted(p.partition("=")[::2] for p in raw.split("&") if p)
+    return "&".join(f"{k}={v}" for k, v in pairs if k != drop)
 
 
 def string_to_sign(amz_date: str, scope: str, creq: str) -> str:
@@ -160,10 +184,16 @@ def _check(req: Request, signed: list[str], key: bytes, amz_date: str, scope: st
            query: list[tuple[str, str]], signature: str) -> None:
     if "host" not in signed:
         raise SignatureError("AccessDenied", "the host header must be signed")
+    queries: list = [query]
+    if req.raw_query:
+        alt = _raw_sorted(req.raw_query, "X-Amz-Signature")
+        if alt != canonical_query(query):
+            queries.append(alt)
     for path in canonical_paths(req.raw_path):
-        creq = canonical_request(req.method, path, query, req.headers, signed, payload)
-        if hmac.compare_digest(sign(key, string_to_sign(amz_date, scope, creq)), signature):
-            return
+        for q in queries:
+            creq = canonical_request(req.method, path, q, req.headers, signed, payload)
+            if same(sign(key, string_to_sign(amz_date, scope, creq)), signature):
+                return
     raise SignatureError("SignatureDoesNotMatch",
                          "The request signature we calculated does not match the signature you provided.")
 
@@ -238,11 +268,11 @@ def _verify_v2(req: Request, cred: str, expires: str | None, secret_for, now: fl
     secret = secret_for(akid)
     text = v2_string_to_sign(req, expires)
     want = base64.b64encode(hmac.new(secret.encode(), text.encode(), hashlib.sha1).digest()).decode()
-    if not hmac.compare_digest(want, signature):
+    if not same(want, signature):
         alt = Request(req.method, uri_encode(unquote(req.raw_path), slash=False), req.query, req.headers)
         want2 = base64.b64encode(hmac.new(secret.encode(), v2_string_to_sign(alt, expires).encode(),
                                           hashlib.sha1).digest()).decode()
-        if not hmac.compare_digest(want2, signature):
+        if not same(want2, signature):
             raise SignatureError("SignatureDoesNotMatch",
                                  "The request signature we calculated does not match the signature you provided.")
     if expires is None:

@@ -53,11 +53,10 @@ def create_bucket(call: Call) -> Response:
 
 def delete_bucket(call: Call) -> Response:
     fs = call.share(write=True)
-    if any(True for _ in call.app.staging.uploads(fs.share_name)):
-        raise S3Error("BucketNotEmpty", "The bucket you tried to delete has multipart uploads in progress.",
-                      BucketName=fs.share_name)
     try:
         objects.remove_share(call.repo, fs.share_name)
+        for up in call.app.staging.uploads(fs.share_name):      # unfinished uploads go with it
+            call.app.staging.abort(up.upload_id)
     except errors.NotEmpty:
         raise S3Error("BucketNotEmpty", "The bucket you tried to delete is not empty (versions are kept).",
                       BucketName=fs.share_name) from None

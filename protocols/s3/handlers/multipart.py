@@ -16,10 +16,10 @@ from .objects import _nf, copy_source
 MIN_PART = 5 << 20
 
 
-def _upload(call: Call, fs, key: str):
+def _upload(call: Call, fs, key: str, completed: bool = False):
     uid = call.query.get("uploadId", "")
     try:
-        up = call.app.staging.get(uid)
+        up = call.app.staging.get(uid, completed)
     except errors.NotFound:
         raise S3Error("NoSuchUpload", "The specified upload does not exist. The upload ID may be invalid, or the "
                       "upload may have been aborted or completed.", UploadId=uid) from None
@@ -100,8 +100,11 @@ def _upload_part_copy(call: Call, up, n: int) -> Response:
 def complete(call: Call) -> Response:
     fs = call.share(write=True)
     key = call.key_path()
-    up = _upload(call, fs, key)
+    up = _upload(call, fs, key, completed=True)
     doc = parse(call.body().read_all(4 << 20), "CompleteMultipartUpload")
+    done = call.app.staging.completed(up.upload_id)
+    if done is not None:            # a retried Complete: the same answer
+        return _completed(fs, key, done["etag"], done["version"])
     wanted = []
     for p in doc.findall("Part"):
         try:
@@ -131,10 +134,15 @@ def complete(call: Call) -> Response:
     meta["parts"] = [staged[n].size for n, _ in wanted]
     with _nf("NoSuchKey"):
         objects.ensure_folders(fs, key)
-        ver = call.app.staging.complete(up.upload_id, fs, key, [n for n, _ in wanted], meta_json(meta))
+        ver = call.app.staging.complete(up.upload_id, fs, key, [n for n, _ in wanted], meta_json(meta),
+                                        record={"etag": etag})
     call.app.ctx.event("s3", "commit", user=call.user_name, share=fs.share_name, path=key, version=ver.number,
                        size=ver.size)
-    return Response(200, [("x-amz-version-id", str(ver.number))], document("CompleteMultipartUploadResult", [
+    return _completed(fs, key, etag, ver.number)
+
+
+def _completed(fs, key: str, etag: str, number: int) -> Response:
+    return Response(200, [("x-amz-version-id", str(number))], document("CompleteMultipartUploadResult", [
         el("Location", f"/{fs.share_name}/{key}"), el("Bucket", fs.share_name), el("Key", key),
         el("ETag", quoted(etag))]))
 

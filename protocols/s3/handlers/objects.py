@@ -175,14 +175,11 @@ def _purge(call: Call, fs, key: str, v: objects.ObjectVersion) -> None:
 
 
 def _delete_marker(fs, key: str) -> int | None:
-    """A tombstone for `key` (its number), or None when there is nothing to delete."""
+    """A delete marker (tombstone) for `key`, or None when there is nothing to mark."""
     try:
-        fs.remove(key)
-    except (errors.NotFound, errors.NotADirectory):
-        return None
+        return objects.delete_marker(fs, key)
     except errors.IsADirectory:
         return None
-    return fs.versions(key)[-1].number
 
 
 def delete_objects(call: Call) -> Response:

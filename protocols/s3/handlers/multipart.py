@@ -11,7 +11,7 @@ from ..errors import S3Error
 from ..xml import document, el, iso, owner, parse
 from ..app import Call, Response
 from .common import meta_from_headers, meta_json, parse_range, quoted
-from .objects import _nf, copy_source
+from .objects import _nf, check_write_conditions, copy_source
 
 MIN_PART = 5 << 20
 
@@ -127,6 +127,7 @@ def complete(call: Call) -> Response:
         if i < len(wanted) - 1 and p.size < min_part:
             raise S3Error("EntityTooSmall", "Your proposed upload is smaller than the minimum allowed object size.",
                           PartNumber=str(n))
+    check_write_conditions(call, fs, key)
     md5s = b"".join(bytes.fromhex(staged[n].md5) for n, _ in wanted)
     etag = f"{hashlib.md5(md5s).hexdigest()}-{len(wanted)}"
     meta = dict(up.meta)

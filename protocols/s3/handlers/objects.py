@@ -99,7 +99,7 @@ def _part_range(v: objects.ObjectVersion, part: str) -> tuple[int, int] | None:
         raise S3Error("InvalidArgument", "Part number must be an integer") from None
     sizes = v.meta.get("parts") or [v.size]
     if not 1 <= n <= len(sizes):
-        raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", status=416)
+        raise S3Error("InvalidPart", "The requested partnumber is not satisfiable")
     start = sum(sizes[:n - 1])
     return (start, start + sizes[n - 1] - 1) if sizes[n - 1] else None
 
@@ -110,18 +110,7 @@ def put_object(call: Call) -> Response:
     fs = call.share(write=True)
     key = call.key_path()
     body = call.body()
-    if call.headers.get("if-none-match", "").strip() == "*" or "if-match" in call.headers:
-        try:
-            cur = objects.current(fs, key)
-        except errors.ArchiveError:
-            cur = None
-        if cur is not None and call.headers.get("if-none-match", "").strip() == "*":
-            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold",
-                          Condition="If-None-Match")
-        if "if-match" in call.headers:
-            if cur is None:
-                raise S3Error("NoSuchKey", "The specified key does not exist.", Key=key)
-            check_conditions({"if-match": call.headers["if-match"]}, cur, get=False)
+    check_write_conditions(call, fs, key)
     meta = meta_from_headers(call.headers)
     with _nf("NoSuchKey"):
         objects.ensure_folders(fs, key)
@@ -145,6 +134,25 @@ def put_object(call: Call) -> Response:
                        size=ver.size)
     return Response(200, [("ETag", quoted(meta["md5"])), ("x-amz-version-id", str(ver.number))]
                     + body.checksum_headers())
+
+
+def check_write_conditions(call: Call, fs, key: str) -> None:
+    """Conditional writes: `If-None-Match: *` (only if absent), `If-Match: etag` (only over it)."""
+    inm = call.headers.get("if-none-match", "").strip()
+    if not inm and "if-match" not in call.headers:
+        return
+    try:
+        cur = objects.current(fs, key)
+    except errors.ArchiveError:
+        cur = None
+    if inm:
+        if cur is not None and (inm == "*" or inm.strip('"') == etag_of(cur)):
+            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold",
+                          Condition="If-None-Match")
+    if "if-match" in call.headers:
+        if cur is None:
+            raise S3Error("NoSuchKey", "The specified key does not exist.", Key=key)
+        check_conditions({"if-match": call.headers["if-match"]}, cur, get=False)
 
 
 def delete_object(call: Call) -> Response:

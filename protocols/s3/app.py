@@ -110,12 +110,23 @@ class S3App:
         self.staging = Staging(repo)
         self.region = str(config.get("region") or "us-east-1")
         self._last_reclaim = 0.0
+        self._keys: dict[str, tuple[float, Any, str]] = {}     # access key -> (checked at, user, secret)
 
     # -- authentication ----------------------------------------------------------------------
+    #: seconds a looked-up access key is trusted without asking the catalog again (revocation delay)
+    KEY_TTL = 5.0
+
     def _secret(self, cache: dict):
         def secret_for(akid: str) -> str:
+            hit = self._keys.get(akid)
+            if hit is not None and time.monotonic() - hit[0] < self.KEY_TTL:
+                cache["user"] = hit[1]
+                return hit[2]
             try:
                 user, secret = accesskeys.lookup(self.repo, akid)
+                if len(self._keys) > 10_000:
+                    self._keys.clear()
+                self._keys[akid] = (time.monotonic(), user, secret)
             except errors.AuthFailed:
                 raise sigv4.SignatureError("InvalidAccessKeyId",
                                            "The AWS Access Key Id you provided does not exist in our records.") from None

@@ -117,21 +117,21 @@ def check_conditions(headers: dict[str, str], v: ObjectVersion, prefix: str = ""
                           Condition="If-Unmodified-Since")
     if inm is not None:
         if _etag_match(inm, etag):
-            if get and not prefix:
-                e = S3Error("NotModified", "Not Modified", status=304)
-                e.headers = [("ETag", quoted(etag))]
-                raise e
-            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold",
-                          Condition="If-None-Match")
+            raise _not_modified(etag, get and not prefix, "If-None-Match")
     elif ims is not None:
         t = _http_time(ims)
         if t is not None and mtime <= t:
-            if get and not prefix:
-                e = S3Error("NotModified", "Not Modified", status=304)
-                e.headers = [("ETag", quoted(etag))]
-                raise e
-            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold",
-                          Condition="If-Modified-Since")
+            raise _not_modified(etag, get and not prefix, "If-Modified-Since")
+
+
+def _not_modified(etag: str, get: bool, condition: str) -> S3Error:
+    """304 for a GET/HEAD whose copy is current, 412 for anything else."""
+    if get:
+        e = S3Error("NotModified", "Not Modified", status=304)
+        e.headers = [("ETag", quoted(etag))]
+        return e
+    return S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold",
+                   Condition=condition)
 
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")

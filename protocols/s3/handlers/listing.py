@@ -78,6 +78,15 @@ def _page(it, n: int) -> tuple[list, bool]:
     return out, False
 
 
+def _page_fields(call: Call, max_keys: int, delimiter: str, enc, truncated: bool) -> list[str]:
+    out = [el("MaxKeys", max_keys)]
+    if delimiter:
+        out.append(el("Delimiter", enc(delimiter)))
+    if "encoding-type" in call.query:
+        out.append(el("EncodingType", "url"))
+    return out + [el("IsTruncated", truncated)]
+
+
 def _contents(call: Call, v: objects.ObjectVersion, enc, with_owner: bool) -> str:
     parts = [el("Key", enc(v.key)), el("LastModified", iso(v.mtime)), el("ETag", quoted(etag_of(v))),
              el("Size", v.size), el("StorageClass", "STANDARD")]
@@ -116,12 +125,7 @@ def list_objects(call: Call) -> Response:
             body.append(el("StartAfter", enc(call.query["start-after"])))
     else:
         body.append(el("Marker", enc(after)))
-    body += [el("MaxKeys", max_keys)]
-    if delimiter:
-        body.append(el("Delimiter", enc(delimiter)))
-    if "encoding-type" in call.query:
-        body.append(el("EncodingType", "url"))
-    body.append(el("IsTruncated", truncated))
+    body += _page_fields(call, max_keys, delimiter, enc, truncated)
     last = None
     for kind, item in items:
         if kind == "key":
@@ -171,12 +175,7 @@ def list_versions(call: Call) -> Response:
     if max_keys:
         rows, truncated = _page(versions_after(), max_keys)
     body = [el("Name", fs.share_name), el("Prefix", enc(prefix)), el("KeyMarker", enc(key_marker)),
-            el("VersionIdMarker", vid_marker), el("MaxKeys", max_keys)]
-    if delimiter:
-        body.append(el("Delimiter", enc(delimiter)))
-    if "encoding-type" in call.query:
-        body.append(el("EncodingType", "url"))
-    body.append(el("IsTruncated", truncated))
+            el("VersionIdMarker", vid_marker)] + _page_fields(call, max_keys, delimiter, enc, truncated)
     last = None
     for kind, item in rows:
         if kind == "prefix":

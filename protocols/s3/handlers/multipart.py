@@ -10,7 +10,7 @@ from archive import errors, objects
 from ..errors import S3Error
 from ..xml import document, el, iso, owner, parse
 from ..app import Call, Response
-from .common import meta_from_headers, meta_json, parse_range, quoted
+from .common import meta_from_headers, meta_json, parse_range, quoted, stream
 from .objects import _nf, check_write_conditions, copy_source
 
 MIN_PART = 5 << 20
@@ -79,20 +79,7 @@ def _upload_part_copy(call: Call, up, n: int) -> Response:
         start, length = first, last - first + 1
     with _nf("NoSuchKey"):
         reader = objects.open_version(src_fs, src)
-
-    def blocks():
-        try:
-            reader.seek(start)
-            left = length
-            while left > 0:
-                data = reader.read(min(1 << 20, left))
-                if not data:
-                    break
-                left -= len(data)
-                yield data
-        finally:
-            reader.close()
-    part = call.app.staging.put_part(up.upload_id, n, blocks())
+    part = call.app.staging.put_part(up.upload_id, n, stream(reader, start, length))
     doc = document("CopyPartResult", [el("LastModified", iso(part.modified)), el("ETag", quoted(part.md5))])
     return Response(200, [("x-amz-copy-source-version-id", str(src.number))], doc)
 

@@ -31,6 +31,8 @@ SELECTION = "bucket_list or object_write or multipart or versioning or object_co
 GROUPS = ("bucket_list", "object_write", "multipart", "versioning", "object_copy", "ranged")
 #: Passes recorded in docs/s3-conformance.md; CI fails below this.
 FLOOR = 100
+#: A test that hangs (a client waiting for an answer that never comes) fails after this long.
+PER_TEST_TIMEOUT = 90
 
 USERS = {  # name -> (access key, secret)
     "main": ("MAINKEY0000000000000", "mainsecretmainsecretmainsecretmainsecret"),
@@ -95,7 +97,7 @@ def make_repo(path: Path):
     return repo
 
 
-def run(workdir: Path, timeout: float = 900) -> dict[str, dict[str, list[str]]]:
+def run(workdir: Path, timeout: float = 1800) -> dict[str, dict[str, list[str]]]:
     """Serve a fresh repository, run the selection, return {group: {"passed": [...], "failed": [...]}}."""
     from protocols.base import ServeContext
     from protocols.s3 import S3Adapter
@@ -113,9 +115,11 @@ def run(workdir: Path, timeout: float = 900) -> dict[str, dict[str, list[str]]]:
         junit = workdir / "junit.xml"
         env = {**os.environ, "S3TEST_CONF": str(conf)}
         env.pop("PYTEST_ADDOPTS", None)
+        log = open(workdir / "s3-tests.log", "wb")
         subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+                        f"--timeout={PER_TEST_TIMEOUT}",
                         "s3tests/functional/test_s3.py", "-m", MARKERS, "-k", SELECTION, f"--junitxml={junit}"],
-                       cwd=copy, env=env, timeout=timeout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                       cwd=copy, env=env, timeout=timeout, stdout=log, stderr=subprocess.STDOUT)
         return parse_junit(junit)
     finally:
         adapter.stop(1.0)

@@ -93,12 +93,16 @@ def http_date(t: float) -> str:
     return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(t))
 
 
+#: Characters an XML parser would normalise away are sent as character references.
+_CONTROL = {"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
+
+
 def el(tag: str, value=None, children: Iterable[str] = ()) -> str:
     """One element as text: a value (escaped) or already-built children."""
     if value is not None:
         if isinstance(value, bool):
             value = "true" if value else "false"
-        return f"<{tag}>{escape(str(value))}</{tag}>"
+        return f"<{tag}>{escape(str(value), _CONTROL)}</{tag}>"
     return f"<{tag}>{''.join(children)}</{tag}>"
 
 

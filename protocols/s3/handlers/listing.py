@@ -102,6 +102,9 @@ def list_objects(call: Call) -> Response:
     prefix = call.query.get("prefix", "")
     delimiter = call.query.get("delimiter", "")
     max_keys = _max_keys(call)
+    if call.query.get("allow-unordered") == "true" and delimiter:
+        raise S3Error("InvalidArgument", "allow-unordered cannot be used with a delimiter",
+                      ArgumentName="allow-unordered")      # (keys always come in order here)
     if v2:
         token = call.query.get("continuation-token")
         start_after = call.query.get("start-after", "")

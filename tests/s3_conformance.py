@@ -159,3 +159,15 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def markdown(results: dict[str, dict[str, list[str]]]) -> str:
+    """The per-group table and failure list of docs/s3-conformance.md."""
+    p, f = summary(results)
+    lines = ["| group (first -k word in a test's name) | passed | failed |", "|---|---:|---:|"]
+    lines += [f"| {g} | {len(r['passed'])} | {len(r['failed'])} |" for g, r in results.items()]
+    lines += [f"| **total** | **{p}** | **{f}** |", "", "Failed tests:", ""]
+    for g, r in results.items():
+        if r["failed"]:
+            lines.append(f"* {g}: " + ", ".join(f"`{n}`" for n in r["failed"]))
+    return "\n".join(lines)

@@ -51,6 +51,8 @@ def _bucket(call, m, q):
 
 def _object(call, m, q):
     if m == "GET":
+        if "attributes" in q:
+            raise S3Error("NotImplemented", "GetObjectAttributes is not supported; use HeadObject.")
         if "uploadId" in q:
             return multipart.list_parts(call)
         if "retention" in q:

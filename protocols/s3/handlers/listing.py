@@ -120,7 +120,8 @@ def list_objects(call: Call) -> Response:
         after = call.query.get("marker", "")
     items, truncated = _page(entries(fs, prefix, delimiter, after), max_keys) if max_keys else ([], False)
     with_owner = not v2 or call.query.get("fetch-owner") == "true"
-    body = [el("Name", fs.share_name), el("Prefix", enc(prefix))]
+    # botocore url-decodes the top-level Prefix of v2 answers only
+    body = [el("Name", fs.share_name), el("Prefix", enc(prefix) if v2 else prefix)]
     if v2:
         if "continuation-token" in call.query:
             body.append(el("ContinuationToken", call.query["continuation-token"]))

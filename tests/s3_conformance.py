@@ -97,7 +97,7 @@ def make_repo(path: Path):
     return repo
 
 
-def run(workdir: Path, timeout: float = 1800) -> dict[str, dict[str, list[str]]]:
+def run(workdir: Path, timeout: float = 1400) -> dict[str, dict[str, list[str]]]:
     """Serve a fresh repository, run the selection, return {group: {"passed": [...], "failed": [...]}}."""
     from protocols.base import ServeContext
     from protocols.s3 import S3Adapter

@@ -360,7 +360,6 @@ def test_ungranted_and_readonly_and_anonymous(server, s3):
     with pytest.raises(ClientError) as e:
         bob.put_object(Bucket="data", Key="ro/y", Body=b"no")
     assert code(e.value) == "AccessDenied"
-    server.admin("pub").open_write("/open.txt").__enter__()
     with server.admin("pub").open_write("/open.txt") as w:
         w.write(b"public")
     assert requests.get(server.url + "/pub/open.txt").content == b"public"

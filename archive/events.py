@@ -54,6 +54,7 @@ def _user_del(s: Session, ev: Event) -> None:
     row = s.scalar(select(m.User).where(m.User.name == ev["name"]))
     if row is not None:
         s.query(m.Grant).filter(m.Grant.user_id == row.id).delete()
+        s.query(m.AccessKey).filter(m.AccessKey.user_name == ev["name"]).delete()
         s.delete(row)
 
 
@@ -94,11 +95,13 @@ def _commit(s: Session, ev: Event) -> None:
     res = s.execute(insert(versions).values(
         node_id=ev["node"], number=ev["number"], size=ev["size"], mtime=ev["mtime"], created_at=ev["at"],
         deleted=ev.get("deleted", False), etag=ev["etag"], origin_protocol=o.get("protocol"),
-        origin_user=o.get("user"), origin_address=o.get("address")))
+        origin_user=o.get("user"), origin_address=o.get("address"), meta=ev.get("meta")))
     vid = res.inserted_primary_key[0]
     if "copy_of" in ev:
-        src = s.scalar(select(m.Version.id).where(m.Version.node_id == ev["copy_of"][0],
-                                                  m.Version.number == ev["copy_of"][1]))
+        src, src_meta = s.execute(select(m.Version.id, m.Version.meta).where(
+            m.Version.node_id == ev["copy_of"][0], m.Version.number == ev["copy_of"][1])).one()
+        if src_meta is not None and ev.get("meta") is None:     # a copy or restore keeps the object metadata
+            s.execute(update(versions).where(versions.c.id == vid).values(meta=src_meta))
         s.execute(insert(version_chunks).from_select(
             ["version_id", "offset", "chunk_id", "length"],
             select(vid, m.VersionChunk.offset, m.VersionChunk.chunk_id, m.VersionChunk.length)
@@ -158,10 +161,31 @@ def _props(s: Session, ev: Event) -> None:
             s.add(m.Property(node_id=ev["node"], name=name, value=value))
 
 
+def _share_del(s: Session, ev: Event) -> None:
+    """A share with no versions left goes away with its (empty) folders and grants."""
+    ids = select(nodes.c.id).where(nodes.c.share_id == ev["share"])
+    s.execute(dentries.delete().where(dentries.c.node_id.in_(ids)))
+    s.execute(nodes.delete().where(nodes.c.share_id == ev["share"]))
+    s.query(m.Grant).filter(m.Grant.share_id == ev["share"]).delete()
+    s.execute(shares.delete().where(shares.c.id == ev["share"]))
+
+
+def _user_set(s: Session, ev: Event) -> None:
+    """User flags (e.g. create_shares)."""
+    s.execute(update(m.User.__table__).where(m.User.name == ev["name"]).values(**ev["values"]))
+
+
+def _access_key(s: Session, ev: Event) -> None:
+    """An S3 access key added (sealed secret) or, without `sealed`, revoked."""
+    s.query(m.AccessKey).filter(m.AccessKey.key_id == ev["key_id"]).delete()
+    if ev.get("sealed"):
+        s.add(m.AccessKey(key_id=ev["key_id"], user_name=ev["user"], sealed_secret=ev["sealed"], created_at=ev["at"]))
+
+
 _APPLY = {
     "share": _share, "share_set": _share_set, "user": _user, "user_del": _user_del, "grant": _grant,
     "mkdir": _mkdir, "commit": _commit, "unlink": _unlink_ev, "link": _link_ev, "rename": _rename, "times": _times,
-    "purge": _purge, "props": _props,
+    "purge": _purge, "props": _props, "user_set": _user_set, "share_del": _share_del, "access_key": _access_key,
 }
 
 

@@ -173,7 +173,7 @@ class Repository:
         self.mutate(build, audit=lambda evs: [self.audit_row("share_add", None, name)])
 
     def set_share(self, name: str, **values) -> None:
-        allowed = {"retention", "worm_days", "anonymous", "quota"}
+        allowed = {"retention", "worm_days", "anonymous", "quota", "allow_purge"}
         values = {k: v for k, v in values.items() if k in allowed}
         if values.get("retention"):
             from .retention import parse_rules

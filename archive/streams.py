@@ -156,8 +156,14 @@ class Writer:
         """The content hash, known once prepare() has run."""
         return self._etag
 
+    #: per-version object metadata (JSON text) stored with the version, e.g. S3's MD5 and Content-Type
+    meta: str | None = None
+
     def event(self, s) -> dict:
-        return self.fs.commit_event(s, self.parts, self.size, self.mtime, self._etag, chunks=self._refs)
+        ev = self.fs.commit_event(s, self.parts, self.size, self.mtime, self._etag, chunks=self._refs)
+        if self.meta is not None:
+            ev["meta"] = self.meta
+        return ev
 
     def commit(self):
         """Make the bytes written one new version; returns archive.Version."""

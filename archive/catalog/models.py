@@ -25,6 +25,7 @@ class Share(Base):
     anonymous: Mapped[bool] = mapped_column(Boolean, default=False)
     quota: Mapped[int | None] = mapped_column(BigInteger)
     options: Mapped[str | None] = mapped_column(Text)   # JSON: adapter policies (junk files...)
+    allow_purge: Mapped[bool] = mapped_column(Boolean, default=False)   # clients may delete versions for good
 
 
 class User(Base):
@@ -35,6 +36,7 @@ class User(Base):
     nt_hash: Mapped[str | None] = mapped_column(String(64))   # only for SMB-enabled users
     created_at: Mapped[int] = mapped_column(BigInteger)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    create_shares: Mapped[bool] = mapped_column(Boolean, default=False)   # may create shares (S3 CreateBucket)
 
 
 class Grant(Base):
@@ -83,6 +85,7 @@ class Version(Base):
     origin_protocol: Mapped[str | None] = mapped_column(String(16))
     origin_user: Mapped[str | None] = mapped_column(String(255))
     origin_address: Mapped[str | None] = mapped_column(String(64))
+    meta: Mapped[str | None] = mapped_column(Text)      # JSON: per-version object metadata (S3: md5, type, x-amz-meta-*)
     __table_args__ = (UniqueConstraint("node_id", "number"), Index("ix_versions_created", "created_at"))
 
 
@@ -173,3 +176,12 @@ class ShareChange(Base):
     __tablename__ = "share_changes"
     share_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at_s: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+class AccessKey(Base):
+    """An S3 access key of a user.  The secret is sealed with a key derived from the repository's
+    master key (kept in keys.json, outside the catalog): a copied catalog does not hand it out."""
+    __tablename__ = "access_keys"
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(255), index=True)
+    sealed_secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)

@@ -76,11 +76,14 @@ def share_add(obj: CLIContext, name: str, retention: str | None, worm_days: int,
 @click.option("--worm-days", type=int)
 @click.option("--quota")
 @click.option("--anonymous/--no-anonymous", default=None)
+@click.option("--allow-purge/--no-allow-purge", default=None,
+              help="Let clients delete single versions for good (S3 DeleteObject with a VersionId); "
+                   "never versions under the WORM period.")
 @click.pass_obj
-def share_set(obj: CLIContext, name: str, retention, worm_days, quota, anonymous) -> None:
-    """Change a share's retention, WORM period (it can only grow), quota or anonymity."""
+def share_set(obj: CLIContext, name: str, retention, worm_days, quota, anonymous, allow_purge) -> None:
+    """Change a share's retention, WORM period (it can only grow), quota, anonymity or purge policy."""
     values = {k: v for k, v in {"retention": retention, "worm_days": worm_days, "quota": _size(quota),
-                                "anonymous": anonymous}.items() if v is not None}
+                                "anonymous": anonymous, "allow_purge": allow_purge}.items() if v is not None}
     obj.open_repo().set_share(name, **values)
     click.echo(f"share {name} updated")
 
@@ -192,3 +195,47 @@ def revoke(obj: CLIContext, user_name: str, share_name: str) -> None:
     """Take away USER's access to SHARE."""
     obj.open_repo().revoke(user_name, share_name)
     click.echo(f"{user_name} has no access to {share_name}")
+
+
+@user.command("set")
+@click.argument("name")
+@click.option("--create-shares/--no-create-shares", default=None,
+              help="Allow the user to create shares itself (S3 CreateBucket).")
+@click.pass_obj
+def user_set(obj: CLIContext, name: str, create_shares: bool | None) -> None:
+    """Change a user's permissions."""
+    from ..accesskeys import set_create_shares
+    if create_shares is None:
+        raise click.ClickException("nothing to change (e.g. --create-shares)")
+    set_create_shares(obj.open_repo(), name, create_shares)
+    click.echo(f"user {name}: create_shares={'yes' if create_shares else 'no'}")
+
+
+@user.command("s3-key")
+@click.argument("name")
+@click.option("--list", "list_", is_flag=True, help="List the user's access key ids (never the secrets).")
+@click.option("--revoke", metavar="KEY", help="Revoke one access key.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def user_s3_key(obj: CLIContext, name: str, list_: bool, revoke: str | None, as_json: bool) -> None:
+    """Create an S3 access key for a user (the secret is printed once), list or revoke keys."""
+    from .. import accesskeys
+    repo = obj.open_repo()
+    if list_:
+        keys = accesskeys.list_keys(repo, name)
+        if as_json:
+            emit_json([{"access_key_id": k["access_key_id"], "created_at": iso(to_us(k["created_at"]))}
+                       for k in keys])
+        else:
+            for k in keys:
+                click.echo(f"{k['access_key_id']}\t{iso(to_us(k['created_at']))}")
+        return
+    if revoke:
+        accesskeys.revoke_key(repo, name, revoke)
+        click.echo(f"access key {revoke} of {name} revoked")
+        return
+    key_id, secret = accesskeys.create_key(repo, name)
+    if as_json:
+        emit_json({"user": name, "access_key_id": key_id, "secret_access_key": secret})
+    else:
+        click.echo(f"access_key_id:     {key_id}\nsecret_access_key: {secret}\n(the secret is shown once)")

@@ -1,0 +1,164 @@
+"""S3 benchmark: Edge Archive's S3 adapter vs `rclone serve s3` on a plain folder, with boto3.
+
+Not a test: prints medians and ratios (Edge / rclone; >1 means Edge is faster).
+
+    python3 bench/s3.py                                   # 1 GiB, 10,000 small PUTs, 3 runs
+    python3 bench/s3.py --big-mib 256 --small 2000 --runs 3   # while the machine is busy
+
+Workloads (one boto3 client, loopback; both servers check SigV4):
+  big PUT single      put_object of one incompressible file (one request, streamed)
+  big PUT multipart   upload_file with 64 MiB parts, 4 threads
+  big GET             download_fileobj (boto3's ranged parallel GETs)
+  small PUTs          --small objects of 1-4 KiB (distinct random content), sequential
+  listing             list_objects_v2 pages over the --small keys
+Targets (issue 12): GET and listing >= 0.8x rclone, PUT and small PUTs >= 0.5x.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.webdav import free_port, wait_port   # noqa: E402 (one copy of the port helpers)
+
+KEY, SECRET = "BENCHKEY000000000000", "benchsecretbenchsecretbenchsecret0000000"
+MiB = 1 << 20
+
+
+class Edge:
+    name = "edge"
+
+    def __init__(self, work: Path):
+        from archive import Repository, accesskeys
+        from protocols.base import ServeContext
+        from protocols.s3 import S3Adapter
+        self.repo = Repository.init(work / "repo")
+        self.repo.add_share("bench")
+        self.repo.add_user("bench", "bench-password")
+        self.repo.grant("bench", "bench", "rw")
+        accesskeys.create_key(self.repo, "bench", key_id=KEY, secret=SECRET)
+        self.adapter = S3Adapter(self.repo, {"listen": "127.0.0.1:0"}, ServeContext())
+        self.adapter.start()
+        self.url = self.adapter.urls()[0]
+
+    def stop(self) -> None:
+        self.adapter.stop(1.0)
+        self.repo.close()
+
+
+class Rclone:
+    name = "rclone"
+
+    def __init__(self, work: Path):
+        exe = Path(sys.executable).parent / "rclone"
+        exe = str(exe) if exe.exists() else shutil.which("rclone")
+        (work / "plain" / "bench").mkdir(parents=True)
+        port = free_port()
+        self.proc = subprocess.Popen([exe, "serve", "s3", str(work / "plain"), "--addr", f"127.0.0.1:{port}",
+                                      "--auth-key", f"{KEY},{SECRET}", "--config", "/dev/null"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def client(url: str):
+    return boto3.client("s3", endpoint_url=url, aws_access_key_id=KEY, aws_secret_access_key=SECRET,
+                        region_name="us-east-1",
+                        config=Config(response_checksum_validation="when_required",
+                                      request_checksum_calculation="when_required"))
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def bench_server(srv, big: Path, small: list[bytes], run: int) -> dict[str, float]:
+    c = client(srv.url)
+    size = big.stat().st_size / MiB
+    out = {}
+    with open(big, "rb") as f:
+        out["big PUT single (MiB/s)"] = size / timed(lambda: c.put_object(Bucket="bench", Key=f"big{run}", Body=f))
+    cfg = TransferConfig(multipart_threshold=64 * MiB, multipart_chunksize=64 * MiB, max_concurrency=4)
+    out["big PUT multipart (MiB/s)"] = size / timed(lambda: c.upload_file(str(big), "bench", f"mp{run}", Config=cfg))
+    sink = io.BytesIO()
+
+    class Null(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, b):
+            return len(b)
+    out["big GET (MiB/s)"] = size / timed(lambda: c.download_fileobj("bench", f"mp{run}", Null(), Config=cfg))
+    del sink
+
+    def puts():
+        for i, data in enumerate(small):
+            c.put_object(Bucket="bench", Key=f"small{run}/f{i:05d}", Body=data)
+    out["small PUTs (objects/s)"] = len(small) / timed(puts)
+
+    def listing():
+        n = 0
+        for page in c.get_paginator("list_objects_v2").paginate(Bucket="bench", Prefix=f"small{run}/"):
+            n += len(page.get("Contents", []))
+        assert n == len(small), n
+    out["listing (keys/s)"] = len(small) / timed(listing)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--big-mib", type=int, default=1024)
+    ap.add_argument("--small", type=int, default=10_000)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="s3bench-"))
+    try:
+        big = work / "big.bin"
+        with open(big, "wb") as f:
+            for _ in range(args.big_mib):
+                f.write(os.urandom(MiB))
+        small = [os.urandom(1024 + (i * 37) % 3072) for i in range(args.small)]
+        results: dict[str, dict[str, list[float]]] = {}
+        for cls in (Edge, Rclone):
+            d = work / cls.name
+            d.mkdir()
+            srv = cls(d)
+            try:
+                for run in range(args.runs):
+                    for k, v in bench_server(srv, big, small, run).items():
+                        results.setdefault(k, {}).setdefault(cls.name, []).append(v)
+            finally:
+                srv.stop()
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; "
+              f"{args.big_mib} MiB, {args.small} small objects, medians of {args.runs}")
+        print("| workload | Edge | rclone | ratio |\n|---|---:|---:|---:|")
+        for k, by in results.items():
+            e, r = statistics.median(by["edge"]), statistics.median(by["rclone"])
+            print(f"| {k} | {e:.1f} | {r:.1f} | {e / r:.2f} |")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

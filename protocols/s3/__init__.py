@@ -1,0 +1,91 @@
+"""S3 adapter: the archive as a versioned object store (cheroot/WSGI, like WebDAV), over ShareFS.
+
+A bucket is a share, a key a path ("/" builds folders every protocol sees), every PUT a version
+(VersionId = the archive's version number), DELETE a tombstone (a delete marker).  See README's
+S3 section for the mapping and :mod:`.app` for the request flow.
+
+Config keys (section ``[s3]``; defaults in brackets):
+
+``listen`` ["127.0.0.1:9000"]
+``tls`` [false]             serve HTTPS with the appliance certificate (ctx.tls_cert / tls_key)
+``region`` ["us-east-1"]     what GetBucketLocation reports (any signing region is accepted)
+``threads`` [16]             cheroot worker threads
+``multipart_expiry`` [604800]  seconds after which an unfinished multipart upload is reclaimed
+``min_part_size`` [5242880]  smallest part but the last one Complete accepts (S3's 5 MiB)
+``new_buckets`` [{}]         options of shares CreateBucket makes: allow_purge, worm_days, retention
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from cheroot import wsgi
+
+from .app import S3App
+
+DEFAULTS: dict[str, Any] = {
+    "listen": "127.0.0.1:9000",
+    "tls": False,
+    "region": "us-east-1",
+    "threads": 16,
+    "multipart_expiry": 7 * 86400,
+    "min_part_size": 5 << 20,
+    "new_buckets": {},
+}
+
+
+def _parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = str(listen).rpartition(":")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+class S3Adapter:
+    """The ``s3`` protocol adapter."""
+
+    name = "s3"
+    default_listen = DEFAULTS["listen"]
+    config_keys = {k: v for k, v in DEFAULTS.items() if k != "listen"}
+
+    def __init__(self, repo, config: dict[str, Any], ctx) -> None:
+        self.repo = repo
+        self.ctx = ctx
+        self.config = {**DEFAULTS, **{k: v for k, v in (config or {}).items() if v is not None}}
+        nb = self.config["new_buckets"]
+        if not isinstance(nb, dict) or not set(nb) <= {"allow_purge", "worm_days", "retention"}:
+            raise ValueError("s3 new_buckets must be a table with allow_purge, worm_days, retention")
+        self.log = getattr(ctx, "logger", None) or logging.getLogger("edge_archive")
+        self.host, self.port = _parse_listen(self.config["listen"])
+        self.app = S3App(repo, self.config, ctx)
+        self._server: wsgi.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        server = wsgi.Server((self.host, self.port), self.app, numthreads=int(self.config["threads"]),
+                             server_name="edge-archive-s3", shutdown_timeout=5)
+        if self.config["tls"]:
+            from cheroot.ssl.builtin import BuiltinSSLAdapter
+            if not (self.ctx.tls_cert and self.ctx.tls_key):
+                raise OSError("s3: tls requested but no certificate/key in the context")
+            server.ssl_adapter = BuiltinSSLAdapter(self.ctx.tls_cert, self.ctx.tls_key)
+        server.prepare()
+        self.port = server.socket.getsockname()[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve, name="s3", daemon=True)
+        self._thread.start()
+        self.log.info("s3: serving %s", ", ".join(self.urls()))
+
+    def stop(self, grace: float = 5.0) -> None:
+        server = self._server
+        if server is None:
+            return
+        server.shutdown_timeout = max(0.1, float(grace))
+        server.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=float(grace) + 5)
+        self._server = None
+
+    def urls(self) -> list[str]:
+        scheme = "https" if self.config["tls"] else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return [f"{scheme}://{host}:{self.port}"]

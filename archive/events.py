@@ -162,3 +162,13 @@ _APPLY = {
     "mkdir": _mkdir, "commit": _commit, "unlink": _unlink_ev, "link": _link_ev, "rename": _rename, "times": _times,
     "purge": _purge, "props": _props,
 }
+
+
+def _create(s: Session, ev: Event) -> None:
+    """A file node linked under a name before it has any version (NFS CREATE)."""
+    s.execute(insert(nodes).values(id=ev["node"], share_id=ev["share"], kind="file", created_at=ev["at"],
+                                    mtime=ev["at"]))
+    _link(s, ev["parent"], ev["name"], ev["node"], ev["at"])
+
+
+_APPLY["create"] = _create

@@ -131,7 +131,7 @@ class ServerState:
         e = o.entry
         if not e.is_dir and not o.at_us:
             s = self.sessions.get(o.key)
-            if s is not None and not s.closed:
+            if s is not None:
                 return attrs_of(e, o.fs.share_id, size=s.upd.size, mtime=s.mtime, readonly=o.export.read_only)
         return attrs_of(e, o.fs.share_id, readonly=o.export.read_only)
 

@@ -12,6 +12,8 @@ import pytest
 from archive import Origin, Repository
 from archive.clock import gmt_token
 
+from protocols.nfs.state import RESOLVE_TTL
+
 from nfs_helpers import LibNFS, NFSError, NFSServer, RawRPC, need, run
 
 MOUNT, NFS = 100005, 100003
@@ -243,8 +245,13 @@ def test_forged_and_stale_handles(srv):
     assert _nfs_status(srv.port, 1, _opaque(b"\x01" * 12)) == 10001
     srv.fs().rename("/h.txt", "/renamed.txt")
     assert _nfs_status(srv.port, 1, _opaque(fh)) == 0                                # survives a rename
-    srv.fs().remove("/renamed.txt")
+    srv.fs().remove("/renamed.txt")                  # by another protocol: seen within RESOLVE_TTL
+    time.sleep(RESOLVE_TTL + 0.1)
     assert _nfs_status(srv.port, 1, _opaque(fh)) == 70                               # NFS3ERR_STALE
+    put(srv.fs(), "/n.txt", b"n")
+    fh = _lookup(srv.port, root, "n.txt")
+    assert _nfs_status(srv.port, 12, _opaque(root) + _string("n.txt")) == 0          # REMOVE over NFS
+    assert _nfs_status(srv.port, 1, _opaque(fh)) == 70                               # stale at once
 
 
 def test_handles_survive_a_restart(tmp_path):

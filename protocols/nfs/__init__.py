@@ -76,7 +76,8 @@ class NFSAdapter:
             self.ctx.event("nfs", "recovered", share=share, path=path,
                            version=version.number if version else None)
         self.sessions = WriteSessions(self.commit_idle, self.abandon_timeout, self._committed)
-        state = ServerState(self.repo, self.exports, self.config["default_user"], self.sessions, self.ctx)
+        self.state = state = ServerState(self.repo, self.exports, self.config["default_user"], self.sessions,
+                                         self.ctx)
         try:
             self.server = RPCServer(state, self.host, self.port)
         except OSError:
@@ -88,6 +89,7 @@ class NFSAdapter:
             self.ctx.event("nfs", "rpcbind", registered=self._registered)
 
     def _committed(self, session, version) -> None:
+        self.state.invalidate()
         if version is not None:
             self.ctx.event("nfs", "commit", path="/" + "/".join(session.upd.parts), size=version.size,
                            version=version.number, share=session.fs.share_name)

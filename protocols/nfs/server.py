@@ -153,7 +153,10 @@ class RPCServer:
             return p.bytes()
 
         if program is self.nfs and call.proc in nfs3.NON_IDEMPOTENT:
-            return self.drc.run((address, call.prog, call.proc, call.xid), run)
+            try:
+                return self.drc.run((address, call.prog, call.proc, call.xid), run)
+            finally:
+                self.state.invalidate()
         return run()
 
 

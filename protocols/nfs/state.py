@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,8 @@ from .errors import NFS3ERR_ACCES, NFS3ERR_BADHANDLE, NFS3ERR_STALE, NFSError
 from .exports import Export, all_shares_export
 from .fattr import Attrs, attrs_of
 from .writes import WriteSessions
+
+RESOLVE_TTL = 1.0
 
 
 @dataclass
@@ -51,7 +54,9 @@ class ServerState:
         self._share_ids: dict[int, str] = {}
         self._readers: OrderedDict[tuple, tuple[threading.Lock, Any]] = OrderedDict()
         self.mounts: set[tuple[str, str]] = set()
-        self.exclusive: dict[tuple[int, int], bytes] = {}     # EXCLUSIVE CREATE verifiers
+        self.exclusive: dict[tuple[int, int], bytes] = {}
+        self._resolved: dict[tuple[bytes, str], tuple[float, tuple]] = {}
+        self._epoch = 0     # EXCLUSIVE CREATE verifiers
 
     # -- exports -----------------------------------------------------------------------------
     def export_list(self) -> list[Export]:
@@ -101,7 +106,33 @@ class ServerState:
         node = fs.root if len(parts) == 2 and parts[0] == SNAPSHOTS else entry.node_id
         return self.sealer.encode(H.Handle(H.NODE, fs.share_id, node, at_us, H.generation(entry.ctime)))
 
+    def invalidate(self) -> None:
+        """Forget resolved handles: after any change this server makes (creates, removes,
+        renames, attribute changes, version commits)."""
+        with self._lock:
+            self._resolved.clear()
+            self._epoch += 1
+
     def resolve(self, raw, address: str) -> Obj:
+        """The object a handle names.  Resolutions are cached for RESOLVE_TTL seconds (a handle
+        is looked up on every call; NFS clients cache attributes for longer than that anyway),
+        and the cache is dropped whenever this server changes anything."""
+        key = (bytes(raw), address)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._resolved.get(key)
+            epoch = self._epoch
+        if hit is not None and now - hit[0] < RESOLVE_TTL:
+            return Obj(*hit[1])
+        o = self._resolve(key[0], address)
+        with self._lock:
+            if len(self._resolved) > 20_000:
+                self._resolved.clear()
+            if epoch == self._epoch:           # nothing changed while resolving
+                self._resolved[key] = (now, (o.export, o.fs, o.entry, o.at_us, o.kind))
+        return o
+
+    def _resolve(self, raw: bytes, address: str) -> Obj:
         try:
             h = self.sealer.decode(raw)
         except H.BadHandle as e:

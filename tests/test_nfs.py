@@ -462,3 +462,41 @@ def _readdir(port: int, fh: bytes, cookie: int, count: int) -> tuple[list[str], 
 
 
 __all__ = ["Origin", "Repository"]
+
+
+def test_archivectl_serve_exports_nfs_from_the_config(tmp_path):
+    """The adapter as `archivectl serve` runs it: [nfs] and [[nfs.exports]] from the TOML file,
+    URL printed, a file written with nfs-cp, its version committed by the stop at the latest."""
+    import signal
+
+    from serve_helpers import ServeProcess, archivectl, free_port, python_env
+    repo = Repository.init(tmp_path / "repo")
+    repo.add_share("office")
+    repo.add_user("alice", "pw")
+    repo.grant("alice", "office", "rw")
+    repo.close()
+    port = free_port()
+    cfg = tmp_path / "archive.toml"
+    cfg.write_text(f'[repository]\npath = "{tmp_path / "repo"}"\n[metrics]\nenabled = false\n'
+                   f'[nfs]\nlisten = "127.0.0.1:{port}"\ncommit_idle = 30\n'
+                   '[[nfs.exports]]\nshare = "office"\nclients = ["127.0.0.0/8"]\nuser = "alice"\n')
+    p = ServeProcess(archivectl() + ["serve", "--config", str(cfg), "--only", "nfs"], cwd=str(tmp_path),
+                     env=python_env([]), tmp=str(tmp_path)).ready()
+    try:
+        url = p.urls()["nfs"]
+        assert url == f"nfs://127.0.0.1/office?version=3&nfsport={port}&mountport={port}"
+        src = tmp_path / "in.txt"
+        src.write_bytes(b"through archivectl serve\n")
+        base = url.split("?")[0]
+        res = run([need("nfs-cp"), str(src), base + "/in.txt?" + url.split("?")[1]])
+        assert res.returncode == 0, res.stderr
+    finally:
+        p.proc.send_signal(signal.SIGTERM)
+        assert p.finish() == 0, p.stderr()
+    r = Repository.open(tmp_path / "repo")
+    try:
+        vs = r.share("office").versions("/in.txt")          # committed at shutdown (commit_idle = 30)
+        assert [(v.number, v.origin.protocol) for v in vs] == [(1, "nfs")]
+        assert r.share("office").open_read("/in.txt").read() == b"through archivectl serve\n"
+    finally:
+        r.close()

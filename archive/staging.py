@@ -124,7 +124,9 @@ class StagedUpdate(Updater):
 
 def recover(repo) -> list[tuple[str, str, Version | None]]:
     """Commit the synced updates a crash left in the staging directory, delete unsynced ones.
-    Returns (share, path, version) per recovered update.  Run before serving."""
+    Returns (share, path, version) per recovered update (version None and the reason in place
+    of the path when it could not be committed; its files stay for the next try).  Run before
+    serving."""
     d = staging_dir(repo)
     out = []
     journals = {p.stem for p in d.glob("*.json")}
@@ -134,8 +136,12 @@ def recover(repo) -> list[tuple[str, str, Version | None]]:
     for p in d.glob("*.tmp"):
         p.unlink(missing_ok=True)
     for stem in sorted(journals):
-        upd = StagedUpdate.resume(repo, d / f"{stem}.json")
-        out.append((upd.fs.share_name, "/" + "/".join(upd.parts), upd.commit()))
+        try:
+            upd = StagedUpdate.resume(repo, d / f"{stem}.json")
+            out.append((upd.fs.share_name, "/" + "/".join(upd.parts), upd.commit()))
+        except (ArchiveError, OSError, ValueError, KeyError) as e:
+            # e.g. over quota, share removed: kept for the next start, never silently lost
+            out.append(("?", f"{stem} ({type(e).__name__}: {e})", None))
     return out
 
 

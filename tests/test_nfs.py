@@ -53,6 +53,12 @@ def test_nfs_cp_ls_cat_round_trip_makes_one_version(srv, tmp_path):
         assert len(vs) == 1 and vs[0].size == src.stat().st_size
         assert vs[0].origin.protocol == "nfs" and vs[0].origin.user == "alice"
         assert srv.fs().open_read(path).read() == src.read_bytes()
+    newer = tmp_path / "newer.bin"
+    newer.write_bytes(b"shorter, newer content")
+    assert run([need("nfs-cp"), str(newer), srv.url("/office/report.bin")]).returncode == 0   # overwrite
+    vs = srv.wait_versions("/report.bin", 2)
+    assert [v.size for v in vs] == [src.stat().st_size, len(b"shorter, newer content")]
+    assert run([need("nfs-cat"), srv.url("/office/report.bin")]).stdout == b"shorter, newer content"
 
 
 def test_export_lists_shares_and_unknown_paths_fail(srv):
@@ -192,6 +198,23 @@ def test_read_only_export_refuses_writes(srv):
         c.close()
     assert [e.name for e in srv.fs("public").listdir("/")] == ["readme.txt"]
     assert len(srv.fs("public").versions("/readme.txt")) == 1
+
+
+def test_read_only_grant_of_the_squash_user_refuses_writes(tmp_path):
+    s = NFSServer(tmp_path, exports=[{"share": "office", "user": "bob"}])       # bob: ro grant
+    try:
+        put(s.fs(), "/seen.txt", b"bob may read")
+        c = LibNFS(s.url("/office"))
+        try:
+            assert c.read_file("/seen.txt") == b"bob may read"
+            with pytest.raises(NFSError) as e:
+                c.write_file("/bob.txt", b"no")
+            assert e.value.errno == errno.EACCES
+        finally:
+            c.close()
+        assert not s.fs().exists("/bob.txt")
+    finally:
+        s.close()
 
 
 def test_client_outside_allowed_networks_is_refused(tmp_path):

@@ -7,6 +7,7 @@ SYMLINK, MKNOD and LINK answer NFS3ERR_NOTSUPP: the archive has regular files an
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from archive import Entry, errors
@@ -15,9 +16,9 @@ from archive.paths import MAX_NAME_BYTES, SNAPSHOTS
 from archive.sharefs import VIRTUAL_BASE
 
 from . import handles as H
-from .errors import (NFS3_OK, NFS3ERR_BAD_COOKIE, NFS3ERR_EXIST, NFS3ERR_INVAL, NFS3ERR_ISDIR,
+from .errors import (NFS3_OK, NFS3ERR_ACCES, NFS3ERR_BAD_COOKIE, NFS3ERR_EXIST, NFS3ERR_INVAL, NFS3ERR_ISDIR,
                      NFS3ERR_NAMETOOLONG, NFS3ERR_NOT_SYNC, NFS3ERR_NOTDIR, NFS3ERR_NOTSUPP, NFS3ERR_ROFS,
-                     NFS3ERR_TOOSMALL, NFSError, nfsstat)
+                     NFS3ERR_TOOSMALL, NFS3ERR_XDEV, NFSError, nfsstat)
 from .fattr import SET_TO_CLIENT_TIME, SET_TO_SERVER_TIME, fattr3, post_op_attr, sattr3, wcc_data
 from .state import Obj, ServerState
 from .xdr import Packer, Unpacker
@@ -120,6 +121,17 @@ class NFS3:
     def _handle(self, o: Obj) -> bytes:
         return self.st.handle_for(o.fs, o.entry, o.at_us)
 
+    def _status_wcc(self, p: Packer, cred, objs: tuple, work: Callable[[], None]) -> None:
+        """Run a change; answer NFS3_OK or its error status, then wcc_data of each folder/file
+        it touched (the shape of SETATTR, REMOVE, RMDIR and RENAME results)."""
+        try:
+            work()
+            p.u32(NFS3_OK)
+        except (NFSError, errors.ArchiveError) as e:
+            self._fail(p, e)
+        for o in objs:
+            self._wcc(p, o, cred)
+
     def _fail(self, p: Packer, e: BaseException) -> int:
         status = nfsstat(e)
         p.u32(status)
@@ -139,11 +151,10 @@ class NFS3:
         s = sattr3(u)
         guard = u.bool()
         guard_ctime = (u.u32(), u.u32()) if guard else None
-        try:
-            if guard_ctime is not None:
-                a = self.st.attrs(o)
-                if int(a.ctime) != guard_ctime[0]:
-                    raise NFSError(NFS3ERR_NOT_SYNC)
+
+        def work() -> None:
+            if guard_ctime is not None and int(self.st.attrs(o).ctime) != guard_ctime[0]:
+                raise NFSError(NFS3ERR_NOT_SYNC)
             if s.size is not None or s.mtime[0] != 0:
                 self._writable(o)
             if s.size is not None:
@@ -152,16 +163,10 @@ class NFS3:
                 self.st.sessions.truncate(o.key, o.fs, o.path, s.size)
             how, t = s.mtime
             if how in (SET_TO_CLIENT_TIME, SET_TO_SERVER_TIME):
-                import time
                 t = t if how == SET_TO_CLIENT_TIME else time.time()
                 if not self.st.sessions.set_mtime(o.key, t) and (o.entry.is_dir or o.entry.version is not None):
                     o.fs.set_times(o.path, t)
-        except (NFSError, errors.ArchiveError) as e:
-            self._fail(p, e)
-            self._wcc(p, o, cred)
-            return
-        p.u32(NFS3_OK)
-        self._wcc(p, o, cred)
+        self._status_wcc(p, cred, (o,), work)
 
     def lookup(self, u, p, cred, address):
         d = self._fh(u, address)
@@ -251,6 +256,8 @@ class NFS3:
                     raise NFSError(NFS3ERR_EXIST) from None
             o = Obj(d.export, d.fs, e, 0)
             if verf is not None:
+                if len(self.st.exclusive) > 10_000:
+                    self.st.exclusive.clear()
                 self.st.exclusive[(d.fs.share_id, e.node_id)] = verf
             if attrs is not None and attrs.size is not None:
                 self.st.sessions.truncate(o.key, o.fs, o.path, attrs.size)
@@ -298,52 +305,42 @@ class NFS3:
 
     def _unlink(self, u, p, cred, address, dir: bool):
         d = self._fh(u, address)
-        name = _name(u)
-        try:
+        path = _join(d.path, _name(u))
+
+        def work() -> None:
             self._writable(d)
-            path = _join(d.path, name)
             if dir:
                 d.fs.rmdir(path)
-            else:
-                e = d.fs.stat(path)
-                if e.is_dir:
-                    raise NFSError(NFS3ERR_ISDIR)
-                self.st.sessions.discard((d.fs.share_id, e.node_id))
-                d.fs.remove(path)
-        except (NFSError, errors.ArchiveError) as e:
-            self._fail(p, e)
-            self._wcc(p, d, cred)
-            return
-        p.u32(NFS3_OK)
-        self._wcc(p, d, cred)
+                return
+            e = d.fs.stat(path)
+            if e.is_dir:
+                raise NFSError(NFS3ERR_ISDIR)
+            self.st.sessions.discard((d.fs.share_id, e.node_id))
+            d.fs.remove(path)
+        self._status_wcc(p, cred, (d,), work)
 
     def rename(self, u, p, cred, address):
         src = self._fh(u, address)
         sname = _name(u)
         dst = self._fh(u, address)
         dname = _name(u)
-        try:
+
+        def work() -> None:
             self._writable(src)
             self._writable(dst)
             if src.fs.share_id != dst.fs.share_id:
-                raise NFSError(18)                # NFS3ERR_XDEV
+                raise NFSError(NFS3ERR_XDEV)
             spath, dpath = _join(src.path, sname), _join(dst.path, dname)
-            if spath != dpath:
-                try:
-                    old = src.fs.stat(dpath)
-                except errors.NotFound:
-                    old = None
-                src.fs.rename(spath, dpath, overwrite=True)
-                if old is not None and not old.is_dir:
-                    self.st.sessions.discard((src.fs.share_id, old.node_id))
-        except (NFSError, errors.ArchiveError) as e:
-            self._fail(p, e)
-            self._wcc(p, src, cred)
-            self._wcc(p, dst, cred)
-            return
-        p.u32(NFS3_OK)
-        self._wcc(p, src, cred)
-        self._wcc(p, dst, cred)
+            if spath == dpath:
+                return
+            try:
+                old = src.fs.stat(dpath)
+            except errors.NotFound:
+                old = None
+            src.fs.rename(spath, dpath, overwrite=True)
+            if old is not None and not old.is_dir:
+                self.st.sessions.discard((src.fs.share_id, old.node_id))
+        self._status_wcc(p, cred, (src, dst), work)
 
     def link(self, u, p, cred, address):
         o = self._fh(u, address)

@@ -55,7 +55,15 @@ def test_nfs_cp_ls_cat_round_trip_makes_one_version(srv, tmp_path):
         assert srv.fs().open_read(path).read() == src.read_bytes()
     newer = tmp_path / "newer.bin"
     newer.write_bytes(b"shorter, newer content")
-    assert run([need("nfs-cp"), str(newer), srv.url("/office/report.bin")]).returncode == 0   # overwrite
+    # nfs-cp creates its target exclusively (NFS3ERR_EXIST, as with nfs-ganesha): nothing changes
+    assert run([need("nfs-cp"), str(newer), srv.url("/office/report.bin")]).returncode != 0
+    c = LibNFS(srv.url("/office"))                       # an O_TRUNC overwrite: one new version
+    try:
+        fh = c.open("/report.bin", os.O_WRONLY | os.O_TRUNC)
+        c.pwrite(fh, newer.read_bytes(), 0)
+        c.close_file(fh)
+    finally:
+        c.close()
     vs = srv.wait_versions("/report.bin", 2)
     assert [v.size for v in vs] == [src.stat().st_size, len(b"shorter, newer content")]
     assert run([need("nfs-cat"), srv.url("/office/report.bin")]).stdout == b"shorter, newer content"

@@ -235,17 +235,30 @@ class NFS3:
         wcc_data(p, self.st.attrs(o), cred.uid, cred.gid)
         p.u32(count).u32(FILE_SYNC if stable != UNSTABLE else UNSTABLE).fixed(self.st.verifier)
 
+    def _diropres(self, p: Packer, cred, d: Obj, make: Callable[[str], Obj], name: str) -> None:
+        """CREATE/MKDIR: make the object `name` in folder `d`; answer its handle and attributes
+        and the folder's wcc_data, or the error status and the folder's wcc_data."""
+        try:
+            self._writable(d)
+            if not d.entry.is_dir:
+                raise NFSError(NFS3ERR_NOTDIR)
+            o = make(_join(d.path, name))
+        except (NFSError, errors.ArchiveError) as e:
+            self._fail(p, e)
+            self._wcc(p, d, cred)
+            return
+        p.u32(NFS3_OK).bool(True).opaque(self._handle(o))
+        self._post(p, o, cred)
+        self._wcc(p, d, cred)
+
     def create(self, u, p, cred, address):
         d = self._fh(u, address)
         name = _name(u)
         how = u.enum((UNCHECKED, GUARDED, EXCLUSIVE))
         attrs = sattr3(u) if how != EXCLUSIVE else None
         verf = bytes(u.fixed(8)) if how == EXCLUSIVE else None
-        try:
-            self._writable(d)
-            if not d.entry.is_dir:
-                raise NFSError(NFS3ERR_NOTDIR)
-            path = _join(d.path, name)
+
+        def make(path: str) -> Obj:
             try:
                 e = d.fs.create_file(path)
             except errors.Exists:
@@ -263,31 +276,14 @@ class NFS3:
                 self.st.sessions.truncate(o.key, o.fs, o.path, attrs.size)
             elif e.version is None:
                 self.st.sessions.touch(o.key, o.fs, o.path)
-        except (NFSError, errors.ArchiveError) as e:
-            self._fail(p, e)
-            self._wcc(p, d, cred)
-            return
-        p.u32(NFS3_OK).bool(True).opaque(self._handle(o))
-        self._post(p, o, cred)
-        self._wcc(p, d, cred)
+            return o
+        self._diropres(p, cred, d, make, name)
 
     def mkdir(self, u, p, cred, address):
         d = self._fh(u, address)
         name = _name(u)
         sattr3(u)
-        try:
-            self._writable(d)
-            if not d.entry.is_dir:
-                raise NFSError(NFS3ERR_NOTDIR)
-            e = d.fs.mkdir(_join(d.path, name))
-            o = Obj(d.export, d.fs, e, 0)
-        except (NFSError, errors.ArchiveError) as e:
-            self._fail(p, e)
-            self._wcc(p, d, cred)
-            return
-        p.u32(NFS3_OK).bool(True).opaque(self._handle(o))
-        self._post(p, o, cred)
-        self._wcc(p, d, cred)
+        self._diropres(p, cred, d, lambda path: Obj(d.export, d.fs, d.fs.mkdir(path), 0), name)
 
     def _notsupp_create(self, u, p, cred, address):
         d = self._fh(u, address)

@@ -8,7 +8,8 @@ DUMP the mounts this server has seen, UMNT/UMNTALL forget them.
 from __future__ import annotations
 
 from archive import errors
-from archive.paths import split
+from archive.clock import parse_gmt_token
+from archive.paths import SNAPSHOTS, split
 
 from .errors import MNT3_OK, MNT3ERR_ACCES, MNT3ERR_NOENT, MNT3ERR_NOTDIR, mountstat
 from .state import ServerState
@@ -59,8 +60,7 @@ class Mount:
             return mountstat(exc), b""
         if not e.is_dir:
             return MNT3ERR_NOTDIR, b""
-        from archive.clock import parse_gmt_token
-        at = parse_gmt_token(parts[2]) if len(parts) > 2 and parts[1] == ".snapshots" else None
+        at = parse_gmt_token(parts[2]) if len(parts) > 2 and parts[1] == SNAPSHOTS else None
         self.state.mounts.add((address, dirpath))
         if self.state.ctx:
             self.state.ctx.event("nfs", "mount", path=dirpath, address=address, user=export.user)

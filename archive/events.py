@@ -193,7 +193,7 @@ _APPLY = {
 #: events that change who may log in or what a login may see
 AUTH_OPS = frozenset({"user", "user_del", "grant", "share", "share_set"})
 #: events that change a share's namespace at ev["at"] (what `.snapshots` lists)
-NAMESPACE_OPS = frozenset({"mkdir", "commit", "unlink", "link", "rename"})
+NAMESPACE_OPS = frozenset({"mkdir", "commit", "unlink", "link", "rename", "create"})
 auth_state, share_changes = m.AuthState.__table__, m.ShareChange.__table__
 
 
@@ -227,3 +227,11 @@ def record_change(s: Session, share: int, at_s: int) -> None:
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     s.execute(dialect_insert(share_changes).values(share_id=share, at_s=at_s).on_conflict_do_nothing())
+def _create(s: Session, ev: Event) -> None:
+    """A file node linked under a name before it has any version (NFS CREATE)."""
+    s.execute(insert(nodes).values(id=ev["node"], share_id=ev["share"], kind="file", created_at=ev["at"],
+                                    mtime=ev["at"]))
+    _link(s, ev["parent"], ev["name"], ev["node"], ev["at"])
+
+
+_APPLY["create"] = _create

@@ -406,3 +406,10 @@ class Repository:
     def stats(self) -> dict:
         from .stats import repository_stats
         return repository_stats(self)
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte secret for `purpose` (e.g. "nfs-handles"), derived from the repository's
+        master key: the same on every start and on every appliance node sharing the repository,
+        different per purpose, and it reveals nothing about the master key."""
+        import blake3
+        return blake3.blake3(b"edge-archive derived key: " + purpose.encode(), key=self.key.id_key).digest()

@@ -169,11 +169,14 @@ class ShareFS:
         except (NotFound, NotADirectory):
             return False
 
-    def listdir(self, path: str, at=None, page: int = 1000) -> Iterator[Entry]:
-        """Entries sorted by name, fetched in pages so huge folders stream."""
+    def listdir(self, path: str, at=None, page: int = 1000, after: str = "") -> Iterator[Entry]:
+        """Entries sorted by name, fetched in pages so huge folders stream; `after` resumes the
+        listing after that name (NFS READDIR cookies), whether or not the name still exists."""
         v = self._view(path, at)
         if v.virtual == "snapshots":
             for tok in self.snapshot_tokens():
+                if tok <= after:
+                    continue
                 t = parse_gmt_token(tok)
                 yield Entry(tok, f"/{SNAPSHOTS}/{tok}", "dir", 0, seconds(t), seconds(t),
                             VIRTUAL_BASE + t // 1_000_000, None, tok, True)
@@ -192,7 +195,6 @@ class ShareFS:
                  (SELECT max(v2.number) FROM versions v2 WHERE v2.node_id = d.node_id {vcond})
             WHERE d.parent_id = :p AND {alive} AND d.name > :after
             ORDER BY d.name LIMIT :lim""")
-        after = ""
         while True:
             with self.repo.catalog.session() as s:
                 rows = s.execute(sql, {"p": node, "at": v.at, "after": after, "lim": page}).all()
@@ -664,6 +666,82 @@ class ShareFS:
     def _version_of(self, ev: dict) -> Version:
         return Version(ev["number"], ev["size"], seconds(ev["at"]), seconds(ev["mtime"]), ev.get("deleted", False),
                        ev["etag"], self.origin)
+
+    # -- lookups by node id and staged updates (NFS: file handles carry node ids) ----------------
+    def node_path(self, node_id: int, at=None) -> str:
+        """The share-relative path where node `node_id` is linked now (or at instant `at`).
+
+        NFS file handles hold node ids, not paths, so they survive renames; this walks the
+        dentries upward.  NotFound when the node is not in this share or not linked then
+        (removed, or not yet created): the handle is stale."""
+        at_us = to_us(at)
+        alive = "valid_to IS NULL" if at_us is None else \
+            "valid_from <= :at AND (valid_to IS NULL OR valid_to > :at)"
+        up = text(f"SELECT parent_id, name FROM dentries WHERE node_id = :n AND {alive} "
+                  "ORDER BY valid_from DESC LIMIT 1")
+        names: list[str] = []
+        with self.repo.catalog.engine.connect() as c:
+            share = c.execute(text("SELECT share_id FROM nodes WHERE id = :n"), {"n": node_id}).scalar()
+            node = node_id
+            while node != self.root and share == self.share_id and len(names) <= 1024:
+                row = c.execute(up, {"n": node, "at": at_us}).first()
+                if row is None:
+                    break
+                names.append(row[1])
+                node = row[0]
+            c.rollback()
+        if share != self.share_id or node != self.root:
+            raise NotFound(f"node {node_id} is not in share {self.share_name!r}" + (" then" if at_us else " now"))
+        return join(tuple(reversed(names)))
+
+    def stat_node(self, node_id: int, at=None) -> Entry:
+        """stat() of whatever node `node_id` is now, or in the snapshot of instant `at` (its
+        Entry.path then starts with /.snapshots/@GMT-…, so reads and listings stay read-only)."""
+        at_us = to_us(at)
+        path = self.node_path(node_id, at)
+        if at_us is None:
+            return self.stat(path)
+        return self.stat(f"/{SNAPSHOTS}/{gmt_token(at_us)}{'' if path == '/' else path}")
+
+    def child_name(self, path: str, node_id: int) -> str | None:
+        """The last name node `node_id` had inside folder `path` (even if it is gone since):
+        what an NFS READDIR cookie (a node id) resumes after.  None if it never was there."""
+        v = self._view(path)
+        with self.repo.catalog.session() as s:
+            parent, _, _ = self._walk(s, v.parts, v.at)
+            return s.scalar(select(m.Dentry.name).where(m.Dentry.parent_id == parent, m.Dentry.node_id == node_id)
+                            .order_by(m.Dentry.valid_from.desc()).limit(1))
+
+    def create_file(self, path: str) -> Entry:
+        """A new, empty file name with no version yet (NFS CREATE): its node id exists at once
+        for the file handle, and the first commit of its content is version 1.  A name that
+        had a deleted file continues that file's history.  errors.Exists when taken."""
+        v = self._writable_view(path)
+
+        def build(s: Session) -> list[dict]:
+            parent = self._parent(s, v.parts)
+            if self._child(s, parent, v.parts[-1], None) is not None:
+                raise Exists(f"{join(v.parts)} exists")
+            ev = {"at": now_us(), "share": self.share_id, "parent": parent, "name": v.parts[-1]}
+            old = self._last_file_node(s, parent, v.parts[-1])
+            if old is not None:
+                return [{**ev, "op": "link", "node": old}]
+            return [{**ev, "op": "create", "node": self.repo.next_id(s, m.Node)}]
+        self.repo.mutate(build, audit=self._audit("create", join(v.parts)))
+        return self.stat(join(v.parts))
+
+    def open_staged_update(self, path: str, truncate: bool = False, create: bool = True):
+        """Like open_update, but the staging survives a crash: `sync()` makes every byte written
+        so far durable (fsync), and `archive.staging.recover(repo)` commits synced updates a
+        crash left behind.  NFS uses it for UNSTABLE writes + COMMIT and FILE_SYNC writes."""
+        from .staging import StagedUpdate
+        v = self._writable_view(path)
+        base = self._write_base(v.parts, create)
+        try:
+            node = self.stat(join(v.parts)).node_id
+        except NotFound:
+            node = None
+        return StagedUpdate(self, v.parts, base, truncate, node)
 
 
 def _version(r: m.Version) -> Version:

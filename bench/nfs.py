@@ -1,0 +1,228 @@
+"""NFS benchmark: Edge Archive's NFSv3 adapter vs nfs-ganesha (VFS backend, plain folder).
+
+Same machine, same run, same clients, loopback only:
+  * large file: `nfs-cp` local -> server (write) and server -> /dev/null-ish file (read);
+    for Edge the write is also timed until its version is committed (commit_idle = 0.2 s);
+  * many files: libnfs (the library behind nfs-cp, through ctypes) creates N small files,
+    `nfs-ls` lists the folder, libnfs removes them.
+Prints medians of --runs and the ratios Edge/ganesha (higher is better).
+
+    python3 bench/nfs.py --size-mib 1024 --files 10000 --runs 3
+    python3 bench/nfs.py --size-mib 256 --files 1000 --runs 3        # a busy machine
+
+ganesha exits unless rpcbind runs when it starts, so this starts `rpcbind` first (as root)
+if none answers on 127.0.0.1:111.  Debian packages: nfs-ganesha nfs-ganesha-vfs rpcbind
+libnfs-utils libnfs13.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from archive import Repository  # noqa: E402
+from protocols.base import ServeContext  # noqa: E402
+from protocols.nfs import NFSAdapter  # noqa: E402
+
+from nfs_helpers import LibNFS  # noqa: E402
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def timed(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=3600)
+    return time.perf_counter() - t0
+
+
+class Edge:
+    name = "edge"
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+
+    def start(self) -> None:
+        shutil.rmtree(self.work / "edge", ignore_errors=True)
+        self.repo = Repository.init(self.work / "edge")
+        self.repo.add_share("bench")
+        self.repo.add_user("bench", "bench-password")
+        self.repo.grant("bench", "bench", "rw")
+        self.adapter = NFSAdapter(self.repo, {"listen": "127.0.0.1:0", "commit_idle": 0.2,
+                                              "exports": [{"share": "bench", "user": "bench"}]}, ServeContext())
+        self.adapter.start()
+        self.port = self.mountport = self.adapter.address[1]
+        self.export = "/bench"
+
+    def settle(self, timeout: float = 3600) -> None:
+        """Wait until every written file is a committed version."""
+        end = time.monotonic() + timeout
+        while self.adapter.sessions._sessions and time.monotonic() < end:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.adapter.stop(5)
+        self.repo.close()
+
+
+class Ganesha:
+    name = "ganesha"
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if not port_open(111):
+            subprocess.run(["rpcbind", "-w"], check=True)
+            time.sleep(0.5)
+        d = self.work / "ganesha"
+        shutil.rmtree(d, ignore_errors=True)
+        (d / "export").mkdir(parents=True)
+        self.port, self.mountport = free_port(), free_port()     # ganesha cannot share one port
+        conf = d / "ganesha.conf"
+        conf.write_text(f"""
+NFS_CORE_PARAM {{ Protocols = 3; NFS_Port = {self.port}; MNT_Port = {self.mountport}; Bind_addr = 127.0.0.1;
+                  Enable_NLM = false; Enable_RQUOTA = false; }}
+NFSV4 {{ Graceless = true; }}
+EXPORT {{ Export_Id = 77; Path = {d / 'export'}; Pseudo = /bench; Access_Type = RW; Squash = No_Root_Squash;
+          Protocols = 3; Transports = TCP; SecType = sys; FSAL {{ Name = VFS; }} }}
+LOG {{ Default_Log_Level = WARN; }}
+""")
+        self.proc = subprocess.Popen(["ganesha.nfsd", "-F", "-f", str(conf), "-L", str(d / "ganesha.log"),
+                                      "-p", str(d / "ganesha.pid")], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        end = time.monotonic() + 30
+        while not port_open(self.port):
+            if self.proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"ganesha did not start: {(d / 'ganesha.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        self.export = str(d / "export")          # NFSv3 mounts by path
+        time.sleep(1)
+
+    def settle(self, timeout: float = 0) -> None:
+        pass
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def url(server, path: str = "") -> str:
+    return f"nfs://127.0.0.1{server.export}{path}?version=3&nfsport={server.port}&mountport={server.mountport}"
+
+
+def one_run(server, big: Path, size: int, files: int, scratch: Path) -> dict[str, float]:
+    out: dict[str, float] = {}
+    server.start()
+    try:
+        t = timed(["nfs-cp", str(big), url(server, "/big.bin")])
+        out["write MiB/s"] = size / t / 2 ** 20
+        server.settle()
+        back = scratch / f"back-{server.name}.bin"
+        t = timed(["nfs-cp", url(server, "/big.bin"), str(back)])
+        out["read MiB/s"] = size / t / 2 ** 20
+        assert back.stat().st_size == size
+        back.unlink()
+        c = LibNFS(url(server))
+        try:
+            c.mkdir("/many")
+            t0 = time.perf_counter()
+            for i in range(files):
+                fh = c.creat(f"/many/f{i:05d}.txt")
+                c.pwrite(fh, b"small file %d\n" % i, 0)
+                c.close_file(fh)
+            out["create files/s"] = files / (time.perf_counter() - t0)
+            server.settle()
+            t = timed(["nfs-ls", url(server, "/many")])
+            out["list entries/s"] = files / t
+            t0 = time.perf_counter()
+            for i in range(files):
+                c.unlink(f"/many/f{i:05d}.txt")
+            out["delete files/s"] = files / (time.perf_counter() - t0)
+        finally:
+            c.close()
+    finally:
+        server.stop()
+    return out
+
+
+def until_version(server: Edge, big: Path, size: int) -> float:
+    """Edge only: nfs-cp plus the commit of the version (what makes the data an archive version)."""
+    server.start()
+    try:
+        t0 = time.perf_counter()
+        subprocess.run(["nfs-cp", str(big), url(server, "/big.bin")], check=True, stdout=subprocess.DEVNULL)
+        server.settle()
+        return size / (time.perf_counter() - t0) / 2 ** 20
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--files", type=int, default=10_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--work", default=str(ROOT / "bench" / "work" / "nfs"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    size = args.size_mib * 2 ** 20
+    big = work / "big.bin"
+    with open(big, "wb") as f:
+        for _ in range(args.size_mib):
+            f.write(os.urandom(2 ** 20))
+    results: dict[str, list[dict[str, float]]] = {"edge": [], "ganesha": []}
+    edge, ganesha = Edge(work), Ganesha(work)
+    versions: list[float] = []
+    for _ in range(args.runs):
+        results["ganesha"].append(one_run(ganesha, big, size, args.files, work))
+        results["edge"].append(one_run(edge, big, size, args.files, work))
+        versions.append(until_version(edge, big, size))
+    big.unlink()
+    med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
+    print(f"# {platform.node()} {platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; "
+          f"{args.size_mib} MiB, {args.files} files, median of {args.runs}")
+    print("| workload | Edge | ganesha | ratio |\n|---|---:|---:|---:|")
+    for m in med["edge"]:
+        e, g = med["edge"][m], med["ganesha"][m]
+        print(f"| {m} | {e:.1f} | {g:.1f} | {e / g:.2f} |")
+    v = statistics.median(versions)
+    print(f"| write until the version is committed, MiB/s | {v:.1f} | {med['ganesha']['write MiB/s']:.1f} | "
+          f"{v / med['ganesha']['write MiB/s']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,454 @@
+"""NFS version 3 (program 100003, RFC 1813): the 22 procedures over ShareFS.
+
+Every procedure decodes its arguments, resolves file handles through ServerState (BADHANDLE,
+STALE, ACCES), calls ShareFS, and encodes the result; an archive error becomes its nfsstat3
+through errors.py, followed by the procedure's failure body (RFC 1813's resfail arms).
+SYMLINK, MKNOD and LINK answer NFS3ERR_NOTSUPP: the archive has regular files and folders.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from archive import Entry, errors
+from archive.clock import gmt_token, parse_gmt_token
+from archive.paths import MAX_NAME_BYTES, SNAPSHOTS
+from archive.sharefs import VIRTUAL_BASE
+
+from . import handles as H
+from .errors import (NFS3_OK, NFS3ERR_ACCES, NFS3ERR_BAD_COOKIE, NFS3ERR_EXIST, NFS3ERR_INVAL, NFS3ERR_ISDIR,
+                     NFS3ERR_NAMETOOLONG, NFS3ERR_NOT_SYNC, NFS3ERR_NOTDIR, NFS3ERR_NOTSUPP, NFS3ERR_ROFS,
+                     NFS3ERR_TOOSMALL, NFS3ERR_XDEV, NFSError, nfsstat)
+from .fattr import SET_TO_CLIENT_TIME, SET_TO_SERVER_TIME, fattr3, post_op_attr, sattr3, wcc_data
+from .state import Obj, ServerState
+from .xdr import Packer, Unpacker
+
+PROGRAM, VERSION = 100003, 3
+FHSIZE = 64
+MAX_IO = 1 << 20
+UNSTABLE, DATA_SYNC, FILE_SYNC = 0, 1, 2
+UNCHECKED, GUARDED, EXCLUSIVE = 0, 1, 2
+ACCESS_READ, ACCESS_LOOKUP, ACCESS_MODIFY, ACCESS_EXTEND, ACCESS_DELETE, ACCESS_EXECUTE = 1, 2, 4, 8, 16, 32
+#: procedures whose replay would not give the same answer (duplicate-request cache)
+NON_IDEMPOTENT = frozenset({2, 8, 9, 10, 11, 12, 13, 14, 15})
+#: how many XDR "false" words follow the status in each procedure's failure arm (post_op_attr
+#: = 1, wcc_data = 2): what the dispatcher sends when a handle or name fails to resolve
+FAIL_WORDS = (0, 0, 2, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 4, 3, 1, 1, 1, 1, 1, 2)
+PROC_NAMES = ("NULL GETATTR SETATTR LOOKUP ACCESS READLINK READ WRITE CREATE MKDIR SYMLINK MKNOD REMOVE RMDIR "
+              "RENAME LINK READDIR READDIRPLUS FSSTAT FSINFO PATHCONF COMMIT").split()
+
+
+def _name(u: Unpacker) -> str:
+    raw = bytes(u.opaque(4096))
+    if len(raw) > MAX_NAME_BYTES:
+        raise NFSError(NFS3ERR_NAMETOOLONG)
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NFSError(NFS3ERR_INVAL, "name is not UTF-8") from None
+    if name in ("", "/") or "/" in name or "\0" in name:
+        raise NFSError(NFS3ERR_INVAL, f"bad name {name!r}")
+    return name
+
+
+def _join(path: str, name: str) -> str:
+    return path.rstrip("/") + "/" + name
+
+
+class NFS3:
+    def __init__(self, state: ServerState) -> None:
+        self.st = state
+        names = [n.lower() for n in PROC_NAMES]
+        self.procs: dict[int, Callable] = {i: getattr(self, n) for i, n in enumerate(names)}
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _fh(self, u: Unpacker, address: str) -> Obj:
+        return self.st.resolve(u.opaque(FHSIZE), address)
+
+    def _post(self, p: Packer, o: Obj | None, cred) -> None:
+        post_op_attr(p, self.st.attrs(o) if o is not None else None, cred.uid, cred.gid)
+
+    def _wcc(self, p: Packer, o: Obj | None, cred) -> None:
+        """wcc_data with fresh attributes of `o` (re-read after a change)."""
+        if o is not None:
+            try:
+                o = self._refresh(o)
+            except NFSError:
+                o = None
+        wcc_data(p, self.st.attrs(o) if o is not None else None, cred.uid, cred.gid)
+
+    def _refresh(self, o: Obj) -> Obj:
+        if o.kind == H.SNAPSHOTS:
+            return o
+        try:
+            o.entry = o.fs.stat(o.entry.path)
+        except errors.ArchiveError as e:
+            raise NFSError(nfsstat(e)) from None
+        return o
+
+    def _writable(self, o: Obj) -> None:
+        if o.at_us or o.kind == H.SNAPSHOTS or o.entry.path.startswith("/" + SNAPSHOTS):
+            raise NFSError(NFS3ERR_ROFS, "snapshots are read-only")
+        if o.export.read_only:
+            raise NFSError(NFS3ERR_ROFS, "read-only export")
+        if not o.fs.writable:
+            raise NFSError(NFS3ERR_ACCES, "read-only grant")
+
+    def _child(self, d: Obj, name: str) -> Obj:
+        """LOOKUP of one name in a folder object (also `.snapshots` and its @GMT tokens)."""
+        if not d.entry.is_dir:
+            raise NFSError(NFS3ERR_NOTDIR)
+        if name == ".":
+            return d
+        if d.kind == H.SNAPSHOTS:
+            if name == "..":
+                return Obj(d.export, d.fs, d.fs.stat("/"), 0)
+            at = parse_gmt_token(name)
+            if at is None:
+                raise NFSError(nfsstat(errors.NotFound()))
+            e = d.fs.stat(f"/{SNAPSHOTS}/{name}")
+            return Obj(d.export, d.fs, e, at)
+        path = d.entry.path
+        if name == "..":
+            parent = path.rsplit("/", 1)[0] or "/"
+            if parent == "/" + SNAPSHOTS:
+                return Obj(d.export, d.fs, d.fs.stat(parent), 0, H.SNAPSHOTS)
+            return Obj(d.export, d.fs, d.fs.stat(parent), d.at_us if parent.count("/") >= 2 else 0)
+        if path == "/" and name == SNAPSHOTS and not d.at_us:
+            return Obj(d.export, d.fs, d.fs.stat("/" + SNAPSHOTS), 0, H.SNAPSHOTS)
+        return Obj(d.export, d.fs, d.fs.stat(_join(path, name)), d.at_us)
+
+    def _handle(self, o: Obj) -> bytes:
+        return self.st.handle_for(o.fs, o.entry, o.at_us)
+
+    def _status_wcc(self, p: Packer, cred, objs: tuple, work: Callable[[], None]) -> None:
+        """Run a change; answer NFS3_OK or its error status, then wcc_data of each folder/file
+        it touched (the shape of SETATTR, REMOVE, RMDIR and RENAME results)."""
+        try:
+            work()
+            p.u32(NFS3_OK)
+        except (NFSError, errors.ArchiveError) as e:
+            self._fail(p, e)
+        for o in objs:
+            self._wcc(p, o, cred)
+
+    def _fail(self, p: Packer, e: BaseException) -> int:
+        status = nfsstat(e)
+        p.u32(status)
+        return status
+
+    # -- procedures ----------------------------------------------------------------------------
+    def null(self, u, p, cred, address):
+        pass
+
+    def getattr(self, u, p, cred, address):
+        o = self._fh(u, address)
+        p.u32(NFS3_OK)
+        fattr3(p, self.st.attrs(o), cred.uid, cred.gid)
+
+    def setattr(self, u, p, cred, address):
+        o = self._fh(u, address)
+        s = sattr3(u)
+        guard = u.bool()
+        guard_ctime = (u.u32(), u.u32()) if guard else None
+
+        def work() -> None:
+            if guard_ctime is not None and int(self.st.attrs(o).ctime) != guard_ctime[0]:
+                raise NFSError(NFS3ERR_NOT_SYNC)
+            if s.size is not None or s.mtime[0] != 0:
+                self._writable(o)
+            if s.size is not None:
+                if o.entry.is_dir:
+                    raise NFSError(NFS3ERR_ISDIR)
+                self.st.sessions.truncate(o.key, o.fs, o.path, s.size)
+            how, t = s.mtime
+            if how in (SET_TO_CLIENT_TIME, SET_TO_SERVER_TIME):
+                t = t if how == SET_TO_CLIENT_TIME else time.time()
+                if not self.st.sessions.set_mtime(o.key, t) and (o.entry.is_dir or o.entry.version is not None):
+                    o.fs.set_times(o.path, t)
+        self._status_wcc(p, cred, (o,), work)
+
+    def lookup(self, u, p, cred, address):
+        d = self._fh(u, address)
+        name = _name(u)
+        try:
+            o = self._child(d, name)
+        except (NFSError, errors.ArchiveError) as e:
+            self._fail(p, e)
+            self._post(p, d, cred)
+            return
+        p.u32(NFS3_OK).opaque(self._handle(o))
+        self._post(p, o, cred)
+        self._post(p, d, cred)
+
+    def access(self, u, p, cred, address):
+        o = self._fh(u, address)
+        want = u.u32()
+        allowed = ACCESS_READ | ACCESS_LOOKUP | ACCESS_EXECUTE
+        ro = o.at_us or o.kind == H.SNAPSHOTS or o.export.read_only or not o.fs.writable or o.entry.readonly
+        if not ro:
+            allowed |= ACCESS_MODIFY | ACCESS_EXTEND | ACCESS_DELETE
+        p.u32(NFS3_OK)
+        self._post(p, o, cred)
+        p.u32(want & allowed)
+
+    def readlink(self, u, p, cred, address):
+        o = self._fh(u, address)
+        p.u32(NFS3ERR_INVAL)                          # no symbolic links in the archive
+        self._post(p, o, cred)
+
+    def read(self, u, p, cred, address):
+        o = self._fh(u, address)
+        offset, count = u.u64(), u.u32()
+        if o.entry.is_dir:
+            p.u32(NFS3ERR_ISDIR)
+            self._post(p, o, cred)
+            return
+        try:
+            data = self.st.read(o, offset, min(count, MAX_IO))
+        except errors.ArchiveError as e:
+            self._fail(p, e)
+            self._post(p, o, cred)
+            return
+        a = self.st.attrs(o)
+        p.u32(NFS3_OK)
+        post_op_attr(p, a, cred.uid, cred.gid)
+        p.u32(len(data)).bool(offset + len(data) >= a.size).opaque(data)
+
+    def write(self, u, p, cred, address):
+        o = self._fh(u, address)
+        offset, count = u.u64(), u.u32()
+        stable = u.enum((UNSTABLE, DATA_SYNC, FILE_SYNC))
+        data = u.opaque(MAX_IO)
+        try:
+            self._writable(o)
+            if o.entry.is_dir:
+                raise NFSError(NFS3ERR_ISDIR)
+            if count > len(data):
+                raise NFSError(NFS3ERR_INVAL, "count larger than the data")
+            self.st.sessions.write(o.key, o.fs, o.path, data[:count], offset, stable != UNSTABLE)
+        except (NFSError, errors.ArchiveError) as e:
+            self._fail(p, e)
+            self._wcc(p, o, cred)
+            return
+        p.u32(NFS3_OK)
+        wcc_data(p, self.st.attrs(o), cred.uid, cred.gid)
+        p.u32(count).u32(FILE_SYNC if stable != UNSTABLE else UNSTABLE).fixed(self.st.verifier)
+
+    def _diropres(self, p: Packer, cred, d: Obj, make: Callable[[str], Obj], name: str) -> None:
+        """CREATE/MKDIR: make the object `name` in folder `d`; answer its handle and attributes
+        and the folder's wcc_data, or the error status and the folder's wcc_data."""
+        try:
+            self._writable(d)
+            if not d.entry.is_dir:
+                raise NFSError(NFS3ERR_NOTDIR)
+            o = make(_join(d.path, name))
+        except (NFSError, errors.ArchiveError) as e:
+            self._fail(p, e)
+            self._wcc(p, d, cred)
+            return
+        p.u32(NFS3_OK).bool(True).opaque(self._handle(o))
+        self._post(p, o, cred)
+        self._wcc(p, d, cred)
+
+    def create(self, u, p, cred, address):
+        d = self._fh(u, address)
+        name = _name(u)
+        how = u.enum((UNCHECKED, GUARDED, EXCLUSIVE))
+        attrs = sattr3(u) if how != EXCLUSIVE else None
+        verf = bytes(u.fixed(8)) if how == EXCLUSIVE else None
+
+        def make(path: str) -> Obj:
+            try:
+                e = d.fs.create_file(path)
+            except errors.Exists:
+                e = d.fs.stat(path)
+                if how == GUARDED or e.is_dir:
+                    raise NFSError(NFS3ERR_EXIST) from None
+                if how == EXCLUSIVE and self.st.exclusive.get((d.fs.share_id, e.node_id)) != verf:
+                    raise NFSError(NFS3ERR_EXIST) from None
+            o = Obj(d.export, d.fs, e, 0)
+            if verf is not None:
+                if len(self.st.exclusive) > 10_000:
+                    self.st.exclusive.clear()
+                self.st.exclusive[(d.fs.share_id, e.node_id)] = verf
+            if attrs is not None and attrs.size is not None:
+                self.st.sessions.truncate(o.key, o.fs, o.path, attrs.size)
+            elif e.version is None:
+                self.st.sessions.touch(o.key, o.fs, o.path)
+            return o
+        self._diropres(p, cred, d, make, name)
+
+    def mkdir(self, u, p, cred, address):
+        d = self._fh(u, address)
+        name = _name(u)
+        sattr3(u)
+        self._diropres(p, cred, d, lambda path: Obj(d.export, d.fs, d.fs.mkdir(path), 0), name)
+
+    def _notsupp_create(self, u, p, cred, address):
+        d = self._fh(u, address)
+        p.u32(NFS3ERR_NOTSUPP)
+        self._wcc(p, d, cred)
+
+    symlink = _notsupp_create
+    mknod = _notsupp_create
+
+    def remove(self, u, p, cred, address):
+        self._unlink(u, p, cred, address, dir=False)
+
+    def rmdir(self, u, p, cred, address):
+        self._unlink(u, p, cred, address, dir=True)
+
+    def _unlink(self, u, p, cred, address, dir: bool):
+        d = self._fh(u, address)
+        path = _join(d.path, _name(u))
+
+        def work() -> None:
+            self._writable(d)
+            if dir:
+                d.fs.rmdir(path)
+                return
+            e = d.fs.stat(path)
+            if e.is_dir:
+                raise NFSError(NFS3ERR_ISDIR)
+            self.st.sessions.discard((d.fs.share_id, e.node_id))
+            d.fs.remove(path)
+        self._status_wcc(p, cred, (d,), work)
+
+    def rename(self, u, p, cred, address):
+        src = self._fh(u, address)
+        sname = _name(u)
+        dst = self._fh(u, address)
+        dname = _name(u)
+
+        def work() -> None:
+            self._writable(src)
+            self._writable(dst)
+            if src.fs.share_id != dst.fs.share_id:
+                raise NFSError(NFS3ERR_XDEV)
+            spath, dpath = _join(src.path, sname), _join(dst.path, dname)
+            if spath == dpath:
+                return
+            try:
+                old = src.fs.stat(dpath)
+            except errors.NotFound:
+                old = None
+            src.fs.rename(spath, dpath, overwrite=True)
+            if old is not None and not old.is_dir:
+                self.st.sessions.discard((src.fs.share_id, old.node_id))
+        self._status_wcc(p, cred, (src, dst), work)
+
+    def link(self, u, p, cred, address):
+        o = self._fh(u, address)
+        d = self._fh(u, address)
+        _name(u)
+        p.u32(NFS3ERR_NOTSUPP)
+        self._post(p, o, cred)
+        self._wcc(p, d, cred)
+
+    # -- listings --------------------------------------------------------------------------------
+    def _entries(self, d: Obj, cookie: int):
+        """(entry, cookie) pairs after `cookie`; a cookie is the node id of the previous entry,
+        so it stays valid while the folder changes (resumes after that entry's name)."""
+        if d.kind == H.SNAPSHOTS:
+            after = "" if cookie == 0 else gmt_token((cookie - VIRTUAL_BASE) * 1_000_000)
+        elif cookie == 0:
+            after = ""
+        else:
+            after = d.fs.child_name(d.path, cookie)
+            if after is None:
+                raise NFSError(NFS3ERR_BAD_COOKIE)
+        for e in d.fs.listdir(d.path, after=after, page=256):
+            yield e, e.node_id
+
+    def _child_obj(self, d: Obj, e: Entry) -> Obj:
+        if d.kind == H.SNAPSHOTS:
+            return Obj(d.export, d.fs, e, parse_gmt_token(e.name) or 0)
+        return Obj(d.export, d.fs, e, d.at_us)
+
+    def readdir(self, u, p, cred, address):
+        self._readdir(u, p, cred, address, plus=False)
+
+    def readdirplus(self, u, p, cred, address):
+        self._readdir(u, p, cred, address, plus=True)
+
+    def _readdir(self, u, p, cred, address, plus: bool):
+        d = self._fh(u, address)
+        cookie = u.u64()
+        u.fixed(8)                                 # cookieverf: cookies never expire here
+        if plus:
+            u.u32()                                # dircount: maxcount is the binding limit
+        maxcount = u.u32()
+        try:
+            if not d.entry.is_dir:
+                raise NFSError(NFS3ERR_NOTDIR)
+            body = Packer()
+            room = maxcount - 200                  # status, dir attributes, verifier, eof
+            n, eof = 0, True
+            for e, ck in self._entries(d, cookie):
+                item = Packer()
+                item.bool(True).u64(e.node_id).string(e.name).u64(ck)
+                if plus:
+                    c = self._child_obj(d, e)
+                    self._post(item, c, cred)
+                    item.bool(True).opaque(self._handle(c))
+                if len(item.buf) > room:
+                    eof = False
+                    break
+                room -= len(item.buf)
+                body.buf += item.buf
+                n += 1
+            if n == 0 and not eof:
+                raise NFSError(NFS3ERR_TOOSMALL)
+        except (NFSError, errors.ArchiveError) as e:
+            self._fail(p, e)
+            self._post(p, d, cred)
+            return
+        p.u32(NFS3_OK)
+        self._post(p, d, cred)
+        p.fixed(b"\0" * 8)
+        p.buf += body.buf
+        p.bool(False).bool(eof)
+
+    # -- file system information ------------------------------------------------------------------
+    def fsstat(self, u, p, cred, address):
+        import shutil
+        o = self._fh(u, address)
+        used, quota = o.fs.usage()
+        disk = shutil.disk_usage(o.fs.repo.path)
+        total = quota if quota is not None else disk.total
+        free = max(0, quota - used) if quota is not None else disk.free
+        p.u32(NFS3_OK)
+        self._post(p, o, cred)
+        p.u64(total).u64(free).u64(free).u64(1 << 40).u64(1 << 40).u64(1 << 40).u32(0)
+
+    def fsinfo(self, u, p, cred, address):
+        o = self._fh(u, address)
+        p.u32(NFS3_OK)
+        self._post(p, o, cred)
+        p.u32(MAX_IO).u32(MAX_IO).u32(4096).u32(MAX_IO).u32(MAX_IO).u32(4096).u32(65536)
+        p.u64((1 << 63) - 1).u32(0).u32(1000).u32(0x8 | 0x10)    # time_delta 1 us; HOMOGENEOUS|CANSETTIME
+
+    def pathconf(self, u, p, cred, address):
+        o = self._fh(u, address)
+        p.u32(NFS3_OK)
+        self._post(p, o, cred)
+        p.u32(1).u32(MAX_NAME_BYTES).bool(True).bool(True).bool(False).bool(True)
+
+    def commit(self, u, p, cred, address):
+        o = self._fh(u, address)
+        u.u64()
+        u.u32()
+        try:
+            if not o.entry.is_dir and not o.at_us:
+                self.st.sessions.sync(o.key)
+        except errors.ArchiveError as e:
+            self._fail(p, e)
+            self._wcc(p, o, cred)
+            return
+        p.u32(NFS3_OK)
+        wcc_data(p, self.st.attrs(o), cred.uid, cred.gid)
+        p.fixed(self.st.verifier)
+
+
+__all__ = ["NFS3", "PROGRAM", "VERSION", "NON_IDEMPOTENT"]

@@ -1,0 +1,203 @@
+"""Write sessions: NFS has no close, so writes to a file gather in one staged update.
+
+Every WRITE to a file lands in that file's `StagedUpdate` (archive.staging), kept per node:
+    * UNSTABLE writes go to the staging file; COMMIT fsyncs it and its journal, so from the
+      COMMIT reply on they survive a crash (archive.staging.recover commits them at start).
+    * FILE_SYNC / DATA_SYNC writes are synced before the reply.
+    * A truncating SETATTR is synced at once (SETATTR is synchronous in NFSv3).
+A new archive version is committed when the file has been idle for `commit_idle` seconds
+after its data became durable (a COMMIT or a stable write) with no unsynced write since;
+and at shutdown.  A file created and never written gets an empty version after EMPTY_IDLE.  Unsynced data of a client that never COMMITs is dropped after
+`abandon_timeout` seconds (and at shutdown): the client was never told it was safe, and the
+write verifier changes with every server start, so a live client resends it.
+
+Commits run in this module's own thread, never in a request: a slow commit only delays
+a new WRITE to that same file (which then starts a fresh update on top of the new version).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+log = logging.getLogger("edge_archive.nfs")
+#: seconds a created file with no WRITE yet waits before its empty version is committed, so a
+#: client that creates and then writes gets one version, not an empty one first
+EMPTY_IDLE = 10.0
+
+
+class Session:
+    __slots__ = ("key", "fs", "upd", "lock", "last", "owed", "durable", "unsynced", "mtime", "closed", "written")
+
+    def __init__(self, key, fs, upd) -> None:
+        self.key, self.fs, self.upd = key, fs, upd
+        self.lock = threading.Lock()
+        self.last = time.monotonic()
+        self.owed = False              # a version is due (data synced, or a new empty file)
+        self.durable = False           # something was synced: recovery would commit it
+        self.unsynced = False          # writes since the last sync
+        self.mtime = time.time()
+        self.closed = False
+        self.written = False           # any WRITE or truncate (else: a new empty file)
+
+
+class WriteSessions:
+    def __init__(self, commit_idle: float, abandon_timeout: float,
+                 on_commit: Callable[[Session, Any], None] | None = None) -> None:
+        self.commit_idle = commit_idle
+        self.empty_idle = max(commit_idle, EMPTY_IDLE)
+        self.abandon_timeout = abandon_timeout
+        self.on_commit = on_commit
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple, Session] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="nfs-commits", daemon=True)
+        self._thread.start()
+
+    def get(self, key: tuple) -> Session | None:
+        with self._lock:
+            return self._sessions.get(key)
+
+    def _open(self, key: tuple, fs, path: str) -> Session:
+        """The live session of `key`, locked by the caller; opened on first use."""
+        while True:
+            with self._lock:
+                s = self._sessions.get(key)
+                if s is None:
+                    s = Session(key, fs, fs.open_staged_update(path, create=True))
+                    self._sessions[key] = s
+            s.lock.acquire()
+            if not s.closed:
+                return s
+            s.lock.release()          # committed meanwhile: start again on the new version
+
+    def write(self, key: tuple, fs, path: str, data, offset: int, stable: bool) -> Session:
+        s = self._open(key, fs, path)
+        try:
+            s.upd.pwrite(data, offset)
+            s.written = True
+            s.mtime, s.last = time.time(), time.monotonic()
+            if stable:
+                s.upd.sync()
+                s.owed = s.durable = True
+                s.unsynced = False
+            else:
+                s.unsynced = True
+            return s
+        finally:
+            s.lock.release()
+
+    def truncate(self, key: tuple, fs, path: str, size: int) -> Session:
+        s = self._open(key, fs, path)
+        try:
+            s.upd.truncate(size)
+            s.written = True
+            s.upd.sync()
+            s.mtime, s.last = time.time(), time.monotonic()
+            s.owed = s.durable = True
+            s.unsynced = False
+            return s
+        finally:
+            s.lock.release()
+
+    def touch(self, key: tuple, fs, path: str) -> Session:
+        """A session for a just-created file, so it gets a version (empty if nothing follows)."""
+        s = self._open(key, fs, path)
+        try:
+            s.owed = True
+            return s
+        finally:
+            s.lock.release()
+
+    def sync(self, key: tuple) -> None:
+        """COMMIT: everything written so far becomes durable."""
+        s = self.get(key)
+        if s is None:
+            return
+        with s.lock:
+            if s.closed:
+                return
+            if s.unsynced or not s.durable:
+                s.upd.sync()
+            s.owed = s.durable = True
+            s.unsynced = False
+            s.last = time.monotonic()
+
+    def set_mtime(self, key: tuple, mtime: float) -> bool:
+        s = self.get(key)
+        if s is None:
+            return False
+        with s.lock:
+            if s.closed:
+                return False
+            s.upd.mtime = mtime
+            s.mtime = mtime
+            return True
+
+    def discard(self, key: tuple) -> None:
+        """The file was removed: its pending data goes with it (no version)."""
+        with self._lock:
+            s = self._sessions.pop(key, None)
+        if s is not None:
+            with s.lock:
+                s.closed = True
+                s.upd.abort()
+
+    # -- committing --------------------------------------------------------------------------
+    def _finish(self, s: Session) -> None:
+        """End a session: commit what is owed; writes never made durable are not committed.
+        A session with synced data plus unsynced writes after it keeps its staging files (the
+        journal of the last sync) for `archive.staging.recover` at the next start."""
+        with s.lock:
+            if s.closed:
+                return
+            s.closed = True
+            try:
+                version = self._end(s)
+            finally:
+                with self._lock:          # only now: readers meanwhile wait on s.lock, then re-stat
+                    if self._sessions.get(s.key) is s:
+                        del self._sessions[s.key]
+        if version is not None and self.on_commit is not None:
+            self.on_commit(s, version)
+
+    def _end(self, s: Session):
+        if s.unsynced:
+            if s.durable:
+                s.upd.close()
+                log.info("nfs: %s: writes after the last COMMIT were never committed; the "
+                         "committed state is recovered at the next start", s.upd.parts)
+            else:
+                s.upd.abort()
+            return None
+        if not s.owed:
+            s.upd.abort()
+            return None
+        try:
+            return s.upd.commit()
+        except Exception:
+            log.exception("nfs: commit of %s failed; its synced staging is kept for recovery", s.upd.parts)
+            return None
+
+    def due(self, now: float | None = None) -> list[Session]:
+        """Sessions to end now: idle after their data became durable, or abandoned."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            sessions = list(self._sessions.values())
+        return [s for s in sessions if now - s.last >= self.abandon_timeout or (
+            s.owed and not s.unsynced and now - s.last >= (self.commit_idle if s.written else self.empty_idle))]
+
+    def _loop(self) -> None:
+        while not self._stop.wait(min(0.2, self.commit_idle / 4 or 0.05)):
+            for s in self.due():
+                self._finish(s)
+
+    def close(self) -> None:
+        """Shutdown: commit what is owed, drop writes that were never made durable."""
+        self._stop.set()
+        self._thread.join()
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for s in sessions:
+            self._finish(s)

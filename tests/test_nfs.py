@@ -1,0 +1,533 @@
+"""NFSv3 adapter driven by real clients: libnfs-utils (nfs-cp, nfs-ls, nfs-cat) and the libnfs
+C library (ctypes), plus hand-made RPC records for what no client would send."""
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import time
+
+import pytest
+
+from archive import Origin, Repository
+from archive.clock import gmt_token
+
+from protocols.nfs.state import RESOLVE_TTL
+
+from nfs_helpers import LibNFS, NFSError, NFSServer, RawRPC, need, run
+
+MOUNT, NFS = 100005, 100003
+
+
+@pytest.fixture
+def srv(tmp_path):
+    s = NFSServer(tmp_path)
+    yield s
+    s.close()
+
+
+def put(fs, path: str, data: bytes) -> None:
+    with fs.open_write(path) as w:
+        w.write(data)
+
+
+# -- the libnfs-utils tools ----------------------------------------------------------------------
+def test_nfs_cp_ls_cat_round_trip_makes_one_version(srv, tmp_path):
+    src = tmp_path / "report.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    p = run([need("nfs-cp"), str(src), srv.url("/office/report.bin")])
+    assert p.returncode == 0, p.stderr
+    srv.fs().mkdir("/sub")
+    p = run([need("nfs-cp"), str(src), srv.url("/office/sub/copy.bin")])     # mounts /office/sub
+    assert p.returncode == 0, p.stderr
+    ls = run([need("nfs-ls"), srv.url("/office")])
+    assert ls.returncode == 0, ls.stderr
+    assert "report.bin" in ls.stdout.decode() and "sub" in ls.stdout.decode()
+    cat = run([need("nfs-cat"), srv.url("/office/report.bin")])
+    assert cat.returncode == 0 and cat.stdout == src.read_bytes()
+    out = tmp_path / "back.bin"
+    assert run([need("nfs-cp"), srv.url("/office/sub/copy.bin"), str(out)]).returncode == 0
+    assert out.read_bytes() == src.read_bytes()
+    for path in ("/report.bin", "/sub/copy.bin"):
+        vs = srv.wait_versions(path, 1)
+        assert len(vs) == 1 and vs[0].size == src.stat().st_size
+        assert vs[0].origin.protocol == "nfs" and vs[0].origin.user == "alice"
+        assert srv.fs().open_read(path).read() == src.read_bytes()
+    newer = tmp_path / "newer.bin"
+    newer.write_bytes(b"shorter, newer content")
+    # nfs-cp creates its target exclusively (NFS3ERR_EXIST, as with nfs-ganesha): nothing changes
+    assert run([need("nfs-cp"), str(newer), srv.url("/office/report.bin")]).returncode != 0
+    c = LibNFS(srv.url("/office"))                       # an O_TRUNC overwrite: one new version
+    try:
+        fh = c.open("/report.bin", os.O_WRONLY | os.O_TRUNC)
+        c.pwrite(fh, newer.read_bytes(), 0)
+        c.close_file(fh)
+    finally:
+        c.close()
+    vs = srv.wait_versions("/report.bin", 2)
+    assert [v.size for v in vs] == [src.stat().st_size, len(b"shorter, newer content")]
+    assert run([need("nfs-cat"), srv.url("/office/report.bin")]).stdout == b"shorter, newer content"
+
+
+def test_export_lists_shares_and_unknown_paths_fail(srv):
+    p = run([need("nfs-ls"), srv.url("/nosuchshare")])
+    assert p.returncode != 0
+    p = run([need("nfs-ls"), srv.url("/office/not/there")])
+    assert p.returncode != 0
+    p = run([need("nfs-cat"), srv.url("/office/missing.txt")])
+    assert p.returncode != 0
+
+
+# -- libnfs (ctypes) ------------------------------------------------------------------------------
+def test_large_write_and_read_back_identical(srv):
+    data = os.urandom(24 * 1024 * 1024)
+    c = LibNFS(srv.url("/office"))
+    try:
+        c.write_file("/big.bin", data)
+        assert c.stat("/big.bin").size == len(data)
+        assert c.read_file("/big.bin") == data                   # before the version is committed
+        vs = srv.wait_versions("/big.bin", 1)
+        assert [v.number for v in vs] == [1] and vs[0].size == len(data)
+        assert c.read_file("/big.bin") == data                   # from the committed version
+    finally:
+        c.close()
+    assert srv.fs().open_read("/big.bin").read() == data
+
+
+def test_mkdir_rename_remove_truncate_keep_history(srv):
+    c = LibNFS(srv.url("/office"))
+    try:
+        c.mkdir("/dir")
+        c.write_file("/dir/a.txt", b"hello world")
+        assert srv.wait_versions("/dir/a.txt", 1)
+        node = srv.fs().stat("/dir/a.txt").node_id
+        c.rename("/dir/a.txt", "/dir/b.txt")
+        assert c.listdir("/dir") == ["b.txt"]
+        assert srv.fs().stat("/dir/b.txt").node_id == node         # identity and history follow
+        c.truncate("/dir/b.txt", 5)
+        vs = srv.wait_versions("/dir/b.txt", 2)
+        assert [v.size for v in vs] == [11, 5]
+        assert c.read_file("/dir/b.txt") == b"hello"
+        fh = c.open("/dir/b.txt", os.O_RDWR)
+        c.ftruncate(fh, 0)
+        c.pwrite(fh, b"xyz", 0)
+        c.close_file(fh)
+        vs = srv.wait_versions("/dir/b.txt", 3)
+        assert [v.size for v in vs] == [11, 5, 3]
+        with pytest.raises(NFSError) as e:
+            c.rmdir("/dir")
+        assert e.value.errno == errno.ENOTEMPTY
+        c.unlink("/dir/b.txt")
+        c.rmdir("/dir")
+        assert c.listdir("/") == []
+        vs = srv.fs().versions("/dir/b.txt") if srv.fs().exists("/dir") else None
+        assert vs is None
+        with pytest.raises(NFSError) as e:
+            c.stat("/dir")
+        assert e.value.errno == errno.ENOENT
+        with pytest.raises(NFSError) as e:
+            c.mkdir("/a/b")
+        assert e.value.errno == errno.ENOENT
+    finally:
+        c.close()
+
+
+def test_remove_is_a_restorable_tombstone(srv, tmp_path):
+    c = LibNFS(srv.url("/office"))
+    try:
+        c.write_file("/gone.txt", b"precious")
+        srv.wait_versions("/gone.txt", 1)
+        c.unlink("/gone.txt")
+    finally:
+        c.close()
+    vs = srv.fs().versions("/gone.txt")
+    assert [(v.number, v.deleted) for v in vs] == [(1, False), (2, True)]
+    srv.fs().restore("/gone.txt", version=1)
+    cat = run([need("nfs-cat"), srv.url("/office/gone.txt")])
+    assert cat.stdout == b"precious"
+
+
+def test_ten_thousand_entries_list_completely(srv):
+    fs = srv.fs()
+    names = [f"d{i:05d}" for i in range(10_000)]
+    fs.mkdir_many(["/many/" + n for n in names])           # one transaction: a fast setup
+    put(fs, "/many/zfile.txt", b"a file among them")
+    ls = run([need("nfs-ls"), srv.url("/office/many")], timeout=300)
+    assert ls.returncode == 0, ls.stderr
+    listed = [line.split()[-1] for line in ls.stdout.decode().splitlines() if line.strip()]
+    listed = [n for n in listed if n not in (".", "..")]
+    assert sorted(listed) == names + ["zfile.txt"]
+    c = LibNFS(srv.url("/office"))
+    try:
+        assert sorted(c.listdir("/many")) == names + ["zfile.txt"]
+    finally:
+        c.close()
+
+
+def test_snapshots_are_exported_read_only(srv):
+    fs = srv.fs()
+    put(fs, "/doc.txt", b"version one")
+    time.sleep(1.1)
+    token = gmt_token(int(time.time() * 1e6))
+    time.sleep(1.1)
+    put(fs, "/doc.txt", b"version two!")
+    cat = run([need("nfs-cat"), srv.url(f"/office/.snapshots/{token}/doc.txt")])
+    assert cat.returncode == 0, cat.stderr
+    assert cat.stdout == b"version one"
+    c = LibNFS(srv.url("/office"))
+    try:
+        assert c.listdir("/.snapshots") == fs.snapshot_tokens()       # one per hour; any token works
+        assert c.read_file(f"/.snapshots/{token}/doc.txt") == b"version one"
+        assert c.read_file("/doc.txt") == b"version two!"
+        with pytest.raises(NFSError) as e:
+            c.write_file(f"/.snapshots/{token}/new.txt", b"x")
+        assert e.value.errno == errno.EROFS
+        with pytest.raises(NFSError):
+            c.unlink(f"/.snapshots/{token}/doc.txt")
+        assert ".snapshots" not in c.listdir("/")
+    finally:
+        c.close()
+    assert [v.number for v in fs.versions("/doc.txt")] == [1, 2]
+
+
+def test_read_only_export_refuses_writes(srv):
+    put(srv.fs("public"), "/readme.txt", b"read me")
+    c = LibNFS(srv.url("/public"))
+    try:
+        assert c.read_file("/readme.txt") == b"read me"
+        with pytest.raises(NFSError) as e:
+            c.write_file("/new.txt", b"no")
+        assert e.value.errno == errno.EROFS
+        with pytest.raises(NFSError):
+            c.unlink("/readme.txt")
+        with pytest.raises(NFSError):
+            c.mkdir("/d")
+    finally:
+        c.close()
+    assert [e.name for e in srv.fs("public").listdir("/")] == ["readme.txt"]
+    assert len(srv.fs("public").versions("/readme.txt")) == 1
+
+
+def test_read_only_grant_of_the_squash_user_refuses_writes(tmp_path):
+    s = NFSServer(tmp_path, exports=[{"share": "office", "user": "bob"}])       # bob: ro grant
+    try:
+        put(s.fs(), "/seen.txt", b"bob may read")
+        c = LibNFS(s.url("/office"))
+        try:
+            assert c.read_file("/seen.txt") == b"bob may read"
+            with pytest.raises(NFSError) as e:
+                c.write_file("/bob.txt", b"no")
+            assert e.value.errno == errno.EACCES
+        finally:
+            c.close()
+        assert not s.fs().exists("/bob.txt")
+    finally:
+        s.close()
+
+
+def test_client_outside_allowed_networks_is_refused(tmp_path):
+    s = NFSServer(tmp_path, exports=[{"share": "office", "user": "alice", "clients": ["10.9.0.0/16"]}])
+    try:
+        p = run([need("nfs-ls"), s.url("/office")])
+        assert p.returncode != 0
+        r = RawRPC(s.port)
+        _, rep = r.call(MOUNT, 3, 1, _string("/office"))
+        assert _accepted(rep) == 0 and struct.unpack(">I", rep[24:28])[0] == 13      # MNT3ERR_ACCES
+        r.close()
+    finally:
+        s.close()
+
+
+def test_handles_of_a_network_no_longer_allowed_get_acces(tmp_path):
+    s = NFSServer(tmp_path)
+    fh = _mnt(s.port, "/office")
+    s.stop()
+    s2 = NFSServer(tmp_path, repo=s.repo, exports=[{"share": "office", "user": "alice", "clients": ["10.0.0.0/8"]}])
+    try:
+        assert _nfs_status(s2.port, 1, _opaque(fh)) == 13                            # NFS3ERR_ACCES
+    finally:
+        s2.close()
+
+
+def test_default_exports_every_share_to_loopback_as_default_user(tmp_path):
+    s = NFSServer(tmp_path, exports=[], default_user="alice")
+    try:
+        put(s.fs("public"), "/p.txt", b"public data")
+        assert run([need("nfs-cat"), s.url("/public/p.txt")]).stdout == b"public data"
+        assert run([need("nfs-ls"), s.url("/office")]).returncode == 0
+    finally:
+        s.close()
+    s = NFSServer(tmp_path / "x", exports=[], default_user="nobody-here")
+    try:
+        assert run([need("nfs-ls"), s.url("/office")]).returncode != 0
+    finally:
+        s.close()
+
+
+# -- handles ---------------------------------------------------------------------------------------
+def test_forged_and_stale_handles(srv):
+    put(srv.fs(), "/h.txt", b"handle me")
+    root = _mnt(srv.port, "/office")
+    fh = _lookup(srv.port, root, "h.txt")
+    assert _nfs_status(srv.port, 1, _opaque(fh)) == 0
+    forged = bytearray(fh)
+    forged[10] ^= 1
+    assert _nfs_status(srv.port, 1, _opaque(bytes(forged))) == 10001               # NFS3ERR_BADHANDLE
+    assert _nfs_status(srv.port, 1, _opaque(b"\x01" * 12)) == 10001
+    srv.fs().rename("/h.txt", "/renamed.txt")
+    assert _nfs_status(srv.port, 1, _opaque(fh)) == 0                                # survives a rename
+    srv.fs().remove("/renamed.txt")                  # by another protocol: seen within RESOLVE_TTL
+    time.sleep(RESOLVE_TTL + 0.1)
+    assert _nfs_status(srv.port, 1, _opaque(fh)) == 70                               # NFS3ERR_STALE
+    put(srv.fs(), "/n.txt", b"n")
+    fh = _lookup(srv.port, root, "n.txt")
+    assert _nfs_status(srv.port, 12, _opaque(root) + _string("n.txt")) == 0          # REMOVE over NFS
+    assert _nfs_status(srv.port, 1, _opaque(fh)) == 70                               # stale at once
+
+
+def test_handles_survive_a_restart(tmp_path):
+    s = NFSServer(tmp_path)
+    put(s.fs(), "/keep.txt", b"k")
+    fh = _lookup(s.port, _mnt(s.port, "/office"), "keep.txt")
+    s.stop()
+    s2 = NFSServer(tmp_path, repo=s.repo)
+    try:
+        assert _nfs_status(s2.port, 1, _opaque(fh)) == 0
+    finally:
+        s2.close()
+
+
+# -- writes, commits, crashes ---------------------------------------------------------------------
+def test_disconnect_mid_write_leaves_no_version(srv):
+    root = _mnt(srv.port, "/office")
+    r = RawRPC(srv.port)
+    _, rep = r.call(NFS, 3, 8, _opaque(root) + _string("half.bin") + struct.pack(">I", 0) + _sattr_none())
+    fh = _create_handle(rep)
+    for i in range(4):
+        r.call(NFS, 3, 7, _opaque(fh) + struct.pack(">QII", i * 65536, 65536, 0) + _opaque(b"x" * 65536))
+    r.close()                                        # gone without COMMIT
+    srv.stop()                                       # shutdown drops never-durable data
+    fs = srv.fs()
+    assert fs.versions("/half.bin") == []
+    assert fs.stat("/half.bin").size == 0
+
+
+def test_unstable_write_then_commit_survives_a_crash(tmp_path):
+    s = NFSServer(tmp_path, commit_idle=3600)        # no idle commit: only the restart recovers it
+    root = _mnt(s.port, "/office")
+    r = RawRPC(s.port)
+    _, rep = r.call(NFS, 3, 8, _opaque(root) + _string("safe.bin") + struct.pack(">I", 0) + _sattr_none())
+    fh = _create_handle(rep)
+    _, rep = r.call(NFS, 3, 7, _opaque(fh) + struct.pack(">QII", 0, 5, 0) + _opaque(b"safe!"))
+    verf1 = rep[-8:]
+    _, rep = r.call(NFS, 3, 21, _opaque(fh) + struct.pack(">QI", 0, 0))
+    assert struct.unpack(">I", rep[24:28])[0] == 0 and rep[-8:] == verf1
+    r.close()
+    s.adapter.server.stop(0)                          # "crash": sessions are never closed
+    s.adapter.sessions._stop.set()
+    s2 = NFSServer(tmp_path, repo=s.repo)
+    try:
+        assert s2.fs().open_read("/safe.bin").read() == b"safe!"
+        assert len(s2.fs().versions("/safe.bin")) == 1
+        r = RawRPC(s2.port)
+        _, rep = r.call(NFS, 3, 21, _opaque(fh) + struct.pack(">QI", 0, 0))
+        assert rep[-8:] != verf1                      # new verifier: clients resend unstable data
+        r.close()
+    finally:
+        s2.close()
+
+
+def test_retransmitted_remove_gets_the_first_answer(srv):
+    put(srv.fs(), "/once.txt", b"1")
+    root = _mnt(srv.port, "/office")
+    r = RawRPC(srv.port)
+    args = _opaque(root) + _string("once.txt")
+    _, first = r.call(NFS, 3, 12, args, xid=777)
+    _, again = r.call(NFS, 3, 12, args, xid=777)
+    _, fresh = r.call(NFS, 3, 12, args, xid=778)
+    r.close()
+    assert struct.unpack(">I", first[24:28])[0] == 0 and again == first
+    assert struct.unpack(">I", fresh[24:28])[0] == 2                               # NFS3ERR_NOENT
+    assert [v.deleted for v in srv.fs().versions("/once.txt")] == [False, True]
+
+
+def test_readdir_cookies_survive_folder_changes(srv):
+    fs = srv.fs()
+    for i in range(40):
+        put(fs, f"/e{i:02d}", b"x")
+    root = _mnt(srv.port, "/office")
+    names, cookie, eof = _readdir(srv.port, root, 0, 600)
+    assert not eof and names[0] == "e00"
+    fs.remove(f"/{names[-1]}")                       # the cookie's own entry goes away
+    fs.remove("/e00")
+    put(fs, "/zz-new", b"y")
+    rest = []
+    while not eof:
+        more, cookie, eof = _readdir(srv.port, root, cookie, 600)
+        rest += more
+    assert names + rest == [f"e{i:02d}" for i in range(40)] + ["zz-new"]
+
+
+# -- malformed input ---------------------------------------------------------------------------------
+def test_rpc_errors_for_bad_program_version_procedure_and_arguments(srv):
+    r = RawRPC(srv.port)
+    _, rep = r.call(100099, 1, 0)
+    assert _accepted(rep) == 1                                           # PROG_UNAVAIL
+    _, rep = r.call(NFS, 4, 0)
+    assert _accepted(rep) == 2 and struct.unpack(">II", rep[24:32]) == (3, 3)   # PROG_MISMATCH 3..3
+    _, rep = r.call(MOUNT, 1, 0)
+    assert _accepted(rep) == 2
+    _, rep = r.call(NFS, 3, 22)
+    assert _accepted(rep) == 3                                           # PROC_UNAVAIL
+    _, rep = r.call(NFS, 3, 1, b"\x00\x00")                              # truncated handle
+    assert _accepted(rep) == 4                                           # GARBAGE_ARGS
+    _, rep = r.call(NFS, 3, 1, struct.pack(">I", 0xFFFFFFF0))            # huge opaque length
+    assert _accepted(rep) == 4
+    _, rep = r.call(MOUNT, 3, 1, struct.pack(">I", 1 << 30) + b"/office")
+    assert _accepted(rep) == 4
+    r.send_record(struct.pack(">IIIIII", 99, 0, 3, NFS, 3, 0))           # RPC version 3
+    rep = r.recv_record()
+    assert struct.unpack(">III", rep[4:16]) == (1, 1, 0)                 # MSG_DENIED RPC_MISMATCH
+    _, rep = r.call(NFS, 3, 0)
+    assert _accepted(rep) == 0                                           # still serving this client
+    r.close()
+
+
+def test_broken_records_close_only_that_connection(srv):
+    bad = RawRPC(srv.port)
+    bad.sock.sendall(struct.pack(">I", 0x80000000 | 0x7FFFFFF0))         # a 2 GiB record announced
+    assert bad.sock.recv(10) == b""                                      # closed, nothing allocated
+    bad.close()
+    cut = RawRPC(srv.port)
+    cut.sock.sendall(struct.pack(">I", 0x80000000 | 100) + b"\x00" * 10)  # truncated record
+    cut.close()
+    r = RawRPC(srv.port)
+    _, rep = r.call(NFS, 3, 0)
+    assert _accepted(rep) == 0
+    r.close()
+    assert run([need("nfs-ls"), srv.url("/office")]).returncode == 0
+
+
+def test_symlink_mknod_link_are_not_supported(srv):
+    put(srv.fs(), "/t.txt", b"t")
+    root = _mnt(srv.port, "/office")
+    fh = _lookup(srv.port, root, "t.txt")
+    assert _nfs_status(srv.port, 10, _opaque(root) + _string("l") + _sattr_none() + _string("t.txt")) == 10004
+    assert _nfs_status(srv.port, 11, _opaque(root) + _string("n") + struct.pack(">I", 1)) == 10004
+    assert _nfs_status(srv.port, 15, _opaque(fh) + _opaque(root) + _string("hard")) == 10004
+    assert [e.name for e in srv.fs().listdir("/")] == ["t.txt"]
+
+
+# -- raw RPC helpers -------------------------------------------------------------------------------------
+def _opaque(b: bytes) -> bytes:
+    return struct.pack(">I", len(b)) + b + b"\0" * ((4 - len(b) % 4) % 4)
+
+
+def _string(s: str) -> bytes:
+    return _opaque(s.encode())
+
+
+def _sattr_none() -> bytes:
+    return struct.pack(">IIIIII", 0, 0, 0, 0, 0, 0)
+
+
+def _accepted(rep: bytes) -> int:
+    """accept_stat of an accepted reply (xid, REPLY, MSG_ACCEPTED, verf flavor, verf len, stat)."""
+    assert struct.unpack(">II", rep[4:12]) == (1, 0), rep[:16]
+    return struct.unpack(">I", rep[20:24])[0]
+
+
+def _mnt(port: int, path: str) -> bytes:
+    r = RawRPC(port)
+    _, rep = r.call(MOUNT, 3, 1, _string(path))
+    r.close()
+    assert struct.unpack(">I", rep[24:28])[0] == 0
+    n = struct.unpack(">I", rep[28:32])[0]
+    return rep[32:32 + n]
+
+
+def _lookup(port: int, dirfh: bytes, name: str) -> bytes:
+    r = RawRPC(port)
+    _, rep = r.call(NFS, 3, 3, _opaque(dirfh) + _string(name))
+    r.close()
+    assert struct.unpack(">I", rep[24:28])[0] == 0
+    n = struct.unpack(">I", rep[28:32])[0]
+    return rep[32:32 + n]
+
+
+def _create_handle(rep: bytes) -> bytes:
+    assert struct.unpack(">II", rep[24:32]) == (0, 1)
+    n = struct.unpack(">I", rep[32:36])[0]
+    return rep[36:36 + n]
+
+
+def _nfs_status(port: int, proc: int, args: bytes) -> int:
+    r = RawRPC(port)
+    _, rep = r.call(NFS, 3, proc, args)
+    r.close()
+    assert _accepted(rep) == 0
+    return struct.unpack(">I", rep[24:28])[0]
+
+
+def _readdir(port: int, fh: bytes, cookie: int, count: int) -> tuple[list[str], int, bool]:
+    r = RawRPC(port)
+    _, rep = r.call(NFS, 3, 16, _opaque(fh) + struct.pack(">Q", cookie) + b"\0" * 8 + struct.pack(">I", count))
+    r.close()
+    assert struct.unpack(">I", rep[24:28])[0] == 0
+    pos = 28
+    if struct.unpack(">I", rep[pos:pos + 4])[0]:
+        pos += 4 + 84
+    else:
+        pos += 4
+    pos += 8                                                   # cookieverf
+    names = []
+    while struct.unpack(">I", rep[pos:pos + 4])[0]:
+        pos += 4 + 8
+        n = struct.unpack(">I", rep[pos:pos + 4])[0]
+        names.append(rep[pos + 4:pos + 4 + n].decode())
+        pos += 4 + n + (4 - n % 4) % 4
+        cookie = struct.unpack(">Q", rep[pos:pos + 8])[0]
+        pos += 8
+    eof = bool(struct.unpack(">I", rep[pos + 4:pos + 8])[0])
+    return names, cookie, eof
+
+
+__all__ = ["Origin", "Repository"]
+
+
+def test_archivectl_serve_exports_nfs_from_the_config(tmp_path):
+    """The adapter as `archivectl serve` runs it: [nfs] and [[nfs.exports]] from the TOML file,
+    URL printed, a file written with nfs-cp, its version committed by the stop at the latest."""
+    import signal
+
+    from serve_helpers import ServeProcess, archivectl, free_port, python_env
+    repo = Repository.init(tmp_path / "repo")
+    repo.add_share("office")
+    repo.add_user("alice", "pw")
+    repo.grant("alice", "office", "rw")
+    repo.close()
+    port = free_port()
+    cfg = tmp_path / "archive.toml"
+    cfg.write_text(f'[repository]\npath = "{tmp_path / "repo"}"\n[metrics]\nenabled = false\n'
+                   f'[nfs]\nlisten = "127.0.0.1:{port}"\ncommit_idle = 30\n'
+                   '[[nfs.exports]]\nshare = "office"\nclients = ["127.0.0.0/8"]\nuser = "alice"\n')
+    p = ServeProcess(archivectl() + ["serve", "--config", str(cfg), "--only", "nfs"], cwd=str(tmp_path),
+                     env=python_env([]), tmp=str(tmp_path)).ready()
+    try:
+        url = p.urls()["nfs"]
+        assert url == f"nfs://127.0.0.1/office?version=3&nfsport={port}&mountport={port}"
+        src = tmp_path / "in.txt"
+        src.write_bytes(b"through archivectl serve\n")
+        base = url.split("?")[0]
+        res = run([need("nfs-cp"), str(src), base + "/in.txt?" + url.split("?")[1]])
+        assert res.returncode == 0, res.stderr
+    finally:
+        p.proc.send_signal(signal.SIGTERM)
+        assert p.finish() == 0, p.stderr()
+    r = Repository.open(tmp_path / "repo")
+    try:
+        vs = r.share("office").versions("/in.txt")          # committed at shutdown (commit_idle = 30)
+        assert [(v.number, v.origin.protocol) for v in vs] == [(1, "nfs")]
+        assert r.share("office").open_read("/in.txt").read() == b"through archivectl serve\n"
+    finally:
+        r.close()

@@ -1,0 +1,163 @@
+"""Core additions for NFS: lookups by node id, resumable listings, versionless creates,
+crash-safe staged updates and derived keys."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from archive import Origin, Repository, errors
+from archive.clock import gmt_token
+from archive.staging import recover, staging_dir
+
+from conftest import put_bytes
+
+
+def test_node_path_follows_renames_and_goes_stale_on_remove(fs):
+    fs.mkdir("/a")
+    e = put_bytes(fs, "/a/x.txt", b"one")
+    assert fs.node_path(e.node_id) == "/a/x.txt"
+    assert fs.node_path(fs.stat("/").node_id) == "/"
+    fs.rename("/a", "/b")
+    assert fs.node_path(e.node_id) == "/b/x.txt"
+    assert fs.stat_node(e.node_id).path == "/b/x.txt"
+    before = time.time()
+    time.sleep(0.01)
+    fs.remove("/b/x.txt")
+    with pytest.raises(errors.NotFound):
+        fs.node_path(e.node_id)
+    assert fs.node_path(e.node_id, at=before) == "/b/x.txt"
+
+
+def test_node_of_another_share_is_not_found(repo, fs):
+    repo.add_share("other")
+    other = repo.share("other", user=None)
+    e = put_bytes(other, "/y", b"y")
+    with pytest.raises(errors.NotFound):
+        fs.node_path(e.node_id)
+    with pytest.raises(errors.NotFound):
+        fs.node_path(10 ** 9)
+
+
+def test_stat_node_in_the_past_is_a_read_only_snapshot_entry(fs):
+    e = put_bytes(fs, "/r.txt", b"old")
+    time.sleep(0.01)
+    at = time.time()
+    time.sleep(1.1)                 # snapshot tokens have one-second resolution
+    put_bytes(fs, "/r.txt", b"newer")
+    past = fs.stat_node(e.node_id, at=at)
+    assert past.path == f"/.snapshots/{gmt_token(int(at * 1e6))}/r.txt"
+    assert past.readonly and past.size == 3
+    assert fs.open_read(past.path).read() == b"old"
+
+
+def test_listdir_after_resumes_even_when_the_name_is_gone(fs):
+    for n in ("a", "b", "c", "d"):
+        put_bytes(fs, f"/{n}", n.encode())
+    b = fs.stat("/b")
+    fs.remove("/b")
+    assert [e.name for e in fs.listdir("/", after="b")] == ["c", "d"]
+    assert fs.child_name("/", b.node_id) == "b"
+    assert fs.child_name("/", 10 ** 9) is None
+    assert [e.name for e in fs.listdir("/", after="", page=2)] == ["a", "c", "d"]
+
+
+def test_create_file_has_no_version_until_the_update_commits(fs):
+    e = fs.create_file("/new.bin")
+    assert e.size == 0 and e.version is None
+    assert fs.versions("/new.bin") == []
+    with pytest.raises(errors.Exists):
+        fs.create_file("/new.bin")
+    u = fs.open_staged_update("/new.bin")
+    u.pwrite(b"hello", 0)
+    v = u.commit()
+    assert v.number == 1
+    assert [x.number for x in fs.versions("/new.bin")] == [1]
+    assert fs.stat("/new.bin").node_id == e.node_id
+
+
+def test_create_file_continues_a_deleted_files_history(fs):
+    e = put_bytes(fs, "/f", b"1")
+    fs.remove("/f")
+    again = fs.create_file("/f")
+    assert again.node_id == e.node_id
+    u = fs.open_staged_update("/f")
+    u.pwrite(b"22", 0)
+    assert u.commit().number == 3
+
+
+def test_staged_update_commits_at_the_renamed_path(fs):
+    fs.create_file("/n")
+    u = fs.open_staged_update("/n")
+    u.pwrite(b"abc", 0)
+    fs.rename("/n", "/m")
+    u.commit()
+    assert fs.open_read("/m").read() == b"abc"
+    assert not fs.exists("/n")
+
+
+def test_synced_staging_survives_a_crash_and_unsynced_does_not(tmp_path):
+    r = Repository.init(tmp_path / "repo")
+    r.add_share("office")
+    fs = r.share("office", user=None, origin=Origin("nfs", "10.0.0.9", "alice"))
+    put_bytes(fs, "/kept", b"A" * 100_000)
+    u = fs.open_staged_update("/kept")
+    u.pwrite(b"B" * 10, 50_000)
+    u.sync()
+    lost = fs.open_staged_update("/lost", create=True)
+    lost.pwrite(b"never synced", 0)
+    # "crash": nothing is committed or closed
+    assert len(list(staging_dir(r).iterdir())) == 3
+    r.close()
+    r = Repository.open(tmp_path / "repo")
+    done = recover(r)
+    assert [(s, p) for s, p, _ in done] == [("office", "/kept")]
+    fs = r.share("office", user=None)
+    data = fs.open_read("/kept").read()
+    assert data == b"A" * 50_000 + b"B" * 10 + b"A" * 49_990
+    assert fs.versions("/kept")[-1].origin.protocol == "nfs"
+    assert not fs.exists("/lost")
+    assert list(staging_dir(r).iterdir()) == []
+    r.close()
+
+
+def test_abort_removes_the_staging_files(fs):
+    u = fs.open_staged_update("/x", create=True)
+    u.pwrite(b"x", 0)
+    u.sync()
+    u.abort()
+    assert os.listdir(staging_dir(fs.repo)) == []
+    assert not fs.exists("/x")
+
+
+def test_derived_keys_are_stable_and_per_purpose(tmp_path):
+    r = Repository.init(tmp_path / "repo")
+    a, b = r.derive_key("nfs-handles"), r.derive_key("other")
+    r.close()
+    r = Repository.open(tmp_path / "repo")
+    assert r.derive_key("nfs-handles") == a and len(a) == 32 and a != b
+    r.close()
+
+
+def test_recover_replays_versionless_creates(tmp_path):
+    """`create` is an event like the others: a catalog rebuilt from the packs has the file."""
+    from conftest import CLI
+    cli = CLI(tmp_path / "r")
+    cli("init")
+    cli("share", "add", "s")
+    with Repository.open(cli.repo_path) as r:
+        fs = r.share("s", user=None)
+        e = fs.create_file("/empty.bin")
+        u = fs.open_staged_update("/later.bin", create=True)
+        u.pwrite(b"data", 0)
+        u.commit()
+    for suffix in ("", "-wal", "-shm"):
+        (cli.repo_path / f"catalog.sqlite{suffix}").unlink(missing_ok=True)
+    cli("recover")
+    with Repository.open(cli.repo_path) as r:
+        fs = r.share("s", user=None)
+        again = fs.stat("/empty.bin")
+        assert (again.node_id, again.version, again.size) == (e.node_id, None, 0)
+        assert fs.open_read("/later.bin").read() == b"data"
+    cli("check")

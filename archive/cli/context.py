@@ -19,7 +19,7 @@ from ..types import Origin
 class CLIContext:
     def __init__(self, repo_flag: str | None, config_flag: str | None):
         self.config, self.config_path = cfg.load(config_flag)
-        self.repo_path: Path = cfg.repo_path(repo_flag, self.config)
+        self.repo_path: Path = cfg.repo_path(repo_flag, self.config, self.config_path)
         self.catalog_url = cfg.catalog_url(self.config)
         self._repo: Repository | None = None
 

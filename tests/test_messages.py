@@ -61,10 +61,10 @@ def test_rm_of_a_share_root_is_refused_before_anything_is_touched(office, args):
     before = current_files(office)
     res = office(*args, ok=False)
     assert res.returncode == 1
+    assert current_files(office) == before == {p: (1, False) for p in before}     # nothing deleted
     assert res.stderr.decode().strip() == (
         "Error: /office is the root of share 'office' and cannot be removed; nothing was changed.  "
         "Remove what is inside by name (archivectl rm -r /office/FOLDER).")
-    assert current_files(office) == before == {p: (1, False) for p in before}
 
 
 def test_rm_r_of_a_folder_still_removes_it(office):

@@ -239,6 +239,12 @@ def test_cli_commands_from_any_folder_reach_the_default_repository(tmp_path):
         return subprocess.run(archivectl() + list(args), cwd=cwd, env=env, capture_output=True, text=True,
                               input=input, timeout=120)
 
+    missing = ctl("ls", "/", cwd=a)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        f"Error: no repository at {data / 'edge-archive'} (the default for this account, whatever the folder): "
+        "create it with `archivectl init` or a first `archivectl serve`, or name another with --repo DIR or "
+        "EDGE_ARCHIVE_REPO")
     res = ctl("init", cwd=a)
     assert res.returncode == 0 and f"initialized repository at {data / 'edge-archive'}" in res.stdout
     assert ctl("share", "add", "office", cwd=a).returncode == 0

@@ -2,16 +2,26 @@
 
 The core reads only the [repository] section; `protocols/` validates the rest.  Any key can be
 overridden from the environment as EDGE_ARCHIVE_<SECTION>_<KEY> (e.g. EDGE_ARCHIVE_FTP_LISTEN).
+
+Where the repository is when nothing names one is decided here, once, for every command
+(`archivectl serve` included): never the working folder, so that a command typed in another
+folder reaches the same repository instead of silently creating an empty one.
 """
 from __future__ import annotations
 
 import os
+import pwd
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 DEFAULT_CONFIG = Path("/etc/edge-archive/archive.toml")
-DEFAULT_REPO = Path("var/edge-archive")
+#: The system service's repository: the units' StateDirectory, the service user's home.
+SYSTEM_REPO = Path("/var/lib/edge-archive")
+#: The account the systemd units run as (README, systemd/).
+SERVICE_USER = "edge-archive"
+#: Where versions before 0.2 put the default repository (relative to the working folder).
+LEGACY_REPO = Path("var/edge-archive")
 
 
 class ConfigError(Exception):
@@ -63,13 +73,51 @@ def _scalar(value: str) -> Any:
         return value
 
 
-def repo_path(flag: str | None, config: dict[str, Any]) -> Path:
+def default_repo_path(env: Mapping[str, str] | None = None, euid: int | None = None,
+                      user: str | None = None) -> Path:
+    """The repository used when no flag, variable or config names one.
+
+    1. ``$XDG_DATA_HOME/edge-archive`` when XDG_DATA_HOME is set to an absolute path;
+    2. ``/var/lib/edge-archive`` for root and for the ``edge-archive`` service user, so that
+       the systemd units and ``sudo -u edge-archive archivectl ...`` meet on one repository;
+    3. ``~/.local/share/edge-archive`` (the XDG default) for everyone else.
+    """
+    env = os.environ if env is None else env
+    xdg = env.get("XDG_DATA_HOME", "")
+    if xdg and os.path.isabs(xdg):            # the XDG spec: a relative value is ignored
+        return Path(xdg) / "edge-archive"
+    euid = os.geteuid() if euid is None else euid
+    if user is None:
+        try:
+            user = pwd.getpwuid(euid).pw_name
+        except KeyError:
+            user = ""
+    if euid == 0 or user == SERVICE_USER:
+        return SYSTEM_REPO
+    home = env.get("HOME") or (pwd.getpwuid(euid).pw_dir if user else "/")
+    return Path(home) / ".local" / "share" / "edge-archive"
+
+
+def configured_repo_path(flag: str | None, config: dict[str, Any],
+                         config_path: "str | Path | None" = None) -> Path | None:
+    """The repository named by --repo, EDGE_ARCHIVE_REPO or the file's [repository] path (a
+    relative one is relative to the file's folder, not to the working folder), else None."""
     if flag:
         return Path(flag)
     if os.environ.get("EDGE_ARCHIVE_REPO"):
         return Path(os.environ["EDGE_ARCHIVE_REPO"])
     p = config.get("repository", {}).get("path")
-    return Path(p) if p else DEFAULT_REPO
+    if not p:
+        return None
+    p = Path(p)
+    if not p.is_absolute() and config_path is not None:
+        p = Path(config_path).parent / p
+    return p
+
+
+def repo_path(flag: str | None, config: dict[str, Any], config_path: "str | Path | None" = None) -> Path:
+    """The repository every archivectl command uses: named, else the default."""
+    return configured_repo_path(flag, config, config_path) or default_repo_path()
 
 
 def catalog_url(config: dict[str, Any]) -> str | None:

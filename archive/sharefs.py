@@ -64,6 +64,12 @@ class ShareFS:
         self.origin = origin
         self.ci = case_insensitive
 
+    def _show(self, where: "str | tuple[str, ...]") -> str:
+        """A path as users address it, ``/<share>/<path>``: what every error message names,
+        so a user who typed /office/a/b never reads a bare /a/b."""
+        parts = split(where) if isinstance(where, str) else where
+        return f"/{self.share_name}{join(parts) if parts else ''}"
+
     # -- path resolution ---------------------------------------------------------------------
     def _view(self, path: str, at=None) -> _View:
         parts = split(path)
@@ -80,11 +86,11 @@ class ShareFS:
     def _writable_view(self, path: str) -> _View:
         v = self._view(path)
         if v.readonly or v.virtual:
-            raise ReadOnly(f"{path}: snapshots are read-only")
+            raise ReadOnly(f"{self._show(path)}: snapshots are read-only")
         if not self.writable:
             raise PermissionDenied(f"read-only access to share {self.share_name!r}")
         if not v.parts:
-            raise InvalidPath("the share root cannot be changed")
+            raise InvalidPath(f"{self._show(())} is the root of share {self.share_name!r}: it cannot be changed")
         self._authorize()
         return v
 
@@ -109,10 +115,10 @@ class ShareFS:
         node, kind, name = self.root, "dir", ""
         for i, p in enumerate(parts):
             if kind != "dir":
-                raise NotADirectory(f"{join(parts[:i])} is not a folder")
+                raise NotADirectory(f"{self._show(parts[:i])} is not a folder")
             row = self._child(s, node, p, at)
             if row is None:
-                raise NotFound(f"{join(parts[:i + 1])}: no such file or folder")
+                raise NotFound(f"{self._show(parts[:i + 1])}: no such file or folder")
             node, kind, name = row
         return node, kind, name
 
@@ -125,7 +131,7 @@ class ShareFS:
             return cache[key]
         node, kind, _ = self._walk(s, parts[:-1], None)
         if kind != "dir":
-            raise NotADirectory(f"{join(parts[:-1])} is not a folder")
+            raise NotADirectory(f"{self._show(parts[:-1])} is not a folder")
         if cache is not None:
             cache[key] = node
         return node
@@ -184,7 +190,7 @@ class ShareFS:
         with self.repo.catalog.session() as s:
             node, kind, _ = self._walk(s, v.parts, v.at)
         if kind != "dir":
-            raise NotADirectory(f"{path} is not a folder")
+            raise NotADirectory(f"{self._show(path)} is not a folder")
         alive = "d.valid_to IS NULL" if v.at is None else \
             "d.valid_from <= :at AND (d.valid_to IS NULL OR d.valid_to > :at)"
         vcond = "" if v.at is None else "AND v2.created_at <= :at"
@@ -213,17 +219,17 @@ class ShareFS:
     def _file_version(self, s: Session, v: _View, version: int | None) -> m.Version:
         node, kind, _ = self._walk(s, v.parts, v.at) if version is None else self._find_node(s, v)
         if kind == "dir":
-            raise IsADirectory(f"{join(v.parts)} is a folder")
+            raise IsADirectory(f"{self._show(v.parts)} is a folder")
         if version is not None:
             row = s.scalar(select(m.Version).where(m.Version.node_id == node, m.Version.number == version))
             if row is None:
-                raise NotFound(f"{join(v.parts)} has no version {version}")
+                raise NotFound(f"{self._show(v.parts)} has no version {version}")
         else:
             row = self._current_version(s, node, v.at)
             if row is None:
-                raise NotFound(f"{join(v.parts)} has no content yet")
+                raise NotFound(f"{self._show(v.parts)} has no content yet")
         if row.deleted:
-            raise NotFound(f"{join(v.parts)} version {row.number} is a deletion")
+            raise NotFound(f"{self._show(v.parts)} version {row.number} is a deletion")
         return row
 
     def open_read(self, path: str, version: int | None = None, at=None):
@@ -231,7 +237,7 @@ class ShareFS:
         from .streams import Reader
         v = self._view(path, at)
         if v.virtual:
-            raise IsADirectory(f"{path} is a folder")
+            raise IsADirectory(f"{self._show(path)} is a folder")
         with self.repo.catalog.session() as s:
             row = self._file_version(s, v, version)
         return Reader(self.repo, row.id, row.size, row.etag)
@@ -241,12 +247,13 @@ class ShareFS:
         (what a tree download does for every file)."""
         from .streams import Reader
         if entry.is_dir or entry.version is None:
-            raise IsADirectory(f"{entry.path} is a folder") if entry.is_dir else NotFound(entry.path)
+            shown = self._show(entry.path)
+            raise IsADirectory(f"{shown} is a folder") if entry.is_dir else NotFound(f"{shown}: no such file")
         with self.repo.catalog.engine.connect() as c:
             row = c.execute(_VERSION_SQL, {"n": entry.node_id, "v": entry.version}).first()
             c.rollback()
         if row is None or row.deleted:
-            raise NotFound(f"{entry.path} version {entry.version} is gone")
+            raise NotFound(f"{self._show(entry.path)} version {entry.version} is gone")
         return Reader(self.repo, row.id, row.size, row.etag)
 
     def _find_node(self, s: Session, v: _View) -> tuple[int, str, str]:
@@ -263,7 +270,7 @@ class ShareFS:
         q = q.where(m.Dentry.name_fold == fold(name)) if self.ci else q.where(m.Dentry.name == name)
         row = s.execute(q.order_by(m.Dentry.valid_from.desc()).limit(1)).first()
         if row is None:
-            raise NotFound(f"{join(v.parts)}: no such file or folder, now or before")
+            raise NotFound(f"{self._show(v.parts)}: no such file or folder, now or before")
         return tuple(row)
 
     def versions(self, path: str) -> list[Version]:
@@ -272,7 +279,7 @@ class ShareFS:
         with self.repo.catalog.session() as s:
             node, kind, _ = self._find_node(s, v)
             if kind == "dir":
-                raise IsADirectory(f"{path} is a folder")
+                raise IsADirectory(f"{self._show(path)} is a folder")
             rows = list(s.scalars(select(m.Version).where(m.Version.node_id == node).order_by(m.Version.number)))
         return [_version(r) for r in rows]
 
@@ -371,7 +378,7 @@ class ShareFS:
             parent = self._parent(s, parts)
             row = self._child(s, parent, parts[-1], None)
             if row is not None and row[1] == "dir":
-                raise IsADirectory(f"{join(parts)} is a folder")
+                raise IsADirectory(f"{self._show(parts)} is a folder")
 
     def commit_event(self, s: Session, parts: tuple[str, ...], size: int, mtime: int | None, etag: str,
                      chunks: list | None = None, copy_of: tuple[int, int] | None = None, deleted: bool = False,
@@ -387,7 +394,7 @@ class ShareFS:
         if row is not None:
             node, kind, stored = row
             if kind == "dir":
-                raise IsADirectory(f"{join(parts)} is a folder")
+                raise IsADirectory(f"{self._show(parts)} is a folder")
             ev.update(node=node, name=stored)
         else:
             ev.update(name=name, link=True)
@@ -438,7 +445,7 @@ class ShareFS:
         def build(s: Session) -> list[dict]:
             parent = self._parent(s, v.parts)
             if self._child(s, parent, v.parts[-1], None) is not None:
-                raise Exists(f"{join(v.parts)} exists")
+                raise Exists(f"{self._show(v.parts)} exists")
             return [{"op": "mkdir", "at": now_us(), "share": self.share_id, "parent": parent,
                      "name": v.parts[-1], "node": self.repo.next_id(s, m.Node)}]
         self.repo.mutate(build, audit=self._audit("mkdir", join(v.parts)))
@@ -460,7 +467,7 @@ class ShareFS:
                 row = self._child(s, parent, parts[-1], None)
                 if row is not None:
                     if row[1] != "dir":
-                        raise NotADirectory(f"{join(parts)} is a file")
+                        raise NotADirectory(f"{self._show(parts)} is a file")
                     continue
                 ev = {"op": "mkdir", "at": now_us(), "share": self.share_id, "parent": parent,
                       "name": parts[-1], "node": self.repo.next_id(s, m.Node)}
@@ -479,12 +486,12 @@ class ShareFS:
             parent = self._parent(s, v.parts)
             row = self._child(s, parent, v.parts[-1], None)
             if row is None:
-                raise NotFound(f"{path}: no such folder")
+                raise NotFound(f"{self._show(path)}: no such folder")
             if row[1] != "dir":
-                raise NotADirectory(f"{path} is not a folder")
+                raise NotADirectory(f"{self._show(path)} is not a folder")
             if s.scalar(select(m.Dentry.id).where(m.Dentry.parent_id == row[0], m.Dentry.valid_to.is_(None))
                         .limit(1)) is not None:
-                raise NotEmpty(f"{path} is not empty")
+                raise NotEmpty(f"{self._show(path)} is not empty")
             return [{"op": "unlink", "at": now_us(), "parent": parent, "name": row[2]}]
         self.repo.mutate(build, audit=self._audit("rmdir", join(v.parts)))
 
@@ -496,9 +503,9 @@ class ShareFS:
             parent = self._parent(s, v.parts)
             row = self._child(s, parent, v.parts[-1], None)
             if row is None:
-                raise NotFound(f"{path}: no such file")
+                raise NotFound(f"{self._show(path)}: no such file")
             if row[1] == "dir":
-                raise IsADirectory(f"{path} is a folder")
+                raise IsADirectory(f"{self._show(path)} is a folder")
             ev = self.commit_event(s, v.parts, 0, None, "", deleted=True)
             ev["unlink"] = True
             return [ev]
@@ -507,25 +514,28 @@ class ShareFS:
     def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
         """Move a file or folder; the node (identity, history, inode) moves with it."""
         vs, vd = self._writable_view(src), self._writable_view(dst)
+        if vs.parts == vd.parts:
+            self.stat(src)        # NotFound when there is nothing there
+            return                # a name renamed to itself: nothing changes, no event, no audit
         if vd.parts[:len(vs.parts)] == vs.parts and len(vd.parts) > len(vs.parts):
-            raise InvalidPath(f"cannot move {src} into itself")
+            raise InvalidPath(f"cannot move {self._show(src)} into itself")
 
         def build(s: Session) -> list[dict]:
             sp = self._parent(s, vs.parts)
             srow = self._child(s, sp, vs.parts[-1], None)
             if srow is None:
-                raise NotFound(f"{src}: no such file or folder")
+                raise NotFound(f"{self._show(src)}: no such file or folder")
             dp = self._parent(s, vd.parts)
             drow = self._child(s, dp, vd.parts[-1], None)
             evs = []
             at = now_us()
             if drow is not None and drow[0] != srow[0]:
                 if drow[1] == "dir":
-                    raise Exists(f"{dst} is an existing folder")
+                    raise Exists(f"{self._show(dst)} is an existing folder")
                 if not overwrite:
-                    raise Exists(f"{dst} exists")
+                    raise Exists(f"{self._show(dst)} exists")
                 if srow[1] == "dir":
-                    raise NotADirectory(f"{dst} is a file")
+                    raise NotADirectory(f"{self._show(dst)} is a file")
                 ev = self.commit_event(s, vd.parts, 0, None, "", deleted=True, at=at)
                 ev["unlink"] = True
                 evs.append(ev)
@@ -545,7 +555,7 @@ class ShareFS:
             dp = self._parent(s, vd.parts)
             drow = self._child(s, dp, vd.parts[-1], None)
             if drow is not None and not overwrite:
-                raise Exists(f"{dst} exists")
+                raise Exists(f"{self._show(dst)} exists")
             return [self.commit_event(s, vd.parts, row.size, row.mtime, row.etag, copy_of=(row.node_id, row.number))]
         evs = self.repo.mutate(build, audit=self._audit("copy", join(vd.parts)))
         return self._version_of(evs[-1])
@@ -566,7 +576,7 @@ class ShareFS:
                 if kind == "file":
                     cur = self._current_version(s, node, None)
                     if cur is None:
-                        raise NotFound(f"{join(v.parts)} has no content yet")
+                        raise NotFound(f"{self._show(v.parts)} has no content yet")
                     ev["number"] = cur.number
                 evs.append(ev)
             return evs
@@ -600,7 +610,7 @@ class ShareFS:
         if kind == "file":
             return int(self._restore_file(v.parts, node, version, at_us))
         if version is not None:
-            raise IsADirectory(f"{path} is a folder: restore it with a time")
+            raise IsADirectory(f"{self._show(path)} is a folder: restore it with a time")
         if v.parts:
             self._bring_back_dir(v.parts, node)
         count = 0
@@ -648,14 +658,14 @@ class ShareFS:
                 q = q.where(m.Version.created_at <= at).order_by(m.Version.number.desc()).limit(1)
             old = s.scalar(q)
             if old is None:
-                raise NotFound(f"{join(parts)}: no such version")
+                raise NotFound(f"{self._show(parts)}: no such version")
             if old.deleted:
-                raise NotFound(f"{join(parts)} version {old.number} is a deletion; pick an earlier one")
+                raise NotFound(f"{self._show(parts)} version {old.number} is a deletion; pick an earlier one")
             parent = self._parent(s, parts)
             cur_row = self._child(s, parent, parts[-1], None)
             if cur_row is not None:
                 if cur_row[1] == "dir":
-                    raise IsADirectory(f"{join(parts)} is a folder now")
+                    raise IsADirectory(f"{self._show(parts)} is a folder now")
                 cur = self._current_version(s, cur_row[0], None)
                 if cur is not None and not cur.deleted and cur.etag == old.etag:
                     return []

@@ -44,6 +44,10 @@ class Version:
     origin: Origin | None
 
     def as_dict(self) -> dict:
+        """The one JSON form of a version, whoever shows it (`archivectl versions --json`,
+        WebDAV ``?versions``, later adapters): the same field names, times in ISO 8601 UTC
+        with microseconds (``2026-11-24T10:00:00.123456Z``), the origin as an object.
+        Adapters may add fields of their own (WebDAV: placeholder, href), never rename these."""
         from .clock import iso
         return {"version": self.number, "size": self.size, "created_at": iso(int(self.created_at * 1e6)),
                 "mtime": iso(int(self.mtime * 1e6)), "deleted": self.deleted, "etag": self.etag,

@@ -32,8 +32,13 @@ DEFAULT_HOST = "127.0.0.1"
 #: section for one of them is "not installed" rather than "unknown section".
 KNOWN_PROTOCOLS = frozenset(DEFAULT_PORTS)
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-#: Where the repository is created and served from when no configuration names one.
-DEFAULT_REPOSITORY = os.path.join("var", "edge-archive")
+
+
+def default_repository() -> str:
+    """Where the repository is created and served from when no configuration names one: the
+    core's rule (archive.config.default_repo_path), never the working folder."""
+    from archive.config import default_repo_path
+    return str(default_repo_path())
 
 
 class ConfigError(Exception):

@@ -23,6 +23,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -184,6 +185,9 @@ class StatusFile:
 
 # --------------------------------------------------------------------------- the runner
 
+_ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\]")
+
+
 def _describe_os_error(e: BaseException) -> OSError | None:
     """The OSError behind an adapter's start failure (libraries often wrap it)."""
     seen = 0
@@ -192,8 +196,14 @@ def _describe_os_error(e: BaseException) -> OSError | None:
             return e
         if isinstance(e, OSError) and e.args and isinstance(e.args[0], OSError):
             e = e.args[0]          # pyftpdlib: socket.error(<the OSError from bind>)
-        else:
-            e = e.__cause__ or e.__context__
+            seen += 1
+            continue
+        m = _ERRNO_IN_TEXT.search(str(e)) if isinstance(e, OSError) else None
+        if m:
+            # cheroot (WebDAV): OSError("No socket could be created -- (('127.0.0.1', 8080):
+            # [Errno 98] Address already in use)") carries the errno only in its text
+            return OSError(int(m.group(1)), os.strerror(int(m.group(1))))
+        e = e.__cause__ or e.__context__
         seen += 1
     return None
 

@@ -1,8 +1,10 @@
 """`archivectl serve` and `archivectl status`: the appliance in one process.
 
 `serve` reads the configuration (protocols/config.py), opens the repository, or on a fresh
-machine with no configuration creates one under ``./var/edge-archive`` with a share
-``archive`` and an ``admin`` user whose random password is printed once, makes sure TLS
+machine with no configuration creates the default one (``$XDG_DATA_HOME/edge-archive``, i.e.
+``~/.local/share/edge-archive``; ``/var/lib/edge-archive`` for root and the service user: see
+archive.config.default_repo_path) with a share ``archive`` and an ``admin`` user whose random
+password is printed once, says where it is, makes sure TLS
 material exists (protocols/tls.py), starts every enabled adapter (protocols/runner.py),
 prints where each one listens, and serves until SIGTERM.  `status` reads the status files
 the running serve processes keep in ``<state dir>/run/`` plus the repository's figures.
@@ -22,6 +24,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import sys
 import threading
 import time
@@ -30,7 +33,7 @@ from typing import Any
 import click
 
 from .base import ServeContext
-from .config import (DEFAULT_REPOSITORY, ENV_PREFIX, ConfigError, ServeConfig, load_file, parse_listen,
+from .config import (ENV_PREFIX, ConfigError, ServeConfig, default_repository, load_file, parse_listen,
                      resolve)
 from .metrics import Metrics
 from .runner import (StartError, StatusFile, Runner, bind_error, block_signals, discover, pending_stop_signal,
@@ -127,8 +130,14 @@ def _repo_path(cfg: ServeConfig, raw: dict[str, Any]) -> tuple[str | None, bool]
     env_repo = os.environ.get(ENV_PREFIX + "REPO")
     if env_repo:
         return env_repo, True
-    if cfg.repository.get("path"):
-        return str(cfg.repository["path"]), True
+    path = cfg.repository.get("path")
+    if path:
+        from_file = raw.get("repository", {}).get("path") == path and not os.environ.get(
+            ENV_PREFIX + "REPOSITORY_PATH")
+        if from_file and not os.path.isabs(path) and cfg.source:
+            # relative to the file that says it, not to wherever serve was started from
+            path = os.path.join(os.path.dirname(os.path.abspath(cfg.source)), path)
+        return str(path), True
     return None, False
 
 
@@ -163,6 +172,49 @@ def _open_repository(path: str, cfg: ServeConfig) -> Any:
         raise StartError(f"cannot open repository {path}: {e}") from None
 
 
+def _admin_command(path: str, args: str) -> str:
+    """An archivectl command line that reaches this repository from any folder, as the
+    account that owns it (the service user under systemd)."""
+    from archive.config import SERVICE_USER
+    import pwd
+    try:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        me = ""
+    sudo = f"sudo -u {SERVICE_USER} " if me == SERVICE_USER else ""
+    return f"{sudo}archivectl --repo {shlex.quote(path)} {args}"
+
+
+def _warn_if_nobody_can_log_in(repo: Any, path: str) -> None:
+    """A repository made by `init` + `share add` (the systemd recipe) has no user: serving it
+    would accept connections that can never log in.  Say so, with the command that fixes it."""
+    try:
+        shares = repo.list_shares()
+        users = repo.list_users()
+    except Exception as e:            # a figure for a warning must never stop the service
+        log.warning("event=user_check_failed error=%r", str(e))
+        return
+    problem = fix = None
+    share = shares[0].name if shares else "SHARE"
+    if not shares:
+        problem = "has no share, so there is nothing to serve"
+        fix = _admin_command(path, "share add archive")
+    elif not users:
+        anon = [s.name for s in shares if s.anonymous]
+        problem = "has no user, so nobody can log in" + (
+            f" (only anonymous reads of {', '.join(anon)})" if anon else "")
+        fix = (f"{_admin_command(path, 'user add admin')} && "
+               f"{_admin_command(path, f'grant admin {shlex.quote(share)} rw')}")
+    elif not any(u.shares for u in users):
+        problem = "has users but none is granted a share, so no login can see any file"
+        fix = _admin_command(path, f"grant {shlex.quote(users[0].name)} {shlex.quote(share)} rw")
+    if problem is None:
+        return
+    click.echo(f"Warning: repository {path} {problem}.\n  Fix it with: {fix}", err=True)
+    sys.stderr.flush()
+    log.warning("event=nobody_can_log_in repository=%r problem=%r fix=%r", path, problem, fix)
+
+
 def _bootstrap(path: str, cfg: ServeConfig) -> Any:
     """Open the default repository, creating it with its share and admin on the first start.
 
@@ -171,6 +223,7 @@ def _bootstrap(path: str, cfg: ServeConfig) -> Any:
     user at all, so a crash between steps is repaired by the next start, and an operator who
     removed `admin` on purpose does not get it back."""
     from archive import Repository
+    from archive.config import LEGACY_REPO
 
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
@@ -182,8 +235,18 @@ def _bootstrap(path: str, cfg: ServeConfig) -> Any:
             if os.path.isdir(path) and os.listdir(path):
                 raise StartError(f"{path} exists, is not empty and is not a repository; "
                                  "move it away or name a repository with --repo")
+            legacy = os.path.abspath(LEGACY_REPO)
+            if os.path.isfile(os.path.join(legacy, "config.json")) and legacy != path:
+                # Before 0.2 the default repository was ./var/edge-archive: starting a second,
+                # empty one here would look like "my data is gone".
+                raise StartError(f"found a repository at {legacy} (the old default, relative to this folder) "
+                                 f"and none at the default {path}: serve it with "
+                                 f"`archivectl --repo {shlex.quote(legacy)} serve`, or move it with "
+                                 f"`mv {shlex.quote(legacy)} {shlex.quote(path)}`")
             repo = Repository.init(path, password=None, encrypt=False)
             click.echo(f"Created repository {path} (unencrypted)")
+            click.echo("  (the default for this account: archivectl finds it from any folder; "
+                       "--repo or EDGE_ARCHIVE_REPO names another)")
         else:
             repo = _open_repository(path, cfg)
         if not repo.list_shares():
@@ -279,8 +342,9 @@ def _split_only(value: str | None) -> list[str] | None:
 def serve_command(config_flag: str | None, only: str | None, log_level: str | None) -> None:
     """Serve the repository over every enabled protocol until SIGTERM.
 
-    With no configuration, creates ./var/edge-archive (share 'archive', user 'admin' with a
-    password printed once) and serves every installed protocol on 127.0.0.1."""
+    With no configuration, creates the default repository (~/.local/share/edge-archive;
+    /var/lib/edge-archive for root), with share 'archive' and user 'admin' whose password is
+    printed once, and serves every installed protocol on 127.0.0.1."""
     block_signals()  # before any thread exists, so every thread inherits the mask
     setup_logging(log_level or "info")
     only_names = _split_only(only)
@@ -293,9 +357,13 @@ def serve_command(config_flag: str | None, only: str | None, log_level: str | No
     repo = None
     try:
         if named:
+            path = os.path.abspath(path)
             repo = _open_repository(path, cfg)
+            _warn_if_nobody_can_log_in(repo, path)
         else:
-            repo = _bootstrap(os.path.abspath(DEFAULT_REPOSITORY), cfg)
+            path = os.path.abspath(default_repository())
+            repo = _bootstrap(path, cfg)
+            _warn_if_nobody_can_log_in(repo, path)
         code = _serve(repo, cfg, protocols, config_path=_config_path(config_flag), only=only_names,
                       flag_level=log_level)
     except ConfigError as e:
@@ -453,7 +521,7 @@ def status_command(config_flag: str | None, as_json: bool) -> None:
         click.echo(f"archivectl status: {e.text()}", err=True)
         raise SystemExit(2)
     path, _named = _repo_path(cfg, raw)
-    path = os.path.abspath(path or DEFAULT_REPOSITORY)
+    path = os.path.abspath(path or default_repository())
     if not os.path.isfile(os.path.join(path, "config.json")):
         msg = f"no repository at {path}"
         if as_json:

@@ -11,6 +11,14 @@ import pytest
 from archive import Origin, Repository
 
 
+@pytest.fixture(autouse=True)
+def _default_repository_in_tmp(tmp_path_factory, monkeypatch):
+    """The default repository (no --repo, no EDGE_ARCHIVE_REPO) is $XDG_DATA_HOME/edge-archive,
+    and /var/lib/edge-archive for root: point it into a temporary folder so that no test (nor
+    the archivectl processes it starts, which inherit the environment) touches the machine's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+
+
 @pytest.fixture
 def repo(tmp_path: Path):
     """An unencrypted repository with share 'office', users alice (rw) and bob (ro)."""

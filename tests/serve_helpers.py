@@ -315,9 +315,11 @@ class ServeProcess:
 
 
 def archivectl() -> list[str]:
-    """How to run archivectl: the installed console script (tests/run.sh installs it)."""
+    """How to run archivectl: the console script of the environment running the tests
+    (tests/run.sh installs it into .venv), else the one on PATH."""
     import shutil
-    exe = shutil.which("archivectl")
+    beside = os.path.join(os.path.dirname(sys.executable), "archivectl")
+    exe = beside if os.access(beside, os.X_OK) else shutil.which("archivectl")
     if exe is None:
         raise AssertionError("archivectl is not installed: run `pip install -e .` (tests/run.sh does)")
     return [exe]

@@ -126,12 +126,13 @@ def check_clean(tmp_path, pkg: str, repo: str) -> None:
 # ----------------------------------------------------------------------------- first start
 
 def test_first_start_creates_repository_admin_and_certificate_then_reuses_them(tmp_path, pkg):
-    """No configuration at all: a repository under ./var/edge-archive, share 'archive', user
-    'admin' with a password printed once, a self-signed certificate, every installed protocol
-    on loopback.  The second start reuses all of it and prints no password."""
+    """No configuration at all: a repository at the default place ($XDG_DATA_HOME/edge-archive),
+    share 'archive', user 'admin' with a password printed once, a self-signed certificate,
+    every installed protocol on loopback.  The second start reuses all of it and prints no
+    password."""
     ftp_port, dav_port, metrics_port = free_port(), free_port(), free_port()
     env = dict(EDGE_ARCHIVE_FTP_LISTEN=f"127.0.0.1:{ftp_port}", EDGE_ARCHIVE_WEBDAV_LISTEN=f"127.0.0.1:{dav_port}",
-               EDGE_ARCHIVE_METRICS_LISTEN=f"127.0.0.1:{metrics_port}")
+               EDGE_ARCHIVE_METRICS_LISTEN=f"127.0.0.1:{metrics_port}", XDG_DATA_HOME=str(tmp_path / "data"))
     p = start(tmp_path, pkg, ["serve"], **env).ready()
     out = p.stdout()
     m = re.search(r"password: (\S+)", out)
@@ -143,8 +144,9 @@ def test_first_start_creates_repository_admin_and_certificate_then_reuses_them(t
     assert urls["upload"].startswith("upload://127.0.0.1:")
     assert urls["metrics"] == f"http://127.0.0.1:{metrics_port}/metrics"
     assert "event=adapter_unavailable protocol=broken" in p.stderr()   # skipped, not fatal
-    repo = tmp_path / "var" / "edge-archive"
+    repo = tmp_path / "data" / "edge-archive"
     assert (repo / "config.json").is_file()
+    assert f"Created repository {repo}" in out
 
     # the printed password works over a real client, with rw on share 'archive'
     src = tmp_path / "hello.txt"

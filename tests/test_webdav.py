@@ -453,14 +453,14 @@ def test_windows_save_sequence_and_history_urls(dav):
     assert s.request("PROPPATCH", url, data=patch, headers={"If": f"({token})"}).status_code == 207
     s.request("UNLOCK", url, headers={"Lock-Token": token})
     versions = s.get(url + "?versions").json()["versions"]
-    assert [(v["number"], v["size"], v["placeholder"]) for v in versions] == [
-        (versions[0]["number"], 0, True), (versions[1]["number"], 12, False)]
+    assert [(v["version"], v["size"], v["placeholder"]) for v in versions] == [
+        (versions[0]["version"], 0, True), (versions[1]["version"], 12, False)]
     core = dav.admin().versions("/report.docx")
-    assert [v.number for v in core] == [v["number"] for v in versions]
+    assert [v.number for v in core] == [v["version"] for v in versions]
     assert [v.etag for v in core] == [v["etag"] for v in versions]
-    old = s.get(url + f"?version={versions[0]['number']}")
+    old = s.get(url + f"?version={versions[0]['version']}")
     assert old.status_code == 200 and old.content == b""
-    new = s.get(url + f"?version={versions[1]['number']}")
+    new = s.get(url + f"?version={versions[1]['version']}")
     assert new.content == b"real content"
     assert s.get(url + "?version=999").status_code == 404
     assert s.get(url + "?version=abc").status_code == 400

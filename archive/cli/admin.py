@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import click
@@ -13,13 +14,51 @@ from .context import CLIContext, emit_json
 from .main import cli
 
 
-def _size(text: str | None) -> int | None:
-    if text is None:
-        return None
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    t = text.strip().lower().rstrip("ib")
-    mult = units.get(t[-1:], 1)
-    return int(float(t[:-1] if t[-1:] in units else t) * mult)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(?:i?b)?", re.IGNORECASE)
+#: `share list` prints a share without retention rules as keep-all; the same word sets it.
+KEEP_ALL = "keep-all"
+NO_QUOTA = "none"
+
+
+class SizeType(click.ParamType):
+    """A byte count with an optional binary unit: 500G, 1.5T, 10GiB, 4096; `none` clears a quota."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value is None:
+            return value
+        text = str(value).strip()
+        if text.lower() == NO_QUOTA:
+            return NO_QUOTA
+        m = _SIZE.fullmatch(text)
+        if not m:
+            self.fail(f"{value!r} is not a size: give a number of bytes with an optional unit K, M, G, T or P "
+                      f"(powers of 1024; 10G = 10GiB = 10GB), e.g. 500G or 1.5T; 'none' removes the quota",
+                      param, ctx)
+        return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+class RetentionType(click.ParamType):
+    """Retention rules as the core parses them, or keep-all (what `share list` prints for none)."""
+
+    name = "RULES"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip()
+        if text.lower() == KEEP_ALL:
+            return KEEP_ALL
+        from ..retention import parse_rules
+        try:
+            parse_rules(text)
+        except ValueError as e:
+            self.fail(f"{e}; or {KEEP_ALL} to keep every version", param, ctx)
+        return text
+
+
+SIZE = SizeType()
+RETENTION = RetentionType()
 
 
 @cli.command()
@@ -58,23 +97,25 @@ def share() -> None:
 
 @share.command("add")
 @click.argument("name")
-@click.option("--retention", help='e.g. "keep-last=10,keep-daily=30,keep-monthly=12" (default: keep everything).')
+@click.option("--retention", type=RETENTION,
+              help='e.g. "keep-last=10,keep-daily=30,keep-monthly=12" (default: keep-all, every version).')
 @click.option("--worm-days", type=int, default=0, help="No version younger than this can be pruned, by anyone.")
-@click.option("--quota", help="Logical size limit of current files, e.g. 10G.")
+@click.option("--quota", type=SIZE, help="Logical size limit of current files, e.g. 10G (K, M, G, T: powers of 1024).")
 @click.option("--anonymous", is_flag=True, help="Allow read-only access without login.")
 @click.pass_obj
 def share_add(obj: CLIContext, name: str, retention: str | None, worm_days: int, quota: str | None,
               anonymous: bool) -> None:
     """Create a share."""
-    obj.open_repo().add_share(name, retention=retention, worm_days=worm_days, quota=_size(quota), anonymous=anonymous)
+    obj.open_repo().add_share(name, retention=None if retention == KEEP_ALL else retention, worm_days=worm_days,
+                              quota=None if quota == NO_QUOTA else quota, anonymous=anonymous)
     click.echo(f"share {name} created")
 
 
 @share.command("set")
 @click.argument("name")
-@click.option("--retention")
+@click.option("--retention", type=RETENTION, help="Rules, or keep-all.")
 @click.option("--worm-days", type=int)
-@click.option("--quota")
+@click.option("--quota", type=SIZE, help="e.g. 10G, or none.")
 @click.option("--anonymous/--no-anonymous", default=None)
 @click.option("--allow-purge/--no-allow-purge", default=None,
               help="Let clients delete single versions for good (S3 DeleteObject with a VersionId); "
@@ -82,8 +123,11 @@ def share_add(obj: CLIContext, name: str, retention: str | None, worm_days: int,
 @click.pass_obj
 def share_set(obj: CLIContext, name: str, retention, worm_days, quota, anonymous, allow_purge) -> None:
     """Change a share's retention, WORM period (it can only grow), quota, anonymity or purge policy."""
-    values = {k: v for k, v in {"retention": retention, "worm_days": worm_days, "quota": _size(quota),
+    values = {k: v for k, v in {"retention": retention, "worm_days": worm_days, "quota": quota,
                                 "anonymous": anonymous, "allow_purge": allow_purge}.items() if v is not None}
+    for key, clear in (("retention", KEEP_ALL), ("quota", NO_QUOTA)):
+        if values.get(key) == clear:
+            values[key] = None            # stored as "no rules" / "no quota"
     obj.open_repo().set_share(name, **values)
     click.echo(f"share {name} updated")
 

@@ -19,7 +19,7 @@ from ..types import Origin
 class CLIContext:
     def __init__(self, repo_flag: str | None, config_flag: str | None):
         self.config, self.config_path = cfg.load(config_flag)
-        self.repo_path: Path = cfg.repo_path(repo_flag, self.config)
+        self.repo_path: Path = cfg.repo_path(repo_flag, self.config, self.config_path)
         self.catalog_url = cfg.catalog_url(self.config)
         self._repo: Repository | None = None
 
@@ -39,6 +39,11 @@ class CLIContext:
 
     def open_repo(self) -> Repository:
         if self._repo is None:
+            if not (self.repo_path / "config.json").is_file() and self.repo_path == cfg.default_repo_path():
+                raise click.ClickException(
+                    f"no repository at {self.repo_path} (the default for this account, whatever the folder): "
+                    "create it with `archivectl init` or a first `archivectl serve`, or name another with "
+                    "--repo DIR or EDGE_ARCHIVE_REPO")
             pw = self.password() if self.encrypted() else None
             self._repo = Repository.open(self.repo_path, password=pw, catalog_url=self.catalog_url)
         return self._repo

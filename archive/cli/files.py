@@ -312,6 +312,12 @@ def restore(obj: CLIContext, path: str, version: int | None, at: str | None) -> 
 def rm(obj: CLIContext, path: str, recursive: bool) -> None:
     """Delete a file (a restorable tombstone) or an empty folder."""
     fs, rel = _fs(obj, path)
+    if not split(rel):
+        # Refused before anything is touched: removing the share's files one by one and then
+        # failing on its root would leave every file deleted behind an error message.
+        raise click.ClickException(
+            f"/{fs.share_name} is the root of share {fs.share_name!r} and cannot be removed; nothing was "
+            f"changed.  Remove what is inside by name (archivectl rm -r /{fs.share_name}/FOLDER).")
     e = fs.stat(rel)
     if not e.is_dir:
         fs.remove(rel)
@@ -342,7 +348,11 @@ def mv(obj: CLIContext, src: str, dest: str, overwrite: bool) -> None:
     fs, rel = _fs(obj, src)
     dshare, drel = split_archive_path(dest)
     if dshare != fs.share_name:
-        raise click.ClickException("mv works within one share")
+        raise click.ClickException(f"mv works within one share: {src} is in {fs.share_name!r}, "
+                                   f"{dest} in {dshare!r}")
+    if split(rel) == split(drel):
+        fs.stat(rel)                       # a missing source is still "no such file"
+        raise click.ClickException(f"{src} and {dest} are the same path: nothing to move")
     fs.rename(rel, drel, overwrite=overwrite)
     click.echo(f"moved {src} -> {dest}")
 

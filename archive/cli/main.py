@@ -17,7 +17,10 @@ from .context import CLIContext
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--repo", "repo", envvar=None, help="Repository directory (or EDGE_ARCHIVE_REPO; default ./var/edge-archive).")
+@click.option("--repo", "repo", envvar=None,
+              help="Repository directory (or EDGE_ARCHIVE_REPO, or the config's [repository] path; default "
+                   "$XDG_DATA_HOME/edge-archive, i.e. ~/.local/share/edge-archive; /var/lib/edge-archive for "
+                   "root and the edge-archive service user).")
 @click.option("--config", "config", help="Config file (or EDGE_ARCHIVE_CONFIG; default /etc/edge-archive/archive.toml).")
 @click.version_option(package_name="edge-archive")
 @click.pass_context

@@ -4,8 +4,9 @@
 ``GET /<share>/<path>?versions=html``   the same as an HTML table with download links
 ``GET /<share>/<path>?version=N``       the bytes of version N (ETag = that version's hash)
 
-Each JSON item: ``number, size, created_at, mtime, deleted, etag, protocol, placeholder,
-href``.  ``placeholder`` is true for a 0-byte version that was superseded by a non-empty
+Each JSON item is the core's one serializer of a version (archive.types.Version.as_dict:
+``version, size, created_at, mtime, deleted, etag, origin``, the same as `archivectl versions
+--json`, ISO 8601 UTC times) plus ``placeholder`` and ``href``.  ``placeholder`` is true for a 0-byte version that was superseded by a non-empty
 one within ``placeholder_window`` seconds: the first half of the Windows/Office save
 dance (0-byte PUT, LOCK, PUT).  Such versions are kept (every completed PUT is a version)
 and merely flagged, here and nowhere else.
@@ -36,13 +37,7 @@ def _versions_json(provider, fs, rel: str, base_href: str) -> list[dict]:
         placeholder = bool(
             v.size == 0 and not v.deleted and nxt is not None and not nxt.deleted
             and nxt.size > 0 and nxt.created_at - v.created_at <= provider.placeholder_window)
-        out.append({
-            "number": v.number, "size": v.size, "created_at": v.created_at,
-            "mtime": v.mtime, "deleted": v.deleted, "etag": v.etag,
-            "protocol": v.origin.protocol if v.origin else None,
-            "placeholder": placeholder,
-            "href": f"{base_href}?version={v.number}",
-        })
+        out.append({**v.as_dict(), "placeholder": placeholder, "href": f"{base_href}?version={v.number}"})
     return out
 
 
@@ -70,11 +65,11 @@ def maybe_serve_versions(provider, environ, start_response):
             raise DAVError(HTTP_NOT_FOUND)
         if qs["versions"][0] == "html":
             rows = "".join(
-                f"<tr><td><a href='{html.escape(i['href'])}'>{i['number']}</a></td>"
-                f"<td>{i['size']}</td><td>{util.get_rfc1123_time(i['created_at'])}</td>"
+                f"<tr><td><a href='{html.escape(i['href'])}'>{i['version']}</a></td>"
+                f"<td>{i['size']}</td><td>{html.escape(i['created_at'])}</td>"
                 f"<td>{'deleted' if i['deleted'] else ''}"
                 f"{'placeholder' if i['placeholder'] else ''}</td>"
-                f"<td>{html.escape(i['protocol'] or '')}</td></tr>" for i in items)
+                f"<td>{html.escape((i['origin'] or {}).get('protocol') or '')}</td></tr>" for i in items)
             body = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Versions of "
                     f"{html.escape(path)}</title></head><body><h1>Versions of "
                     f"{html.escape(path)}</h1><table><tr><th>#</th><th>size</th>"

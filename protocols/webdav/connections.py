@@ -27,6 +27,9 @@ from cheroot import server as cheroot_server
 from .framing import ChunkedReader, FramingError, parse_header_line, request_framing
 
 
+DRAIN_LIMIT = 64 << 20      #: body bytes read and dropped after an early answer
+
+
 class _EdgeHeaderReader(cheroot_server.HeaderReader):
     """cheroot's header reader with the strict line and framing rules of :mod:`.framing`."""
 
@@ -78,6 +81,23 @@ class EdgeRequest(cheroot_server.HTTPRequest):
         self.ready and self.ensure_headers_sent()
         if self.chunked_write:
             self.conn.wfile.write(b"0\r\n\r\n")
+        self._drain(self.rfile)
+
+    def _drain(self, body: ChunkedReader) -> None:
+        """After an early answer (507, 403...) read the rest of the body, up to DRAIN_LIMIT
+        bytes, before the connection closes: closing a socket with unread data sends a
+        reset, and the client would report "connection reset" instead of our answer.
+        Slow drains are cut by the body deadline like any other body."""
+        if body.done:
+            return
+        self.close_connection = True
+        try:
+            self.conn.wfile.flush()
+            left = DRAIN_LIMIT
+            while left > 0 and (got := body.read(min(left, 1 << 16))):
+                left -= len(got)
+        except (OSError, ValueError):
+            pass
 
     def _framing_failed(self, exc: FramingError) -> None:
         self.close_connection = True            # the rest of the stream is not trustworthy

@@ -32,6 +32,7 @@ import click
 from .base import ServeContext
 from .config import (DEFAULT_REPOSITORY, ENV_PREFIX, ConfigError, ServeConfig, load_file, parse_listen,
                      resolve)
+from .memory import start_trimmer, tune_allocator
 from .metrics import Metrics
 from .runner import (StartError, StatusFile, Runner, bind_error, block_signals, discover, pending_stop_signal,
                      read_status_files, sd_notify, wait_signal)
@@ -282,6 +283,8 @@ def serve_command(config_flag: str | None, only: str | None, log_level: str | No
     With no configuration, creates ./var/edge-archive (share 'archive', user 'admin' with a
     password printed once) and serves every installed protocol on 127.0.0.1."""
     block_signals()  # before any thread exists, so every thread inherits the mask
+    tune_allocator()  # bounded RSS under load (protocols/memory.py)
+    start_trimmer()
     setup_logging(log_level or "info")
     only_names = _split_only(only)
     try:

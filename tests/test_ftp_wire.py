@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import ftplib
+import io
 import os
 import signal
 import subprocess
@@ -271,3 +272,20 @@ def test_pasv_retries_another_port_on_address_in_use(tmp_path, monkeypatch):
         ftp.quit()
     finally:
         s.close()
+
+
+def test_allo_with_rest_counts_the_final_size_or_the_bytes_sent(srv):
+    srv.put("/r.bin", b"0123456789")
+    ftp = srv.client()
+    ftp.voidcmd("TYPE I")
+    ftp.voidcmd("ALLO 10")                                   # final size after REST 4 + 6 bytes
+    ftp.storbinary("STOR /office/r.bin", io.BytesIO(b"ABCDEF"), rest=4)
+    ftp.voidcmd("ALLO 6")                                    # or the bytes of this transfer
+    ftp.storbinary("STOR /office/r.bin", io.BytesIO(b"ghijkl"), rest=4)
+    ftp.voidcmd("ALLO 10")
+    with pytest.raises(ftplib.error_temp) as ei:             # 3 bytes: neither
+        ftp.storbinary("STOR /office/r.bin", io.BytesIO(b"xyz"), rest=4)
+    assert str(ei.value).startswith("426")
+    assert retr(ftp, "/office/r.bin") == b"0123ghijkl"
+    assert sizes(srv, "/r.bin") == [10, 10, 10]
+    ftp.quit()

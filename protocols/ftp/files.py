@@ -117,6 +117,7 @@ class WriteFile:
         self._on_finish = on_finish
         self.expected: int | None = None
         self.received = 0                  # bytes that arrived, stored or dropped
+        self.start = 0                     # REST offset of a resumed upload
         tracker.add(self)
 
     def write(self, data: bytes) -> int:
@@ -139,8 +140,11 @@ class WriteFile:
         return len(data)
 
     def announced_mismatch(self) -> str | None:
-        """Why the transfer's length contradicts the ALLO announcement (None: it does not)."""
-        if self.expected is None or self.failed is not None or self.received == self.expected:
+        """Why the transfer's length contradicts the ALLO announcement (None: it does not).
+        After REST the announcement may be the bytes sent or the file's final size."""
+        if self.expected is None or self.failed is not None:
+            return None
+        if self.expected in (self.received, self.start + self.received):
             return None
         return (f"received {self.received} of the {self.expected} bytes announced by ALLO")
 
@@ -152,7 +156,7 @@ class WriteFile:
             self._sink.truncate(offset)
         except errors.ArchiveError as exc:
             raise TransferError(exc) from exc
-        self._offset = offset
+        self._offset = self.start = offset
         return offset
 
     def commit(self) -> Any:

@@ -39,7 +39,7 @@ USER, PASSWORD = "load", "load-password"
 
 
 def proc_stats(pid: int) -> dict[str, Any]:
-    """VmRSS (MB), VmHWM (MB), threads and open descriptors of a process (Linux /proc)."""
+    """VmRSS (MB), VmHWM (MB), threads, open descriptors and open pack files of a process."""
     out: dict[str, Any] = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -48,7 +48,15 @@ def proc_stats(pid: int) -> dict[str, Any]:
                 out[key] = round(int(value.split()[0]) / 1024, 1)
             elif key == "Threads":
                 out["threads"] = int(value)
-    out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    fds = os.listdir(f"/proc/{pid}/fd")
+    out["fds"] = len(fds)
+    packs = 0
+    for fd in fds:
+        try:
+            packs += os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".pack")
+        except OSError:
+            pass
+    out["pack_fds"] = packs          # the core keeps up to 64 packs open for reading (bounded)
     return out
 
 
@@ -124,35 +132,44 @@ def _payload(rng: random.Random) -> bytes:
     return rng.randbytes(n)
 
 
+def _loop(name: str, deadline: float, tally: Tally, step: Any) -> None:
+    """Run ``step(i)`` (upload, download and compare, list) until the deadline; the first
+    exception ends this client and is counted."""
+    i = 0
+    while time.monotonic() < deadline:
+        try:
+            step(i)
+            tally.ok()
+        except Exception as exc:                   # noqa: BLE001 - counted, not fatal
+            tally.fail(f"{name}: {exc!r}")
+            return
+        i += 1
+
+
 def ftp_client(n: int, port: int, deadline: float, tally: Tally) -> None:
     rng = random.Random(n)
+    ftp = ftplib.FTP()
     try:
-        ftp = ftplib.FTP()
         ftp.connect("127.0.0.1", port, timeout=60)
         ftp.login(USER, PASSWORD)
         try:
             ftp.mkd(f"/load/f{n}")
         except ftplib.error_perm:
             pass
-    except Exception as exc:                       # noqa: BLE001 - counted, not fatal
+    except Exception as exc:                       # noqa: BLE001
         tally.fail(f"ftp{n} login: {exc!r}")
         return
-    i = 0
-    while time.monotonic() < deadline:
-        path = f"/load/f{n}/{i % 8}.bin"
-        data = _payload(rng)
-        try:
-            ftp.storbinary(f"STOR {path}", io.BytesIO(data))
-            got = bytearray()
-            ftp.retrbinary(f"RETR {path}", got.extend)
-            if bytes(got) != data:
-                tally.fail(f"ftp{n} wrong bytes")
-            ftp.nlst(f"/load/f{n}")
-            tally.ok()
-        except Exception as exc:                   # noqa: BLE001
-            tally.fail(f"ftp{n}: {exc!r}")
-            return
-        i += 1
+
+    def step(i: int) -> None:
+        path, data = f"/load/f{n}/{i % 8}.bin", _payload(rng)
+        ftp.storbinary(f"STOR {path}", io.BytesIO(data))
+        got = bytearray()
+        ftp.retrbinary(f"RETR {path}", got.extend)
+        if bytes(got) != data:
+            raise AssertionError("wrong bytes")
+        ftp.nlst(f"/load/f{n}")
+
+    _loop(f"ftp{n}", deadline, tally, step)
     try:
         ftp.quit()
     except Exception:                              # noqa: BLE001
@@ -165,36 +182,28 @@ def dav_client(n: int, port: int, deadline: float, tally: Tally) -> None:
     auth = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60, source_address=(source, 0))
 
-    def call(method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
+    def call(method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+             ok: tuple[int, ...] = (200,)) -> bytes:
         conn.request(method, path, body=body, headers={"Authorization": auth, **(headers or {})})
         r = conn.getresponse()
-        return r.status, r.read()
+        data = r.read()
+        if r.status not in ok:
+            raise AssertionError(f"{method} {path}: {r.status}")
+        return data
+
+    def step(i: int) -> None:
+        path, data = f"/load/d{n}/{i % 8}.bin", _payload(rng)
+        call("PUT", path, data, ok=(201, 204))
+        if call("GET", path) != data:
+            raise AssertionError("wrong bytes")
+        call("PROPFIND", f"/load/d{n}/", headers={"Depth": "1"}, ok=(207,))
 
     try:
-        call("MKCOL", f"/load/d{n}/")
+        call("MKCOL", f"/load/d{n}/", ok=(201, 405))
     except Exception as exc:                       # noqa: BLE001
         tally.fail(f"dav{n} mkcol: {exc!r}")
         return
-    i = 0
-    while time.monotonic() < deadline:
-        path = f"/load/d{n}/{i % 8}.bin"
-        data = _payload(rng)
-        try:
-            st, _ = call("PUT", path, data)
-            if st not in (201, 204):
-                tally.fail(f"dav{n} PUT {st}")
-            st, got = call("GET", path)
-            if st != 200 or got != data:
-                tally.fail(f"dav{n} GET {st}")
-            st, _ = call("PROPFIND", f"/load/d{n}/", headers={"Depth": "1"})
-            if st != 207:
-                tally.fail(f"dav{n} PROPFIND {st}")
-            tally.ok()
-        except Exception as exc:                   # noqa: BLE001
-            tally.fail(f"dav{n}: {exc!r}")
-            conn.close()
-            return
-        i += 1
+    _loop(f"dav{n}", deadline, tally, step)
     conn.close()
 
 
@@ -237,21 +246,23 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1.0)
         base = proc_stats(server.proc.pid)
         rows.append({"round": 0, "ops": 0, "failures": 0, "peak_rss_mb": base["VmRSS"],
-                     "idle_rss_mb": base["VmRSS"], "fds": base["fds"], "threads": base["threads"]})
+                     "idle_rss_mb": base["VmRSS"], "fds": base["fds"], "pack_fds": base["pack_fds"],
+                     "threads": base["threads"]})
         print(f"{'round':>5} {'ops':>6} {'fail':>4} {'peak RSS MB':>11} {'idle RSS MB':>11} "
-              f"{'fds':>4} {'threads':>7}", flush=True)
+              f"{'fds':>4} {'packs':>5} {'threads':>7}", flush=True)
         print(f"{0:>5} {0:>6} {0:>4} {base['VmRSS']:>11} {base['VmRSS']:>11} {base['fds']:>4} "
-              f"{base['threads']:>7}  (baseline)", flush=True)
+              f"{base['pack_fds']:>5} {base['threads']:>7}  (baseline)", flush=True)
         for r in range(1, args.rounds + 1):
             tally = run_round(server, args.clients, args.seconds)
             time.sleep(args.idle)
             st = proc_stats(server.proc.pid)
             row = {"round": r, "ops": tally.ops, "failures": len(tally.failures),
                    "peak_rss_mb": tally.peak_rss, "idle_rss_mb": st["VmRSS"], "fds": st["fds"],
+                   "pack_fds": st["pack_fds"],
                    "threads": st["threads"], "first_failures": tally.failures[:3]}
             rows.append(row)
             print(f"{r:>5} {tally.ops:>6} {len(tally.failures):>4} {tally.peak_rss:>11} "
-                  f"{st['VmRSS']:>11} {st['fds']:>4} {st['threads']:>7}", flush=True)
+                  f"{st['VmRSS']:>11} {st['fds']:>4} {st['pack_fds']:>5} {st['threads']:>7}", flush=True)
             for f in tally.failures[:3]:
                 print(f"      failure: {f}", flush=True)
         if args.json:

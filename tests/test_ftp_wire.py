@@ -17,16 +17,7 @@ from pathlib import Path
 import pytest
 
 from ftp_helpers import PASSWORD, FTPServerFixture, need, retr, run, stor
-from test_ftp import _pasv, _raw_login, _wait_for
-
-
-@pytest.fixture
-def srv(tmp_path: Path):
-    s = FTPServerFixture(tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
+from test_ftp import _pasv, _raw_login, _wait_for, srv  # noqa: F401 - srv is a fixture
 
 
 def sizes(srv, path: str, share: str = "office") -> list[int]:

@@ -24,7 +24,10 @@ def test_no_descriptor_growth_across_rounds_and_bounded_rss():
     assert all(r["failures"] == 0 for r in rows), rows
     assert all(r["ops"] > 0 for r in rows[1:]), rows
     # the first round warms the catalog's connection pool; after that nothing accumulates
-    assert rows[3]["fds"] <= rows[1]["fds"] + 2, rows
+    # but read handles of packs written meanwhile (a cache the core bounds at 64)
+    other = [r["fds"] - r["pack_fds"] for r in rows]
+    assert other[3] <= other[1], rows
+    assert all(r["pack_fds"] <= 65 for r in rows), rows
     assert max(r["peak_rss_mb"] for r in rows) <= 256, rows
 
 

@@ -10,19 +10,10 @@ import time
 
 import pytest
 
+from test_webdav import dav  # noqa: F401 - a module-scoped server fixture
 from webdav_helpers import QUOTA, USERS, curl, make_repo, start_server
 
 AUTH = "Basic " + base64.b64encode(f"alice:{USERS['alice']}".encode()).decode()
-
-
-@pytest.fixture(scope="module")
-def dav(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile")
-    repo = make_repo(root)
-    server = start_server(repo, root)
-    yield server
-    server.stop()
-    repo.close()
 
 
 def exchange(port: int, data: bytes, source: str = "127.0.0.1", timeout: float = 20) -> bytes:
@@ -74,6 +65,8 @@ SMUGGLING = {
     "over-long chunk line": (["Transfer-Encoding: chunked"], b"3;" + b"x" * 70000 + b"\r\nabc\r\n0\r\n\r\n"),
     "chunk without CRLF": (["Transfer-Encoding: chunked"], b"3\r\nabcXY0\r\n\r\n"),
     "space before colon": (["Content-Length : 3"], b"abc"),
+    "over-long header line": (["Content-Length: 3", "X-Long: " + "a" * 20000], b"abc"),
+    "too many header fields": (["Content-Length: 3"] + [f"X-H{i}: v" for i in range(300)], b"abc"),
 }
 
 

@@ -68,7 +68,7 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from .auth import CatalogDomainController
-from .connections import ConnectionGuard, EdgeConnection
+from .connections import MAX_REQUEST_HEAD, ConnectionGuard, EdgeConnection
 from .locks import CatalogLockStorage
 from .provider import EdgeProvider
 from .requestguard import RequestGuard
@@ -229,6 +229,7 @@ class WebDAVAdapter:
                              server_name="edge-archive-webdav", shutdown_timeout=5,
                              timeout=float(self.config["socket_timeout"]))
         server.ConnectionClass = EdgeConnection
+        server.max_request_header_size = MAX_REQUEST_HEAD
         self.guard = server.edge_guard = self._guard()
         if self.config["tls"]:
             from cheroot.ssl.builtin import BuiltinSSLAdapter

@@ -24,10 +24,12 @@ from typing import Any
 
 from cheroot import server as cheroot_server
 
-from .framing import ChunkedReader, FramingError, parse_header_line, request_framing
+from .framing import (MAX_HEADER_LINE, MAX_HEADERS, ChunkedReader, FramingError, parse_header_line,
+                      request_framing)
 
 
 DRAIN_LIMIT = 64 << 20      #: body bytes read and dropped after an early answer
+MAX_REQUEST_HEAD = 256 * 1024   #: request line + headers (cheroot answers 413/414 beyond)
 
 
 class _EdgeHeaderReader(cheroot_server.HeaderReader):
@@ -38,14 +40,14 @@ class _EdgeHeaderReader(cheroot_server.HeaderReader):
             hdict = {}
         fields: list[tuple[bytes, bytes]] = []
         while True:
-            line = rfile.readline()
+            line = rfile.readline(MAX_HEADER_LINE + 1)
             if not line:
                 raise ValueError("Illegal end of headers.")
             if line == b"\r\n":
                 break
             name, value = parse_header_line(line)
             fields.append((name, value))
-            if len(fields) > 200:
+            if len(fields) > MAX_HEADERS:
                 raise FramingError("too many header fields")
         request_framing(fields)
         for name, value in fields:

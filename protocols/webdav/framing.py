@@ -52,10 +52,10 @@ class Framing:
 
 def parse_header_line(line: bytes) -> tuple[bytes, bytes]:
     """``Name: value\\r\\n`` -> (name, value without surrounding blanks)."""
-    if not line.endswith(b"\r\n"):
-        raise FramingError("header line without CRLF")
     if len(line) > MAX_HEADER_LINE:
         raise FramingError("header line too long")
+    if not line.endswith(b"\r\n"):
+        raise FramingError("header line without CRLF")
     if line[:1] in (b" ", b"\t"):
         raise FramingError("obsolete line folding is not accepted")
     name, sep, value = line[:-2].partition(b":")
@@ -128,7 +128,29 @@ def parse_chunk_size(line: bytes) -> int:
     return int(size, 16)
 
 
-class ChunkedReader:
+class LineIteration:
+    """``readlines`` and line iteration for a reader that has ``readline`` (file protocol)."""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        raise NotImplementedError
+
+    def readlines(self, hint: int = 0) -> list[bytes]:
+        lines = []
+        while line := self.readline():
+            lines.append(line)
+        return lines
+
+    def __iter__(self) -> "LineIteration":
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+class ChunkedReader(LineIteration):
     """``wsgi.input`` for a chunked request body, decoded as it is read.
 
     ``rfile`` is the connection's buffered reader.  ``on_error`` is called once before a
@@ -219,21 +241,6 @@ class ChunkedReader:
             if c == b"\n":
                 break
         return bytes(out)
-
-    def readlines(self, hint: int = 0) -> list[bytes]:
-        lines = []
-        while line := self.readline():
-            lines.append(line)
-        return lines
-
-    def __iter__(self) -> "ChunkedReader":
-        return self
-
-    def __next__(self) -> bytes:
-        line = self.readline()
-        if not line:
-            raise StopIteration
-        return line
 
     def close(self) -> None:
         """Nothing to release: the connection owns the socket."""

@@ -19,7 +19,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from wsgidav.dav_error import DAVError
 
-from .framing import FramingError
+from .framing import FramingError, LineIteration
 
 _MOVERS = {"COPY", "MOVE"}
 
@@ -85,7 +85,7 @@ def check_basic(header: str | None) -> None:
         raise _bad("malformed Basic credentials (no ':')")
 
 
-class _GuardedInput:
+class _GuardedInput(LineIteration):
     """``wsgi.input`` that reports a broken chunked body as ``400 Bad Request``."""
 
     def __init__(self, stream: Any) -> None:
@@ -102,18 +102,6 @@ class _GuardedInput:
 
     def readline(self, *args: Any) -> bytes:
         return self._call(self._stream.readline, *args)
-
-    def readlines(self, *args: Any) -> list[bytes]:
-        return self._call(self._stream.readlines, *args)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> bytes:
-        line = self.readline()
-        if not line:
-            raise StopIteration
-        return line
 
     def close(self) -> None:
         close = getattr(self._stream, "close", None)

@@ -208,6 +208,9 @@ def test_trickling_clients_do_not_starve_a_normal_get(tmp_path):
         assert len(kinds) == 20 and "still-open" not in kinds, results
         assert any(got.startswith(b"HTTP/1.1 503") for k, got in results), results
         assert server.adapter.guard.timed_out >= 1
+        end = time.monotonic() + 20              # workers finish unwinding the closed ones
+        while server.adapter.guard.active() and time.monotonic() < end:
+            time.sleep(0.1)
         assert server.adapter.guard.active() == 0
     finally:
         stop.set()

@@ -35,6 +35,7 @@ import click
 from .base import ServeContext
 from .config import (ENV_PREFIX, ConfigError, ServeConfig, default_repository, load_file, parse_listen,
                      resolve)
+from .memory import start_trimmer, tune_allocator
 from .metrics import Metrics
 from .runner import (StartError, StatusFile, Runner, bind_error, block_signals, discover, pending_stop_signal,
                      read_status_files, sd_notify, wait_signal)
@@ -346,6 +347,8 @@ def serve_command(config_flag: str | None, only: str | None, log_level: str | No
     /var/lib/edge-archive for root), with share 'archive' and user 'admin' whose password is
     printed once, and serves every installed protocol on 127.0.0.1."""
     block_signals()  # before any thread exists, so every thread inherits the mask
+    tune_allocator()  # bounded RSS under load (protocols/memory.py)
+    start_trimmer()
     setup_logging(log_level or "info")
     only_names = _split_only(only)
     try:

@@ -80,11 +80,22 @@ class ReadFile:
                 self._tracker.discard(self)
 
 
+DRAIN_LIMIT = 64 << 20       #: bytes read and dropped after a failed write (see WriteFile.write)
+
+
 class WriteFile:
     """STOR/APPE/STOU target over a ShareFS Writer (or an Updater for REST+STOR).
 
     ``commit()`` is called by the data handler once the transfer is known to be complete;
     ``close()`` without it aborts, so a dropped or aborted upload never becomes a version.
+
+    ``expected`` is the size the client announced with ``ALLO`` (None: not announced):
+    a transfer of any other length is not committed (see :meth:`announced_mismatch`).
+
+    When the archive refuses a write (disk full, quota), the upload is aborted at once but
+    the rest of the stream is read and dropped (up to ``DRAIN_LIMIT`` bytes), so the
+    client finishes sending and then reads our 452/552 on the control connection; closing
+    the data connection under a sending client makes it report "connection reset".
     """
 
     def __init__(
@@ -104,11 +115,17 @@ class WriteFile:
         self._offset = offset              # not None: an Updater written with pwrite
         self._tracker = tracker
         self._on_finish = on_finish
+        self.expected: int | None = None
+        self.received = 0                  # bytes that arrived, stored or dropped
+        self.start = 0                     # REST offset of a resumed upload
         tracker.add(self)
 
     def write(self, data: bytes) -> int:
+        self.received += len(data)
         if self.failed is not None:
-            raise TransferError(self.failed)
+            if self.received - self.bytes_written > DRAIN_LIMIT:
+                raise TransferError(self.failed)
+            return len(data)               # draining: see the class docstring
         try:
             if self._offset is None:
                 self._sink.write(data)
@@ -117,9 +134,19 @@ class WriteFile:
                 self._offset += len(data)
         except errors.ArchiveError as exc:
             self.failed = exc
-            raise TransferError(exc) from exc
+            self._safe_abort()             # release what the upload holds now
+            return len(data)
         self.bytes_written += len(data)
         return len(data)
+
+    def announced_mismatch(self) -> str | None:
+        """Why the transfer's length contradicts the ALLO announcement (None: it does not).
+        After REST the announcement may be the bytes sent or the file's final size."""
+        if self.expected is None or self.failed is not None:
+            return None
+        if self.expected in (self.received, self.start + self.received):
+            return None
+        return (f"received {self.received} of the {self.expected} bytes announced by ALLO")
 
     def seek(self, offset: int, whence: int = 0) -> int:
         """Only for REST+STOR: keep the first ``offset`` bytes, write from there on."""
@@ -129,7 +156,7 @@ class WriteFile:
             self._sink.truncate(offset)
         except errors.ArchiveError as exc:
             raise TransferError(exc) from exc
-        self._offset = offset
+        self._offset = self.start = offset
         return offset
 
     def commit(self) -> Any:

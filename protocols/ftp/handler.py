@@ -15,10 +15,14 @@ attributes.  What they add:
 from __future__ import annotations
 
 import calendar
+import errno
 import hashlib
 import itertools
 import os
+import random
+import re
 import select
+import socket
 import sys
 import time
 import zlib
@@ -27,6 +31,7 @@ from typing import Any, Iterator
 from pyftpdlib.exceptions import FilesystemError
 from pyftpdlib.handlers import FTPHandler
 from pyftpdlib.handlers.ftp.data import DTPHandler
+from pyftpdlib.handlers.ftp.dispatchers import PassiveDTP
 from pyftpdlib.handlers.ftp.producers import BufferedIteratorProducer
 from pyftpdlib.log import logger
 from pyftpdlib.utils import strerror
@@ -42,6 +47,14 @@ from .filesystem import ArchiveFS, Session
 _TRANSFER_CMDS = {"STOR", "STOU", "APPE", "RETR", "LIST", "NLST", "MLSD",
                   "PASV", "EPSV", "PORT", "EPRT"}
 _HASH_ALGOS = {"SHA-256": "sha256", "SHA-1": "sha1", "MD5": "md5", "SHA-512": "sha512"}
+_UPLOAD_CMDS = {"STOR", "STOU", "APPE"}
+_ALLO = re.compile(r"\s*(\d{1,19})(?:\s+R\s+\d{1,19})?\s*", re.IGNORECASE)
+
+
+def _not_utf8(text: str) -> bool:
+    """True when the command line held bytes that are not UTF-8 (decoded with
+    surrogateescape, they show up as lone surrogates U+DC80..U+DCFF)."""
+    return any("\udc80" <= c <= "\udcff" for c in text)
 
 
 def _primed(items: Any) -> Iterator[Any]:
@@ -67,6 +80,22 @@ def _abrupt(exc: BaseException | None) -> bool:
     except ImportError:                                # pragma: no cover
         pass
     return True
+
+
+def _tls_ended_cleanly(sock: Any) -> bool | None:
+    """For a TLS data connection: whether the client sent close_notify (None: not TLS).
+    Over FTPS this is what tells a finished upload from a client that died: a TCP close
+    without close_notify is a truncation (RFC 4217 section 10, RFC 8446 section 6.1)."""
+    try:
+        from OpenSSL import SSL
+    except ImportError:                                # pragma: no cover
+        return None
+    if not isinstance(sock, SSL.Connection):
+        return None
+    try:
+        return bool(sock.get_shutdown() & SSL.RECEIVED_SHUTDOWN)
+    except Exception:
+        return False
 
 
 def _find_transfer_error(exc: BaseException | None) -> TransferError | None:
@@ -101,8 +130,14 @@ class EdgeDTPMixin:
             # pyftpdlib reports a reset connection (ECONNRESET, TLS without close_notify)
             # through the same handle_close() as a clean EOF, from inside the except
             # block that caught it: the exception still in flight tells them apart.
-            broken = _abrupt(sys.exc_info()[1])
-            if self.transfer_finished and not broken and not self._control_gone():
+            broken = _abrupt(sys.exc_info()[1]) or _tls_ended_cleanly(self.socket) is False
+            mismatch = fo.announced_mismatch()
+            if self.transfer_finished and not broken and mismatch and not self._control_gone():
+                fo.abort(errors.Conflict(mismatch))
+                self.transfer_finished = False
+                code = 552 if fo.received > (fo.expected or 0) else 426
+                self._resp = (f"{code} Upload {mismatch}; transfer aborted.", logger.info)
+            elif self.transfer_finished and not broken and not self._control_gone():
                 try:
                     with self.cmd_channel.edge_state.commit_lock:
                         fo.commit()
@@ -153,12 +188,16 @@ class EdgeHandlerMixin:
 
     edge_state: Any = None           # protocols.ftp.state.ServerState, set per adapter
     abstracted_fs = ArchiveFS
+    # Undecodable bytes become lone surrogates, which pre_process_command refuses (553):
+    # "replace" stored two different invalid names as the same U+FFFD name.
+    unicode_errors = "surrogateescape"
 
     def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
         self.edge_user = None
         self.edge_session = None
         self._edge_slot = None
         self._hash_algo = "SHA-256"
+        self._edge_allo: int | None = None
         super().__init__(conn, server, ioloop)
 
     # --- session lifecycle -------------------------------------------------------------
@@ -206,6 +245,50 @@ class EdgeHandlerMixin:
         if self._edge_slot is not None:
             self.edge_state.release_slot(self._edge_slot)
             self._edge_slot = None
+
+    def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
+        if _not_utf8(line):
+            self._rnfr = None
+            takes_path = (self.proto_cmds.get(cmd) or {}).get("perm") is not None
+            msg = "File name not allowed: not valid UTF-8" if takes_path else "Command is not valid UTF-8"
+            code = 553 if takes_path else 501
+            self.respond(f"{code} {msg}.")
+            self.log_cmd(cmd, "<not UTF-8>", code, msg)
+            return
+        # RNFR state lives for exactly one following command, and only if it is RNTO:
+        # whatever else comes next (or a refused RNTO) forgets it.
+        if cmd != "RNTO":
+            self._rnfr = None
+        announced = None
+        if cmd in _UPLOAD_CMDS:
+            announced, self._edge_allo = self._edge_allo, None
+        try:
+            super().pre_process_command(line, cmd, arg)
+        finally:
+            if cmd == "RNTO":
+                self._rnfr = None
+        if announced is not None:
+            upload = self._pending_upload()
+            if upload is not None:
+                upload.expected = announced
+
+    def _pending_upload(self) -> WriteFile | None:
+        """The upload the last STOR/APPE/STOU opened, whether its data channel is up or not."""
+        dc = self.data_channel
+        fo = getattr(dc, "file_obj", None) if dc is not None else None
+        if fo is None and self._in_dtp_queue:
+            fo = self._in_dtp_queue[0]
+        return fo if isinstance(fo, WriteFile) and not fo.closed else None
+
+    def ftp_ALLO(self, line: str) -> None:
+        """ALLO <size> [R <record>]: the next STOR/APPE/STOU must carry exactly <size>
+        bytes, or it is not committed (lftp sends it by default)."""
+        m = _ALLO.fullmatch(line)
+        if not m:
+            self.respond("501 Syntax: ALLO <bytes> [R <record-size>].")
+            return
+        self._edge_allo = int(m.group(1))
+        self.respond(f"200 The next upload must carry {self._edge_allo} bytes.")
 
     def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
         state = self.edge_state
@@ -416,6 +499,45 @@ class EdgeHandlerMixin:
             self._extra_feats = saved
 
 
+class _RetryingPassiveDTP(PassiveDTP):
+    """PASV/EPSV listener that survives "Address already in use".
+
+    pyftpdlib binds passive ports with SO_REUSEADDR, so two sessions (threads, or serving
+    processes sharing the range) can both bind the same free port; the second listen()
+    then fails with EADDRINUSE and the session died.  Here listen() rebinds to another
+    port of the range (the kernel's choice as a last resort) and tries again."""
+
+    attempts = 16
+
+    def listen(self, num: int) -> None:
+        for attempt in range(self.attempts):
+            try:
+                return super().listen(num)
+            except OSError as err:
+                if err.errno != errno.EADDRINUSE:
+                    raise
+                self._rebind(last=attempt >= self.attempts - 2)
+        return super().listen(num)
+
+    def _rebind(self, last: bool) -> None:
+        ip = self.socket.getsockname()[0]
+        family = self.socket.family
+        self.del_channel()
+        self.socket.close()
+        self.socket = None
+        self.create_socket(family, socket.SOCK_STREAM)
+        ports = self.cmd_channel.passive_ports
+        if ports and not last:
+            self.set_reuse_addr()
+            try:
+                self.bind((ip, random.choice(list(ports))))
+                return
+            except OSError as err:
+                if err.errno != errno.EADDRINUSE:
+                    raise
+        self.bind((ip, 0))
+
+
 EXTRA_CMDS = {
     "XCRC": dict(perm="r", auth=True, arg=True, help="Syntax: XCRC <SP> file-name (CRC32 of file)."),
     "HASH": dict(perm="r", auth=True, arg=True, help="Syntax: HASH <SP> file-name (hash of file)."),
@@ -431,5 +553,6 @@ def build_handler(state: Any, base: type = FTPHandler, dtp_base: type = DTPHandl
     })
     cmds = dict(base.proto_cmds)
     cmds.update(EXTRA_CMDS)
-    attrs.update({"edge_state": state, "dtp_handler": dtp, "proto_cmds": cmds})
+    attrs.update({"edge_state": state, "dtp_handler": dtp, "proto_cmds": cmds,
+                  "passive_dtp": _RetryingPassiveDTP})
     return type("EdgeFTPHandler", (AccessMixin, EdgeHandlerMixin, base), attrs)

@@ -42,6 +42,16 @@ Config keys (section ``[webdav]``; defaults in brackets):
     regardless (see :mod:`.auth`).
 ``propfind_infinity`` [false]
     allow ``Depth: infinity`` PROPFIND (off: 403 propfind-finite-depth, per RFC 4918).
+``max_connections_per_address`` [threads // 2]
+    requests one client address may have in service at once (0 = no limit); more get
+    ``503`` with ``Retry-After``, so one client cannot take every worker thread.
+``header_timeout`` [10], ``body_timeout`` [30], ``body_min_rate`` [1024]
+    seconds for the request line and headers in all; seconds a request body may take
+    plus one second per ``body_min_rate`` bytes received.  Past them the connection is
+    closed (an upload in flight is aborted), so trickling clients cannot hold workers.
+``socket_timeout`` [10]
+    seconds one read or write on a connection may block (cheroot's ``timeout``; also how
+    long an idle keep-alive connection is kept).
 
 Locks live in the catalog (:mod:`archive.locks`), so several processes serving the same
 repository agree on them.
@@ -60,9 +70,11 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from .auth import CatalogDomainController
 from .browser import EdgeDirBrowser
-from .connections import connected
+from .connections import MAX_REQUEST_HEAD, ConnectionGuard, EdgeConnection
+from .counting import connected
 from .locks import CatalogLockStorage
 from .provider import EdgeProvider
+from .requestguard import RequestGuard
 from .xmlguard import XMLGuard
 
 DEFAULTS: dict[str, Any] = {
@@ -78,6 +90,11 @@ DEFAULTS: dict[str, Any] = {
     "max_xml_depth": 64,
     "auth_cache_seconds": 300.0,
     "propfind_infinity": False,
+    "max_connections_per_address": None,     # None: threads // 2
+    "header_timeout": 10.0,
+    "body_timeout": 30.0,
+    "body_min_rate": 1024.0,
+    "socket_timeout": 10.0,
 }
 
 
@@ -195,14 +212,28 @@ class WebDAVAdapter:
         }
         self.provider.allow_propfind_infinity = bool(cfg["propfind_infinity"])
         dav = WsgiDAVApp(conf)
-        return _RequestScope(XMLGuard(dav, max_bytes=int(cfg["max_xml_bytes"]),
-                                      max_depth=int(cfg["max_xml_depth"])), self.lock_storage)
+        return _RequestScope(RequestGuard(XMLGuard(dav, max_bytes=int(cfg["max_xml_bytes"]),
+                                      max_depth=int(cfg["max_xml_depth"]))), self.lock_storage)
 
     # -- Adapter contract ------------------------------------------------------------
+    def _guard(self) -> ConnectionGuard:
+        cfg = self.config
+        per_address = cfg["max_connections_per_address"]
+        if per_address is None:
+            per_address = max(1, int(cfg["threads"]) // 2)
+        return ConnectionGuard(max_per_address=int(per_address),
+                               header_timeout=float(cfg["header_timeout"] or 0),
+                               body_timeout=float(cfg["body_timeout"] or 0),
+                               body_min_rate=float(cfg["body_min_rate"] or 0))
+
     def start(self) -> None:
         server = wsgi.Server((self.host, self.port), self.app,
                              numthreads=int(self.config["threads"]),
-                             server_name="edge-archive-webdav", shutdown_timeout=5)
+                             server_name="edge-archive-webdav", shutdown_timeout=5,
+                             timeout=float(self.config["socket_timeout"]))
+        server.ConnectionClass = EdgeConnection
+        server.max_request_header_size = MAX_REQUEST_HEAD
+        self.guard = server.edge_guard = self._guard()
         if self.config["tls"]:
             from cheroot.ssl.builtin import BuiltinSSLAdapter
             if not (self.ctx.tls_cert and self.ctx.tls_key):
@@ -212,6 +243,7 @@ class WebDAVAdapter:
         server.prepare()   # binds; raises OSError on failure
         self.port = server.socket.getsockname()[1]
         self._server = server
+        self.guard.start()
         self._thread = threading.Thread(target=server.serve, name="webdav", daemon=True)
         self._thread.start()
         self.log.info("webdav: serving %s", ", ".join(self.urls()))
@@ -228,6 +260,7 @@ class WebDAVAdapter:
         server.stop()
         if self._thread is not None:
             self._thread.join(timeout=float(grace) + 5)
+        self.guard.stop()
         self._server = None
 
     def urls(self) -> list[str]:

@@ -53,6 +53,8 @@ def screen(body: bytes, max_depth: int) -> None:
         p.Parse(body, True)
     except xml.parsers.expat.ExpatError:
         return
+    except (LookupError, ValueError):      # e.g. encoding="x-unknown": expat cannot decode it
+        raise _Refused("400 Bad Request", "XML body in an unsupported encoding") from None
 
 
 class XMLGuard:

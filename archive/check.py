@@ -61,7 +61,7 @@ def check(repo, read_data: bool = False, progress=None) -> list[Problem]:
             "WHERE c.id IS NULL")).all()]
         bad_sizes = s.execute(text(
             "SELECT v.node_id, v.number, v.size, coalesce(sum(vc.length), 0) FROM versions v "
-            "LEFT JOIN version_chunks vc ON vc.version_id = v.id WHERE v.deleted = 0 "
+            "LEFT JOIN version_chunks vc ON vc.version_id = v.id WHERE NOT v.deleted "
             "GROUP BY v.id HAVING coalesce(sum(vc.length), 0) != v.size")).all()
         dangling = s.execute(text(
             "SELECT d.id, d.name FROM dentries d LEFT JOIN nodes n ON n.id = d.node_id WHERE n.id IS NULL")).all()
@@ -92,8 +92,8 @@ def _read_all(repo, progress) -> list[Problem]:
     last = b""
     while True:
         with repo.catalog.session() as s:
-            rows = s.execute(text("SELECT id, pack_id, offset, length, raw_len FROM chunks WHERE id > :l "
-                                  "ORDER BY id LIMIT 1000"), {"l": last}).all()
+            rows = s.execute(text("SELECT c.id, c.pack_id, c.offset, c.length, c.raw_len FROM chunks c WHERE c.id > :l "
+                                  "ORDER BY c.id LIMIT 1000"), {"l": last}).all()
         if not rows:
             break
         for cid, pack, off, ln, raw in rows:

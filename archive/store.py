@@ -122,6 +122,7 @@ class ChunkStore:
         """Catalog rows for freshly written chunks; an orphaned row takes the fresh copy's place."""
         if not new:
             return
+        new = list({c[0]: c for c in reversed(new)}.values())   # two uploads of a batch may share a chunk
         if s.bind.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:

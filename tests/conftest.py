@@ -55,3 +55,6 @@ class CLI:
 @pytest.fixture
 def cli(tmp_path: Path) -> CLI:
     return CLI(tmp_path / "clirepo")
+
+
+from scaleout_fixtures import pg  # noqa: E402,F401  (session-scoped engines: PostgreSQL)

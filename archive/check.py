@@ -77,7 +77,7 @@ def check(repo, read_data: bool = False, progress=None) -> list[Problem]:
         problems.append(Problem("dangling-entry", f"directory entry {name!r} points at no node"))
     packdir = repo.store.packdir
     for pack in packs:
-        if not packdir.path(pack).exists():
+        if not packdir.exists(pack):
             with repo.catalog.session() as s:
                 ids = [r[0] for r in s.execute(text("SELECT id FROM chunks WHERE pack_id = :p"), {"p": pack}).all()]
             where = sorted({w for ws in users_of(repo, ids).values() for w in ws})

@@ -63,13 +63,22 @@ def _scalar(value: str) -> Any:
         return value
 
 
-def repo_path(flag: str | None, config: dict[str, Any]) -> Path:
-    if flag:
-        return Path(flag)
-    if os.environ.get("EDGE_ARCHIVE_REPO"):
-        return Path(os.environ["EDGE_ARCHIVE_REPO"])
-    p = config.get("repository", {}).get("path")
-    return Path(p) if p else DEFAULT_REPO
+def repo_path(flag: str | None, config: dict[str, Any]) -> "Path | str":
+    """A folder (Path) or a store URL kept as a string (s3://BUCKET/PREFIX?endpoint=...)."""
+    from .packstore import is_url
+    p = flag or os.environ.get("EDGE_ARCHIVE_REPO") or config.get("repository", {}).get("path")
+    if not p:
+        return DEFAULT_REPO
+    return p if is_url(p) else Path(p)
+
+
+def store_options(config: dict[str, Any]) -> dict[str, Any]:
+    """[repository] cache (node-local chunk cache and staging), cache_size, and S3 credentials
+    (access_key_id, secret_access_key; the AWS_* variables otherwise); EDGE_ARCHIVE_CACHE wins."""
+    r = config.get("repository", {})
+    creds = {k: r[k] for k in ("access_key_id", "secret_access_key") if r.get(k)}
+    return {"cache": os.environ.get("EDGE_ARCHIVE_CACHE") or r.get("cache"),
+            "cache_size": os.environ.get("EDGE_ARCHIVE_CACHE_SIZE") or r.get("cache_size"), "credentials": creds}
 
 
 def catalog_url(config: dict[str, Any]) -> str | None:

@@ -17,6 +17,7 @@ from .catalog import models as m
 from .catalog.db import Catalog, migrate
 from .errors import Corrupt, Exists
 from .packs import T_CHUNK, T_EVENT, PackDir
+from .packstore import PackStore
 
 
 @dataclass
@@ -60,7 +61,7 @@ def recover(path, key, codec, catalog_url: str, force: bool = False, progress=No
                     pass
         catalog = Catalog(catalog_url)
     migrate(catalog)
-    packdir = PackDir(path / "packs")
+    packdir = PackDir(path if isinstance(path, PackStore) else path / "packs")
     evs: list[tuple[int, int, dict]] = []
     chunks: dict[bytes, tuple] = {}
     for i, pack in enumerate(packdir.list()):

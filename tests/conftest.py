@@ -57,4 +57,4 @@ def cli(tmp_path: Path) -> CLI:
     return CLI(tmp_path / "clirepo")
 
 
-from scaleout_fixtures import pg  # noqa: E402,F401  (session-scoped engines: PostgreSQL)
+from scaleout_fixtures import pg, s3  # noqa: E402,F401  (session-scoped engines: PostgreSQL, S3)

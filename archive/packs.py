@@ -170,14 +170,24 @@ class PackWriter:
 
         A store whose packs cannot grow once durable (an object store) seals the current pack
         here: the next append starts a new one.  Sealed packs are synced outside the lock, and
-        stay pending until their sync succeeds, so a concurrent sync() never returns early and
-        a pack whose upload failed is retried by the next one."""
+        stay pending until their sync ends, so a concurrent sync() never returns early; and
+        a pack whose upload failed is dropped (see below)."""
         with self._lock:
             if self._f is not None and self._dirty and not self._f.appendable:
                 self._seal()
             sealed = list(self._unsynced)
         for f in sealed:                       # outside the lock: appends go on meanwhile
-            f.sync()
+            try:
+                f.sync()
+            except BaseException:
+                # Never retried later: the pack may hold events of the transaction now failing,
+                # which must not reach the store after its rollback.  Uploads whose chunks were
+                # in it fail their commit's check (`verify_refs`) and are retried by the client.
+                with self._lock:
+                    if f in self._unsynced:
+                        self._unsynced.remove(f)
+                        f.close()
+                raise
             with self._lock:
                 if f in self._unsynced:
                     self._unsynced.remove(f)

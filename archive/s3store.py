@@ -65,6 +65,8 @@ class _S3Sink:
         with self._lock:
             if self._uploaded:
                 return
+            if self._f.closed:
+                raise Unavailable(f"pack {self.pack_id} could not be stored earlier; nothing was committed")
             self._f.flush()
             with open(self.path, "rb") as body:
                 self.store.call(lambda: self.store.client.put_object(

@@ -33,17 +33,6 @@ def rclone_binary() -> str:
     return found
 
 
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
-
-
 class RcloneS3:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="edge-s3-"))
@@ -63,12 +52,34 @@ class RcloneS3:
         return f"s3://{bucket}/{prefix}?{q}"
 
     def start(self) -> "RcloneS3":
+        """Start (again, on the same port and folder); a first start that loses its port to
+        another process picks a new one."""
+        for attempt in range(5):
+            try:
+                return self._start()
+            except RuntimeError:
+                self.stop()
+                if self.started_once or attempt == 4:
+                    raise
+                self.port = free_port()
+        return self
+
+    started_once = False
+
+    def _start(self) -> "RcloneS3":
         self.proc = subprocess.Popen(
             [rclone_binary(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}", "--auth-key", f"{ACCESS},{SECRET}",
              "--config", "/dev/null", str(self.root)],
             stdout=subprocess.DEVNULL, stderr=open(self.root.parent / f"{self.root.name}.log", "ab"))
-        wait_port(self.port)
-        return self
+        deadline = time.monotonic() + 30
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                self.started_once = True
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"rclone serve s3 did not start on 127.0.0.1:{self.port}")
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -92,6 +92,17 @@ require_tls_for_basic = false
         out = json.loads(self.ctl("versions", f"/office{path}", "--json").stdout)
         return [(v["version"], v["size"], v["deleted"], v["etag"], v["origin"]["protocol"]) for v in out]
 
+    def bootstrap(self) -> "Cluster":
+        """init (with the passphrase from the environment when encrypted), a share, a user."""
+        self.ctl("init")
+        self.ctl("share", "add", "office")
+        env = {**self.env, "EDGE_ARCHIVE_CATALOG": self.catalog, "EDGE_ARCHIVE_CACHE": str(self.tmp / "cache-cli")}
+        p = subprocess.run([sys.executable, "-m", "archive", "--repo", self.url, "user", "add", "alice",
+                            "--password-stdin"], input=PW.encode(), env=env, capture_output=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        self.ctl("grant", "alice", "office", "rw")
+        return self
+
     def stop_all(self) -> None:
         for p in self.nodes.values():
             p.kill()
@@ -100,15 +111,7 @@ require_tls_for_basic = false
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, pg, s3):
-    c = Cluster(tmp_path_factory.mktemp("scaleout"), pg, s3)
-    c.ctl("init")
-    c.ctl("share", "add", "office")
-    p = subprocess.run([sys.executable, "-m", "archive", "--repo", c.url, "user", "add", "alice", "--password-stdin"],
-                       input=PW.encode(), env={**c.env, "EDGE_ARCHIVE_CATALOG": c.catalog,
-                                               "EDGE_ARCHIVE_CACHE": str(c.tmp / "cache-cli")},
-                       capture_output=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    c.ctl("grant", "alice", "office", "rw")
+    c = Cluster(tmp_path_factory.mktemp("scaleout"), pg, s3).bootstrap()
     c.start("a")
     c.start("b")
     yield c

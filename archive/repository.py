@@ -38,6 +38,7 @@ from .store import ChunkStore, NewChunk
 from .types import ANONYMOUS, AuditRecord, Origin, ShareInfo, User, UserInfo
 
 FORMAT = 1
+PRESYNC_BYTES = 1 << 20
 
 
 class Repository:
@@ -127,6 +128,11 @@ class Repository:
 
         `applied`: the builder already applied each event as it built it (batches whose later
         events depend on earlier ones); they are still written to the packs before commit."""
+        if new_chunks and not isinstance(self.packstore, LocalPackStore) and \
+                sum(c[3] for c in new_chunks) > PRESYNC_BYTES:
+            # Upload the bulk of the data before taking the catalog's write lock, which every
+            # node shares: inside it, only the small pack holding the events is PUT.
+            self.store.sync()
         with self.catalog.write() as s:
             evs = build(s)
             for ev in evs:

@@ -32,6 +32,7 @@ from .errors import Corrupt, Unavailable
 from .packstore import PackSink, PackStore
 
 BLOCK = 1 << 20          # ranged-GET unit: 16 average chunks; a random 64 KiB read costs one
+READAHEAD = 8            # blocks fetched at once when a pack is being read in order
 T = TypeVar("T")
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 
@@ -101,6 +102,7 @@ class S3PackStore(PackStore):
             stale.unlink(missing_ok=True)
         self.cache = BlockCache(cache_dir / "blocks", cache_size)
         self.known: dict[str, tuple[int, float]] = {}
+        self._last_block: dict[str, int] = {}          # per pack: last block fetched (sequential reads)
         self.uploads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3-upload")
         self.requests = 0
         cfg = Config(retries={"max_attempts": max(1, retries), "mode": "standard"}, connect_timeout=5,
@@ -178,10 +180,13 @@ class S3PackStore(PackStore):
             j = i                               # fetch the run of missing blocks in one GET
             while j < last and self.cache.read(f"{pack_id}.{j + 1}", 0, 0) is None:
                 j += 1
+            if self._last_block.get(pack_id) == i - 1:      # reading on through a pack: read ahead
+                j = max(j, i + READAHEAD - 1)
+            self._last_block[pack_id] = j
             data = self._get(pack_id, i * BLOCK, (j + 1) * BLOCK)
             for k in range(i, j + 1):
                 block = data[(k - i) * BLOCK:(k - i + 1) * BLOCK]
-                if block:
+                if block and self.cache.read(f"{pack_id}.{k}", 0, 0) is None:
                     self.cache.put(f"{pack_id}.{k}", block)
             out += data[offset - i * BLOCK if offset > i * BLOCK else 0:end - i * BLOCK]
             if len(data) < (j + 1 - i) * BLOCK:     # the pack ended

@@ -96,6 +96,7 @@ class _LocalSink:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(path, "ab", buffering=0)
+        self._lock = threading.Lock()       # two syncs of one sealed pack may race its close
 
     def write(self, data: bytes) -> None:
         self._f.write(data)
@@ -104,11 +105,13 @@ class _LocalSink:
         pass
 
     def sync(self) -> None:
-        if not self._f.closed:
-            os.fsync(self._f.fileno())
+        with self._lock:
+            if not self._f.closed:
+                os.fsync(self._f.fileno())
 
     def close(self) -> None:
-        self._f.close()
+        with self._lock:
+            self._f.close()
 
 
 class LocalPackStore(PackStore):

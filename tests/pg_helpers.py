@@ -81,3 +81,16 @@ class PgCluster:
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def writer_process(path: str, catalog: str, tag: str, n: int) -> None:
+    """A second appliance process (spawned): n versions of one shared file and n own files."""
+    from archive import Repository
+    r = Repository.open(path, catalog_url=catalog)
+    fs = r.share("office")
+    for i in range(n):
+        with fs.open_write("/shared.txt") as w:
+            w.write(f"{tag}-{i}".encode())
+        with fs.open_write(f"/{tag}-{i}.txt") as w:
+            w.write(tag.encode())
+    r.close()

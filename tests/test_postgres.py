@@ -18,6 +18,7 @@ from test_ftp import (  # noqa: F401
 from test_webdav import (  # noqa: F401
     test_litmus_all_suites_pass_without_skips, test_put_get_versions_and_etag)
 import webdav_helpers
+from pg_helpers import writer_process
 
 _real_init = Repository.init.__func__
 
@@ -48,3 +49,27 @@ def dav(tmp_path_factory, pg):
 
 def test_the_catalog_really_is_postgresql(repo):
     assert repo.catalog.engine.dialect.name == "postgresql"
+
+
+def test_two_processes_committing_at_once_lose_no_update(pg, tmp_path):
+    import multiprocessing as mp
+    catalog = pg.new_url("procs")
+    r = _real_init(Repository, tmp_path / "repo", catalog_url=catalog)
+    r.add_share("office")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=writer_process, args=(str(tmp_path / "repo"), catalog, t, 25)) for t in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    fs = r.share("office")
+    vs = fs.versions("/shared.txt")
+    assert [v.number for v in vs] == list(range(1, 51))          # every commit of both is a version
+    seen = set()
+    for v in vs:
+        with fs.open_read("/shared.txt", version=v.number) as rd:
+            seen.add(rd.read().decode())
+    assert seen == {f"{t}-{i}" for t in "ab" for i in range(25)}
+    assert len([e for e in fs.listdir("/") if e.name != "shared.txt"]) == 50
+    r.close()

@@ -71,7 +71,7 @@ def check(repo, read_data: bool = False, progress=None) -> list[Problem]:
             "WHERE c.id IS NULL")).all()]
         bad_sizes = s.execute(text(
             "SELECT v.node_id, v.number, v.size, coalesce(sum(vc.length), 0) FROM versions v "
-            "LEFT JOIN version_chunks vc ON vc.version_id = v.id WHERE v.deleted = 0 "
+            "LEFT JOIN version_chunks vc ON vc.version_id = v.id WHERE NOT v.deleted "
             "GROUP BY v.id HAVING coalesce(sum(vc.length), 0) != v.size")).all()
         dangling = s.execute(text(
             "SELECT d.id, d.name FROM dentries d LEFT JOIN nodes n ON n.id = d.node_id WHERE n.id IS NULL")).all()
@@ -95,7 +95,7 @@ def check(repo, read_data: bool = False, progress=None) -> list[Problem]:
             problems.append(Problem("duplicate-entry", f"{where} is listed {n} times", [where]))
     packdir = repo.store.packdir
     for pack in packs:
-        if not packdir.path(pack).exists():
+        if not packdir.exists(pack):
             with repo.catalog.session() as s:
                 ids = [r[0] for r in s.execute(text("SELECT id FROM chunks WHERE pack_id = :p"), {"p": pack}).all()]
             where = sorted({w for ws in users_of(repo, ids).values() for w in ws})

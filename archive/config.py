@@ -99,25 +99,37 @@ def default_repo_path(env: Mapping[str, str] | None = None, euid: int | None = N
 
 
 def configured_repo_path(flag: str | None, config: dict[str, Any],
-                         config_path: "str | Path | None" = None) -> Path | None:
+                         config_path: "str | Path | None" = None) -> "Path | str | None":
     """The repository named by --repo, EDGE_ARCHIVE_REPO or the file's [repository] path (a
-    relative one is relative to the file's folder, not to the working folder), else None."""
-    if flag:
-        return Path(flag)
-    if os.environ.get("EDGE_ARCHIVE_REPO"):
-        return Path(os.environ["EDGE_ARCHIVE_REPO"])
-    p = config.get("repository", {}).get("path")
+    relative one is relative to the file's folder, not to the working folder), else None.
+    A store URL (s3://BUCKET/PREFIX?endpoint=...) is kept as a string."""
+    from .packstore import is_url
+    p = flag or os.environ.get("EDGE_ARCHIVE_REPO") or config.get("repository", {}).get("path")
     if not p:
         return None
+    if is_url(p):
+        return p
+    if flag or os.environ.get("EDGE_ARCHIVE_REPO"):
+        return Path(p)
     p = Path(p)
     if not p.is_absolute() and config_path is not None:
         p = Path(config_path).parent / p
     return p
 
 
-def repo_path(flag: str | None, config: dict[str, Any], config_path: "str | Path | None" = None) -> Path:
+def repo_path(flag: str | None, config: dict[str, Any],
+              config_path: "str | Path | None" = None) -> "Path | str":
     """The repository every archivectl command uses: named, else the default."""
     return configured_repo_path(flag, config, config_path) or default_repo_path()
+
+
+def store_options(config: dict[str, Any]) -> dict[str, Any]:
+    """[repository] cache (node-local chunk cache and staging), cache_size, and S3 credentials
+    (access_key_id, secret_access_key; the AWS_* variables otherwise); EDGE_ARCHIVE_CACHE wins."""
+    r = config.get("repository", {})
+    creds = {k: r[k] for k in ("access_key_id", "secret_access_key") if r.get(k)}
+    return {"cache": os.environ.get("EDGE_ARCHIVE_CACHE") or r.get("cache"),
+            "cache_size": os.environ.get("EDGE_ARCHIVE_CACHE_SIZE") or r.get("cache_size"), "credentials": creds}
 
 
 def catalog_url(config: dict[str, Any]) -> str | None:

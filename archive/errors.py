@@ -66,3 +66,7 @@ class BadPassword(ArchiveError):
 
 class WormLocked(PermissionDenied):
     """Retention lock: the version is younger than the share's WORM period."""
+
+
+class Unavailable(ArchiveError):
+    """The pack store (or catalog) cannot be reached even after retries; nothing was committed."""

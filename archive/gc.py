@@ -17,6 +17,7 @@ from sqlalchemy import func, select, text, update
 from .catalog import models as m
 from .clock import now_us
 from . import faults
+from .errors import Corrupt
 from .packs import T_CHUNK, T_EVENT, T_TXN, PackWriter
 
 CATALOG_RECORDS = (T_EVENT, T_TXN)     # copied whole: recover needs every one (it dedupes copies by id)
@@ -63,13 +64,12 @@ def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=
     for pack in packs:
         if progress:
             progress(1)
-        path = packdir.path(pack)
         try:
-            st = path.stat()
-        except FileNotFoundError:
+            size, mtime = packdir.size(pack), packdir.mtime(pack)
+        except (FileNotFoundError, Corrupt):
             continue
-        rep.bytes_before += st.st_size
-        if pack == repo.store.writer.pack_id or (grace > 0 and st.st_mtime > time.time() - grace):
+        rep.bytes_before += size
+        if pack == repo.store.writer.pack_id or (grace > 0 and mtime > time.time() - grace):
             rep.skipped_young += 1
             continue
         with repo.catalog.session() as s:
@@ -82,11 +82,11 @@ def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=
             rep.details.append(f"{pack}: damaged, left as it is (see `archivectl check --read-data`)")
             continue
         event_bytes = sum(r.total_len for r in records if r.rtype in CATALOG_RECORDS)
-        small = st.st_size < SMALL and len(packs) > 1
-        if live_bytes + event_bytes >= SPARSE * st.st_size and not small:
+        small = size < SMALL and len(packs) > 1
+        if live_bytes + event_bytes >= SPARSE * size and not small:
             continue
         if dry_run:
-            rep.details.append(f"would rewrite {pack}: {live_bytes + event_bytes} of {st.st_size} bytes live")
+            rep.details.append(f"would rewrite {pack}: {live_bytes + event_bytes} of {size} bytes live")
             continue
         moves = []
         for r in packdir.scan(pack):

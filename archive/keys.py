@@ -48,8 +48,8 @@ def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
 
 
-def write_keyfile(path: Path, key: MasterKey, password: str | None) -> None:
-    """Write keys.json atomically; the master key is wrapped when the repository is encrypted."""
+def keyfile_bytes(key: MasterKey, password: str | None) -> bytes:
+    """keys.json: the master key, wrapped by the passphrase when the repository is encrypted."""
     if key.encrypted:
         if not password:
             raise BadPassword("an encrypted repository needs a passphrase")
@@ -63,9 +63,14 @@ def write_keyfile(path: Path, key: MasterKey, password: str | None) -> None:
         }
     else:
         doc = {"encrypted": False, "key": _b64(key.to_bytes())}
+    return json.dumps(doc, indent=1).encode()
+
+
+def write_keyfile(path: Path, key: MasterKey, password: str | None) -> None:
+    """Write keys.json atomically."""
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1)
+    with open(tmp, "wb") as f:
+        f.write(keyfile_bytes(key, password))
         f.flush()
         os.fsync(f.fileno())
     os.chmod(tmp, 0o600)
@@ -73,7 +78,11 @@ def write_keyfile(path: Path, key: MasterKey, password: str | None) -> None:
 
 
 def read_keyfile(path: Path, password: str | None) -> MasterKey:
-    doc = json.loads(path.read_text())
+    return parse_keyfile(path.read_bytes(), password)
+
+
+def parse_keyfile(data: bytes, password: str | None) -> MasterKey:
+    doc = json.loads(data)
     if not doc["encrypted"]:
         return MasterKey.from_bytes(base64.b64decode(doc["key"]), False)
     if not password:

@@ -17,12 +17,12 @@ import struct
 import threading
 import uuid
 import zlib
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from .errors import Corrupt, NoSpace
+from .packstore import LocalPackStore, PackSink, PackStore
 
 PACK_MAGIC = b"EAPACK01"
 REC_MAGIC = b"EAR1"
@@ -167,51 +167,30 @@ class _NoSpaceFault:
 
 
 class PackDir:
-    """The local directory holding packs: packs/<first two hex>/<pack id>.pack."""
+    """The records of the packs in a store (a local folder by default, see packstore.py)."""
 
-    def __init__(self, root: Path):
-        self.root = root
-        self._fds: OrderedDict[str, int] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def path(self, pack_id: str) -> Path:
-        return self.root / pack_id[:2] / f"{pack_id}.pack"
+    def __init__(self, root: "Path | PackStore"):
+        self.store = root if isinstance(root, PackStore) else LocalPackStore(Path(root).parent)
 
     def list(self) -> list[str]:
-        return sorted(p.stem for p in self.root.glob("*/*.pack"))
+        return self.store.list()
 
     def size(self, pack_id: str) -> int:
-        return self.path(pack_id).stat().st_size
+        return self.store.size(pack_id)
+
+    def mtime(self, pack_id: str) -> float:
+        return self.store.mtime(pack_id)
+
+    def exists(self, pack_id: str) -> bool:
+        return self.store.exists(pack_id)
 
     def delete(self, pack_id: str) -> None:
-        with self._lock:
-            fd = self._fds.pop(pack_id, None)
-            if fd is not None:
-                os.close(fd)
-        try:
-            self.path(pack_id).unlink()
-        except FileNotFoundError:
-            pass
-
-    def _fd(self, pack_id: str) -> int:
-        with self._lock:
-            fd = self._fds.get(pack_id)
-            if fd is not None:
-                self._fds.move_to_end(pack_id)
-                return fd
-            try:
-                fd = os.open(self.path(pack_id), os.O_RDONLY)
-            except FileNotFoundError:
-                raise Corrupt(f"pack {pack_id} is missing") from None
-            self._fds[pack_id] = fd
-            while len(self._fds) > 64:
-                os.close(self._fds.popitem(last=False)[1])
-            return fd
+        self.store.delete(pack_id)
 
     def read_record(self, pack_id: str, offset: int, length: int, check_crc: bool = True) -> Record:
         """Read one record and check its framing and (unless the caller authenticates the payload
         itself, as AES-GCM does) its CRC."""
-        data = os.pread(self._fd(pack_id), length, offset)
+        data = self.store.read_range(pack_id, offset, length)
         if len(data) != length or length < REC.size:
             raise Corrupt(f"pack {pack_id} is truncated at offset {offset}")
         magic, rtype, flags, rid, raw_len, plen, crc = REC.unpack_from(data)
@@ -223,8 +202,16 @@ class PackDir:
 
     def scan(self, pack_id: str, with_payload: bool = True,
              damage: "list[Damage] | None" = None) -> Iterator[Record]:
-        """Yield every intact record of a pack, skipping (and listing in `damage`) damaged ones."""
-        with open(self.path(pack_id), "rb") as f:
+        """Yield every intact record of a pack, skipping (and listing in `damage`) damaged ones.
+
+        Resynchronising after damage needs random access: a local pack is mapped, a remote one
+        (an immutable object of at most a few tens of MiB) is read whole."""
+        local = getattr(self.store, "path", None)
+        if local is None:
+            with self.store.open_stream(pack_id) as f:
+                yield from parse_pack(f.read(), pack_id, with_payload, damage)
+            return
+        with open(local(pack_id), "rb") as f:
             if os.fstat(f.fileno()).st_size == 0:
                 yield from parse_pack(b"", pack_id, with_payload, damage)
                 return
@@ -236,6 +223,7 @@ class PackWriter:
     """Appends records to this process's current pack; thread-safe; rolls over at PACK_TARGET."""
 
     def __init__(self, packdir: PackDir, target: int = PACK_TARGET):
+        """`packdir` (its store) decides where packs go: a local file, an object."""
         self.packdir = packdir
         self._target = target
         self._lock = threading.Lock()
@@ -250,9 +238,7 @@ class PackWriter:
         if self._f is not None:
             self._seal()
         pack_id = uuid.uuid4().hex
-        path = self.packdir.path(pack_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "ab", buffering=0)
+        self._f = self.packdir.store.create(pack_id)
         header = PACK_MAGIC + uuid.UUID(pack_id).bytes
         self._write(header)
         self.pack_id, self._offset = pack_id, len(header)
@@ -269,15 +255,12 @@ class PackWriter:
 
     def _drop_current(self) -> None:
         """After a failed write the pack's tail is unknown: stop appending to it."""
-        try:
-            os.fsync(self._f.fileno())
-        except OSError:
-            pass
-        try:
-            self._f.close()
-        except OSError:
-            pass
-        self._f, self.pack_id = None, None
+        f, self._f, self.pack_id = self._f, None, None
+        for step in (f.sync, f.close):
+            try:
+                step()
+            except Exception:
+                pass
 
     def append(self, rtype: int, rid: bytes, flags: int, raw_len: int, payload: bytes) -> tuple[str, int, int]:
         """Append one record; return (pack_id, offset, total length). Not durable until sync()."""
@@ -292,18 +275,36 @@ class PackWriter:
             return self.pack_id, off, len(rec)
 
     def sync(self) -> None:
-        """Make every appended record durable (called before the catalog commit that references them)."""
+        """Make every appended record durable (called before the catalog commit that references them).
+
+        A store whose packs cannot grow once durable (an object store) seals the current pack
+        here: the next append starts a new one.  Sealed packs are synced outside the lock, and
+        stay pending until their sync ends, so a concurrent sync() never returns early; and
+        a pack whose upload failed is dropped (see below)."""
         with self._lock:
-            sealed, self._unsynced = self._unsynced, []
+            if self._f is not None and self._dirty and not self._f.appendable:
+                self._seal()
+            sealed = list(self._unsynced)
         for f in sealed:                       # outside the lock: appends go on meanwhile
             try:
-                os.fsync(f.fileno())
-            finally:
-                f.close()
+                f.sync()
+            except BaseException:
+                # Never retried later: the pack may hold events of the transaction now failing,
+                # which must not reach the store after its rollback.  Uploads whose chunks were
+                # in it fail their commit's check (`verify_refs`) and are retried by the client.
+                with self._lock:
+                    if f in self._unsynced:
+                        self._unsynced.remove(f)
+                        f.close()
+                raise
+            with self._lock:
+                if f in self._unsynced:
+                    self._unsynced.remove(f)
+                    f.close()
         with self._lock:
             if self._f is not None and self._dirty:
                 try:
-                    os.fsync(self._f.fileno())
+                    self._f.sync()
                 except OSError as e:
                     if e.errno in (errno.ENOSPC, errno.EDQUOT):
                         self._drop_current()
@@ -312,9 +313,10 @@ class PackWriter:
                 self._dirty = False
 
     def _seal(self) -> None:
-        """Stop appending to the current pack; its fsync happens at the next sync()."""
+        """Stop appending to the current pack; it is durable after the next sync()."""
+        self._f.seal()
         self._unsynced.append(self._f)
-        self._f = None
+        self._f, self.pack_id = None, None
         self._dirty = False
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from .catalog.health import move_aside, probe_sqlite
 from .check import paths_in
 from .errors import Corrupt, Exists
 from .packs import T_CHUNK, T_EVENT, T_TXN, Damage, PackDir
+from .packstore import PackStore
 
 
 @dataclass
@@ -149,7 +150,8 @@ def recover(path, key, codec, catalog_url: str, force: bool = False, progress=No
     catalog = _prepare_catalog(catalog_url, force, rep)
     try:
         migrate(catalog)
-        chunks, legacy, txns = _read_packs(PackDir(Path(path) / "packs"), codec, rep, progress)
+        chunks, legacy, txns = _read_packs(PackDir(path if isinstance(path, PackStore) else Path(path) / "packs"),
+                                          codec, rep, progress)
         resolved = chain.resolve(txns)
         rep.dead_transactions = len(resolved.dead)
         rep.missing = resolved.gaps

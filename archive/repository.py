@@ -1,6 +1,7 @@
 """A repository: catalog + pack store + keys, and the admin operations on it.
 
-Layout of a local repository directory:
+Packs and the identity (config.json, keys.json) live in a pack store (packstore.py): a local
+folder, or an S3-compatible bucket shared by several nodes.  Layout of a local repository directory:
     config.json      format, chunker parameters, catalog URL (if not the local SQLite file)
     keys.json        master key (wrapped by the passphrase when encrypted)
     catalog.sqlite   the SQL catalog (SQLite, WAL)
@@ -29,8 +30,9 @@ from .chunker import DEFAULT_AVG
 from .clock import now_us, seconds, to_us
 from .codec import Codec
 from .errors import AuthFailed, Exists, InvalidPath, NotFound, PermissionDenied
-from .keys import MasterKey, read_keyfile, write_keyfile
+from .keys import MasterKey, keyfile_bytes, parse_keyfile
 from .packs import PackDir
+from .packstore import LocalPackStore, PackStore, open_store
 from .passwords import dummy_hash, hash_password, nt_hash, verify_password
 from .paths import check_name
 from .store import ChunkStore, NewChunk
@@ -38,23 +40,26 @@ from .throttle import LoginThrottle
 from .types import ANONYMOUS, AuditRecord, Origin, ShareInfo, User, UserInfo
 
 FORMAT = 1
+PRESYNC_BYTES = 1 << 20
 
 
 class Repository:
     """Open one per process and share it between threads."""
 
-    def __init__(self, path: Path, key: MasterKey, config: dict, catalog_url: str | None = None):
-        self.path = path
+    def __init__(self, path: "Path | PackStore", key: MasterKey, config: dict, catalog_url: str | None = None):
+        self.packstore = path if isinstance(path, PackStore) else LocalPackStore(path)
+        self.location = self.packstore.location     # a folder, or s3://BUCKET/PREFIX?endpoint=...
+        self.path = self.packstore.local_dir         # node-local state (the repository folder when local)
         self.config = config
         self.key = key
-        url = catalog_url or config.get("catalog") or sqlite_url(path / "catalog.sqlite")
+        url = catalog_url or config.get("catalog") or sqlite_url(self.path / "catalog.sqlite")
         self.catalog = Catalog(url)
         migrate(self.catalog)
         self.codec = Codec(key)
         self.chunk_avg = int(config.get("chunk_avg", DEFAULT_AVG))
-        self.tmp = path / "tmp"
-        self.tmp.mkdir(exist_ok=True)
-        self.store = ChunkStore(self.catalog, PackDir(path / "packs"), self.codec)
+        self.tmp = self.path / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.store = ChunkStore(self.catalog, PackDir(self.packstore), self.codec)
         from .streams import GroupCommit
         self.group_commit = GroupCommit()
         self._closed = threading.Event()
@@ -64,36 +69,45 @@ class Repository:
     # -- lifecycle ---------------------------------------------------------------------------
     @classmethod
     def init(cls, path: "str | Path", password: str | None = None, encrypt: bool = False,
-             catalog_url: str | None = None, chunk_avg: int = DEFAULT_AVG) -> "Repository":
-        path = Path(path)
-        if path.exists() and any(path.iterdir()):
+             catalog_url: str | None = None, chunk_avg: int = DEFAULT_AVG, **store_options) -> "Repository":
+        """Create a repository in a folder or an object store (`store_options`: cache,
+        cache_size, credentials; see packstore.open_store)."""
+        store = open_store(path, **store_options)
+        if hasattr(store, "ensure_bucket"):
+            store.ensure_bucket()
+        if not store.is_empty():
             raise Exists(f"{path} exists and is not empty")
         if not 4096 <= chunk_avg <= 4 * 1024 * 1024:
             raise ValueError("chunk average must be between 4 KiB and 4 MiB")
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "packs").mkdir()
+        if isinstance(store, LocalPackStore):
+            store.packs.mkdir(parents=True)
         key = MasterKey.generate(encrypt)
-        write_keyfile(path / "keys.json", key, password)
+        store.put_meta("keys.json", keyfile_bytes(key, password))
         config = {"format": FORMAT, "id": uuid.uuid4().hex, "chunk_avg": chunk_avg, "encrypted": encrypt}
-        if catalog_url:
-            config["catalog"] = catalog_url
-        (path / "config.json").write_text(json.dumps(config, indent=1))
-        return cls(path, key, config)
+        if catalog_url and isinstance(store, LocalPackStore):
+            config["catalog"] = catalog_url       # never into a bucket: the URL may hold a password
+        store.put_meta("config.json", json.dumps(config, indent=1).encode())
+        return cls(store, key, config, catalog_url)
 
     @classmethod
-    def open(cls, path: "str | Path", password: str | None = None, catalog_url: str | None = None) -> "Repository":
-        path = Path(path)
-        if not (path / "config.json").is_file():
+    def open(cls, path: "str | Path", password: str | None = None, catalog_url: str | None = None,
+             **store_options) -> "Repository":
+        store = open_store(path, **store_options)
+        raw = store.get_meta("config.json")
+        if raw is None:
             raise NotFound(f"no repository at {path} (create one with `archivectl init`)")
-        config = json.loads((path / "config.json").read_text())
+        config = json.loads(raw)
         if config.get("format") != FORMAT:
             raise NotFound(f"{path}: unsupported repository format {config.get('format')}")
-        key = read_keyfile(path / "keys.json", password)
-        return cls(path, key, config, catalog_url)
+        keys = store.get_meta("keys.json")
+        if keys is None:
+            raise NotFound(f"{path}: the repository keys (keys.json) are missing")
+        key = parse_keyfile(keys, password)
+        return cls(store, key, config, catalog_url)
 
     def change_password(self, new_password: str) -> None:
         """Rewrap the master key; no data is rewritten."""
-        write_keyfile(self.path / "keys.json", self.key, new_password)
+        self.packstore.put_meta("keys.json", keyfile_bytes(self.key, new_password))
 
     def close(self) -> None:
         if self._closed.is_set():
@@ -101,6 +115,7 @@ class Repository:
         self._closed.set()
         self.audit_log.close()
         self.store.close()
+        self.packstore.close()
         self.catalog.close()
 
     def __enter__(self) -> "Repository":
@@ -119,6 +134,11 @@ class Repository:
 
         `applied`: the builder already applied each event as it built it (batches whose later
         events depend on earlier ones); they are still written to the packs before commit."""
+        if new_chunks and not isinstance(self.packstore, LocalPackStore) and \
+                sum(c[3] for c in new_chunks) > PRESYNC_BYTES:
+            # Upload the bulk of the data before taking the catalog's write lock, which every
+            # node shares: inside it, only the small pack holding the events is PUT.
+            self.store.sync()
         with self.catalog.write() as s:
             evs = build(s)
             # Everything that can refuse the transaction runs before its record is written, so a

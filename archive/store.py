@@ -108,7 +108,7 @@ class ChunkStore:
         """
         fresh = {c[0] for c in new}
         for pack in {c[1] for c in new}:
-            if not self.packdir.path(pack).exists():
+            if not self.packdir.exists(pack):
                 raise Conflict("a pack of this upload was reclaimed by gc meanwhile; upload again")
         wanted = list({cid for refs_ in refs for cid, _ in refs_ if cid not in fresh})
         for i in range(0, len(wanted), 500):
@@ -122,6 +122,7 @@ class ChunkStore:
         """Catalog rows for freshly written chunks; an orphaned row takes the fresh copy's place."""
         if not new:
             return
+        new = list({c[0]: c for c in reversed(new)}.values())   # two uploads of a batch may share a chunk
         if s.bind.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:

@@ -335,7 +335,7 @@ class Reader(io.RawIOBase):
     def _load_window(self, pos: int) -> None:
         with self.repo.catalog.engine.connect() as s:
             start = 0 if pos == 0 else s.execute(
-                text("SELECT max(offset) FROM version_chunks WHERE version_id = :v AND offset <= :p"),
+                text("SELECT max(vc.offset) FROM version_chunks vc WHERE vc.version_id = :v AND vc.offset <= :p"),
                 {"v": self.version_id, "p": pos}).scalar()
             rows = s.execute(text("""
                 SELECT vc.offset, vc.length, vc.chunk_id, c.pack_id, c.offset, c.length, c.raw_len

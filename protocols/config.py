@@ -112,6 +112,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "repository": {
         "path": Key(str, None, doc="repository directory (keys, catalog, packs)"),
         "catalog": Key(str, None, doc="catalog database URL (default: SQLite inside the repository)"),
+        "cache": Key(str, None, doc="node-local chunk cache and staging for an s3:// repository"),
+        "cache_size": Key(str, "1G", doc="bound of the chunk cache (LRU), e.g. 512M, 20G"),
+        "access_key_id": Key(str, None, doc="S3 access key (default: AWS_ACCESS_KEY_ID)"),
+        "secret_access_key": Key(str, None, doc="S3 secret key (default: AWS_SECRET_ACCESS_KEY)"),
     },
     "serve": {
         "grace_period": Key(float, 30.0, _check_nonnegative, "seconds uploads in flight may finish at shutdown"),

@@ -151,17 +151,21 @@ def _password() -> str | None:
 def _open_repository(path: str, cfg: ServeConfig) -> Any:
     from archive import Repository, errors
 
+    from archive.config import store_options
+    from archive.packstore import is_url
+
     catalog = os.environ.get(ENV_PREFIX + "CATALOG") or cfg.repository.get("catalog")
-    if not os.path.isdir(path):
+    opts = store_options({"repository": cfg.repository})
+    if not is_url(path) and not os.path.isdir(path):
         raise StartError(f"repository missing: {path} does not exist "
                          f"(create it with `archivectl --repo {path} init`, or fix [repository] path)")
     try:
         try:
-            return Repository.open(path, password=_password(), catalog_url=catalog)
+            return Repository.open(path, password=_password(), catalog_url=catalog, **opts)
         except errors.BadPassword:
             obj = _obj()
             if _password() is None and sys.stdin.isatty() and hasattr(obj, "password"):
-                return Repository.open(path, password=obj.password(), catalog_url=catalog)
+                return Repository.open(path, password=obj.password(), catalog_url=catalog, **opts)
             raise
     except errors.BadPassword:
         raise StartError(f"repository {path} is encrypted and the passphrase is "
@@ -435,7 +439,7 @@ def _serve(repo: Any, cfg: ServeConfig, protocols: dict, *, config_path: str | N
         metrics_url = f"http://{host if ':' not in host else '[' + host + ']'}:{port}/metrics"
         log.info("event=listening protocol=metrics urls=%r", metrics_url)
 
-    click.echo(f"Serving {repo.path}")
+    click.echo(f"Serving {getattr(repo, 'location', repo.path)}")
     for name in names:
         for url in urls[name]:
             click.echo(f"  {name:<8} {url}")

@@ -63,3 +63,6 @@ class CLI:
 @pytest.fixture
 def cli(tmp_path: Path) -> CLI:
     return CLI(tmp_path / "clirepo")
+
+
+from scaleout_fixtures import pg, s3  # noqa: E402,F401  (session-scoped engines: PostgreSQL, S3)

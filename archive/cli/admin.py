@@ -69,7 +69,7 @@ def init(obj: CLIContext, encrypt: bool, chunk_avg: int) -> None:
     """Create a new repository."""
     pw = obj.password("New repository passphrase", confirm=True) if encrypt else None
     Repository.init(obj.repo_path, password=pw, encrypt=encrypt, catalog_url=obj.catalog_url,
-                    chunk_avg=chunk_avg).close()
+                    chunk_avg=chunk_avg, **obj.store_options).close()
     click.echo(f"initialized {'encrypted ' if encrypt else ''}repository at {obj.repo_path}")
 
 

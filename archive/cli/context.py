@@ -19,13 +19,16 @@ from ..types import Origin
 class CLIContext:
     def __init__(self, repo_flag: str | None, config_flag: str | None):
         self.config, self.config_path = cfg.load(config_flag)
-        self.repo_path: Path = cfg.repo_path(repo_flag, self.config, self.config_path)
+        self.repo_path: "Path | str" = cfg.repo_path(repo_flag, self.config, self.config_path)
         self.catalog_url = cfg.catalog_url(self.config)
+        self.store_options = cfg.store_options(self.config)
         self._repo: Repository | None = None
 
     def encrypted(self) -> bool:
+        from ..packstore import open_store
         try:
-            return json.loads((self.repo_path / "config.json").read_text()).get("encrypted", False)
+            raw = open_store(self.repo_path, **self.store_options).get_meta("config.json")
+            return bool(raw) and json.loads(raw).get("encrypted", False)
         except (OSError, ValueError):
             return False
 
@@ -39,13 +42,15 @@ class CLIContext:
 
     def open_repo(self) -> Repository:
         if self._repo is None:
-            if not (self.repo_path / "config.json").is_file() and self.repo_path == cfg.default_repo_path():
+            if isinstance(self.repo_path, Path) and self.repo_path == cfg.default_repo_path() and \
+                    not (self.repo_path / "config.json").is_file():
                 raise click.ClickException(
                     f"no repository at {self.repo_path} (the default for this account, whatever the folder): "
                     "create it with `archivectl init` or a first `archivectl serve`, or name another with "
                     "--repo DIR or EDGE_ARCHIVE_REPO")
             pw = self.password() if self.encrypted() else None
-            self._repo = Repository.open(self.repo_path, password=pw, catalog_url=self.catalog_url)
+            self._repo = Repository.open(self.repo_path, password=pw, catalog_url=self.catalog_url,
+                                         **self.store_options)
         return self._repo
 
     def share(self, name: str):

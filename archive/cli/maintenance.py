@@ -13,7 +13,6 @@ from ..catalog.db import sqlite_url
 from ..check import check as run_check
 from ..clock import iso, to_us
 from ..codec import Codec
-from ..keys import read_keyfile
 from ..recover import recover as run_recover
 from .context import CLIContext, emit_json, progress
 from .main import cli
@@ -119,15 +118,17 @@ def recover(obj: CLIContext, force: bool, as_json: bool) -> None:
     A damaged catalog file (and a stale WAL beside a deleted one) is moved aside, never deleted.
     Exits 0 when everything the packs hold came back, 1 when the catalog was rebuilt but some
     damaged records could not be (each is listed)."""
-    path = obj.repo_path
-    if not (path / "keys.json").is_file():
-        raise click.ClickException(f"no repository keys at {path}")
-    key = read_keyfile(path / "keys.json", obj.password() if obj.encrypted() else None)
-    url = obj.catalog_url or sqlite_url(path / "catalog.sqlite")
-    from ..packs import PackDir
-    n = len(PackDir(path / "packs").list())
+    from ..keys import parse_keyfile
+    from ..packstore import open_store
+    store = open_store(obj.repo_path, **obj.store_options)
+    keys = store.get_meta("keys.json")
+    if keys is None:
+        raise click.ClickException(f"no repository keys at {obj.repo_path}")
+    key = parse_keyfile(keys, obj.password() if obj.encrypted() else None)
+    url = obj.catalog_url or sqlite_url(store.local_dir / "catalog.sqlite")
+    n = len(store.list())
     with progress(n, "recover") as bar:
-        rep = run_recover(path, key, Codec(key), url, force=force, progress=bar.update)
+        rep = run_recover(store, key, Codec(key), url, force=force, progress=bar.update)
     if as_json:
         emit_json(rep.as_dict())
     else:

@@ -31,6 +31,7 @@ _TABLE: list[tuple[type[BaseException], int, str, int]] = [
     (errors.Conflict, 550, "Conflict", errno.EBUSY),
     (errors.QuotaExceeded, 552, "Quota exceeded", errno.EDQUOT),
     (errors.NoSpace, 452, "Insufficient storage space", errno.ENOSPC),
+    (errors.Unavailable, 451, "Storage temporarily unavailable; nothing was stored, try again", errno.EAGAIN),
     (errors.Corrupt, 451, "Stored data is corrupt; refusing to send wrong bytes", errno.EIO),
     (errors.ArchiveError, 451, "Local error in processing", errno.EIO),
 ]

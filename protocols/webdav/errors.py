@@ -38,6 +38,7 @@ ERROR_TABLE: list[tuple[type[BaseException], int]] = [
     (errors.QuotaExceeded, HTTP_INSUFFICIENT_STORAGE),
     (errors.NoSpace, HTTP_INSUFFICIENT_STORAGE),
     (errors.Corrupt, HTTP_INTERNAL_ERROR),         # wrong bytes are never served
+    (errors.Unavailable, 503),                     # object store down after retries: try again
     (errors.ArchiveError, HTTP_INTERNAL_ERROR),
 ]
 

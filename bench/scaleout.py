@@ -1,0 +1,253 @@
+"""Scale-out benchmark: S3 pack store vs local packs, two nodes, PostgreSQL vs SQLite.
+
+    python -m bench.scaleout [--mib 256] [--small 2000] [--list 100000] [--only store,nodes,catalog]
+
+Engines are the test suite's: a throwaway PostgreSQL cluster and `rclone serve s3` on
+loopback (tests/pg_helpers.py, tests/s3_helpers.py).  Every figure is the median of 3 runs.
+  store    ingest and restore of the corpora (bench/corpora.py: random and text) with the S3
+           store vs the local store; restore with a cold cache (new node) and a warm one
+  nodes    N small files committed concurrently through two nodes (two processes, 16
+           threads each) on one bucket and one PostgreSQL: files/s, latency, requests per
+           upload, catalog bytes per version
+  catalog  per-file commit latency and listing a folder of N entries, PostgreSQL vs SQLite
+It measures, it does not assert; results go to stdout (markdown) and bench/work/scaleout-*.json.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from archive import Repository  # noqa: E402
+from bench import corpora as C  # noqa: E402
+from pg_helpers import PgCluster  # noqa: E402
+from s3_helpers import RcloneS3  # noqa: E402
+
+MiB = 1 << 20
+WORK = ROOT / "bench" / "work"
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def ingest(repo: Repository, files: list[Path], base: Path) -> float:
+    fs = repo.share("bench")
+    t = time.perf_counter()
+    for f in files:
+        rel = "/" + str(f.relative_to(base))
+        parent = rel.rsplit("/", 1)[0]
+        if parent and not fs.exists(parent):
+            fs.mkdir(parent, parents=True)
+        with fs.open_write(rel) as w, open(f, "rb") as src:
+            while block := src.read(4 * MiB):
+                w.write(block)
+    return time.perf_counter() - t
+
+
+def restore(repo: Repository, files: list[Path], base: Path, sums: dict[str, str]) -> float:
+    fs = repo.share("bench")
+    t = time.perf_counter()
+    for f in files:
+        rel = "/" + str(f.relative_to(base))
+        h = hashlib.sha256()
+        with fs.open_read(rel) as r:
+            while block := r.read(4 * MiB):
+                h.update(block)
+        assert h.hexdigest() == sums[rel], f"restore of {rel} differs"
+    return time.perf_counter() - t
+
+
+def bench_store(tmp: Path, s3: RcloneS3, mib: int) -> dict:
+    corpora = [C.SingleFile("random", mib * MiB, "random", 1), C.SingleFile("text", mib * MiB // 2, "text", 2)]
+    out = {}
+    for corpus in corpora:
+        tree = WORK / f"scaleout-{corpus.name}"
+        tree.mkdir(parents=True, exist_ok=True)
+        corpus.apply(0, tree)
+        files = sorted(p for p in tree.rglob("*") if p.is_file())
+        size = sum(p.stat().st_size for p in files)
+        sums = {"/" + str(p.relative_to(tree)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+        res: dict[str, list[float]] = {k: [] for k in ("local_ingest", "local_restore", "s3_ingest",
+                                                       "s3_restore_cold", "s3_restore_warm")}
+        for run in range(3):
+            d = tmp / f"{corpus.name}-{run}"
+            local = Repository.init(d / "local")
+            local.add_share("bench")
+            res["local_ingest"].append(ingest(local, files, tree))
+            res["local_restore"].append(restore(local, files, tree, sums))
+            local.close()
+            url = s3.url()
+            cat = f"sqlite:///{d / 's3cat.sqlite'}"
+            node = Repository.init(url, catalog_url=cat, cache=str(d / "cache-a"), cache_size=4 << 30)
+            node.add_share("bench")
+            res["s3_ingest"].append(ingest(node, files, tree))
+            node.close()
+            other = Repository.open(url, catalog_url=cat, cache=str(d / "cache-b"), cache_size=4 << 30)
+            res["s3_restore_cold"].append(restore(other, files, tree, sums))
+            res["s3_restore_warm"].append(restore(other, files, tree, sums))
+            other.close()
+            shutil.rmtree(d, ignore_errors=True)
+        m = {k: size / MiB / med(v) for k, v in res.items()}
+        out[corpus.name] = {"bytes": size, "MiB/s": m, "ratios": {
+            "ingest s3/local": m["s3_ingest"] / m["local_ingest"],
+            "restore cold s3/local": m["s3_restore_cold"] / m["local_restore"],
+            "restore warm s3/local": m["s3_restore_warm"] / m["local_restore"]}}
+    return out
+
+
+def _node_worker(url: str, catalog: str, cache: str, name: str, files: int, threads: int, q) -> None:
+    repo = Repository.open(url, catalog_url=catalog, cache=cache)
+    fs = repo.share("bench")
+    lat: list[float] = []
+    lock = threading.Lock()
+    per = files // threads
+
+    def client(i: int) -> None:
+        for j in range(per):
+            t = time.perf_counter()
+            with fs.open_write(f"/{name}-{i}-{j}.csv") as w:
+                w.write(os.urandom(1024) + f"{name},{i},{j}\n".encode() * 20)
+            with lock:
+                lat.append(time.perf_counter() - t)
+    ts = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    q.put({"wall": time.perf_counter() - t0, "lat": lat, "requests": repo.packstore.requests})
+    repo.close()
+
+
+def bench_nodes(tmp: Path, s3: RcloneS3, pg: PgCluster, n: int) -> dict:
+    runs = []
+    for run in range(3):
+        url, cat = s3.url(), pg.new_url("nodes")
+        r = Repository.init(url, catalog_url=cat, cache=str(tmp / f"n{run}-init"))
+        r.add_share("bench")
+        r.close()
+        dbsize0 = _pg_size(pg, cat)
+        packs0 = len(list((s3.root / url.split("/")[2]).rglob("*.pack")))
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        procs = [ctx.Process(target=_node_worker, args=(url, cat, str(tmp / f"n{run}-{x}"), x, n // 2, 16, q))
+                 for x in ("a", "b")]
+        t0 = time.perf_counter()
+        for p in procs:
+            p.start()
+        got = [q.get(timeout=1800) for _ in procs]
+        wall = time.perf_counter() - t0
+        for p in procs:
+            p.join()
+        lat = sorted(x for g in got for x in g["lat"])
+        packs = len(list((s3.root / url.split("/")[2]).rglob("*.pack"))) - packs0
+        runs.append({"wall": max(g["wall"] for g in got), "files_per_s": n / max(g["wall"] for g in got),
+                     "p50_ms": lat[len(lat) // 2] * 1000, "p95_ms": lat[int(len(lat) * 0.95)] * 1000,
+                     "requests_per_file": sum(g["requests"] for g in got) / n, "pack_objects": packs,
+                     "catalog_bytes_per_version": (_pg_size(pg, cat) - dbsize0) / n, "total_wall": wall})
+    return {k: med([r[k] for r in runs]) for k in runs[0]}
+
+
+def _pg_size(pg: PgCluster, url: str) -> int:
+    import psycopg
+    with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname={url.rsplit('/', 1)[1]}") as c:
+        return c.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+
+
+def _fill_folder(repo: Repository, n: int) -> None:
+    """A folder of n files, inserted as catalog rows in bulk (this measures listing, not ingest)."""
+    from sqlalchemy import insert, select
+    from archive.catalog import models as m
+    fs = repo.share("bench")
+    fs.mkdir("/big")
+    folder = fs.stat("/big").node_id
+    with repo.catalog.write() as s:
+        base = (s.scalar(select(m.Node.id).order_by(m.Node.id.desc()).limit(1)) or 0) + 1
+        sid = s.scalar(select(m.Share.id).where(m.Share.name == "bench"))
+        now = int(time.time() * 1e6)
+        for a in range(0, n, 10000):
+            ids = range(base + a, base + min(n, a + 10000))
+            s.execute(insert(m.Node), [{"id": i, "share_id": sid, "kind": "file", "created_at": now, "mtime": now}
+                                       for i in ids])
+            s.execute(insert(m.Dentry), [{"parent_id": folder, "name": f"f{i:08d}", "name_fold": f"f{i:08d}",
+                                          "node_id": i, "valid_from": now, "valid_to": None} for i in ids])
+            s.execute(insert(m.Version), [{"node_id": i, "number": 1, "size": 0, "mtime": now, "created_at": now,
+                                           "deleted": False, "etag": "0" * 32} for i in ids])
+
+
+def bench_catalog(tmp: Path, pg: PgCluster, n_list: int) -> dict:
+    out = {}
+    for engine in ("sqlite", "postgresql"):
+        commit, listing = [], []
+        for run in range(3):
+            cat = f"sqlite:///{tmp / f'cat-{run}.sqlite'}" if engine == "sqlite" else pg.new_url("cat")
+            r = Repository.init(tmp / f"c-{engine}-{run}", catalog_url=cat)
+            r.add_share("bench")
+            fs = r.share("bench")
+            lat = []
+            for i in range(200):
+                t = time.perf_counter()
+                with fs.open_write(f"/f{i}.txt") as w:
+                    w.write(b"x" * 100)
+                lat.append(time.perf_counter() - t)
+            commit.append(med(lat) * 1000)
+            _fill_folder(r, n_list)
+            t = time.perf_counter()
+            count = sum(1 for _ in fs.listdir("/big"))
+            listing.append(time.perf_counter() - t)
+            assert count == n_list
+            r.close()
+        out[engine] = {"commit_ms": med(commit), "list_s": med(listing)}
+    out["ratios"] = {"commit pg/sqlite": out["postgresql"]["commit_ms"] / out["sqlite"]["commit_ms"],
+                     "list pg/sqlite": out["postgresql"]["list_s"] / out["sqlite"]["list_s"]}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mib", type=int, default=256)
+    ap.add_argument("--small", type=int, default=2000)
+    ap.add_argument("--list", type=int, default=100000)
+    ap.add_argument("--only", default="store,nodes,catalog")
+    a = ap.parse_args()
+    only = a.only.split(",")
+    WORK.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-scaleout-", dir=WORK))
+    pg, s3 = PgCluster().start(), RcloneS3().start()
+    os.environ.update(s3.env())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    res: dict = {"commit": commit, "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
+                 "load": os.getloadavg()}
+    try:
+        if "store" in only:
+            res["store"] = bench_store(tmp, s3, a.mib)
+        if "nodes" in only:
+            res["nodes"] = bench_nodes(tmp, s3, pg, a.small)
+        if "catalog" in only:
+            res["catalog"] = bench_catalog(tmp, pg, a.list)
+    finally:
+        s3.close()
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    path = WORK / f"scaleout-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

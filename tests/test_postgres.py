@@ -1,0 +1,75 @@
+"""The core, FTP and WebDAV tests again, on a real PostgreSQL catalog.
+
+Every test imported here runs a second time in this module, where `Repository.init` is made
+to put the catalog in a fresh PostgreSQL database: the same assertions, the other engine.
+The test bodies are not copied: they are the same functions.
+"""
+from __future__ import annotations
+
+import pytest
+
+from archive import Repository
+
+from test_sharefs import *  # noqa: F401,F403  (every core ShareFS test)
+from test_ftp import (  # noqa: F401
+    test_stor_retr_overwrite_makes_versions, test_dele_is_a_tombstone_and_rename_keeps_history,
+    test_snapshots_are_browsable_downloadable_and_readonly, test_client_dropping_mid_stor_keeps_previous_version,
+    test_mkd_rmd_and_bad_folder_operations, test_appe_makes_new_version_with_appended_bytes, srv)
+from test_webdav import (  # noqa: F401
+    test_litmus_all_suites_pass_without_skips, test_put_get_versions_and_etag)
+import webdav_helpers
+from pg_helpers import writer_process
+
+_real_init = Repository.init.__func__
+
+
+def _on(pg_cluster):
+    def init(cls, path, *args, catalog_url=None, **kw):
+        return _real_init(cls, path, *args, catalog_url=catalog_url or pg_cluster.new_url(), **kw)
+    return classmethod(init)
+
+
+@pytest.fixture(autouse=True)
+def _postgres_catalog(pg, monkeypatch):
+    monkeypatch.setattr(Repository, "init", _on(pg))
+
+
+@pytest.fixture(scope="module")
+def dav(tmp_path_factory, pg):
+    root = tmp_path_factory.mktemp("webdav-pg")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Repository, "init", _on(pg))
+        repo = webdav_helpers.make_repo(root)
+    assert repo.catalog.url.startswith("postgresql")
+    server = webdav_helpers.start_server(repo, root)
+    yield server
+    server.stop()
+    repo.close()
+
+
+def test_the_catalog_really_is_postgresql(repo):
+    assert repo.catalog.engine.dialect.name == "postgresql"
+
+
+def test_two_processes_committing_at_once_lose_no_update(pg, tmp_path):
+    import multiprocessing as mp
+    catalog = pg.new_url("procs")
+    r = _real_init(Repository, tmp_path / "repo", catalog_url=catalog)
+    r.add_share("office")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=writer_process, args=(str(tmp_path / "repo"), catalog, t, 25)) for t in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    fs = r.share("office")
+    vs = fs.versions("/shared.txt")
+    assert [v.number for v in vs] == list(range(1, 51))          # every commit of both is a version
+    seen = set()
+    for v in vs:
+        with fs.open_read("/shared.txt", version=v.number) as rd:
+            seen.add(rd.read().decode())
+    assert seen == {f"{t}-{i}" for t in "ab" for i in range(25)}
+    assert len([e for e in fs.listdir("/") if e.name != "shared.txt"]) == 50
+    r.close()

@@ -175,6 +175,10 @@ class PackDir:
     def list(self) -> list[str]:
         return self.store.list()
 
+    def path(self, pack_id: str) -> Path:
+        """The file of a pack in a local store (tests and tools that damage or inspect it)."""
+        return self.store.path(pack_id)
+
     def size(self, pack_id: str) -> int:
         return self.store.size(pack_id)
 

@@ -66,13 +66,16 @@ def write_config(tmp_path, text: str, name: str = "archive.toml") -> str:
 
 def base_config(repo: str, *, grace: float = 30, metrics: bool = False, ports: dict | None = None) -> str:
     """A config on free loopback ports (`ports` pins some: {"ftp": 2121})."""
-    ports = {"metrics": free_port(), "ftp": free_port(), "webdav": free_port(), "s3": free_port(), "upload": 0,
+    ports = {"metrics": free_port(), "ftp": free_port(), "webdav": free_port(), "s3": free_port(), "smb": free_port(),
+             "nfs": free_port(), "upload": 0,
              **(ports or {})}
     return (f'[repository]\npath = "{repo}"\n[serve]\ngrace_period = {grace}\n'
             f'[metrics]\nenabled = {str(metrics).lower()}\nlisten = "127.0.0.1:{ports["metrics"]}"\n'
             f'[ftp]\nlisten = "127.0.0.1:{ports["ftp"]}"\n'
             f'[webdav]\nlisten = "127.0.0.1:{ports["webdav"]}"\nrequire_tls_for_basic = false\n'
             f'[s3]\nlisten = "127.0.0.1:{ports["s3"]}"\n'
+            f'[smb]\nlisten = "127.0.0.1:{ports["smb"]}"\n'
+            f'[nfs]\nlisten = "127.0.0.1:{ports["nfs"]}"\n'
             f'[upload]\nlisten = "127.0.0.1:{ports["upload"]}"\n')
 
 

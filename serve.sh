@@ -21,6 +21,8 @@ EDGE_ARCHIVE_VENV="${EDGE_ARCHIVE_VENV:-$EDGE_ARCHIVE_ROOT/.venv}"
 # -o DPkg::Lock::Timeout: wait for another apt-get/dpkg (unattended-upgrades, a parallel
 # install) instead of failing at once on the dpkg lock.
 APT_WAIT=(-o DPkg::Lock::Timeout=600)
+# Only what each package needs: recommended extras (radosgw pulls in a whole Ceph otherwise).
+APT_LEAN=(--no-install-recommends)
 
 ea_say() { printf '%s\n' "$*" >&2; }
 
@@ -44,8 +46,8 @@ ea_find_python() {
 # when a package is unknown (a fresh container has none).
 ea_apt_install() {
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq "${APT_WAIT[@]}" "$@" >/dev/null \
-    || { apt-get update -qq "${APT_WAIT[@]}" && apt-get install -y -qq "${APT_WAIT[@]}" "$@" >/dev/null; }
+  apt-get install -y -qq "${APT_WAIT[@]}" "${APT_LEAN[@]}" "$@" >/dev/null \
+    || { apt-get update -qq "${APT_WAIT[@]}" && apt-get install -y -qq "${APT_WAIT[@]}" "${APT_LEAN[@]}" "$@" >/dev/null; }
 }
 
 # The venv module can be missing (Debian's python3 without python3-venv: "ensurepip is not

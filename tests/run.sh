@@ -28,7 +28,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     ea_apt_install "${missing[@]}"
   else
     sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq "${APT_WAIT[@]}"
-    sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT_WAIT[@]}" "${missing[@]}" >/dev/null
+    sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT_WAIT[@]}" "${APT_LEAN[@]}" "${missing[@]}" >/dev/null
   fi
 fi
 

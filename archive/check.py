@@ -128,7 +128,7 @@ def _read_all(repo, progress) -> list[Problem]:
     codec = store.codec
     with repo.catalog.session() as s:
         by_pack: dict[str, dict[int, tuple[bytes, int]]] = {}
-        for cid, pack, off, ln in s.execute(text("SELECT id, pack_id, offset, length FROM chunks")).all():
+        for cid, pack, off, ln in s.execute(text("SELECT id, pack_id, \"offset\", length FROM chunks")).all():
             by_pack.setdefault(pack, {})[off] = (cid, ln)
     bad: dict[bytes, str] = {}
     problems: list[Problem] = []

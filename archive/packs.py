@@ -236,6 +236,7 @@ class PackWriter:
         self._offset = 0
         self._dirty = False
         self._unsynced: list = []          # sealed packs whose fsync waits for the next sync()
+        self._sealed_ids: dict = {}        # sink -> pack id, for the sealed packs not yet durable
         self._fault = _NoSpaceFault()
 
     def _open_new(self) -> None:
@@ -299,11 +300,13 @@ class PackWriter:
                 with self._lock:
                     if f in self._unsynced:
                         self._unsynced.remove(f)
+                        self._sealed_ids.pop(f, None)
                         f.close()
                 raise
             with self._lock:
                 if f in self._unsynced:
                     self._unsynced.remove(f)
+                    self._sealed_ids.pop(f, None)
                     f.close()
         with self._lock:
             if self._f is not None and self._dirty:
@@ -316,9 +319,19 @@ class PackWriter:
                     raise
                 self._dirty = False
 
+    def pending(self, pack_id: str) -> bool:
+        """Whether this writer still holds the pack (open, or sealed and not yet durable).
+
+        Such a pack may not be in the store yet (an object store receives it at sync), and gc
+        cannot have reclaimed it: a commit checking its own chunks must not take its absence
+        from the store for a reclaimed pack."""
+        with self._lock:
+            return pack_id == self.pack_id or pack_id in self._sealed_ids.values()
+
     def _seal(self) -> None:
         """Stop appending to the current pack; it is durable after the next sync()."""
         self._f.seal()
+        self._sealed_ids[self._f] = self.pack_id
         self._unsynced.append(self._f)
         self._f, self.pack_id = None, None
         self._dirty = False

@@ -23,6 +23,7 @@ from .clock import now_us
 from .codec import Codec
 from .errors import Conflict, Corrupt
 from .chain import Txn
+from .packstore import LocalPackStore
 from .packs import T_CHUNK, T_TXN, PackDir, PackWriter
 
 _EXISTING_SQL = text("SELECT id FROM chunks WHERE id IN :ids AND orphaned_at IS NULL").bindparams(
@@ -107,8 +108,12 @@ class ChunkStore:
         with Conflict instead of committing a version with holes.
         """
         fresh = {c[0] for c in new}
+        # An object store receives a pack only at sync: one this writer still holds is not
+        # there yet, and no gc can have seen it.  A local pack file exists from its first
+        # byte, so its absence always means gc took it.
+        remote = not isinstance(self.packdir.store, LocalPackStore)
         for pack in {c[1] for c in new}:
-            if not self.packdir.exists(pack):
+            if not self.packdir.exists(pack) and not (remote and self.writer.pending(pack)):
                 raise Conflict("a pack of this upload was reclaimed by gc meanwhile; upload again")
         wanted = list({cid for refs_ in refs for cid, _ in refs_ if cid not in fresh})
         for i in range(0, len(wanted), 500):

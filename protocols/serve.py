@@ -135,7 +135,8 @@ def _repo_path(cfg: ServeConfig, raw: dict[str, Any]) -> tuple[str | None, bool]
     if path:
         from_file = raw.get("repository", {}).get("path") == path and not os.environ.get(
             ENV_PREFIX + "REPOSITORY_PATH")
-        if from_file and not os.path.isabs(path) and cfg.source:
+        from archive.packstore import is_url
+        if from_file and not is_url(path) and not os.path.isabs(path) and cfg.source:
             # relative to the file that says it, not to wherever serve was started from
             path = os.path.join(os.path.dirname(os.path.abspath(cfg.source)), path)
         return str(path), True
@@ -364,7 +365,8 @@ def serve_command(config_flag: str | None, only: str | None, log_level: str | No
     repo = None
     try:
         if named:
-            path = os.path.abspath(path)
+            from archive.packstore import is_url
+            path = path if is_url(path) else os.path.abspath(path)
             repo = _open_repository(path, cfg)
             _warn_if_nobody_can_log_in(repo, path)
         else:

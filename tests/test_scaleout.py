@@ -70,6 +70,14 @@ passive_ports = ""
 [webdav]
 listen = "127.0.0.1:{dav}"
 require_tls_for_basic = false
+
+# these nodes serve FTP and WebDAV only (two nodes would both want the default ports)
+[smb]
+enabled = false
+[nfs]
+enabled = false
+[s3]
+enabled = false
 """)
         return path
 
@@ -128,7 +136,7 @@ def test_ftp_upload_on_a_is_read_over_webdav_on_b_with_the_same_history(cluster)
     r = requests.get(cluster.dav("b", "/reading.bin") + "?version=1", auth=("alice", PW), timeout=30)
     assert r.content == data
     hist = requests.get(cluster.dav("b", "/reading.bin") + "?versions", auth=("alice", PW), timeout=30).json()["versions"]
-    assert [(v["number"], v["protocol"]) for v in hist] == [(1, "ftp"), (2, "ftp")]
+    assert [(v["version"], v["origin"]["protocol"]) for v in hist] == [(1, "ftp"), (2, "ftp")]
     # and back: a WebDAV PUT on B is an FTP download on A at once
     assert requests.put(cluster.dav("b", "/desk.txt"), data=b"from B", auth=("alice", PW), timeout=30).status_code == 201
     with cluster.ftp("a") as f:

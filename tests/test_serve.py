@@ -135,7 +135,8 @@ def test_first_start_creates_repository_admin_and_certificate_then_reuses_them(t
     password."""
     ftp_port, dav_port, metrics_port = free_port(), free_port(), free_port()
     env = dict(EDGE_ARCHIVE_FTP_LISTEN=f"127.0.0.1:{ftp_port}", EDGE_ARCHIVE_WEBDAV_LISTEN=f"127.0.0.1:{dav_port}",
-               EDGE_ARCHIVE_METRICS_LISTEN=f"127.0.0.1:{metrics_port}", XDG_DATA_HOME=str(tmp_path / "data"))
+               EDGE_ARCHIVE_METRICS_LISTEN=f"127.0.0.1:{metrics_port}", XDG_DATA_HOME=str(tmp_path / "data"),
+               **{f"EDGE_ARCHIVE_{name}_LISTEN": f"127.0.0.1:{free_port()}" for name in ("SMB", "NFS", "S3")})
     p = start(tmp_path, pkg, ["serve"], **env).ready()
     out = p.stdout()
     m = re.search(r"password: (\S+)", out)

@@ -114,9 +114,9 @@ def test_serve_sh_without_venv_module_as_root_installs_python3_venv_waiting_for_
                            'update*) touch "${0%/*}/../updated";; esac')
     res = run_serve_sh(tmp_path, bin_dir)
     calls = (tmp_path / "apt.log").read_text().splitlines()
-    assert calls == ["install -y -qq -o DPkg::Lock::Timeout=600 python3-venv",
+    assert calls == ["install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends python3-venv",
                      "update -qq -o DPkg::Lock::Timeout=600",
-                     "install -y -qq -o DPkg::Lock::Timeout=600 python3-venv"]
+                     "install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends python3-venv"]
     # the fake package changes nothing, so the script must say so rather than go on
     assert res.returncode == 1
     assert "installing python3-venv (apt-get)" in res.stderr

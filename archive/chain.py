@@ -15,9 +15,9 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from . import rawsql as raw
 from .clock import now_us
 
 FORMAT = 1
@@ -43,12 +43,12 @@ class Txn:
                    list(d["events"]), where)
 
 
-_HEAD = text("SELECT txid, seq, at FROM chain_head WHERE id = 1")
+_HEAD = "SELECT txid, seq, at FROM chain_head WHERE id = 1"
 
 
 def begin(s: Session, events: list[dict]) -> Txn:
     """The next transaction of the chain (inside the write transaction that commits it)."""
-    row = s.execute(_HEAD).first()
+    row = raw.one(s, _HEAD)
     parent, seq, at = (bytes.fromhex(row[0]), row[1], row[2]) if row else (None, 0, 0)
     at = max(now_us(), at + 1)
     return Txn(at.to_bytes(8, "big") + os.urandom(24), parent, seq + 1, at, events)
@@ -56,9 +56,9 @@ def begin(s: Session, events: list[dict]) -> Txn:
 
 def set_head(s: Session, rid: bytes, seq: int, at: int) -> None:
     """Make `rid` the head (the same write transaction that applies its events)."""
-    values = {"t": rid.hex(), "s": seq, "a": at}
-    if s.execute(text("UPDATE chain_head SET txid = :t, seq = :s, at = :a WHERE id = 1"), values).rowcount == 0:
-        s.execute(text("INSERT INTO chain_head (id, txid, seq, at) VALUES (1, :t, :s, :a)"), values)
+    values = (rid.hex(), seq, at)
+    if raw.run(s, "UPDATE chain_head SET txid = ?, seq = ?, at = ? WHERE id = 1", values).rowcount == 0:
+        raw.run(s, "INSERT INTO chain_head (id, txid, seq, at) VALUES (1, ?, ?, ?)", values)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from . import rawsql as raw
 from .catalog import models as m
 from .paths import fold
 
@@ -26,6 +27,39 @@ versions, version_chunks = m.Version.__table__, m.VersionChunk.__table__
 def apply(s: Session, ev: Event) -> None:
     _APPLY[ev["op"]](s, ev)
     _after(s, ev)
+
+
+def apply_many(s: Session, evs: list[Event]) -> None:
+    """Apply a transaction's events in order; runs of folder creations and time changes (a tree
+    upload's thousands of folders) go as one executemany per statement.
+
+    The result is the same as `apply` of each event in turn: a run's nodes are inserted before
+    the parents' mtime updates, and a parent always precedes its children in a run, so every
+    folder ends with the mtime of its last change either way.  Both live commits and `recover`
+    come through here."""
+    i = 0
+    while i < len(evs):
+        op = evs[i]["op"]
+        j = i + 1
+        if op in _MANY:
+            while j < len(evs) and evs[j]["op"] == op:
+                j += 1
+            _MANY[op](s, evs[i:j])
+        else:
+            apply(s, evs[i])
+        i = j
+
+
+def _mkdir_many(s: Session, evs: list[Event]) -> None:
+    raw.many(s, _INS_NODE, [(e["node"], e["share"], "dir", e["at"], e.get("mtime", e["at"])) for e in evs])
+    raw.many(s, _INS_DENTRY, [(e["parent"], e["name"], fold(e["name"]), e["node"], e["at"]) for e in evs])
+    raw.many(s, _SET_MTIME, [(e["at"], e["parent"]) for e in evs])
+    raw.many(s, _INS_CHANGE, list(dict.fromkeys((e["share"], e["at"] // 1_000_000) for e in evs)))
+
+
+def _times_many(s: Session, evs: list[Event]) -> None:
+    raw.many(s, _SET_VERSION_MTIME, [(e["mtime"], e["node"], e["number"]) for e in evs if e.get("number")])
+    raw.many(s, _SET_MTIME, [(e["mtime"], e["node"]) for e in evs if not e.get("number")])
 
 
 def _share(s: Session, ev: Event) -> None:
@@ -66,37 +100,44 @@ def _grant(s: Session, ev: Event) -> None:
         s.add(m.Grant(user_id=uid, share_id=sid, mode=ev["mode"]))
 
 
+_INS_NODE = "INSERT INTO nodes (id, share_id, kind, created_at, mtime) VALUES (?, ?, ?, ?, ?)"
+_INS_DENTRY = ("INSERT INTO dentries (parent_id, name, name_fold, node_id, valid_from, valid_to) "
+               "VALUES (?, ?, ?, ?, ?, NULL)")
+_SET_MTIME = "UPDATE nodes SET mtime = ? WHERE id = ?"
+_END_DENTRY = "UPDATE dentries SET valid_to = ? WHERE parent_id = ? AND name = ? AND valid_to IS NULL"
+_INS_VERSION = ("INSERT INTO versions (node_id, number, size, mtime, created_at, deleted, etag, origin_protocol, "
+                "origin_user, origin_address, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id")
+_INS_VCHUNK = 'INSERT INTO version_chunks (version_id, "offset", chunk_id, length) VALUES (?, ?, ?, ?)'
+_SET_VERSION_MTIME = "UPDATE versions SET mtime = ? WHERE node_id = ? AND number = ?"
+_INS_CHANGE = "INSERT INTO share_changes (share_id, at_s) VALUES (?, ?) ON CONFLICT DO NOTHING"
+_NODE_SHARE = "SELECT share_id FROM nodes WHERE id = ?"
+
+
 def _link(s: Session, parent: int, name: str, node: int, at: int) -> None:
-    s.execute(insert(dentries).values(parent_id=parent, name=name, name_fold=fold(name), node_id=node,
-                                      valid_from=at, valid_to=None))
-    s.execute(update(nodes).where(nodes.c.id == parent).values(mtime=at))
+    raw.run(s, _INS_DENTRY, (parent, name, fold(name), node, at))
+    raw.run(s, _SET_MTIME, (at, parent))
 
 
 def _unlink(s: Session, parent: int, name: str, at: int) -> None:
-    s.execute(update(dentries).where(dentries.c.parent_id == parent, dentries.c.name == name,
-                                     dentries.c.valid_to.is_(None)).values(valid_to=at))
-    s.execute(update(nodes).where(nodes.c.id == parent).values(mtime=at))
+    raw.run(s, _END_DENTRY, (at, parent, name))
+    raw.run(s, _SET_MTIME, (at, parent))
 
 
 def _mkdir(s: Session, ev: Event) -> None:
-    s.execute(insert(nodes).values(id=ev["node"], share_id=ev["share"], kind="dir", created_at=ev["at"],
-                                    mtime=ev.get("mtime", ev["at"])))
+    raw.run(s, _INS_NODE, (ev["node"], ev["share"], "dir", ev["at"], ev.get("mtime", ev["at"])))
     _link(s, ev["parent"], ev["name"], ev["node"], ev["at"])
 
 
 def _commit(s: Session, ev: Event) -> None:
     """A new version of a file; `link` also creates the node/dentry (new or re-linked file)."""
     if ev.get("new_node"):
-        s.execute(insert(nodes).values(id=ev["node"], share_id=ev["share"], kind="file", created_at=ev["at"],
-                                        mtime=ev["at"]))
+        raw.run(s, _INS_NODE, (ev["node"], ev["share"], "file", ev["at"], ev["at"]))
     if ev.get("link"):
         _link(s, ev["parent"], ev["name"], ev["node"], ev["at"])
     o = ev.get("origin") or {}
-    res = s.execute(insert(versions).values(
-        node_id=ev["node"], number=ev["number"], size=ev["size"], mtime=ev["mtime"], created_at=ev["at"],
-        deleted=ev.get("deleted", False), etag=ev["etag"], origin_protocol=o.get("protocol"),
-        origin_user=o.get("user"), origin_address=o.get("address"), meta=ev.get("meta")))
-    vid = res.inserted_primary_key[0]
+    vid = raw.one(s, _INS_VERSION, (ev["node"], ev["number"], ev["size"], ev["mtime"], ev["at"],
+                                    bool(ev.get("deleted", False)), ev["etag"], o.get("protocol"), o.get("user"),
+                                    o.get("address"), ev.get("meta")))[0]
     if "copy_of" in ev:
         src, src_meta = s.execute(select(m.Version.id, m.Version.meta).where(
             m.Version.node_id == ev["copy_of"][0], m.Version.number == ev["copy_of"][1])).one()
@@ -118,9 +159,9 @@ def _insert_chunk_list(s: Session, vid: int, ids: bytes, lens: list[int], batch:
     for start in range(0, len(lens), batch):
         rows = []
         for i in range(start, min(start + batch, len(lens))):
-            rows.append({"version_id": vid, "offset": off, "chunk_id": ids[32 * i:32 * i + 32], "length": lens[i]})
+            rows.append((vid, off, ids[32 * i:32 * i + 32], lens[i]))
             off += lens[i]
-        s.execute(insert(version_chunks), rows)
+        raw.many(s, _INS_VCHUNK, rows)
 
 
 def _unlink_ev(s: Session, ev: Event) -> None:
@@ -139,10 +180,9 @@ def _rename(s: Session, ev: Event) -> None:
 
 def _times(s: Session, ev: Event) -> None:
     if ev.get("number"):
-        s.execute(update(versions).where(versions.c.node_id == ev["node"], versions.c.number == ev["number"])
-                  .values(mtime=ev["mtime"]))
+        raw.run(s, _SET_VERSION_MTIME, (ev["mtime"], ev["node"], ev["number"]))
     else:
-        s.execute(update(nodes).where(nodes.c.id == ev["node"]).values(mtime=ev["mtime"]))
+        raw.run(s, _SET_MTIME, (ev["mtime"], ev["node"]))
 
 
 def _purge(s: Session, ev: Event) -> None:
@@ -204,7 +244,7 @@ def _after(s: Session, ev: Event) -> None:
     if op in NAMESPACE_OPS:
         share = ev.get("share")
         if share is None:
-            share = s.execute(select(nodes.c.share_id).where(nodes.c.id == ev["parent"])).scalar()
+            share = raw.scalar(s, _NODE_SHARE, (ev["parent"],))
         if share is not None:
             record_change(s, share, ev["at"] // 1_000_000)
 
@@ -221,17 +261,14 @@ def bump_auth_generation(s: Session, at: int) -> None:
 
 def record_change(s: Session, share: int, at_s: int) -> None:
     """Remember that `share` changed during second `at_s` (once per second)."""
-    dialect = s.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    s.execute(dialect_insert(share_changes).values(share_id=share, at_s=at_s).on_conflict_do_nothing())
+    raw.run(s, _INS_CHANGE, (share, at_s))
+
+
 def _create(s: Session, ev: Event) -> None:
     """A file node linked under a name before it has any version (NFS CREATE)."""
-    s.execute(insert(nodes).values(id=ev["node"], share_id=ev["share"], kind="file", created_at=ev["at"],
-                                    mtime=ev["at"]))
+    raw.run(s, _INS_NODE, (ev["node"], ev["share"], "file", ev["at"], ev["at"]))
     _link(s, ev["parent"], ev["name"], ev["node"], ev["at"])
 
 
 _APPLY["create"] = _create
+_MANY = {"mkdir": _mkdir_many, "times": _times_many}

@@ -128,8 +128,7 @@ def _apply_txn(s, evs: list[dict], label: str, rep: RecoverReport) -> None:
     each event that still applies is kept and each one that does not is reported."""
     try:
         with s.begin_nested():
-            for ev in evs:
-                events.apply(s, ev)
+            events.apply_many(s, evs)
         rep.events += len(evs)
         return
     except Exception:

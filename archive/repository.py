@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import access, chain, events, faults
+from . import rawsql as raw
 from .auditlog import AuditQueue
 from .catalog import models as m
 from .catalog.db import Catalog, migrate, sqlite_url
@@ -41,6 +42,9 @@ from .types import ANONYMOUS, AuditRecord, Origin, ShareInfo, User, UserInfo
 
 FORMAT = 1
 PRESYNC_BYTES = 1 << 20
+_AUDIT_COLS = ("at", "user", "protocol", "address", "action", "share", "path", "version", "detail")
+_INS_AUDIT = ('INSERT INTO audit (at, "user", protocol, address, action, share, path, version, detail) '
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 class Repository:
@@ -148,10 +152,10 @@ class Repository:
             if new_chunks:
                 self.store.register_chunks(s, new_chunks)
             if not applied:
-                for ev in evs:
-                    events.apply(s, ev)
-            for rec in (audit(evs) if audit else []):
-                s.add(m.AuditEvent(**rec))
+                events.apply_many(s, evs)
+            rows = audit(evs) if audit else []
+            if rows:
+                raw.many(s, _INS_AUDIT, [tuple(r[k] for k in _AUDIT_COLS) for r in rows])
             s.flush()
             faults.point("chunks")
             txn = chain.begin(s, evs) if evs else None
@@ -166,7 +170,18 @@ class Repository:
 
     @staticmethod
     def next_id(s: Session, model) -> int:
-        return (s.scalar(select(func.max(model.id))) or 0) + 1
+        """A fresh id for a new row of `model` (nodes, shares) inside a write transaction.
+
+        Ids are max + 1 under the catalog's write lock; the first call of a transaction asks
+        the catalog, later ones count on from there (so a builder that allocates several ids
+        before applying its events gets distinct ones, and a batch of 2,000 folders asks once).
+        Only valid inside the one write transaction whose session holds it."""
+        key = ("next_id", model.__tablename__)
+        nxt = s.info.get(key)
+        if nxt is None:
+            nxt = (raw.scalar(s, f"SELECT max(id) FROM {model.__tablename__}") or 0) + 1
+        s.info[key] = nxt + 1
+        return nxt
 
     def audit_row(self, action: str, origin: Origin | None, share: str | None = None, path: str | None = None,
                   version: int | None = None, detail: str | None = None, at: int | None = None) -> dict:

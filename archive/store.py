@@ -14,9 +14,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import bindparam, func, select, text
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from . import rawsql as raw
 from .catalog import models as m
 from .catalog.db import Catalog
 from .clock import now_us
@@ -54,6 +54,11 @@ class ChunkList:
         for i, n in enumerate(self.lens):
             yield bytes(ids[32 * i:32 * i + 32]), n
 NewChunk = tuple[bytes, str, int, int, int]        # (id, pack, offset, record length, raw length)
+
+
+_REGISTER_SQL = ('INSERT INTO chunks (id, pack_id, "offset", length, raw_len, orphaned_at) VALUES (?, ?, ?, ?, ?, NULL) '
+                 'ON CONFLICT (id) DO UPDATE SET pack_id = excluded.pack_id, "offset" = excluded."offset", '
+                 "length = excluded.length, orphaned_at = NULL WHERE chunks.orphaned_at IS NOT NULL")
 
 
 class ChunkStore:
@@ -118,7 +123,7 @@ class ChunkStore:
         wanted = list({cid for refs_ in refs for cid, _ in refs_ if cid not in fresh})
         for i in range(0, len(wanted), 500):
             part = wanted[i:i + 500]
-            n = s.scalar(select(func.count()).select_from(m.Chunk).where(m.Chunk.id.in_(part)))
+            n = raw.scalar(s, f"SELECT count(*) FROM chunks WHERE id IN ({', '.join('?' * len(part))})", part)
             if n != len(part):
                 raise Conflict("chunks this upload reuses were reclaimed by gc meanwhile; upload again")
 
@@ -128,20 +133,8 @@ class ChunkStore:
         if not new:
             return
         new = list({c[0]: c for c in reversed(new)}.values())   # two uploads of a batch may share a chunk
-        if s.bind.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            dialect_insert = sqlite_insert
-        for i in range(0, len(new), 500):
-            rows = [{"id": c[0], "pack_id": c[1], "offset": c[2], "length": c[3], "raw_len": c[4],
-                     "orphaned_at": None} for c in new[i:i + 500]]
-            stmt = dialect_insert(m.Chunk).values(rows)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[m.Chunk.id],
-                set_={"pack_id": stmt.excluded.pack_id, "offset": stmt.excluded.offset,
-                      "length": stmt.excluded.length, "orphaned_at": None},
-                where=m.Chunk.orphaned_at.is_not(None))
-            s.execute(stmt)
+        # plain SQL on the session's connection (archive/rawsql.py): one prepared executemany
+        raw.many(s, _REGISTER_SQL, [c[:5] for c in new])
 
     # -- reading -----------------------------------------------------------------------------
     def location(self, cid: bytes) -> tuple[str, int, int, int]:

@@ -210,14 +210,17 @@ def _commit_batch(writers: list["Writer"]) -> list:
         evs = []
         s.info["parents"] = {}          # commits change no folders: resolve each once
         for i, w in enumerate(writers):
+            # Building an event only reads (and allocates ids), so a writer refused here left
+            # nothing to roll back: no savepoint per writer.  Applying raises no ArchiveError;
+            # anything it raises fails the whole transaction, as before.
             try:
-                with s.begin_nested():
-                    ev = w.event(s)
-                    events.apply(s, ev)       # later writers of the batch see earlier ones
-                evs.append(ev)
-                outcome[i] = ev
+                ev = w.event(s)
             except ArchiveError as e:
                 outcome[i] = e
+                continue
+            events.apply(s, ev)           # later writers of the batch see earlier ones
+            evs.append(ev)
+            outcome[i] = ev
         del s.info["parents"]
         return evs
 

@@ -1,0 +1,73 @@
+"""The catalog's hot statements, run on the DBAPI cursor of the session's own connection.
+
+Why: a small-file version runs a dozen statements, and building and compiling each through
+SQLAlchemy (Core or ORM) cost 50-200 us of Python, while SQLite executes it in a few us
+(docs/benchmarks.md, "corewrite").  These statements are plain SQL written once, in qmark
+style (`?`), and translated once per dialect (psycopg: `%s`); the DBAPI caches the prepared
+statement (sqlite3 by text, psycopg after a few executions).  They run on the same connection
+and inside the same transaction (and savepoints) as the session, so atomicity, the write lock
+and rollback are exactly those of the surrounding `Catalog.write()`.
+
+Only SQL that means the same in SQLite and PostgreSQL goes here: quoted identifiers for the
+reserved words ("offset", "user"), `ON CONFLICT ... DO NOTHING/UPDATE`, `RETURNING`.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+_PG: dict[str, str] = {}
+_KEY = "rawsql.cursor"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget(session: Session, _transaction) -> None:
+    """A cursor is cached for one transaction of a session: the next one may run on another
+    pooled connection."""
+    session.info.pop(_KEY, None)
+
+
+def _sql(s: Session, sql: str) -> tuple[Any, str]:
+    got = s.info.get(_KEY)
+    if got is None:
+        conn = s.connection()
+        got = s.info[_KEY] = (conn.connection.dbapi_connection.cursor(), conn.dialect.name == "postgresql")
+    cur, pg = got
+    if pg:
+        q = _PG.get(sql)
+        if q is None:
+            q = _PG[sql] = sql.replace("?", "%s")
+        return cur, q
+    return cur, sql
+
+
+def run(s: Session, sql: str, params: Sequence[Any] = ()) -> Any:
+    """Execute one statement; returns the cursor (fetchone/fetchall for SELECT and RETURNING)."""
+    cur, q = _sql(s, sql)
+    cur.execute(q, params)
+    return cur
+
+
+def one(s: Session, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+    """The first row of a query, or None."""
+    return run(s, sql, params).fetchone()
+
+
+def scalar(s: Session, sql: str, params: Sequence[Any] = ()) -> Any:
+    row = one(s, sql, params)
+    return None if row is None else row[0]
+
+
+def many(s: Session, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    """One statement for many rows (executemany: prepared once)."""
+    rows = list(rows)
+    if not rows:
+        return
+    cur, q = _sql(s, sql)
+    cur.executemany(q, rows)
+
+
+def is_postgres(s: Session) -> bool:
+    return s.get_bind().dialect.name == "postgresql"

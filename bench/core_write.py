@@ -1,0 +1,114 @@
+"""Per-version cost of the core's catalog write path (issue 9), in-process, no peer.
+
+    python -m bench.core_write [--files 2000] [--singles 300] [--dirs 2000] [--profile]
+
+Prints, for an unencrypted local repository on SQLite:
+  single    one durable commit per small file (what one FTP/WebDAV client uploading files one
+            after another costs): ms per file and SQL statements per file
+  batch     `commit_many` of N small files in one transaction (a tree put): ms and statements per file
+  mkdir     `mkdir_many` of N folders (10 x N/10 nested), set_times_many of the same folders
+Statements are counted at the SQLite driver (sqlite3 trace callback), so raw DBAPI
+statements count as much as SQLAlchemy ones; BEGIN/COMMIT/SAVEPOINT included.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import event
+
+from archive import Repository
+from archive.streams import commit_many
+
+
+class Counter:
+    def __init__(self, engine):
+        self.n = 0
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _rec):
+            dbapi_conn.set_trace_callback(self._hit)
+        engine.dispose()          # connections made from now on are traced
+
+    def _hit(self, _sql):
+        self.n += 1
+
+
+def run(files: int, singles: int, dirs: int, profile: bool) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="core-write-"))
+    repo = Repository.init(work / "repo")
+    repo.add_share("s")
+    cnt = Counter(repo.catalog.engine)
+    fs = repo.share("s")
+    payloads = [os.urandom(200) + b"x" * (i % 4000) for i in range(max(files, singles))]
+    out = {}
+    prof = cProfile.Profile() if profile else None
+
+    # single durable commits
+    fs.mkdir("/single")
+    n0, t = cnt.n, time.perf_counter()
+    if prof:
+        prof.enable()
+    for i in range(singles):
+        w = fs.open_write(f"/single/f{i:05d}")
+        w.write(payloads[i])
+        w.commit()
+    if prof:
+        prof.disable()
+    el = time.perf_counter() - t
+    out["single_ms"] = el / singles * 1000
+    out["single_stmts"] = (cnt.n - n0) / singles
+
+    # one batch (a tree put)
+    fs.mkdir_many([f"/tree/d{i % 20:02d}" for i in range(20)])
+    writers = []
+    for i in range(files):
+        w = fs.open_write(f"/tree/d{i % 20:02d}/f{i:05d}", check=False)
+        w.write(payloads[i])
+        w.prepare()
+        writers.append(w)
+    n0, t = cnt.n, time.perf_counter()
+    commit_many(writers)
+    el = time.perf_counter() - t
+    out["batch_ms"] = el / files * 1000
+    out["batch_stmts"] = (cnt.n - n0) / files
+
+    # mkdir_many / set_times_many
+    paths = [f"/dirs/a{i // 10:04d}/b{i % 10}" for i in range(dirs)]
+    n0, t = cnt.n, time.perf_counter()
+    made = fs.mkdir_many(paths)
+    out["mkdir_s"] = time.perf_counter() - t
+    out["mkdir_made"] = made
+    out["mkdir_stmts"] = cnt.n - n0
+    n0, t = cnt.n, time.perf_counter()
+    fs.set_times_many([(p, 1_700_000_000.0) for p in paths])
+    out["set_times_s"] = time.perf_counter() - t
+    out["set_times_stmts"] = cnt.n - n0
+    repo.close()
+    if prof:
+        pstats.Stats(prof).sort_stats(os.environ.get("SORT", "cumulative")).print_stats(int(os.environ.get("TOP", "25")))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=2000)
+    ap.add_argument("--singles", type=int, default=300)
+    ap.add_argument("--dirs", type=int, default=2000)
+    ap.add_argument("--profile", action="store_true")
+    a = ap.parse_args(argv)
+    r = run(a.files, a.singles, a.dirs, a.profile)
+    print(f"single commit: {r['single_ms']:.2f} ms/file, {r['single_stmts']:.1f} statements/file")
+    print(f"batch of {a.files}: {r['batch_ms']:.3f} ms/file, {r['batch_stmts']:.1f} statements/file")
+    print(f"mkdir_many {r['mkdir_made']} folders: {r['mkdir_s']:.2f} s, {r['mkdir_stmts']} statements")
+    print(f"set_times_many {a.dirs}: {r['set_times_s']:.2f} s, {r['set_times_stmts']} statements")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

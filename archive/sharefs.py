@@ -6,6 +6,7 @@ Paths are share-relative; `/.snapshots/@GMT-…/` is a virtual read-only view of
 """
 from __future__ import annotations
 
+from collections import namedtuple
 from typing import Iterator
 
 from sqlalchemy import and_, case, func, or_, select, text
@@ -32,9 +33,12 @@ def _child_sql(ci: bool, now: bool) -> str:
 # The hottest lookups run as plain SQL on the DBAPI cursor (archive/rawsql.py): one path component
 # costs a few microseconds instead of a SQLAlchemy statement's ~100.
 _CHILD_SQL = {(ci, now): _child_sql(ci, now) for ci in (False, True) for now in (False, True)}
-_CURRENT_SQL = text("SELECT * FROM versions WHERE node_id = :n ORDER BY number DESC LIMIT 1")
-_CURRENT_AT_SQL = text("SELECT * FROM versions WHERE node_id = :n AND created_at <= :at "
-                       "ORDER BY number DESC LIMIT 1")
+VersionRow = namedtuple("VersionRow", [c.name for c in m.Version.__table__.columns])
+_VCOLS = ", ".join(f'"{c}"' for c in VersionRow._fields)
+_CURRENT_SQL = f"SELECT {_VCOLS} FROM versions WHERE node_id = ? ORDER BY number DESC LIMIT 1"
+_CURRENT_AT_SQL = (f"SELECT {_VCOLS} FROM versions WHERE node_id = ? AND created_at <= ? "
+                   "ORDER BY number DESC LIMIT 1")
+_NODE_TIMES_SQL = "SELECT created_at, mtime FROM nodes WHERE id = ?"
 _LAST_NUMBER_SQL = "SELECT number, created_at FROM versions WHERE node_id = ? ORDER BY number DESC LIMIT 1"
 
 _LAST_FILE_SQL = {ci: (
@@ -143,9 +147,8 @@ class ShareFS:
 
     def _current_version(self, s: Session, node: int, at: int | None):
         """The newest version row of a node (at an instant), or None."""
-        if at is None:
-            return s.connection().execute(_CURRENT_SQL, {"n": node}).first()
-        return s.connection().execute(_CURRENT_AT_SQL, {"n": node, "at": at}).first()
+        row = raw.one(s, _CURRENT_SQL, (node,)) if at is None else raw.one(s, _CURRENT_AT_SQL, (node, at))
+        return None if row is None else VersionRow(*row)
 
     def _entry(self, v: _View, name: str, node: int, kind: str, ctime: int, mtime: int,
                ver: m.Version | None) -> Entry:
@@ -165,13 +168,13 @@ class ShareFS:
                          "snapshots", True)
         with self.repo.catalog.session() as s:
             node, kind, name = self._walk(s, v.parts, v.at)
-            n = s.get(m.Node, node)
+            ctime, mtime = raw.one(s, _NODE_TIMES_SQL, (node,))
             ver = self._current_version(s, node, v.at) if kind == "file" else None
         if not v.parts and v.prefix:
             name = v.prefix[-1]
             return Entry(name, join(v.prefix), "dir", 0, seconds(v.at), seconds(v.at),
                          VIRTUAL_BASE + v.at // 1_000_000, None, name, True)
-        return self._entry(v, name or "/", node, kind, n.created_at, n.mtime, ver)
+        return self._entry(v, name or "/", node, kind, ctime, mtime, ver)
 
     def exists(self, path: str, at=None) -> bool:
         try:

@@ -168,6 +168,15 @@ class Repository:
         faults.point("committed")
         return evs
 
+    def mutate_grouped(self, build: Callable[[Session], list[dict]],
+                       audit: Callable[[list[dict]], list[dict]] | None = None) -> list[dict]:
+        """`mutate` for namespace changes that may share one durable commit with others arriving
+        at the same time (an NFS client pipelines CREATE/REMOVE; uploads of other clients), like
+        uploads do (GroupCommit).  `build` must only read (and allocate ids): its events are
+        applied after it returns; an ArchiveError it raises fails this change alone."""
+        from .streams import Mutation
+        return self.group_commit.commit(Mutation(self, build, audit))
+
     @staticmethod
     def next_id(s: Session, model) -> int:
         """A fresh id for a new row of `model` (nodes, shares) inside a write transaction.

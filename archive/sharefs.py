@@ -454,7 +454,7 @@ class ShareFS:
                 raise Exists(f"{self._show(v.parts)} exists")
             return [{"op": "mkdir", "at": now_us(), "share": self.share_id, "parent": parent,
                      "name": v.parts[-1], "node": self.repo.next_id(s, m.Node)}]
-        self.repo.mutate(build, audit=self._audit("mkdir", join(v.parts)))
+        self.repo.mutate_grouped(build, audit=self._audit("mkdir", join(v.parts)))
         return self.stat(join(v.parts))
 
     def mkdir_many(self, paths: list[str]) -> int:
@@ -501,7 +501,7 @@ class ShareFS:
                         .limit(1)) is not None:
                 raise NotEmpty(f"{self._show(path)} is not empty")
             return [{"op": "unlink", "at": now_us(), "parent": parent, "name": row[2]}]
-        self.repo.mutate(build, audit=self._audit("rmdir", join(v.parts)))
+        self.repo.mutate_grouped(build, audit=self._audit("rmdir", join(v.parts)))
 
     def remove(self, path: str) -> None:
         """Delete a file: a tombstone version; the history stays and `restore` brings it back."""
@@ -517,7 +517,7 @@ class ShareFS:
             ev = self.commit_event(s, v.parts, 0, None, "", deleted=True)
             ev["unlink"] = True
             return [ev]
-        self.repo.mutate(build, audit=self._audit("delete", join(v.parts)))
+        self.repo.mutate_grouped(build, audit=self._audit("delete", join(v.parts)))
 
     def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
         """Move a file or folder; the node (identity, history, inode) moves with it."""
@@ -551,7 +551,7 @@ class ShareFS:
             evs.append({"op": "rename", "at": at, "node": srow[0], "parent": sp, "name": srow[2],
                         "new_parent": dp, "new_name": vd.parts[-1]})
             return evs
-        self.repo.mutate(build, audit=lambda evs: [self.repo.audit_row(
+        self.repo.mutate_grouped(build, audit=lambda evs: [self.repo.audit_row(
             "rename", self.origin, self.share_name, join(vs.parts), detail=join(vd.parts))])
 
     def copy(self, src: str, dst: str, overwrite: bool = False) -> Version:
@@ -751,7 +751,7 @@ class ShareFS:
             if old is not None:
                 return [{**ev, "op": "link", "node": old}]
             return [{**ev, "op": "create", "node": self.repo.next_id(s, m.Node)}]
-        self.repo.mutate(build, audit=self._audit("create", join(v.parts)))
+        self.repo.mutate_grouped(build, audit=self._audit("create", join(v.parts)))
         return self.stat(join(v.parts))
 
     def open_staged_update(self, path: str, truncate: bool = False, create: bool = True):

@@ -197,22 +197,44 @@ class Writer:
             self.abort()
 
 
-def _commit_batch(writers: list["Writer"]) -> list:
-    """Commit prepared writers in one transaction; returns, per writer, a Version or the exception
-    that writer alone hit (a folder in the way, a vanished parent), so one bad upload does not
-    fail the others of its batch.  Errors of the whole transaction (disk full) are raised."""
+class Mutation:
+    """A namespace change (create, remove, mkdir, rmdir, rename) waiting to share a transaction
+    with others: `build(s)` returns its events (reading only), `audit(evs)` its audit rows."""
+    __slots__ = ("repo", "build", "audit")
+
+    def __init__(self, repo, build, audit=None) -> None:
+        self.repo, self.build, self.audit = repo, build, audit
+
+
+def _commit_batch(writers: list) -> list:
+    """Commit prepared writers (and Mutations) in one transaction; returns, per item, a Version
+    (a Mutation: its event list) or the exception that item alone hit (a folder in the way, a
+    vanished parent), so one bad upload does not fail the others of its batch.  Errors of the
+    whole transaction (disk full) are raised."""
     repo = writers[0].repo
     outcome: list = [None] * len(writers)
-    new = [c for w in writers for c in w._new]
-    refs = [w._refs for w in writers]
+    new = [c for w in writers if isinstance(w, Writer) for c in w._new]
+    refs = [w._refs for w in writers if isinstance(w, Writer)]
 
     def build(s):
         evs = []
-        s.info["parents"] = {}          # commits change no folders: resolve each once
+        cache = s.info["parents"] = {}  # uploads change no folders: resolve each once
         for i, w in enumerate(writers):
-            # Building an event only reads (and allocates ids), so a writer refused here left
-            # nothing to roll back: no savepoint per writer.  Applying raises no ArchiveError;
+            # Building an event only reads (and allocates ids), so an item refused here left
+            # nothing to roll back: no savepoint per item.  Applying raises no ArchiveError;
             # anything it raises fails the whole transaction, as before.
+            if isinstance(w, Mutation):
+                cache.clear()           # folders may move or go: resolve again, before and after
+                try:
+                    evs_i = w.build(s)
+                except ArchiveError as e:
+                    outcome[i] = e
+                    continue
+                events.apply_many(s, evs_i)
+                cache.clear()
+                evs.extend(evs_i)
+                outcome[i] = evs_i
+                continue
             try:
                 ev = w.event(s)
             except ArchiveError as e:
@@ -225,17 +247,27 @@ def _commit_batch(writers: list["Writer"]) -> list:
         return evs
 
     def audit(evs):
-        return [repo.audit_row("write", w.fs.origin, w.fs.share_name, "/" + "/".join(w.parts), ev["number"])
-                for w, ev in zip(writers, outcome) if isinstance(ev, dict)]
+        rows = []
+        for w, ev in zip(writers, outcome):
+            if isinstance(w, Mutation):
+                if isinstance(ev, list) and w.audit:
+                    rows += w.audit(ev)
+            elif isinstance(ev, dict):
+                rows.append(repo.audit_row("write", w.fs.origin, w.fs.share_name, "/" + "/".join(w.parts),
+                                           ev["number"]))
+        return rows
     try:
         repo.mutate(build, new_chunks=new, refs=refs, audit=audit, applied=True)
     except BaseException:
         for w in writers:
-            w.abort()
+            if isinstance(w, Writer):
+                w.abort()
         raise
     results = []
     for w, ev in zip(writers, outcome):
-        if isinstance(ev, dict):
+        if isinstance(w, Mutation):
+            results.append(ev)
+        elif isinstance(ev, dict):
             w._state = "committed"
             results.append(w.fs._version_of(ev))
         else:
@@ -272,7 +304,8 @@ class GroupCommit:
         self._pending: list[tuple["Writer", Future]] = []
         self._leading = False
 
-    def commit(self, writer: "Writer"):
+    def commit(self, writer: "Writer | Mutation"):
+        """Commit a prepared Writer (returns its Version) or a Mutation (returns its events)."""
         fut: Future = Future()
         with self._cv:
             self._pending.append((writer, fut))

@@ -2,6 +2,8 @@
 user sees, and what `recover` rebuilds from the packs, is what one change at a time gives."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given, settings, strategies as st
 from sqlalchemy import create_engine, text
@@ -167,3 +169,151 @@ def test_mkdir_many_sees_existing_folders_and_refuses_a_file_in_the_way(repo, ci
     with pytest.raises(errors.NotADirectory):
         fs.mkdir_many(["/x/file/sub"])
     assert not fs.exists("/x/file/sub")
+
+
+# -- namespace changes share the durable commit of whatever arrives with them --------------------
+
+def _head_seq(repo) -> int:
+    with repo.catalog.session() as s:
+        return s.execute(text("SELECT seq FROM chain_head WHERE id = 1")).scalar()
+
+
+def _in_one_batch(repo, calls) -> dict:
+    """Run `calls` (name, fn) from threads that all queue behind a running group commit, in this
+    order, then let them go: they commit as one batch.  Returns name -> result or exception."""
+    import threading
+    gc, got, threads = repo.group_commit, {}, []
+
+    def run(name, fn):
+        try:
+            got[name] = fn()
+        except Exception as e:                                  # noqa: BLE001
+            got[name] = e
+    with gc._cv:
+        gc._leading = True                                      # a commit is running: changes queue
+    try:
+        for name, fn in calls:
+            t = threading.Thread(target=run, args=(name, fn))
+            t.start()
+            threads.append(t)
+            while True:                                         # queued, in this order
+                with gc._cv:
+                    if len(gc._pending) == len(threads):
+                        break
+                time.sleep(0.001)
+    finally:
+        with gc._cv:
+            gc._leading = False
+            gc._cv.notify_all()
+    for t in threads:
+        t.join()
+    return got
+
+
+def _written(fs, path: str, data: bytes):
+    w = fs.open_write(path, check=False)
+    w.write(data)
+    return w
+
+
+def _prepared(fs, path: str, data: bytes):
+    w = _written(fs, path, data)
+    w.prepare()
+    return w
+
+
+def _changes(fs, gc):
+    """Uploads and namespace changes that depend on each other (a later one sees the earlier ones,
+    uploads to paths a rename or remove of the same batch just freed or moved) plus changes that
+    fail alone (missing path, name taken, folder not empty).  With `gc` the uploads are prepared
+    first and go to the group commit; without it each commits when its turn comes."""
+    up = (lambda p, d: (lambda w=_prepared(fs, p, d): lambda: gc.commit(w))()) if gc else \
+        (lambda p, d: lambda: _written(fs, p, d).commit())
+    return [("w1", up("/m/a/w1", b"one")),
+            ("rename-dir", lambda: fs.rename("/m/a", "/m/b")),
+            ("w2-old-dir", up("/m/a/w2", b"two")),              # its folder moved away: NotFound
+            ("remove-f", lambda: fs.remove("/m/f")),
+            ("w3-removed", up("/m/f", b"f again")),              # continues /m/f's history
+            ("rename-g", lambda: fs.rename("/m/g", "/m/h")),
+            ("w4-renamed", up("/m/g", b"new g")),               # a new file: the old node is /m/h
+            ("rm-missing", lambda: fs.remove("/m/nothing")),
+            ("rename-taken", lambda: fs.rename("/m/b/keep", "/m/h")),
+            ("rename-over", lambda: fs.rename("/m/b/keep", "/m/h", overwrite=True)),
+            ("rmdir-full", lambda: fs.rmdir("/m/b")),
+            ("create", lambda: fs.create_file("/m/b/c")),
+            ("mkdir", lambda: fs.mkdir("/m/b/d")),
+            ("w5-new-dir", up("/m/b/d/w5", b"five")),           # into the folder made just before
+            ("create-taken", lambda: fs.create_file("/m/f")),
+            ("rmdir-a", lambda: fs.rmdir("/m/a"))]              # gone with the rename
+
+
+def _outcome(r):
+    if isinstance(r, BaseException):
+        return type(r).__name__
+    return getattr(r, "number", None), getattr(r, "path", None), getattr(r, "kind", None)
+
+
+def _history(fs, path="/m") -> list:
+    out = []
+    for e in fs.listdir(path):
+        if e.is_dir:
+            out.append((e.path, "dir"))
+            out += _history(fs, e.path)
+        else:
+            out.append((e.path, [(v.number, v.size, v.deleted) for v in fs.versions(e.path)],
+                        fs.open_read(e.path).read() if e.version else None))
+    return out
+
+
+def test_namespace_changes_and_uploads_in_one_batch_equal_one_at_a_time_and_recover_equal(cli):
+    """Everything that queues while a commit runs goes into the next one, ONE durable commit: each
+    caller hears its own outcome (an ArchiveError fails that change alone and leaves no row), later
+    changes see earlier ones (a folder renamed in the batch is not found at its old path by a later
+    upload; a removed or renamed file's name takes a new upload), the result is what one change at a
+    time gives, the audit trail too, and `recover` rebuilds exactly the live catalog."""
+    r = Repository.init(cli.repo_path)
+    shares = {}
+    for name in ("batch", "single"):
+        r.add_share(name)
+        fs = shares[name] = r.share(name)
+        fs.mkdir("/m/a", parents=True)
+        for p in ("/m/f", "/m/g", "/m/a/keep", "/m/h0"):
+            _written(fs, p, p.encode()).commit()
+    a, b = shares["batch"], shares["single"]
+    before = _head_seq(r)
+    got = _in_one_batch(r, _changes(a, r.group_commit))
+    assert _head_seq(r) == before + 1                           # ONE durable commit for all of them
+    want = {}
+    for name, fn in _changes(b, None):
+        try:
+            want[name] = fn()
+        except Exception as e:                                  # noqa: BLE001
+            want[name] = e
+    assert {k: _outcome(v) for k, v in got.items()} == {k: _outcome(v) for k, v in want.items()}
+    assert _outcome(got["w1"]) == (1, None, None)
+    for name, err in [("w2-old-dir", errors.NotFound), ("rm-missing", errors.NotFound),
+                      ("rename-taken", errors.Exists), ("rmdir-full", errors.NotEmpty),
+                      ("create-taken", errors.Exists), ("rmdir-a", errors.NotFound)]:
+        assert isinstance(got[name], err), name
+    assert got["w3-removed"].number == 3                        # 1, the tombstone 2, then 3
+    assert got["w4-renamed"].number == 1
+    assert _history(a) == _history(b)
+    assert _history(a) == [
+        ("/m/b", "dir"), ("/m/b/c", [], None), ("/m/b/d", "dir"),
+        ("/m/b/d/w5", [(1, 4, False)], b"five"), ("/m/b/w1", [(1, 3, False)], b"one"),
+        ("/m/f", [(1, 4, False), (2, 0, True), (3, 7, False)], b"f again"),
+        ("/m/g", [(1, 5, False)], b"new g"),
+        ("/m/h", [(1, 9, False)], b"/m/a/keep"),                # the file renamed over it
+        ("/m/h0", [(1, 5, False)], b"/m/h0")]
+    assert a.versions("/m/h")[0].number == 1 and not a.exists("/m/a")
+    audit = lambda share: [(e.action, e.path, e.detail, e.version)                 # noqa: E731
+                           for e in r.audit_events() if e.share == share][7:]
+    assert audit("batch") == audit("single")
+    assert [x[0] for x in audit("batch")] == ["write", "rename", "delete", "write", "rename", "write",
+                                              "rename", "create", "mkdir", "write"]
+    r.close()
+    live = snapshot(cli.repo_path)
+    drop_catalog(cli.repo_path)
+    cli("recover")
+    assert snapshot(cli.repo_path) == live
+    cli("check", "--read-data")

@@ -7,6 +7,8 @@ Prints, for an unencrypted local repository on SQLite:
             after another costs): ms per file and SQL statements per file
   batch     `commit_many` of N small files in one transaction (a tree put): ms and statements per file
   mkdir     `mkdir_many` of N folders (10 x N/10 nested), set_times_many of the same folders
+  namespace T threads (clients) each creating and removing files in a folder of its own, one
+            change at a time (NFS CREATE/REMOVE): ms per change and durable commits per change
 Statements are counted at the SQLite driver (sqlite3 trace callback), so raw DBAPI
 statements count as much as SQLAlchemy ones; BEGIN/COMMIT/SAVEPOINT included.
 """
@@ -17,10 +19,11 @@ import cProfile
 import os
 import pstats
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from archive import Repository
 from archive.streams import commit_many
@@ -39,7 +42,31 @@ class Counter:
         self.n += 1
 
 
-def run(files: int, singles: int, dirs: int, profile: bool) -> dict:
+def _head_seq(repo) -> int:
+    with repo.catalog.session() as s:
+        return s.execute(text("SELECT seq FROM chain_head WHERE id = 1")).scalar()
+
+
+def namespace(fs, threads: int, per_thread: int) -> tuple[float, float]:
+    """ms per namespace change and durable commits per change, `threads` clients at once."""
+    for t in range(threads):
+        fs.mkdir(f"/ns/t{t}", parents=True)
+
+    def client(t):
+        for i in range(per_thread):
+            fs.create_file(f"/ns/t{t}/f{i}")
+            fs.remove(f"/ns/t{t}/f{i}")
+    seq0, t0 = _head_seq(fs.repo), time.perf_counter()
+    ts = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    changes = threads * per_thread * 2
+    return (time.perf_counter() - t0) / changes * 1000, (_head_seq(fs.repo) - seq0) / changes
+
+
+def run(files: int, singles: int, dirs: int, profile: bool, ns_threads: int = 8, ns_each: int = 100) -> dict:
     work = Path(tempfile.mkdtemp(prefix="core-write-"))
     repo = Repository.init(work / "repo")
     repo.add_share("s")
@@ -89,6 +116,7 @@ def run(files: int, singles: int, dirs: int, profile: bool) -> dict:
     fs.set_times_many([(p, 1_700_000_000.0) for p in paths])
     out["set_times_s"] = time.perf_counter() - t
     out["set_times_stmts"] = cnt.n - n0
+    out["ns_ms"], out["ns_commits"] = namespace(fs, ns_threads, ns_each)
     repo.close()
     if prof:
         pstats.Stats(prof).sort_stats(os.environ.get("SORT", "cumulative")).print_stats(int(os.environ.get("TOP", "25")))
@@ -100,13 +128,17 @@ def main(argv=None) -> int:
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--singles", type=int, default=300)
     ap.add_argument("--dirs", type=int, default=2000)
+    ap.add_argument("--ns-threads", type=int, default=8)
+    ap.add_argument("--ns-each", type=int, default=100)
     ap.add_argument("--profile", action="store_true")
     a = ap.parse_args(argv)
-    r = run(a.files, a.singles, a.dirs, a.profile)
+    r = run(a.files, a.singles, a.dirs, a.profile, a.ns_threads, a.ns_each)
     print(f"single commit: {r['single_ms']:.2f} ms/file, {r['single_stmts']:.1f} statements/file")
     print(f"batch of {a.files}: {r['batch_ms']:.3f} ms/file, {r['batch_stmts']:.1f} statements/file")
     print(f"mkdir_many {r['mkdir_made']} folders: {r['mkdir_s']:.2f} s, {r['mkdir_stmts']} statements")
     print(f"set_times_many {a.dirs}: {r['set_times_s']:.2f} s, {r['set_times_stmts']} statements")
+    print(f"namespace, {a.ns_threads} clients: {r['ns_ms']:.2f} ms/change, "
+          f"{r['ns_commits']:.2f} durable commits/change")
     return 0
 
 

@@ -14,7 +14,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import bindparam, func, select, text
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from .catalog import models as m
@@ -28,6 +27,13 @@ from .packs import T_CHUNK, T_TXN, PackDir, PackWriter
 
 _EXISTING_SQL = text("SELECT id FROM chunks WHERE id IN :ids AND orphaned_at IS NULL").bindparams(
     bindparam("ids", expanding=True))
+
+# "offset" is quoted: it is a keyword in PostgreSQL.
+_REGISTER_SQL = text(
+    'INSERT INTO chunks (id, pack_id, "offset", length, raw_len, orphaned_at) '
+    "VALUES (:id, :pack_id, :off, :length, :raw_len, NULL) "
+    'ON CONFLICT (id) DO UPDATE SET pack_id = excluded.pack_id, "offset" = excluded."offset", '
+    "length = excluded.length, orphaned_at = NULL WHERE chunks.orphaned_at IS NOT NULL")
 
 ChunkRef = tuple[bytes, int]                      # (chunk id, plaintext length)
 
@@ -124,24 +130,18 @@ class ChunkStore:
 
     @staticmethod
     def register_chunks(s: Session, new: list[NewChunk]) -> None:
-        """Catalog rows for freshly written chunks; an orphaned row takes the fresh copy's place."""
+        """Catalog rows for freshly written chunks; an orphaned row takes the fresh copy's place.
+
+        One prepared statement run with executemany: building an ORM/Core insert per 500 rows
+        cost ~15 % of a random-data put in SQLAlchemy's per-value coercion.  The upsert syntax
+        is the same in SQLite (>= 3.24) and PostgreSQL."""
         if not new:
             return
         new = list({c[0]: c for c in reversed(new)}.values())   # two uploads of a batch may share a chunk
-        if s.bind.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            dialect_insert = sqlite_insert
-        for i in range(0, len(new), 500):
-            rows = [{"id": c[0], "pack_id": c[1], "offset": c[2], "length": c[3], "raw_len": c[4],
-                     "orphaned_at": None} for c in new[i:i + 500]]
-            stmt = dialect_insert(m.Chunk).values(rows)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[m.Chunk.id],
-                set_={"pack_id": stmt.excluded.pack_id, "offset": stmt.excluded.offset,
-                      "length": stmt.excluded.length, "orphaned_at": None},
-                where=m.Chunk.orphaned_at.is_not(None))
-            s.execute(stmt)
+        s.flush()
+        conn = s.connection()
+        params = [{"id": c[0], "pack_id": c[1], "off": c[2], "length": c[3], "raw_len": c[4]} for c in new]
+        conn.execute(_REGISTER_SQL, params)
 
     # -- reading -----------------------------------------------------------------------------
     def location(self, cid: bytes) -> tuple[str, int, int, int]:

@@ -72,7 +72,7 @@ def decode_record(codec, encrypted: bool, rec: memoryview, cid: bytes, raw_len: 
         return codec.decode(T_CHUNK, cid, flags, payload, raw_len)
     data = codec.decode(T_CHUNK, cid, flags, payload, raw_len)
     if codec.chunk_id(data) != cid:
-        raise Corrupt(f"chunk {cid.hex()} does not match its id")
+        raise Corrupt(f"chunk {cid.hex()} fails its checksum (its bytes do not match its id)")
     return data
 
 

@@ -175,7 +175,7 @@ class ChunkStore:
         data = self.codec.decode(T_CHUNK, cid, rec.flags, rec.payload, rec.raw_len)
         if check_id:
             if self.codec.chunk_id(data) != cid:
-                raise Corrupt(f"chunk {cid.hex()} does not match its id")
+                raise Corrupt(f"chunk {cid.hex()} fails its checksum (its bytes do not match its id)")
         return data
 
     def close(self) -> None:

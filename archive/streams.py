@@ -335,6 +335,7 @@ class Reader(io.RawIOBase):
         self._blk_of: list[int] = []       # window row -> block number
         self._blocks: list[tuple[int, int]] = []   # block -> (first row, end row)
         self._cache: OrderedDict[int, object] = OrderedDict()   # block's file offset -> chunks | Future
+        self._single: OrderedDict[int, object] = OrderedDict()  # chunk's file offset -> data (random reads)
 
     def readable(self) -> bool:
         return True
@@ -400,6 +401,17 @@ class Reader(io.RawIOBase):
         first = self._blocks[b][0]
         key = self._win[first][0]
         got = self._cache.get(key)
+        if got is None and not sequential:
+            # A random read (NFS, SMB, a REST offset) decodes only the chunk it needs, not the
+            # whole block; a read continuing from there is sequential and goes by blocks.
+            row = self._win[i]
+            data = self._single.get(row[0])
+            if data is None:
+                data = readpath.load_run(self.repo.store, [row])[0]
+                self._single[row[0]] = data
+                while len(self._single) > 4:
+                    self._single.popitem(last=False)
+            return data
         if got is None:
             got = readpath.load_run(self.repo.store, self._block_rows(b))
             self._cache[key] = got
@@ -428,6 +440,7 @@ class Reader(io.RawIOBase):
             yield data, start, take
             n -= take
             self._pos += take
+            sequential = True          # the rest of one read continues where it is
         self._next = self._pos
 
     def readinto(self, b) -> int:
@@ -454,6 +467,7 @@ class Reader(io.RawIOBase):
 
     def close(self) -> None:
         self._cache.clear()
+        self._single.clear()
         super().close()
 
 

@@ -114,12 +114,15 @@ RUNS_AHEAD = 4
 def _batch_sql(n: int):
     from sqlalchemy import text
     pairs = ", ".join(f"(:n{i}, :v{i})" for i in range(n))
+    # Joined from the list (not `(node_id, number) IN (VALUES ...)`, which SQLite answers with
+    # a scan of every version): one index lookup per file.
     return text(f"""
+        WITH w(n, num) AS (VALUES {pairs})
         SELECT v.node_id, v.number, v.deleted, vc.offset, vc.length, vc.chunk_id,
                c.pack_id, c.offset, c.length, c.raw_len
-        FROM versions v LEFT JOIN version_chunks vc ON vc.version_id = v.id
+        FROM w JOIN versions v ON v.node_id = w.n AND v.number = w.num
+        LEFT JOIN version_chunks vc ON vc.version_id = v.id
         LEFT JOIN chunks c ON c.id = vc.chunk_id
-        WHERE (v.node_id, v.number) IN (VALUES {pairs})
         ORDER BY v.node_id, vc.offset""")
 
 

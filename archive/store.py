@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from .catalog import models as m
 from .catalog.db import Catalog
 from .clock import now_us
-from .codec import Codec
+from .codec import FLAG_AEAD, Codec
 from .errors import Conflict, Corrupt
 from .chain import Txn
 from .packstore import LocalPackStore
@@ -156,7 +156,11 @@ class ChunkStore:
         """Plaintext of a chunk; raises Corrupt rather than return wrong bytes."""
         if loc is None or loc[0] is None:
             loc = self.location(cid)
-        crc = not self.codec.key.encrypted      # the GCM tag authenticates encrypted records
+        encrypted = self.codec.key.encrypted
+        check_id = verify or (verify is None and not encrypted)
+        # The GCM tag authenticates an encrypted record and the keyed BLAKE3 id a plain one:
+        # the CRC is only needed when neither is checked.
+        crc = not encrypted and not check_id
         try:
             rec = self.packdir.read_record(loc[0], loc[1], loc[2], check_crc=crc)
         except Corrupt:
@@ -166,10 +170,12 @@ class ChunkStore:
             rec = self.packdir.read_record(fresh[0], fresh[1], fresh[2], check_crc=crc)
         if rec.rid != cid or rec.rtype != T_CHUNK:
             raise Corrupt(f"chunk {cid.hex()}: pack record has another id")
+        if encrypted and not rec.flags & FLAG_AEAD:
+            raise Corrupt(f"chunk {cid.hex()}: record is not encrypted in an encrypted repository")
         data = self.codec.decode(T_CHUNK, cid, rec.flags, rec.payload, rec.raw_len)
-        if verify or (verify is None and not self.codec.key.encrypted):
+        if check_id:
             if self.codec.chunk_id(data) != cid:
-                raise Corrupt(f"chunk {cid.hex()} does not match its id")
+                raise Corrupt(f"chunk {cid.hex()} fails its checksum (its bytes do not match its id)")
         return data
 
     def close(self) -> None:

@@ -12,6 +12,14 @@ Workloads (one boto3 client, loopback; both servers check SigV4):
   small PUTs          --small objects of 1-4 KiB (distinct random content), sequential
   listing             list_objects_v2 pages over the --small keys
 Targets (issue 12): GET and listing >= 0.8x rclone, PUT and small PUTs >= 0.5x.
+
+    python3 bench/s3.py --profile 500     # where one small PUT's time goes, inside the server
+
+`--profile N` serves Edge only, wraps the WSGI app in cProfile (one sequential client, so one
+request at a time), PUTs N small objects and prints the top functions and the adapter's share:
+the request's wall time in the app minus the time inside the core (ShareFS/catalog/streams
+calls the handlers make), which is what the adapter itself spends (SigV4, header parsing, key
+checks, XML, the auth and grant lookups it could avoid).
 """
 from __future__ import annotations
 
@@ -126,12 +134,64 @@ def bench_server(srv, big: Path, small: list[bytes], run: int) -> dict[str, floa
     return out
 
 
+def profile(n: int) -> None:
+    """cProfile of `n` small PUTs inside the server; prints the adapter's share of a request."""
+    import cProfile
+    import pstats
+    work = Path(tempfile.mkdtemp(prefix="s3prof-"))
+    try:
+        srv = Edge(work)
+        app = srv.adapter.app
+        prof = cProfile.Profile()
+        total = [0.0]
+
+        def wrapped(environ, start_response, inner=app.__call__):
+            t = time.perf_counter()
+            prof.enable()
+            try:
+                return list(inner(environ, start_response))
+            finally:
+                prof.disable()
+                total[0] += time.perf_counter() - t
+        srv.adapter._server.wsgi_app = wrapped
+        c = client(srv.url)
+        data = [os.urandom(1024 + (i * 37) % 3072) for i in range(n)]
+        c.put_object(Bucket="bench", Key="warm", Body=b"x")
+        prof = cProfile.Profile()
+        total[0] = 0.0
+        t0 = time.perf_counter()
+        for i, d in enumerate(data):
+            c.put_object(Bucket="bench", Key=f"p/f{i:05d}", Body=d)
+        wall = time.perf_counter() - t0
+        srv.stop()
+        st = pstats.Stats(prof)
+        core = 0.0
+        # time inside the core's entry points the handlers call (cumulative, not nested in each other)
+        for (file, _line, func), (_cc, _nc, _tt, ct, _callers) in st.stats.items():
+            if ((file.endswith("archive/sharefs.py") and func == "open_write")
+                    or (file.endswith("archive/streams.py") and func in ("write", "commit"))
+                    or (file.endswith("archive/repository.py") and func == "share")
+                    or (file.endswith("archive/objects.py") and func in ("ensure_folders", "current"))
+                    or (file.endswith("archive/accesskeys.py") and func == "lookup")):
+                core += ct
+        print(f"{n} small PUTs: client wall {wall / n * 1000:.2f} ms/PUT, in the WSGI app "
+              f"{total[0] / n * 1000:.2f} ms/PUT, of which core calls {core / n * 1000:.2f} ms, "
+              f"adapter {(total[0] - core) / n * 1000:.2f} ms ({(total[0] - core) / total[0]:.0%} of the app's time; "
+              f"load {os.getloadavg()[0]:.1f})")
+        st.sort_stats("cumulative").print_stats(35)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", type=int, default=0, help="profile N small PUTs inside the server")
     ap.add_argument("--big-mib", type=int, default=1024)
     ap.add_argument("--small", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
+    if args.profile:
+        return profile(args.profile)
     work = Path(tempfile.mkdtemp(prefix="s3bench-"))
     try:
         big = work / "big.bin"

@@ -19,6 +19,7 @@ from archive.multipart import Staging
 from archive.paths import split
 
 from . import sigv4
+from .versioning import Store as VersioningStore
 from .body import Body
 from .errors import S3Error, from_archive
 from .xml import error_document
@@ -79,6 +80,10 @@ class Call:
             raise S3Error("AccessDenied", f"read-only access to bucket {name!r}")
         return fs
 
+    def versioning(self, share: str | None = None):
+        """The S3 versioning status history of a bucket (see :mod:`.versioning`)."""
+        return self.app.versioning.get(self.bucket if share is None else share)
+
     def key_path(self, key: str | None = None) -> str:
         """Validate a key: it must name one archive path exactly (no "//", no leading or
         trailing "/", NFC, no control characters, no "." or ".." components)."""
@@ -108,6 +113,7 @@ class S3App:
         self.log = getattr(ctx, "logger", None) or logging.getLogger("edge_archive")
         self.route = route
         self.staging = Staging(repo)
+        self.versioning = VersioningStore(repo)
         self.region = str(config.get("region") or "us-east-1")
         self._last_reclaim = 0.0
         self._keys: dict[str, tuple[float, Any, str]] = {}     # access key -> (checked at, user, secret)

@@ -50,6 +50,7 @@ def create_bucket(call: Call) -> Response:
     if opts.get("allow_purge"):
         call.repo.set_share(name, allow_purge=True)
     call.repo.grant(call.user_name, name, "rw")
+    call.app.forget_share(name)
     lock = call.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true"
     status = opts.get("versioning", "Enabled")
     call.app.versioning.created(name, None if status == "unset" else "Enabled", lock)
@@ -60,6 +61,7 @@ def delete_bucket(call: Call) -> Response:
     fs = call.share(write=True)
     try:
         objects.remove_share(call.repo, fs.share_name)
+        call.app.forget_share(fs.share_name)
         call.app.versioning.dropped(fs.share_name)
         for up in call.app.staging.uploads(fs.share_name):      # unfinished uploads go with it
             call.app.staging.abort(up.upload_id)

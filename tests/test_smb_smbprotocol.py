@@ -105,6 +105,9 @@ def test_large_file_round_trip(srv):
             piece = block[i:] + block[:i]
             h.update(piece)
             f.write(piece)
+        # sequential bytes are chunked while they arrive (protocols/smb/upload.py), not at CLOSE
+        assert [sf.updater.streaming for sf in srv.adapter._server.shared.files.values()] == [True]
+        assert not srv.admin_fs().exists("/big.bin")
     assert srv.versions("/big.bin")[-1].size == size and len(srv.versions("/big.bin")) == 1
     h2 = hashlib.sha256()
     with smbclient.open_file(srv.unc("big.bin"), mode="rb", **kw) as f:
@@ -240,7 +243,8 @@ def test_client_dropping_mid_write_leaves_no_partial_version(srv):
     srv.put("/upload.bin", b"previous")
     conn, sess, tree = srv.low_level()
     op = open_file(tree, "upload.bin", CreateDisposition.FILE_OVERWRITE_IF)
-    op.write(os.urandom(1024 * 1024), 0)
+    for i in range(12):                              # past the point where the upload streams
+        op.write(os.urandom(1024 * 1024), i * 1024 * 1024)
     conn.transport.close()                           # the client vanishes: no CLOSE
     deadline = time.time() + 20
     while srv.adapter._server.shared.files and time.time() < deadline:

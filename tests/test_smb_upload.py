@@ -136,3 +136,15 @@ def test_abort_mid_stream_leaves_no_version(shared_fs):
     assert u.streaming
     u.abort()
     assert read(fs, "/kept.bin") == b"previous" and len(fs.versions("/kept.bin")) == 1
+
+
+def test_preallocated_upload_still_streams(shared_fs):
+    """Windows' copy engine sets the end of file to the final size before writing."""
+    fs = shared_fs
+    data = os.urandom(150 * KIB)
+    u = Upload(fs, "/prealloc.bin", fresh=True, has_base=False)
+    u.truncate(len(data))
+    for off in range(0, len(data), 10 * KIB):
+        u.pwrite(data[off:off + 10 * KIB], off)
+    assert u.streaming
+    assert u.commit().size == len(data) and read(fs, "/prealloc.bin") == data

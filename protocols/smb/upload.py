@@ -104,9 +104,12 @@ class Upload:
             return
         if self._buf is not None:
             self._to_staging()
+        shrink = size < self._upd.size
         self._upd.truncate(size)
-        if self._streamable:
-            self._break()                 # the fallback commit handles any truncate
+        if self._streamable and shrink:
+            self._break()                 # the fallback commit handles a shrink; growing (a
+                                          # client preallocating the final size) is a hole the
+                                          # WRITEs then fill in order
 
     def overwrite(self) -> None:
         """An overwrite/supersede open: the content becomes empty (and is a change)."""

@@ -393,3 +393,29 @@ def test_bad_lengths_and_unknown_commands_get_error_statuses(srv):
     assert struct.unpack_from("<I", resp, 8)[0] == NT_STATUS["USER_SESSION_DELETED"]
     s.close()
     assert smbclient.listdir(srv.unc(""), **srv.sp()) == []
+
+
+@pytest.mark.parametrize("cipher", [3, 4])                     # AES-256-CCM, AES-256-GCM
+def test_aes_256_encrypted_session_with_smbprotocol(srv, cipher):
+    import uuid
+
+    from smb_helpers import PASSWORD as PW
+    from smbprotocol.connection import Connection, Dialects
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+    conn = Connection(uuid.uuid4(), srv.host, srv.port, require_signing=True)
+    conn.connect(Dialects.SMB_3_1_1, preferred_encryption_algos=[cipher])
+    try:
+        assert conn.cipher_id == cipher
+        sess = Session(conn, "alice", PW, require_encryption=True)
+        sess.connect()
+        tree = TreeConnect(sess, f"\\\\{srv.host}\\office")
+        tree.connect()
+        data = os.urandom(200_000)
+        op = open_file(tree, "aes256.bin", CreateDisposition.FILE_OVERWRITE_IF)
+        op.write(data, 0)
+        assert op.read(0, len(data)) == data
+        op.close()
+    finally:
+        conn.disconnect()
+    assert srv.read("/aes256.bin") == data and len(srv.versions("/aes256.bin")) == 1

@@ -81,7 +81,7 @@ def test_any_write_sequence_commits_exactly_the_model_bytes(shared_fs, ops, fres
         assert u.pread(len(model) + 10, 0) == bytes(model)          # reads see staged bytes
     before = len(fs.versions(path)) if fresh_over_existing else 0
     v = u.commit()
-    assert v is not None and v.size == len(model)
+    assert v is not None and v.size == len(model) and u._held == 0      # memory budget given back
     assert read(fs, path) == bytes(model)
     assert len(fs.versions(path)) == before + 1
 
@@ -148,3 +148,17 @@ def test_preallocated_upload_still_streams(shared_fs):
         u.pwrite(data[off:off + 10 * KIB], off)
     assert u.streaming
     assert u.commit().size == len(data) and read(fs, "/prealloc.bin") == data
+
+
+def test_in_memory_uploads_share_one_budget_then_stage(shared_fs, monkeypatch):
+    fs = shared_fs
+    monkeypatch.setattr(upload, "MEMORY_BUDGET", 12 * KIB)
+    a = Upload(fs, "/budget-a.bin", fresh=True, has_base=False)
+    b = Upload(fs, "/budget-b.bin", fresh=True, has_base=False)
+    a.pwrite(b"a" * 8 * KIB, 0)
+    b.pwrite(b"b" * 8 * KIB, 0)                         # over the budget: b stages instead
+    assert a._buf is not None and b._buf is None
+    assert upload._held_total == 8 * KIB
+    assert a.commit().size == b.commit().size == 8 * KIB
+    assert upload._held_total == 0
+    assert read(fs, "/budget-a.bin") == b"a" * 8 * KIB and read(fs, "/budget-b.bin") == b"b" * 8 * KIB

@@ -28,6 +28,10 @@ from archive.clock import to_us
 MEMORY_MAX = 1 << 20            # a new file up to this size never touches a staging file
 STREAM_START = 8 << 20          # contiguous staged bytes before the feeder thread starts
 PIECE = 4 << 20                 # bytes handed to the Writer at a time (its batch size)
+MEMORY_BUDGET = 64 << 20        # all in-memory uploads of the server together; beyond it they stage
+
+_held_lock = threading.Lock()
+_held_total = 0                 # bytes of in-memory uploads, server-wide
 
 
 class Upload:
@@ -43,6 +47,7 @@ class Upload:
         self._buf: bytearray | None = bytearray() if fresh else None
         self._upd: Any = None if fresh else fs.open_update(path, create=True)
         self._dirty = fresh
+        self._held = 0                  # bytes of MEMORY_BUDGET this upload holds
         # streaming state (only while the content is a dense prefix from 0)
         self._streamable = fresh
         self._cond = threading.Condition()
@@ -81,7 +86,7 @@ class Upload:
         self._dirty = True
         if self._buf is not None:
             end = offset + n
-            if end <= MEMORY_MAX:
+            if end <= MEMORY_MAX and self._reserve(max(end, len(self._buf))):
                 if offset > len(self._buf):
                     self._buf.extend(bytes(offset - len(self._buf)))
                 self._buf[offset:end] = data
@@ -96,7 +101,7 @@ class Upload:
         if size == self.size:
             return
         self._dirty = True
-        if self._buf is not None and size <= MEMORY_MAX:
+        if self._buf is not None and size <= MEMORY_MAX and self._reserve(size):
             if size < len(self._buf):
                 del self._buf[size:]
             else:
@@ -117,6 +122,7 @@ class Upload:
         if self._upd is not None:
             self._upd.abort()
             self._upd = None
+        self._release()
         self._buf = bytearray()
         self._dirty = True
         self._streamable = True
@@ -137,6 +143,7 @@ class Upload:
             finally:
                 w.abort()
                 self._buf = None
+                self._release()
         writer = self._finish_stream()
         if writer is not None:
             try:
@@ -157,13 +164,36 @@ class Upload:
         """No version: staged bytes are dropped, chunks already sealed are gc's."""
         self._stop_stream()
         self._buf = None
+        self._release()
         if self._upd is not None:
             self._upd.abort()
 
-    # -- staging and streaming ------------------------------------------------------------
+    # -- memory, staging and streaming --------------------------------------------------
+    def _reserve(self, size: int) -> bool:
+        """Account this buffer growing to `size`; False when the server-wide budget is spent
+        (many clients each holding open new files must not grow memory without bound)."""
+        global _held_total
+        extra = size - self._held
+        if extra <= 0:
+            return True
+        with _held_lock:
+            if _held_total + extra > MEMORY_BUDGET:
+                return False
+            _held_total += extra
+        self._held = size
+        return True
+
+    def _release(self) -> None:
+        global _held_total
+        if self._held:
+            with _held_lock:
+                _held_total -= self._held
+            self._held = 0
+
     def _to_staging(self) -> None:
         """Leave memory mode: the buffer becomes the start of a fresh Updater."""
         buf, self._buf = self._buf, None
+        self._release()
         self._upd = self.fs.open_update(self.path, truncate=True, create=True)
         if buf:
             self._upd.pwrite(buf, 0)

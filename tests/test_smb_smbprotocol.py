@@ -419,3 +419,67 @@ def test_aes_256_encrypted_session_with_smbprotocol(srv, cipher):
     finally:
         conn.disconnect()
     assert srv.read("/aes256.bin") == data and len(srv.versions("/aes256.bin")) == 1
+
+
+def test_server_death_mid_stream_and_at_the_commit_leaves_whole_versions_only(tmp_path):
+    """A server process that dies (EDGE_ARCHIVE_FAULT_EXIT=synced, i.e. in a CLOSE's commit with
+    its record durable) while another upload is streaming into a Writer: after `recover`, the
+    streamed-but-never-closed file has no version and the closed one is whole (never partial)."""
+    import subprocess
+    import sys
+    import textwrap
+    import uuid
+
+    from archive import Repository
+    from conftest import CLI
+    from ftp_helpers import need
+    from recover_helpers import DIED, FAULT, drop_catalog
+    from smb_helpers import PASSWORD as PW
+    from smbprotocol.connection import Connection
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+    repo = Repository.init(tmp_path / "repo")
+    repo.add_share("office")
+    repo.add_user("alice", PW, smb=True)
+    repo.grant("alice", "office", "rw")
+    repo.close()
+    child = textwrap.dedent(f"""
+        import logging, sys, time
+        from archive import Repository
+        from protocols.base import ServeContext
+        from protocols.smb import SMBAdapter
+        a = SMBAdapter(Repository.open({str(tmp_path / "repo")!r}), {{"listen": "127.0.0.1:0", "login_delay": 0}},
+                       ServeContext(logger=logging.getLogger("t")))
+        a.start()
+        print(a.address[1], flush=True)
+        time.sleep(600)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, env={**os.environ, FAULT: "synced"})
+    try:
+        port = int(p.stdout.readline())
+        conn = Connection(uuid.uuid4(), "127.0.0.1", port, require_signing=True)
+        conn.connect()
+        sess = Session(conn, "alice", PW)
+        sess.connect()
+        tree = TreeConnect(sess, "\\\\127.0.0.1\\office")
+        tree.connect()
+        op = open_file(tree, "streaming.bin", CreateDisposition.FILE_OVERWRITE_IF)
+        for i in range(10):                                      # streams (> 8 MiB), never closed
+            op.write(os.urandom(1024 * 1024), i * 1024 * 1024)
+        data = os.urandom(3 * 1024 * 1024 + 7)
+        (tmp_path / "closed.bin").write_bytes(data)
+        r = subprocess.run([need("smbclient"), "//127.0.0.1/office", "-p", str(port), "-U", f"alice%{PW}",
+                            "-m", "SMB3", "-c", "put closed.bin closed.bin"], capture_output=True, cwd=tmp_path,
+                           timeout=120)
+        assert p.wait(60) == DIED and r.returncode != 0          # died in the commit: nothing acknowledged
+    finally:
+        p.kill()
+        p.wait()
+    drop_catalog(tmp_path / "repo")
+    CLI(tmp_path / "repo")("recover")
+    with Repository.open(tmp_path / "repo") as r:
+        fs = r.share("office")
+        assert not fs.exists("/streaming.bin")
+        with fs.open_read("/closed.bin") as f:                   # its record was durable: whole
+            assert f.read() == data
+        assert len(fs.versions("/closed.bin")) == 1

@@ -153,10 +153,9 @@ class RPCServer:
             return p.bytes()
 
         if program is self.nfs and call.proc in nfs3.NON_IDEMPOTENT:
-            try:
-                return self.drc.run((address, call.prog, call.proc, call.xid), run)
-            finally:
-                self.state.invalidate()
+            # (each procedure that changes something drops exactly what it changed from the
+            # caches, ServerState.changed)
+            return self.drc.run((address, call.prog, call.proc, call.xid), run)
         return run()
 
 

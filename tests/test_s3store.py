@@ -230,3 +230,58 @@ def test_block_cache_is_lru_and_bounded(tmp_path):
     assert c.read("p3", 0, 1) is None and c.read("p2", 0, 1) == b"\x02"
     again = BlockCache(tmp_path, limit=300)               # the index survives a restart
     assert again.total == 300 and again.read("p5", 0, 2) == b"xx"
+
+
+# -- scheduled gc: one node at a time (archive/gctimer.py) ------------------------------------------
+
+def test_scheduled_gc_runs_on_one_node_at_a_time_and_reclaims(two_nodes, s3):
+    import threading
+    from archive.gctimer import GcSchedule, GcTimer
+    import time
+    from archive.locks import acquire_lease, hold_lease_until, lease
+    url, catalog, a, b = two_nodes
+    bucket = url.split("/")[2]
+    put(a, "/gone.bin", _bytes(2_000_000, 11))
+    put(a, "/kept.bin", _bytes(300_000, 12))
+    node = a.share("office").stat("/gone.bin").node_id
+    a.mutate(lambda s: [{"op": "purge", "at": 0, "versions": [[node, 1]]}])
+    stored = lambda: sum((s3.root / bucket / o).stat().st_size for o in s3.objects(bucket) if o.endswith(".pack"))
+    before = stored()
+    sched = GcSchedule(interval=3600, grace=0)
+    timers = [GcTimer(a, sched), GcTimer(b, sched)]
+    ran: list[bool] = []
+    go = threading.Barrier(2)
+
+    def run(t):
+        go.wait()
+        ran.append(t.run_once())
+    threads = [threading.Thread(target=run, args=(t,)) for t in timers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(ran) == [False, True]                 # exactly one node collected
+    assert stored() < before - 1_500_000                # the purged 2 MB left the bucket
+    with b.share("office").open_read("/kept.bin") as r:
+        assert r.read() == _bytes(300_000, 12)
+    holder = lease(a, "gc").principal
+    assert holder in {t.holder for t in timers}
+    # the lease now says when the next run is due: nobody runs before, the holder included
+    assert [t.run_once() for t in timers] == [False, False]
+    assert [e.action for e in a.audit_events(limit=1)] == ["gc"]
+    # a node that died mid-run stops renewing: once its lease expires another node takes over
+    assert acquire_lease(a, "gc", "dead-node", ttl=60, now=lease(a, "gc").expires_at + 1)
+    assert not timers[1].run_once()
+    assert hold_lease_until(a, "gc", "dead-node", time.time() - 1)     # ... and its time ran out
+    assert timers[1].run_once()
+
+
+def test_gc_schedule_parses_durations_and_refuses_bad_ones():
+    from archive.gctimer import GcConfigError, GcSchedule
+    s = GcSchedule.from_config({"interval": "6h", "grace": "30m"})
+    assert (s.interval, s.grace) == (6 * 3600, 1800)
+    assert GcSchedule.from_config({"interval": 0}).interval == 0
+    assert GcSchedule.from_config(None).interval == 86400
+    for bad in ({"interval": "soon"}, {"grace": "-1h"}, {"intervall": "1d"}, {"interval": True}):
+        with pytest.raises(GcConfigError, match=r"\[gc\]"):
+            GcSchedule.from_config(bad)

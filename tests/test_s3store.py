@@ -285,3 +285,149 @@ def test_gc_schedule_parses_durations_and_refuses_bad_ones():
     for bad in ({"interval": "soon"}, {"grace": "-1h"}, {"intervall": "1d"}, {"interval": True}):
         with pytest.raises(GcConfigError, match=r"\[gc\]"):
             GcSchedule.from_config(bad)
+
+
+# -- multipart uploads while a pack fills, shared block fetches (archive/s3store.py) ----------------
+
+def _watch(client, op: str) -> list:
+    """Every `op` request the client sends: (its parameters, how many were in flight at once)."""
+    seen, state, lock = [], {"now": 0}, __import__("threading").Lock()
+
+    def before(params, **_):
+        with lock:
+            state["now"] += 1
+            seen.append((dict(params), state["now"]))
+
+    def after(**_):
+        with lock:
+            state["now"] -= 1
+    client.meta.events.register(f"before-parameter-build.s3.{op}", before)
+    client.meta.events.register(f"after-call.s3.{op}", after)
+    return seen
+
+
+def _uploads(store: S3PackStore) -> list:
+    return store.client.list_multipart_uploads(Bucket=store.bucket, Prefix=store.prefix).get("Uploads", [])
+
+
+def test_a_large_pack_goes_up_in_parts_and_reads_back_exactly(s3, tmp_path):
+    from archive.s3store import UPLOADERS
+    url = s3.url(part="5M")
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("office")
+    store = a.packstore
+    parts = _watch(store.client, "UploadPart")
+    completed = _watch(store.client, "CompleteMultipartUpload")
+    data = _bytes(23 * 1024 * 1024 + 12_345, seed=21)
+    put(a, "/big.bin", data)
+    assert len(completed) == 1 and len(parts) >= 4                  # one pack, in several parts
+    assert {p["UploadId"] for p, _ in parts} == {completed[0][0]["UploadId"]}
+    assert sorted(p["PartNumber"] for p, _ in parts) == list(range(1, len(parts) + 1))
+    assert all(len(p["Body"]) <= 5 << 20 for p, _ in parts)         # memory: a part at a time ...
+    assert max(n for _, n in parts) <= UPLOADERS                    # ... per upload worker
+    assert _uploads(store) == []
+    a.close()
+    b = _node(url, tmp_path, "b", catalog)                         # a cold cache: ranged GETs
+    with b.share("office").open_read("/big.bin") as r:
+        assert r.read() == data
+    with b.share("office").open_read("/big.bin") as r:
+        r.seek(17 * 1024 * 1024 - 5)
+        assert r.read(10) == data[17 * 1024 * 1024 - 5:17 * 1024 * 1024 + 5]
+    from archive.check import check
+    assert check(b, read_data=True) == []
+    b.close()
+
+
+def test_part_size_below_s3s_minimum_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="5M"):
+        S3PackStore.from_url("s3://bkt/x?endpoint=http://127.0.0.1:9&part=1M", tmp_path, 1 << 20, {})
+    assert S3PackStore.from_url("s3://bkt/x?endpoint=http://127.0.0.1:9&part=0", tmp_path, 1 << 20, {}).part == 0
+
+
+CHILD = r"""
+import sys, time, random
+from archive import Repository
+url, catalog, cache = sys.argv[1:4]
+r = Repository.open(url, catalog_url=catalog, cache=cache)
+w = r.share("office").open_write("/half.bin")
+w.write(random.Random(31).randbytes(16 * 1024 * 1024))
+deadline = time.monotonic() + 60
+done = lambda sink: sink is not None and len(sink._parts) >= 2 and all(f.done() for *_, f in sink._parts)
+while not done(sink := r.store.writer._f):          # chunks are stored in the background
+    assert time.monotonic() < deadline, "the parts never went up"
+    time.sleep(0.05)
+print("parts", len(sink._parts), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_node_killed_mid_upload_leaves_nothing_readers_see_and_gc_aborts_it(s3, tmp_path):
+    import subprocess
+    import sys
+    from archive.check import check
+    from archive.gc import collect
+    url = s3.url(part="5M")
+    bucket = url.split("/")[2]
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("office")
+    put(a, "/kept.bin", _bytes(200_000, 30))
+    packs = [o for o in s3.objects(bucket) if o.endswith(".pack")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, url, catalog, str(tmp_path / "cache-k")],
+                             stdout=subprocess.PIPE, env=env)
+    try:
+        line = child.stdout.readline().decode()
+        assert line.startswith("parts"), line
+    finally:
+        child.kill()
+        child.wait(10)
+    store = a.packstore
+    assert len(_uploads(store)) == 1                                # the killed node's parts are there
+    fs = a.share("office")
+    assert not fs.exists("/half.bin") and sorted(e.name for e in fs.listdir("/")) == ["kept.bin"]
+    assert [o for o in s3.objects(bucket) if o.endswith(".pack")] == packs    # no pack object
+    assert collect(a, grace=3600).uploads_aborted == 0              # young: might be alive
+    assert len(_uploads(store)) == 1
+    assert collect(a, grace=0).uploads_aborted == 1
+    assert _uploads(store) == []
+    with fs.open_read("/kept.bin") as r:
+        assert r.read() == _bytes(200_000, 30)
+    assert check(a, read_data=True) == []
+    a.close()
+
+
+def test_concurrent_readers_of_one_block_get_the_same_bytes_from_one_get(s3, tmp_path):
+    import threading
+    url = s3.url()
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("office")
+    data = _bytes(6 * 1024 * 1024, seed=40)
+    put(a, "/shared.bin", data)
+    a.close()
+    b = _node(url, tmp_path, "b", catalog)
+    store = b.packstore
+    gets = _watch(store.client, "GetObject")
+    pack = max(store.list(), key=store.size)
+    off = 3 * BLOCK + 1234
+    go = threading.Barrier(16)
+    got: list = []
+
+    def reader():
+        go.wait()
+        got.append(store.read_range(pack, off, 70_000))
+    threads = [threading.Thread(target=reader) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    want = store.read_range(pack, off, 70_000)
+    assert len(got) == 16 and len(want) == 70_000 and all(g == want for g in got)
+    ranges = [p["Range"] for p, _ in gets]
+    assert ranges == [f"bytes={3 * BLOCK}-{4 * BLOCK - 1}"]          # fetched once, for all 16
+    with b.share("office").open_read("/shared.bin") as r:
+        assert r.read() == data
+    b.close()

@@ -472,3 +472,18 @@ def test_store_down_mid_multipart_upload_is_unavailable_and_commits_nothing(s3, 
         assert rd.read() == data
     assert check(r, read_data=True) == []
     r.close()
+
+
+def test_gc_spares_a_slow_upload_that_still_sends_parts(s3, tmp_path):
+    import time
+    url = s3.url(part="5M")
+    r = Repository.init(url, catalog_url=f"sqlite:///{tmp_path / 'c.sqlite'}", cache=str(tmp_path / "cache"))
+    store = r.packstore
+    key = store.pack_key("ab" * 16)
+    uid = store.client.create_multipart_upload(Bucket=store.bucket, Key=key)["UploadId"]   # another node's
+    time.sleep(6)
+    store.client.upload_part(Bucket=store.bucket, Key=key, UploadId=uid, PartNumber=1, Body=_bytes(5 << 20, 70))
+    assert store.reclaim_uploads(grace=4) == 0          # started 6 s ago, but a part came just now
+    assert [u["UploadId"] for u in _uploads(store)] == [uid]
+    assert store.reclaim_uploads(grace=0) == 1 and _uploads(store) == []
+    r.close()

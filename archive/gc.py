@@ -115,5 +115,7 @@ def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=
     writer.close()
     if not dry_run:         # multipart uploads of a node killed mid-pack, idle for the grace period
         rep.uploads_aborted = packdir.store.reclaim_uploads(grace)
+        if rep.uploads_aborted:
+            rep.details.append(f"{rep.uploads_aborted} unfinished pack uploads aborted")
     rep.bytes_after = sum(packdir.size(p) for p in packdir.list())
     return rep

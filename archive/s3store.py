@@ -28,7 +28,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor, wait
 from typing import BinaryIO, Callable, TypeVar
 from urllib.parse import parse_qs, urlparse
 
@@ -55,6 +55,15 @@ def _resolve(fut: Future, result, error: BaseException | None = None) -> None:
     try:
         fut.set_exception(error) if error is not None else fut.set_result(result)
     except InvalidStateError:
+        pass
+
+
+def _trim(hints: dict, keep: int = 4096) -> None:
+    """Per-pack read hints stay bounded however many packs a node reads (oldest first out)."""
+    try:
+        while len(hints) > keep:
+            del hints[next(iter(hints))]
+    except (KeyError, RuntimeError, StopIteration):      # another reader trimmed meanwhile
         pass
 
 
@@ -105,16 +114,16 @@ class _S3Sink:
         while self._written - self._queued >= self.store.part:
             lo, hi = self._queued, self._queued + self.store.part
             n = len(self._parts) + 1
-            self._parts.append((n, lo, hi, self.store.uploads.submit(self._put_part, n, lo, hi)))
+            self._parts.append((n, lo, hi, self.store.uploads.submit(self._put_part, n, lo, hi, self._upload_id)))
             self._queued = hi
 
     _failed = False
 
-    def _put_part(self, n: int, lo: int, hi: int) -> str:
+    def _put_part(self, n: int, lo: int, hi: int, upload_id: str) -> str:
         with open(self.path, "rb") as f:
             body = os.pread(f.fileno(), hi - lo, lo)
         r = self.store.call(lambda: self.store.client.upload_part(
-            Bucket=self.store.bucket, Key=self.store.pack_key(self.pack_id), UploadId=self._upload_id,
+            Bucket=self.store.bucket, Key=self.store.pack_key(self.pack_id), UploadId=upload_id,
             PartNumber=n, Body=body), f"upload of pack {self.pack_id}")
         return r["ETag"]
 
@@ -157,7 +166,7 @@ class _S3Sink:
             for n, lo, hi, fut in self._parts:
                 # a part still queued behind other work runs here: never wait on the pool from it
                 if fut.cancel():
-                    etags.append(self._put_part(n, lo, hi))
+                    etags.append(self._put_part(n, lo, hi, self._upload_id))
                 else:
                     etags.append(fut.result())
             self.store.call(lambda: self.store.client.complete_multipart_upload(
@@ -178,6 +187,8 @@ class _S3Sink:
             return
         for *_, fut in self._parts:
             fut.cancel()
+        # a part still being sent could land after the abort and keep its bytes: let it end first
+        wait([fut for *_, fut in self._parts if not fut.done()], timeout=120)
         upload_id, self._upload_id = self._upload_id, None
         self.store.active_uploads.discard(upload_id)
         self._failed = True
@@ -294,8 +305,9 @@ class S3PackStore(PackStore):
                 return whole
         end = offset + length
         first, last = offset // BLOCK, (end - 1) // BLOCK
-        prev = self._last_block.get(pack_id)
-        self._last_block[pack_id] = last
+        prev = self._last_block.pop(pack_id, None)
+        self._last_block[pack_id] = last                # most recent last: the oldest are dropped
+        _trim(self._last_block)
         if (prev is None and first == 0) or (prev is not None and first - 2 <= prev < last):
             self._read_ahead(pack_id, last + 1)         # reading on through the pack, into a new block
         parts = []
@@ -343,6 +355,7 @@ class S3PackStore(PackStore):
             data = self._get(pack_id, i * BLOCK, (j + 1) * BLOCK)
             if len(data) < (j + 1 - i) * BLOCK:         # the pack ends here: read ahead no further
                 self._ends[pack_id] = min(self._ends.get(pack_id, 1 << 62), i * BLOCK + len(data))
+                _trim(self._ends)
             for k in range(i, j + 1):
                 block = data[(k - i) * BLOCK:(k - i + 1) * BLOCK]
                 if block:

@@ -364,5 +364,11 @@ def test_missing_catalog_is_reported_not_recreated(cli):
     assert p.returncode == 1 and b"catalog" in p.stderr and b"archivectl recover" in p.stderr
     assert b"Traceback" not in p.stderr
     assert not (cli.repo_path / "catalog.sqlite").exists()    # nothing created in its place
+    p = cli("check", ok=False)                                # check reports it as a problem
+    assert p.returncode == 1 and b"PROBLEM catalog-lost" in p.stderr and b"archivectl recover" in p.stderr
+    p = cli("check", "--json", ok=False)
+    assert p.returncode == 1 and json.loads(p.stdout)["ok"] is False
+    assert [x["kind"] for x in json.loads(p.stdout)["problems"]] == ["catalog-lost"]
+    assert not (cli.repo_path / "catalog.sqlite").exists()
     cli("recover")
     assert cli("get", "/s/f", "-").stdout == b"kept in the packs"

@@ -56,13 +56,17 @@ class CLIContext:
                                          **self.store_options)
         return self._repo
 
+    def lost_catalog(self) -> Path | None:
+        """The catalog file a local repository should have but does not (see _check_catalog)."""
+        if not isinstance(self.repo_path, Path) or self.catalog_url:
+            return None
+        from ..catalog.db import missing_catalog
+        return missing_catalog(self.repo_path)
+
     def _check_catalog(self) -> None:
         """A local repository whose catalog file is gone must not be opened: that would create
         an empty catalog and every share, file and user would silently look deleted."""
-        if not isinstance(self.repo_path, Path) or self.catalog_url:
-            return
-        from ..catalog.db import missing_catalog
-        lost = missing_catalog(self.repo_path)
+        lost = self.lost_catalog()
         if lost is not None:
             raise click.ClickException(
                 f"the catalog of the repository at {self.repo_path} is missing ({lost} does not exist): "

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from .catalog import models as m
 from .clock import now_us, seconds
-from .errors import InvalidPath, NotEmpty, NotFound, PermissionDenied, ReadOnly, WormLocked
+from .errors import ArchiveError, InvalidPath, NotEmpty, NotFound, PermissionDenied, ReadOnly, WormLocked
 from .paths import split
 from .types import Origin, Version
 
@@ -347,8 +347,16 @@ def remove_share(repo, name: str) -> None:
 def ensure_folders(fs, key: str) -> None:
     """Create the folders a key's "/"s imply (S3 PUT of "a/b/c" makes folders a and a/b)."""
     parts = fs._writable_view(key).parts
-    if len(parts) > 1:
-        fs.mkdir_many(["/".join(parts[:-1])])
+    if len(parts) <= 1:
+        return
+    try:                        # the common case, the folder is there: a read, not a write transaction
+        with fs.repo.catalog.session() as s:
+            _node, kind, _ = fs._walk(s, parts[:-1], None)
+        if kind == "dir":
+            return
+    except ArchiveError:
+        pass                    # missing (or a file in the way: mkdir_many says so)
+    fs.mkdir_many(["/".join(parts[:-1])])
 
 
 __all__ = ["ObjectVersion", "iter_keys", "versions_of", "current", "node_of", "version", "open_version",

@@ -34,6 +34,7 @@ T_TXN = 3            # one catalog transaction: all its events, its id and its p
 RECORD_TYPES = (T_CHUNK, T_EVENT, T_TXN)
 PACK_HEADER = len(PACK_MAGIC) + 16          # magic + the pack's uuid
 PACK_TARGET = 64 * 1024 * 1024
+FLUSH_EVERY = 16 * 1024 * 1024      # bytes appended to a local pack between background fsyncs
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,9 @@ class PackWriter:
         self._unsynced: list = []          # sealed packs whose fsync waits for the next sync()
         self._sealed_ids: dict = {}        # sink -> pack id, for the sealed packs not yet durable
         self._fault = _NoSpaceFault()
+        self._since_flush = 0
+        self._flusher: threading.Thread | None = None
+        self._flush_failed: tuple | None = None     # (sink, error) of a background fsync
 
     def _open_new(self) -> None:
         if self._f is not None:
@@ -277,7 +281,50 @@ class PackWriter:
             off = self._offset
             self._offset += len(rec)
             self._dirty = True
+            self._since_flush += len(rec)
+            if self._since_flush >= FLUSH_EVERY and self._f.appendable:
+                self._start_flush()
             return self.pack_id, off, len(rec)
+
+    def _start_flush(self) -> None:
+        """Start an fsync of the current local pack in the background (under the lock).
+
+        The kernel keeps up to 10 % of RAM dirty before it writes back on its own, so without
+        this a large upload's bytes all reach the disk inside the sync() before its commit, while
+        the CPUs wait; flushing as it goes overlaps disk and CPU.  Durability does not depend on
+        it: sync() still fsyncs every pack, and a failed background fsync fails that sync()
+        (an fsync error is reported once, so it must not be lost here)."""
+        if self._flusher is not None and self._flusher.is_alive():
+            return
+        self._since_flush = 0
+        sink = self._f
+
+        def flush() -> None:
+            try:
+                sink.sync()
+            except BaseException as e:       # noqa: BLE001 - handed to the next sync()
+                with self._lock:
+                    self._flush_failed = (sink, e)
+
+        self._flusher = threading.Thread(target=flush, name="pack-flush", daemon=True)
+        self._flusher.start()
+
+    def _raise_flush_failure(self) -> None:
+        """Fail this sync() if a background fsync failed; that pack takes no more appends."""
+        with self._lock:
+            failed, self._flush_failed = self._flush_failed, None
+            if failed is None:
+                return
+            sink, err = failed
+            if sink is self._f:
+                self._drop_current()
+            elif sink in self._unsynced:
+                self._unsynced.remove(sink)
+                self._sealed_ids.pop(sink, None)
+                sink.close()
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpace("the chunk store is full: nothing was committed") from None
+        raise err
 
     def sync(self) -> None:
         """Make every appended record durable (called before the catalog commit that references them).
@@ -286,6 +333,7 @@ class PackWriter:
         here: the next append starts a new one.  Sealed packs are synced outside the lock, and
         stay pending until their sync ends, so a concurrent sync() never returns early; and
         a pack whose upload failed is dropped (see below)."""
+        self._raise_flush_failure()
         with self._lock:
             if self._f is not None and self._dirty and not self._f.appendable:
                 self._seal()
@@ -318,6 +366,9 @@ class PackWriter:
                         raise NoSpace("the chunk store is full: nothing was committed") from None
                     raise
                 self._dirty = False
+        # A background fsync that failed while this one waited for it: its error was told to
+        # it, not to the fsync above, which may then have found nothing to report.
+        self._raise_flush_failure()
 
     def pending(self, pack_id: str) -> bool:
         """Whether this writer still holds the pack (open, or sealed and not yet durable).

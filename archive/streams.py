@@ -18,7 +18,7 @@ from concurrent.futures import Future
 import blake3
 from sqlalchemy import select, text
 
-from . import events
+from . import events, readpath
 from .catalog import models as m
 from .chunker import StreamChunker
 from .clock import to_us
@@ -31,6 +31,14 @@ PREFETCH = 4
 INLINE = 256 * 1024
 REGISTER_EVERY = 2048        # new chunks (~160 MiB) between early chunk-row registrations
 WINDOW = 512
+
+# The chunk rows of a version from the chunk holding :p on (a Reader's window).
+_WINDOW_SQL = text("""
+    SELECT vc.offset, vc.length, vc.chunk_id, c.pack_id, c.offset, c.length, c.raw_len
+    FROM version_chunks vc LEFT JOIN chunks c ON c.id = vc.chunk_id
+    WHERE vc.version_id = :v AND vc.offset >= coalesce(
+        (SELECT max(v2.offset) FROM version_chunks v2 WHERE v2.version_id = :v AND v2.offset <= :p), 0)
+    ORDER BY vc.offset LIMIT :n""")
 
 
 def chunk_list(repo, version_id: int) -> list[tuple[int, bytes, int]]:
@@ -303,7 +311,17 @@ class GroupCommit:
 
 
 class Reader(io.RawIOBase):
-    """Random access to one version's content."""
+    """Random access to one version's content.
+
+    Chunks are fetched in *blocks*: runs of records adjacent in one pack, read with one pread
+    each and verified in place (archive/readpath.py).  The block under the read position is
+    decoded on the calling thread (a one-chunk file never touches the thread pool); while the
+    reads go on sequentially the next READ_AHEAD blocks are decoded in the pool, so a download
+    finds them ready.  At most READ_AHEAD + 2 blocks of READ_BLOCK bytes are held per Reader,
+    whatever the file size."""
+
+    READ_BLOCK = 1024 * 1024
+    READ_AHEAD = 2
 
     def __init__(self, repo, version_id: int, size: int, etag: str = ""):
         super().__init__()
@@ -312,8 +330,12 @@ class Reader(io.RawIOBase):
         self.size = size
         self.etag = etag
         self._pos = 0
+        self._next = 0                     # where a sequential read would continue
         self._win: list[tuple] = []        # (offset, length, chunk id, pack, poff, plen, raw_len)
-        self._cache: OrderedDict[int, Future] = OrderedDict()
+        self._blk_of: list[int] = []       # window row -> block number
+        self._blocks: list[tuple[int, int]] = []   # block -> (first row, end row)
+        self._cache: OrderedDict[int, object] = OrderedDict()   # block's file offset -> chunks | Future
+        self._single: OrderedDict[int, object] = OrderedDict()  # chunk's file offset -> data (random reads)
 
     def readable(self) -> bool:
         return True
@@ -334,18 +356,17 @@ class Reader(io.RawIOBase):
 
     def _load_window(self, pos: int) -> None:
         with self.repo.catalog.engine.connect() as s:
-            start = 0 if pos == 0 else s.execute(
-                text("SELECT max(vc.offset) FROM version_chunks vc WHERE vc.version_id = :v AND vc.offset <= :p"),
-                {"v": self.version_id, "p": pos}).scalar()
-            rows = s.execute(text("""
-                SELECT vc.offset, vc.length, vc.chunk_id, c.pack_id, c.offset, c.length, c.raw_len
-                FROM version_chunks vc LEFT JOIN chunks c ON c.id = vc.chunk_id
-                WHERE vc.version_id = :v AND vc.offset >= :s ORDER BY vc.offset LIMIT :n"""),
-                {"v": self.version_id, "s": start or 0, "n": WINDOW}).all()
+            rows = s.execute(_WINDOW_SQL, {"v": self.version_id, "p": pos, "n": WINDOW}).all()
             s.rollback()
         if not rows:
             raise Corrupt(f"version {self.version_id} has no chunk at offset {pos}")
         self._win = [tuple(r) for r in rows]
+        self._blocks, self._blk_of = [], []
+        i = 0
+        for run in readpath.runs(self._win, self.READ_BLOCK):
+            self._blk_of.extend([len(self._blocks)] * len(run))
+            self._blocks.append((i, i + len(run)))
+            i += len(run)
 
     def _index(self, pos: int) -> int:
         w = self._win
@@ -361,51 +382,92 @@ class Reader(io.RawIOBase):
                 hi = mid - 1
         return lo
 
-    def _fetch(self, i: int) -> Future:
-        row = self._win[i]
-        fut = self._cache.get(row[0])
-        if fut is None:
-            loc = None if row[3] is None else (row[3], row[4], row[5], row[6])
-            fut = self.repo.store.pool.submit(self.repo.store.load, row[2], loc)
-            self._cache[row[0]] = fut
-            while len(self._cache) > PREFETCH * 2 + 2:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(row[0])
-        return fut
+    def _block_rows(self, b: int) -> list[tuple]:
+        first, end = self._blocks[b]
+        return self._win[first:end]
 
-    def _chunk(self, i: int) -> bytes:
-        fut = self._fetch(i)
-        for j in range(i + 1, min(i + 1 + PREFETCH, len(self._win))):
-            self._fetch(j)
-        return fut.result()
+    def _prefetch(self, b: int) -> None:
+        store = self.repo.store
+        for nb in range(b + 1, min(b + 1 + self.READ_AHEAD, len(self._blocks))):
+            key = self._win[self._blocks[nb][0]][0]
+            if key not in self._cache:
+                self._cache[key] = store.pool.submit(readpath.load_run, store, self._block_rows(nb))
+        while len(self._cache) > self.READ_AHEAD + 2:
+            self._cache.popitem(last=False)
+
+    def _chunk(self, i: int, sequential: bool):
+        """The verified plaintext of window row i (bytes or a memoryview)."""
+        b = self._blk_of[i]
+        first = self._blocks[b][0]
+        key = self._win[first][0]
+        got = self._cache.get(key)
+        if got is None and not sequential:
+            # A random read (NFS, SMB, a REST offset) decodes only the chunk it needs, not the
+            # whole block; a read continuing from there is sequential and goes by blocks.
+            row = self._win[i]
+            data = self._single.get(row[0])
+            if data is None:
+                data = readpath.load_run(self.repo.store, [row])[0]
+                self._single[row[0]] = data
+                while len(self._single) > 4:
+                    self._single.popitem(last=False)
+            return data
+        if got is None:
+            got = readpath.load_run(self.repo.store, self._block_rows(b))
+            self._cache[key] = got
+        else:
+            self._cache.move_to_end(key)
+            if isinstance(got, Future):
+                try:
+                    got = got.result()
+                except BaseException:
+                    self._cache.pop(key, None)
+                    raise
+                self._cache[key] = got
+        if sequential:
+            self._prefetch(b)
+        return got[i - first]
+
+    def _pieces(self, n: int):
+        """Yield (data, start, take) covering up to n bytes from the position on."""
+        sequential = self._pos == self._next
+        while n > 0 and self._pos < self.size:
+            i = self._index(self._pos)
+            off, ln = self._win[i][0], self._win[i][1]
+            data = self._chunk(i, sequential)
+            start = self._pos - off
+            take = min(ln - start, n)
+            yield data, start, take
+            n -= take
+            self._pos += take
+            sequential = True          # the rest of one read continues where it is
+        self._next = self._pos
 
     def readinto(self, b) -> int:
         view = memoryview(b).cast("B")
         n = 0
-        while n < len(view) and self._pos < self.size:
-            i = self._index(self._pos)
-            off, ln = self._win[i][0], self._win[i][1]
-            data = self._chunk(i)
-            start = self._pos - off
-            take = min(ln - start, len(view) - n)
+        for data, start, take in self._pieces(len(view)):
             view[n:n + take] = data[start:start + take]
             n += take
-            self._pos += take
         return n
 
     def read(self, n: int = -1) -> bytes:
         left = max(0, self.size - self._pos)
         n = left if n is None or n < 0 else min(n, left)
-        buf = bytearray(n)
-        got = self.readinto(buf)
-        return bytes(buf[:got])
+        parts = [(d, s, t) for d, s, t in self._pieces(n)]
+        if len(parts) == 1:
+            d, s, t = parts[0]
+            if s == 0 and t == len(d) and isinstance(d, bytes):
+                return d                       # a whole decoded chunk: no copy
+            return bytes(d[s:s + t])
+        return b"".join(d[s:s + t] if s or t != len(d) else d for d, s, t in parts)
 
     def readall(self) -> bytes:
         return self.read(-1)
 
     def close(self) -> None:
         self._cache.clear()
+        self._single.clear()
         super().close()
 
 

@@ -12,6 +12,14 @@ Workloads (one boto3 client, loopback; both servers check SigV4):
   small PUTs          --small objects of 1-4 KiB (distinct random content), sequential
   listing             list_objects_v2 pages over the --small keys
 Targets (issue 12): GET and listing >= 0.8x rclone, PUT and small PUTs >= 0.5x.
+
+    python3 bench/s3.py --profile 500     # where one small PUT's time goes, inside the server
+
+`--profile N` serves Edge only, wraps the WSGI app in cProfile (one sequential client, so one
+request at a time), PUTs N small objects and prints the top functions and the adapter's share:
+the request's wall time in the app minus the time inside the core (ShareFS/catalog/streams
+calls the handlers make), which is what the adapter itself spends (SigV4, header parsing, key
+checks, XML, the auth and grant lookups it could avoid).
 """
 from __future__ import annotations
 
@@ -24,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -126,12 +135,94 @@ def bench_server(srv, big: Path, small: list[bytes], run: int) -> dict[str, floa
     return out
 
 
+def profile(n: int) -> None:
+    """cProfile of `n` small PUTs inside the server; prints the adapter's share of a request."""
+    import cProfile
+    import pstats
+    work = Path(tempfile.mkdtemp(prefix="s3prof-"))
+    try:
+        srv = Edge(work)
+        app = srv.adapter.app
+        core_time = [0.0]
+        depth = threading.local()
+
+        per: dict[str, float] = {}
+
+        def timed_core(fn):
+            """Count the time in a core entry point once (not again for core calls nested in it)."""
+            def inner(*a, **k):
+                if getattr(depth, "n", 0):
+                    return fn(*a, **k)
+                depth.n = 1
+                t = time.perf_counter()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    depth.n = 0
+                    dt = time.perf_counter() - t
+                    core_time[0] += dt
+                    per[fn.__qualname__] = per.get(fn.__qualname__, 0.0) + dt
+            return inner
+        from archive import accesskeys, objects, repository, sharefs, streams
+        for owner, names in ((repository.Repository, ("share", "shares_for")), (sharefs.ShareFS, ("open_write",)),
+                             (streams.Writer, ("write", "commit", "abort")), (objects, ("ensure_folders", "current")),
+                             (accesskeys, ("lookup", "can_create_shares"))):
+            for name in names:
+                setattr(owner, name, timed_core(getattr(owner, name)))
+        prof = cProfile.Profile()
+        total = [0.0]
+        profiling = [False]
+
+        def wrapped(environ, start_response, inner=app.__call__):
+            t = time.perf_counter()
+            if profiling[0]:
+                prof.enable()
+            try:
+                return list(inner(environ, start_response))
+            finally:
+                if profiling[0]:
+                    prof.disable()
+                total[0] += time.perf_counter() - t
+        srv.adapter._server.wsgi_app = wrapped
+        c = client(srv.url)
+        data = [os.urandom(1024 + (i * 37) % 3072) for i in range(n)]
+        c.put_object(Bucket="bench", Key="warm", Body=b"x")
+        total[0] = core_time[0] = 0.0
+        t0 = time.perf_counter()          # 1. timers only (no profiler overhead): the shares
+        for i, d in enumerate(data):
+            c.put_object(Bucket="bench", Key=f"p/f{i:05d}", Body=d)
+        wall = time.perf_counter() - t0
+        app_t, core = total[0], core_time[0]
+        per_put = {k: v / n * 1000 for k, v in per.items()}
+        per.clear()
+        profiling[0] = True               # 2. the same again under cProfile: where the adapter's time goes
+        for i, d in enumerate(data):
+            c.put_object(Bucket="bench", Key=f"q/f{i:05d}", Body=d)
+        srv.stop()
+        st = pstats.Stats(prof)
+        print(f"{n} small PUTs: client wall {wall / n * 1000:.2f} ms/PUT, in the WSGI app "
+              f"{app_t / n * 1000:.2f} ms/PUT, of which core calls {core / n * 1000:.2f} ms, "
+              f"adapter {(app_t - core) / n * 1000:.2f} ms ({(app_t - core) / app_t:.0%} of the app's time); "
+              f"client+HTTP outside the app {(wall - app_t) / n * 1000:.2f} ms; load {os.getloadavg()[0]:.1f}")
+        print("core entry points (ms/PUT):", ", ".join(f"{k} {v:.2f}" for k, v in sorted(per_put.items(),
+                                                                                     key=lambda kv: -kv[1])))
+        adapter = sorted(((v[2], k) for k, v in st.stats.items() if "/protocols/" in k[0]), reverse=True)[:12]
+        print("adapter functions by own time (ms/PUT):",
+              ", ".join(f"{Path(f).name}:{fn} {t / n * 1000:.2f}" for t, (f, _l, fn) in adapter))
+        st.sort_stats("cumulative").print_stats("protocols|socket|cheroot", 30)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", type=int, default=0, help="profile N small PUTs inside the server")
     ap.add_argument("--big-mib", type=int, default=1024)
     ap.add_argument("--small", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
+    if args.profile:
+        return profile(args.profile)
     work = Path(tempfile.mkdtemp(prefix="s3bench-"))
     try:
         big = work / "big.bin"

@@ -7,6 +7,7 @@ small files (`mput`/`mget` of a tree).
 
     python -m bench.smb                               # 1 GiB file, 10,000 small files, 3 runs
     python -m bench.smb --size-mib 256 --files 2000   # while the machine is busy
+    python -m bench.smb --calls --files 200           # SMB requests and core calls per small file
 
 Targets (docs/benchmarks.md): large get >= 0.5x Samba, large put >= 0.33x, small files
 >= 0.33x.  smbd runs as root from a temp folder on a free high port (`smb ports`,
@@ -136,7 +137,63 @@ def one_run(server, work: Path, bigs: list[Path], tree: Path, n_files: int, tag:
     return res
 
 
+COMMANDS = ("NEGOTIATE", "SESSION_SETUP", "LOGOFF", "TREE_CONNECT", "TREE_DISCONNECT", "CREATE", "CLOSE",
+            "FLUSH", "READ", "WRITE", "LOCK", "IOCTL", "CANCEL", "ECHO", "QUERY_DIRECTORY", "CHANGE_NOTIFY",
+            "QUERY_INFO", "SET_INFO", "OPLOCK_BREAK")
+CORE_CALLS = ("stat", "exists", "listdir", "open_read", "open_write", "open_update", "open_staged_update",
+              "mkdir", "set_times", "rename", "remove", "usage", "snapshot_tokens", "create_file")
+
+
+def count_calls(work: Path, n_files: int, file_size: int) -> None:
+    """`--calls`: the adapter's own per-file work for a small-file `mput` (Edge only): SMB
+    requests per file by command, and ShareFS calls and version commits per file."""
+    from collections import Counter
+
+    from archive import streams
+    from archive.sharefs import ShareFS
+    counts: Counter[str] = Counter()
+
+    def wrap(cls: type, name: str, label: str) -> None:
+        orig = getattr(cls, name)
+
+        def counted(*a, **kw):
+            counts[label] += 1
+            return orig(*a, **kw)
+        setattr(cls, name, counted)
+    for name in CORE_CALLS:
+        wrap(ShareFS, name, f"core {name}")
+    wrap(streams.Writer, "commit", "core commit (Writer)")
+    wrap(streams.Updater, "commit", "core commit (Updater)")
+
+    class Cmds(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            counts["smb " + COMMANDS[record.args[0]] if record.args[0] < len(COMMANDS) else "smb ?"] += 1
+    trace = logging.getLogger("edge_archive.smb.trace")
+    trace.setLevel(logging.DEBUG)
+    trace.addHandler(Cmds())
+    trace.propagate = False
+    tree = work / "calls-tree"
+    make_tree(tree, n_files, file_size)
+    server = Edge(work, encrypt=True)
+    try:
+        counts.clear()
+        dt = timed(["bash", "-c", f"cd {tree.parent} && " + " ".join(
+            f"'{a}'" for a in smbclient(server, f"prompt off; recurse on; mkdir calls; cd calls; lcd {tree}; mput *",
+                                        "--client-protection=sign", cwd=work))])
+    finally:
+        server.stop()
+    print(f"{n_files} files x {file_size} B put in {dt:.2f} s ({n_files / dt:.1f} files/s); per file:")
+    for k, v in sorted(counts.items()):
+        print(f"  {k:34s} {v / n_files:6.2f}")
+
+
 def main() -> None:
+    if "--calls" in sys.argv:
+        sys.argv.remove("--calls")
+        args = common_args(__doc__, ROOT / "bench" / "work" / "smb")
+        args.work.mkdir(parents=True, exist_ok=True)
+        count_calls(args.work, args.files, args.file_size)
+        return
     args = common_args(__doc__, ROOT / "bench" / "work" / "smb")
     for tool in ("smbclient", "smbd", "smbpasswd"):
         if not shutil.which(tool) and not Path("/usr/sbin", tool).exists():

@@ -111,12 +111,16 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def bench_server(srv, big: Path, small: list[bytes], run: int) -> dict[str, float]:
+def bench_server(srv, big: Path, small: list[bytes], run: int, gets: int = 1) -> dict[str, float]:
     out: dict[str, float] = {}
     mib = big.stat().st_size / 2**20
     url = f"{srv.base}/big-{run}.bin"
     out["big PUT MiB/s"] = mib / timed(lambda: curl("-T", str(big), url))
-    out["big GET MiB/s"] = mib / timed(lambda: curl("-o", "/dev/null", url))
+    # --gets N: the median of N GETs of the same file (the first is as cold as the peer's)
+    out["big GET MiB/s"] = statistics.median(mib / timed(lambda: curl("-o", "/dev/null", url))
+                                             for _ in range(gets))
+    if not small:
+        return out
     s = requests.Session()
     s.auth = (USER, PASSWORD)
     folder = f"{srv.base}/small-{run}"
@@ -141,7 +145,8 @@ def bench_server(srv, big: Path, small: list[bytes], run: int) -> dict[str, floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--big-mib", type=int, default=1024)
-    ap.add_argument("--small", type=int, default=10000)
+    ap.add_argument("--small", type=int, default=10000, help="0: the big file only")
+    ap.add_argument("--gets", type=int, default=1, help="GETs of the big file per run (median)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
     args = ap.parse_args()
@@ -159,7 +164,7 @@ def main() -> None:
             for cls in (Edge, Rclone):
                 srv = cls(work / f"{cls.name}-{run}")
                 try:
-                    for k, v in bench_server(srv, big, small, run).items():
+                    for k, v in bench_server(srv, big, small, run, args.gets).items():
                         results[cls.name].setdefault(k, []).append(v)
                 finally:
                     srv.stop()
@@ -174,7 +179,7 @@ def main() -> None:
     for k in results["edge"]:
         e = statistics.median(results["edge"][k])
         r = statistics.median(results["rclone"][k])
-        print(f"{k:24} {e:12.1f} {r:12.1f} {e / r:8.2f}")
+        print(f"{k:24} {e:12.1f} {r:12.1f} {e / r if r else 0:8.2f}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Used by tests/test_s3_conformance.py (CI: fails only when passes drop below the 
 and by hand to refresh docs/s3-conformance.md:
 
     .venv/bin/python tests/s3_conformance.py            # prints passes/failures by group
+    .venv/bin/python tests/s3_conformance.py 'test_versioning_obj_suspend_versions or ...'  # a few, by hand
 
 The suite folder is read-only; it is copied to a temporary folder (pytest writes caches).  A
 repository with the users the suite's config names (main, alt, tenant) and their access keys is
@@ -97,8 +98,9 @@ def make_repo(path: Path):
     return repo
 
 
-def run(workdir: Path, timeout: float = 1400) -> dict[str, dict[str, list[str]]]:
-    """Serve a fresh repository, run the selection, return {group: {"passed": [...], "failed": [...]}}."""
+def run(workdir: Path, timeout: float = 1400, selection: str = SELECTION) -> dict[str, dict[str, list[str]]]:
+    """Serve a fresh repository, run the selection, return {group: {"passed": [...], "failed": [...]}}.
+    (`selection`: another -k expression, for trying a few tests by hand.)"""
     from protocols.base import ServeContext
     from protocols.s3 import S3Adapter
     suite = suite_folder()
@@ -106,7 +108,7 @@ def run(workdir: Path, timeout: float = 1400) -> dict[str, dict[str, list[str]]]
     copy = workdir / "s3-tests"
     shutil.copytree(suite, copy, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
     repo = make_repo(workdir / "repo")
-    adapter = S3Adapter(repo, {"listen": "127.0.0.1:0", "new_buckets": {"allow_purge": True}, "threads": 32},
+    adapter = S3Adapter(repo, {"listen": "127.0.0.1:0", "new_buckets": {"allow_purge": True, "versioning": "unset"}, "threads": 32},
                         ServeContext())
     adapter.start()
     try:
@@ -118,7 +120,7 @@ def run(workdir: Path, timeout: float = 1400) -> dict[str, dict[str, list[str]]]
         log = open(workdir / "s3-tests.log", "wb")
         subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
                         f"--timeout={PER_TEST_TIMEOUT}",
-                        "s3tests/functional/test_s3.py", "-m", MARKERS, "-k", SELECTION, f"--junitxml={junit}"],
+                        "s3tests/functional/test_s3.py", "-m", MARKERS, "-k", selection, f"--junitxml={junit}"],
                        cwd=copy, env=env, timeout=timeout, stdout=log, stderr=subprocess.STDOUT)
         return parse_junit(junit)
     finally:
@@ -148,7 +150,7 @@ def summary(results: dict[str, dict[str, list[str]]]) -> tuple[int, int]:
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory() as d:
-        results = run(Path(d))
+        results = run(Path(d), selection=sys.argv[1] if len(sys.argv) > 1 else SELECTION)
     for g, r in results.items():
         print(f"{g}: {len(r['passed'])} passed, {len(r['failed'])} failed")
         for name in r["failed"]:

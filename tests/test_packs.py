@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import zlib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -138,3 +139,43 @@ def test_garbage_is_reported_and_never_taken_for_a_record(garbage):
     recs, damage = _parse(PACK_MAGIC + bytes(16) + garbage)
     assert recs == [] or REC_MAGIC in garbage
     assert bool(damage) == bool(garbage)
+
+
+def test_background_flushes_keep_every_record_and_a_failed_one_fails_the_next_sync(tmp_path, monkeypatch):
+    """A local pack is fsynced in the background as it grows; an error of such an fsync is told
+    once by the kernel, so it must fail the next sync() (nothing acknowledged on a lost write)
+    and that pack takes no more appends."""
+    import errno
+    import threading
+
+    import archive.packs as packs
+    from archive.errors import NoSpace
+
+    monkeypatch.setattr(packs, "FLUSH_EVERY", 1000)
+    pd = PackDir(tmp_path)
+    w = PackWriter(pd)
+    locs = [w.append(T_CHUNK, bytes([i]) * 32, 0, 600, bytes([i]) * 600) for i in range(20)]
+    w.sync()
+    assert [r.payload for r in pd.scan(locs[0][0])] == [bytes([i]) * 600 for i in range(20)]
+
+    failed = threading.Event()
+    sink = w._f
+    real_sync = type(sink).sync
+
+    def sync_fails_in_background(self):
+        if threading.current_thread().name == "pack-flush" and not failed.is_set():
+            failed.set()
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        return real_sync(self)
+
+    monkeypatch.setattr(type(sink), "sync", sync_fails_in_background)
+    first = w.append(T_CHUNK, b"a" * 32, 0, 2000, b"a" * 2000)       # starts a background fsync
+    assert failed.wait(10)
+    w._flusher.join(10)
+    with pytest.raises(NoSpace):
+        w.sync()
+    nxt = w.append(T_CHUNK, b"b" * 32, 0, 5, b"after")
+    assert nxt[0] != first[0]                                          # a fresh pack
+    w.sync()
+    w.close()
+    assert [r.payload for r in pd.scan(nxt[0])] == [b"after"]

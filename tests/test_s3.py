@@ -113,10 +113,45 @@ def test_versions_delete_markers_and_restore_by_copy(server, s3):
         s3.delete_object(Bucket="data", Key="v/k.txt", VersionId=v1)
     assert code(e.value) == "AccessDenied"
     assert len(versions(server, "data", "/v/k.txt")) == 4
-    # versioning is always on
+    # a share the admin made is versioned; a share with a WORM hold cannot be suspended
     assert s3.get_bucket_versioning(Bucket="data")["Status"] == "Enabled"
-    with pytest.raises(ClientError):
-        s3.put_bucket_versioning(Bucket="data", VersioningConfiguration={"Status": "Suspended"})
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_versioning(Bucket="locked", VersioningConfiguration={"Status": "Suspended"})
+    assert code(e.value) == "InvalidBucketState"
+
+
+def test_suspended_versioning_is_an_s3_view_the_archive_keeps_every_version(server, s3):
+    """Suspended: S3 clients see one "null" version that PUTs replace; the archive underneath
+    still has every write, and DELETE ?versionId=null purges only where purging is allowed."""
+    s3.put_bucket_versioning(Bucket="purgeable", VersioningConfiguration={"Status": "Enabled"})
+    v1 = s3.put_object(Bucket="purgeable", Key="susp/k", Body=b"kept")["VersionId"]
+    s3.put_bucket_versioning(Bucket="purgeable", VersioningConfiguration={"Status": "Suspended"})
+    assert s3.get_bucket_versioning(Bucket="purgeable")["Status"] == "Suspended"
+    assert "VersionId" not in s3.put_object(Bucket="purgeable", Key="susp/k", Body=b"null-1")
+    s3.put_object(Bucket="purgeable", Key="susp/k", Body=b"null-2")
+    assert s3.get_object(Bucket="purgeable", Key="susp/k")["Body"].read() == b"null-2"
+    assert s3.get_object(Bucket="purgeable", Key="susp/k", VersionId="null")["Body"].read() == b"null-2"
+    lv = s3.list_object_versions(Bucket="purgeable", Prefix="susp/")["Versions"]
+    assert [(x["VersionId"], x["IsLatest"]) for x in lv] == [("null", True), (v1, False)]
+    # the archive kept all three writes
+    assert [v.size for v in versions(server, "purgeable", "/susp/k")] == [4, 6, 6]
+    s3.delete_object(Bucket="purgeable", Key="susp/k", VersionId="null")
+    assert s3.get_object(Bucket="purgeable", Key="susp/k")["Body"].read() == b"kept"
+    assert [x["VersionId"] for x in s3.list_object_versions(Bucket="purgeable", Prefix="susp/")["Versions"]] == [v1]
+    s3.put_bucket_versioning(Bucket="purgeable", VersioningConfiguration={"Status": "Enabled"})
+    s3.delete_object(Bucket="purgeable", Key="susp/k", VersionId=v1)
+    assert versions(server, "purgeable", "/susp/k") == []
+    # on a share without --allow-purge, a suspended PUT still only adds a version
+    s3.put_bucket_versioning(Bucket="data", VersioningConfiguration={"Status": "Suspended"})
+    try:
+        s3.put_object(Bucket="data", Key="susp/x", Body=b"a")
+        s3.put_object(Bucket="data", Key="susp/x", Body=b"b")
+        with pytest.raises(ClientError) as e:
+            s3.delete_object(Bucket="data", Key="susp/x", VersionId="null")
+        assert code(e.value) == "AccessDenied"
+        assert [v.size for v in versions(server, "data", "/susp/x")] == [1, 1]
+    finally:
+        s3.put_bucket_versioning(Bucket="data", VersioningConfiguration={"Status": "Enabled"})
 
 
 def test_purge_and_worm(server, s3):

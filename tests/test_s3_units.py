@@ -328,3 +328,51 @@ def test_multipart_staging_commits_one_version(repo, bucket):
     assert bucket.open_read("/big").read() == b"hello world" and len(bucket.versions("/big")) == 1
     assert st_.completed(up.upload_id)["version"] == v.number
     assert list(st_.uploads("b")) == []
+
+
+# -- bucket versioning status: the S3 view over every archive version ------------------------
+_STATUS = st.sampled_from([None, "Enabled", "Suspended"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(changes=st.lists(st.tuples(st.integers(1, 50), _STATUS), max_size=6),
+       writes=st.lists(st.integers(0, 60), min_size=1, max_size=12, unique=True))
+def test_versioning_view_hides_only_replaced_null_versions(changes, writes):
+    """Whatever the status history: every version written while Enabled stays visible under its
+    number, at most one null version is visible and it is the newest null one, and the archive's
+    newest version (what a plain GET returns) is always visible."""
+    from protocols.s3.handlers.common import version_id
+    from protocols.s3.versioning import BucketState, visible
+    history = sorted({t * 1_000_000: s for t, s in changes}.items())
+    state = BucketState(history)
+    vs = [objects.ObjectVersion("k", 1, i + 1, 0, float(t) + 0.5, 0.0, False, "")
+          for i, t in enumerate(sorted(writes))][::-1]               # newest first, as versions_of gives them
+    shown = visible(vs, state)
+    assert shown[0] is vs[0]
+    nulls = [v for v in vs if state.is_null(v)]
+    assert [v for v in shown if state.is_null(v)] == nulls[:1]
+    assert [v for v in shown if not state.is_null(v)] == [v for v in vs if not state.is_null(v)]
+    for v in shown:
+        assert version_id(v, state) == ("null" if state.is_null(v) else str(v.number))
+    if not history:                                                    # a share the admin made: Enabled
+        assert shown == vs and not nulls
+
+
+def test_versioning_store_survives_a_restart_and_refuses_nothing_it_wrote(tmp_path):
+    from protocols.s3.versioning import Store
+    repo = Repository.init(tmp_path / "repo")
+    try:
+        store = Store(repo)
+        assert store.get("b").status == "Enabled"            # no file: the archive's own default
+        store.created("b", None, lock=False)
+        assert store.get("b").status is None
+        store.set("b", "Suspended")
+        store.set("b", "Suspended")                           # no-op, not a second history entry
+        again = Store(repo).get("b")
+        assert again.status == "Suspended" and len(again.history) == 2
+        (store.root / "b.json").write_text("{not json")       # a damaged file reads as Enabled, never crashes
+        assert Store(repo).get("b").status == "Enabled"
+        store.dropped("b")
+        assert not (store.root / "b.json").exists()
+    finally:
+        repo.close()

@@ -111,7 +111,7 @@ def test_user_enabled_with_archivectl_smb_logs_in(srv):
     fails(srv.smbclient("ls", "office", "carol", "carol-pw", "-m", "SMB3"), "NT_STATUS_LOGON_FAILURE")
     r = run("user", "add", "dave", "--smb", "--password-stdin", inp=b"dave-pw\n")
     assert r.returncode == 0, r.stderr
-    run("grant", "dave", "office", "ro")
+    srv.repo.grant("dave", "office", "ro")                          # the API: one CLI process less
     ok(srv.smbclient("ls", "office", "dave", "dave-pw", "-m", "SMB3"))
 
 
@@ -152,5 +152,27 @@ def test_signing_not_required_serves_unsigned_clients(tmp_path):
         ok(s.smbclient("put a.txt a.txt; get a.txt b.txt", "office", "alice", PASSWORD, "-m", "SMB3",
                        "--client-protection=off"))
         assert (tmp_path / "b.txt").read_bytes() == b"plain"
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("cipher", ["AES-256-GCM", "AES-256-CCM"])
+def test_aes_256_encryption_when_the_client_asks_for_it(srv, cipher):
+    """The client allows only this cipher: a server that did not offer it, or derived 128-bit
+    keys (MS-SMB2 3.3.5.5.3 wants L = 256 from the full session key), fails the session."""
+    data = os.urandom(300 * 1024 + 5)
+    (srv.tmp / "enc.bin").write_bytes(data)
+    ok(srv.smbclient("put enc.bin enc.bin; get enc.bin back.bin", "office", "alice", PASSWORD, "-m", "SMB3_11",
+                     "--client-protection=encrypt", f"--option=client smb3 encryption algorithms={cipher}"))
+    assert (srv.tmp / "back.bin").read_bytes() == data and srv.read("/enc.bin") == data
+
+
+def test_ciphers_config_limits_what_is_negotiated(tmp_path):
+    s = SMBServerFixture(tmp_path, ciphers=["AES-128-GCM"])
+    try:
+        r = s.smbclient("ls", "office", "alice", PASSWORD, "-m", "SMB3_11", "--client-protection=encrypt",
+                        "--option=client smb3 encryption algorithms=AES-256-GCM")
+        assert r.returncode != 0
+        ok(s.smbclient("ls", "office", "alice", PASSWORD, "-m", "SMB3_11", "--client-protection=encrypt"))
     finally:
         s.close()

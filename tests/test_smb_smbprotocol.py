@@ -105,6 +105,9 @@ def test_large_file_round_trip(srv):
             piece = block[i:] + block[:i]
             h.update(piece)
             f.write(piece)
+        # sequential bytes are chunked while they arrive (protocols/smb/upload.py), not at CLOSE
+        assert [sf.updater.streaming for sf in srv.adapter._server.shared.files.values()] == [True]
+        assert not srv.admin_fs().exists("/big.bin")
     assert srv.versions("/big.bin")[-1].size == size and len(srv.versions("/big.bin")) == 1
     h2 = hashlib.sha256()
     with smbclient.open_file(srv.unc("big.bin"), mode="rb", **kw) as f:
@@ -240,7 +243,8 @@ def test_client_dropping_mid_write_leaves_no_partial_version(srv):
     srv.put("/upload.bin", b"previous")
     conn, sess, tree = srv.low_level()
     op = open_file(tree, "upload.bin", CreateDisposition.FILE_OVERWRITE_IF)
-    op.write(os.urandom(1024 * 1024), 0)
+    for i in range(12):                              # past the point where the upload streams
+        op.write(os.urandom(1024 * 1024), i * 1024 * 1024)
     conn.transport.close()                           # the client vanishes: no CLOSE
     deadline = time.time() + 20
     while srv.adapter._server.shared.files and time.time() < deadline:
@@ -267,14 +271,54 @@ def test_read_only_share_and_snapshot_writes_are_refused(srv):
     assert srv.read("/r.txt") == b"keep" and len(srv.versions("/r.txt")) == 1
 
 
-def test_ten_thousand_entry_folder_lists_completely(srv):
+def test_thousands_of_entries_list_completely_across_many_responses(srv):
+    """Paging, not size, is what can break: 1,500 entries (built in one core transaction; the
+    10,000 this test once built cost ~90 s of CI per run under load) fill ~300 KB of
+    FileIdBothDirectoryInformation, so smbprotocol's listing needs several
+    QUERY_DIRECTORY responses, a 4 KiB buffer needs ~75 resumes, and smbclient lists them its own way."""
+    import logging
+
     from smb_helpers import PASSWORD as PW
-    srv.admin_fs().mkdir_many([f"/many/d{i:05d}" for i in range(10_000)])   # one transaction
-    names = smbclient.listdir(srv.unc("many"), **srv.sp())
-    assert names == [f"d{i:05d}" for i in range(10_000)]
+    from smbprotocol.file_info import FileInformationClass
+    names = [f"d{i:05d}-{'x' * 40}" for i in range(1500)]
+    srv.admin_fs().mkdir_many([f"/many/{n}" for n in names])             # one transaction
+    answered: list[int] = []
+
+    class Count(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.args[0] == 14 and record.args[2] == 0:            # QUERY_DIRECTORY, SUCCESS
+                answered.append(1)
+    trace = logging.getLogger("edge_archive.smb.trace")
+    handler, level = Count(), trace.level
+    trace.addHandler(handler)
+    trace.setLevel(logging.DEBUG)
+    try:
+        assert smbclient.listdir(srv.unc("many"), **srv.sp()) == names
+    finally:
+        trace.removeHandler(handler)
+        trace.setLevel(level)
+    assert len(answered) >= 2                                             # one listing, several responses
+    conn, sess, tree = srv.low_level()
+    try:
+        d = Open(tree, "many")
+        d.create(ImpersonationLevel.Impersonation, FilePipePrinterAccessMask.GENERIC_READ,
+                 FileAttributes.FILE_ATTRIBUTE_DIRECTORY, ShareAccess.FILE_SHARE_READ,
+                 CreateDisposition.FILE_OPEN, CreateOptions.FILE_DIRECTORY_FILE)
+        seen, pages = [], 0
+        while True:
+            try:
+                got = d.query_directory("*", FileInformationClass.FILE_NAMES_INFORMATION, max_output=4096)
+            except SMBResponseException as e:
+                assert e.status == 0x80000006                              # STATUS_NO_MORE_FILES
+                break
+            pages += 1
+            seen += [e["file_name"].get_value().decode("utf-16-le") for e in got]
+        assert seen == [".", ".."] + names and pages >= 40
+    finally:
+        conn.disconnect()
     r = srv.smbclient("ls many/*", "office", "alice", PW, "-m", "SMB3")
     listed = {ln.split()[0] for ln in r.stdout.decode().splitlines() if ln.strip().startswith("d")}
-    assert r.returncode == 0 and len(listed) == 10_000
+    assert r.returncode == 0 and listed == set(names)
 
 
 # -- hostile bytes over a raw socket -------------------------------------------------------
@@ -349,3 +393,93 @@ def test_bad_lengths_and_unknown_commands_get_error_statuses(srv):
     assert struct.unpack_from("<I", resp, 8)[0] == NT_STATUS["USER_SESSION_DELETED"]
     s.close()
     assert smbclient.listdir(srv.unc(""), **srv.sp()) == []
+
+
+@pytest.mark.parametrize("cipher", [3, 4])                     # AES-256-CCM, AES-256-GCM
+def test_aes_256_encrypted_session_with_smbprotocol(srv, cipher):
+    import uuid
+
+    from smb_helpers import PASSWORD as PW
+    from smbprotocol.connection import Connection, Dialects
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+    conn = Connection(uuid.uuid4(), srv.host, srv.port, require_signing=True)
+    conn.connect(Dialects.SMB_3_1_1, preferred_encryption_algos=[cipher])
+    try:
+        assert conn.cipher_id == cipher
+        sess = Session(conn, "alice", PW, require_encryption=True)
+        sess.connect()
+        tree = TreeConnect(sess, f"\\\\{srv.host}\\office")
+        tree.connect()
+        data = os.urandom(200_000)
+        op = open_file(tree, "aes256.bin", CreateDisposition.FILE_OVERWRITE_IF)
+        op.write(data, 0)
+        assert op.read(0, len(data)) == data
+        op.close()
+    finally:
+        conn.disconnect()
+    assert srv.read("/aes256.bin") == data and len(srv.versions("/aes256.bin")) == 1
+
+
+def test_server_death_mid_stream_and_at_the_commit_leaves_whole_versions_only(tmp_path):
+    """A server process that dies (EDGE_ARCHIVE_FAULT_EXIT=synced, i.e. in a CLOSE's commit with
+    its record durable) while another upload is streaming into a Writer: after `recover`, the
+    streamed-but-never-closed file has no version and the closed one is whole (never partial)."""
+    import subprocess
+    import sys
+    import textwrap
+    import uuid
+
+    from archive import Repository
+    from conftest import CLI
+    from ftp_helpers import need
+    from recover_helpers import DIED, FAULT, drop_catalog
+    from smb_helpers import PASSWORD as PW
+    from smbprotocol.connection import Connection
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+    repo = Repository.init(tmp_path / "repo")
+    repo.add_share("office")
+    repo.add_user("alice", PW, smb=True)
+    repo.grant("alice", "office", "rw")
+    repo.close()
+    child = textwrap.dedent(f"""
+        import logging, sys, time
+        from archive import Repository
+        from protocols.base import ServeContext
+        from protocols.smb import SMBAdapter
+        a = SMBAdapter(Repository.open({str(tmp_path / "repo")!r}), {{"listen": "127.0.0.1:0", "login_delay": 0}},
+                       ServeContext(logger=logging.getLogger("t")))
+        a.start()
+        print(a.address[1], flush=True)
+        time.sleep(600)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, env={**os.environ, FAULT: "synced"})
+    try:
+        port = int(p.stdout.readline())
+        conn = Connection(uuid.uuid4(), "127.0.0.1", port, require_signing=True)
+        conn.connect()
+        sess = Session(conn, "alice", PW)
+        sess.connect()
+        tree = TreeConnect(sess, "\\\\127.0.0.1\\office")
+        tree.connect()
+        op = open_file(tree, "streaming.bin", CreateDisposition.FILE_OVERWRITE_IF)
+        for i in range(10):                                      # streams (> 8 MiB), never closed
+            op.write(os.urandom(1024 * 1024), i * 1024 * 1024)
+        data = os.urandom(3 * 1024 * 1024 + 7)
+        (tmp_path / "closed.bin").write_bytes(data)
+        r = subprocess.run([need("smbclient"), "//127.0.0.1/office", "-p", str(port), "-U", f"alice%{PW}",
+                            "-m", "SMB3", "-c", "put closed.bin closed.bin"], capture_output=True, cwd=tmp_path,
+                           timeout=120)
+        assert p.wait(60) == DIED and r.returncode != 0          # died in the commit: nothing acknowledged
+    finally:
+        p.kill()
+        p.wait()
+    drop_catalog(tmp_path / "repo")
+    CLI(tmp_path / "repo")("recover")
+    with Repository.open(tmp_path / "repo") as r:
+        fs = r.share("office")
+        assert not fs.exists("/streaming.bin")
+        with fs.open_read("/closed.bin") as f:                   # its record was durable: whole
+            assert f.read() == data
+        assert len(fs.versions("/closed.bin")) == 1

@@ -43,9 +43,10 @@ def test_set_smb_needs_the_password_and_off_forgets_the_hash(repo):
 def test_nt_hash_survives_recover(tmp_path):
     from conftest import CLI
     cli = CLI(tmp_path / "r")
-    cli("init")
-    cli("user", "add", "sam", "--smb", "--password-stdin", input=b"sam-pw\n")
-    cli("user", "add", "ann", "--password-stdin", input=b"ann-pw\n")
+    r = Repository.init(tmp_path / "r")           # the API: one CLI process (recover) instead of four
+    r.add_user("sam", "sam-pw", smb=True)
+    r.add_user("ann", "ann-pw")
+    r.close()
     for suffix in ("", "-wal", "-shm"):
         (cli.repo_path / f"catalog.sqlite{suffix}").unlink(missing_ok=True)
     cli("recover")

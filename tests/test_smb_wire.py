@@ -165,10 +165,14 @@ def test_ntlmv2_verification(user, password, challenge, client_nonce, key_exch):
 
 
 @FAST
-@given(st.binary(min_size=64, max_size=300), st.sampled_from([crypto.AES128_CCM, crypto.AES128_GCM]),
+@given(st.binary(min_size=64, max_size=300), st.sampled_from([crypto.AES128_CCM, crypto.AES128_GCM,
+                                                              crypto.AES256_CCM, crypto.AES256_GCM]),
        st.sampled_from([crypto.SMB300, crypto.SMB311]), st.integers(0, 2**63))
 def test_encrypt_decrypt_round_trip_and_tamper(msg, cipher, dialect, sid):
+    if cipher in crypto.WIDE and dialect != crypto.SMB311:
+        dialect = crypto.SMB311                                  # AES-256 exists in 3.1.1 only
     k = crypto.SessionKeys(os.urandom(16), dialect, os.urandom(64), None, cipher)
+    assert len(k.encrypt_key) == len(k.decrypt_key) == (32 if cipher in crypto.WIDE else 16)
     server_side = k
     client = crypto.SessionKeys.__new__(crypto.SessionKeys)      # the client decrypts with the server's out-key
     client.__dict__.update(k.__dict__)
@@ -251,3 +255,19 @@ def test_preauth_and_id_list_round_trip(ids, salt):
                                                    + struct.pack(f"<{len(ids)}H", *ids) + salt)
     assert got_ids == ids and got_salt == salt
     assert wire.parse_id_list(struct.pack("<H", len(ids)) + struct.pack(f"<{len(ids)}H", *ids)) == ids
+
+
+def test_aes_256_keys_follow_the_sp800_108_kdf_with_l_256():
+    """Independent re-derivation (MS-SMB2 3.1.4.2): HMAC-SHA256(key, i || label || 0 || context || L)
+    with L = 256 for AES-256 cipher keys, 128 for the signing key."""
+    sk, pre = bytes(range(16)), bytes(range(64))
+
+    def ref(label: bytes, bits: int) -> bytes:
+        data = struct.pack(">I", 1) + label + b"\x00" + pre + struct.pack(">I", bits)
+        return hmac.new(sk, data, hashlib.sha256).digest()[:bits // 8]
+    k = crypto.SessionKeys(sk, crypto.SMB311, pre, None, crypto.AES256_GCM)
+    assert k.encrypt_key == ref(b"SMBS2CCipherKey\x00", 256)
+    assert k.decrypt_key == ref(b"SMBC2SCipherKey\x00", 256)
+    assert k.signing == ref(b"SMBSigningKey\x00", 128)
+    k128 = crypto.SessionKeys(sk, crypto.SMB311, pre, None, crypto.AES128_GCM)
+    assert k128.encrypt_key == ref(b"SMBS2CCipherKey\x00", 128)

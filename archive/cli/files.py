@@ -222,20 +222,11 @@ def _write_file(reader, target: Path, mtime: float | None, label: str) -> None:
 
 
 def _get_tree(fs, rel: str, dest: Path, at: int | None) -> None:
-    atv = at / 1e6 if at else None
-    dest.mkdir(parents=True, exist_ok=True)
-    count = 0
-    stack = [(rel, dest)]
-    while stack:
-        r, d = stack.pop()
-        for e in fs.listdir(r, at=atv):
-            child = join(split(r) + (e.name,))
-            if e.is_dir:
-                (d / e.name).mkdir(exist_ok=True)
-                stack.append((child, d / e.name))
-            else:
-                _write_file(fs.open_entry(e), d / e.name, e.mtime, e.name)
-                count += 1
+    """Small files are restored in batches (one catalog query for their chunk lists, packs
+    read in pack order, archive/readpath.py); large ones stream through a Reader."""
+    from ..readpath import restore_tree
+    count = restore_tree(fs, rel, dest, at / 1e6 if at else None,
+                         lambda e, target: _write_file(fs.open_entry(e), target, e.mtime, e.name))
     click.echo(f"{count} files fetched into {dest}", err=True)
 
 

@@ -10,9 +10,13 @@ Config keys (section ``[s3]``; defaults in brackets):
 ``tls`` [false]             serve HTTPS with the appliance certificate (ctx.tls_cert / tls_key)
 ``region`` ["us-east-1"]     what GetBucketLocation reports (any signing region is accepted)
 ``threads`` [16]             cheroot worker threads
+``timeout`` [60]             seconds a connection may stall (a slow reader of a big GET is not cut
+                             off after cheroot's default 10 s)
 ``multipart_expiry`` [604800]  seconds after which an unfinished multipart upload is reclaimed
 ``min_part_size`` [5242880]  smallest part but the last one Complete accepts (S3's 5 MiB)
-``new_buckets`` [{}]         options of shares CreateBucket makes: allow_purge, worm_days, retention
+``new_buckets`` [{}]         options of shares CreateBucket makes: allow_purge, worm_days, retention,
+                             versioning ("Enabled", the default, or "unset": S3's unversioned new
+                             bucket, see :mod:`.versioning`)
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "tls": False,
     "region": "us-east-1",
     "threads": 16,
+    "timeout": 60,
     "multipart_expiry": 7 * 86400,
     "min_part_size": 5 << 20,
     "new_buckets": {},
@@ -52,8 +57,10 @@ class S3Adapter:
         self.ctx = ctx
         self.config = {**DEFAULTS, **{k: v for k, v in (config or {}).items() if v is not None}}
         nb = self.config["new_buckets"]
-        if not isinstance(nb, dict) or not set(nb) <= {"allow_purge", "worm_days", "retention"}:
-            raise ValueError("s3 new_buckets must be a table with allow_purge, worm_days, retention")
+        if not isinstance(nb, dict) or not set(nb) <= {"allow_purge", "worm_days", "retention", "versioning"}:
+            raise ValueError("s3 new_buckets must be a table with allow_purge, worm_days, retention, versioning")
+        if nb.get("versioning", "Enabled") not in ("Enabled", "unset"):
+            raise ValueError('s3 new_buckets.versioning must be "Enabled" or "unset"')
         self.log = getattr(ctx, "logger", None) or logging.getLogger("edge_archive")
         self.host, self.port = _parse_listen(self.config["listen"])
         self.app = S3App(repo, self.config, ctx)
@@ -62,7 +69,8 @@ class S3Adapter:
 
     def start(self) -> None:
         server = wsgi.Server((self.host, self.port), self.app, numthreads=int(self.config["threads"]),
-                             server_name="edge-archive-s3", shutdown_timeout=5)
+                             server_name="edge-archive-s3", shutdown_timeout=5,
+                             timeout=int(self.config["timeout"]))
         if self.config["tls"]:
             from cheroot.ssl.builtin import BuiltinSSLAdapter
             if not (self.ctx.tls_cert and self.ctx.tls_key):

@@ -7,6 +7,7 @@ Handlers live in :mod:`.handlers`; each gets a :class:`Call` and returns a :clas
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import uuid
@@ -19,6 +20,7 @@ from archive.multipart import Staging
 from archive.paths import split
 
 from . import sigv4
+from .versioning import Store as VersioningStore
 from .body import Body
 from .errors import S3Error, from_archive
 from .xml import error_document
@@ -70,7 +72,7 @@ class Call:
         """The caller's ShareFS of a bucket: NoSuchBucket / AccessDenied otherwise."""
         name = name if name is not None else self.bucket
         try:
-            fs = self.repo.share(name, user=self.user, origin=self.origin)
+            fs = self.app.share_fs(name, self.user, self.origin)
         except errors.NotFound:
             raise S3Error("NoSuchBucket", "The specified bucket does not exist", BucketName=name) from None
         except errors.PermissionDenied:
@@ -78,6 +80,10 @@ class Call:
         if write and not fs.writable:
             raise S3Error("AccessDenied", f"read-only access to bucket {name!r}")
         return fs
+
+    def versioning(self, share: str | None = None):
+        """The S3 versioning status history of a bucket (see :mod:`.versioning`)."""
+        return self.app.versioning.get(self.bucket if share is None else share)
 
     def key_path(self, key: str | None = None) -> str:
         """Validate a key: it must name one archive path exactly (no "//", no leading or
@@ -108,9 +114,33 @@ class S3App:
         self.log = getattr(ctx, "logger", None) or logging.getLogger("edge_archive")
         self.route = route
         self.staging = Staging(repo)
+        self.versioning = VersioningStore(repo)
         self.region = str(config.get("region") or "us-east-1")
         self._last_reclaim = 0.0
         self._keys: dict[str, tuple[float, Any, str]] = {}     # access key -> (checked at, user, secret)
+        self._shares: dict[tuple, tuple[float, Any]] = {}      # (user, share) -> (checked at, ShareFS)
+
+    # -- shares ------------------------------------------------------------------------------
+    def share_fs(self, name: str, user, origin: Origin):
+        """The user's ShareFS of a share, with this request's origin.  The share row and the
+        grant are looked up at most every KEY_TTL seconds per (user, share) (two catalog reads
+        a request otherwise); CreateBucket/DeleteBucket here drop the cached entries at once,
+        a grant the admin revokes takes effect within KEY_TTL, as a revoked access key does."""
+        uname = getattr(user, "name", None)
+        hit = self._shares.get((uname, name))
+        if hit is None or time.monotonic() - hit[0] >= self.KEY_TTL:
+            fs = self.repo.share(name, user=user, origin=origin)
+            if len(self._shares) > 10_000:
+                self._shares.clear()
+            self._shares[(uname, name)] = (time.monotonic(), fs)
+            return fs
+        fs = copy.copy(hit[1])
+        fs.origin = origin
+        return fs
+
+    def forget_share(self, name: str) -> None:
+        for k in [k for k in self._shares if k[1] == name]:
+            self._shares.pop(k, None)
 
     # -- authentication ----------------------------------------------------------------------
     #: seconds a looked-up access key is trusted without asking the catalog again (revocation delay)

@@ -14,7 +14,7 @@ STATUS: dict[str, int] = {
     "BadDigest": 400, "BucketAlreadyExists": 409, "BucketAlreadyOwnedByYou": 409, "BucketNotEmpty": 409,
     "EntityTooLarge": 400, "EntityTooSmall": 400, "IllegalVersioningConfigurationException": 400,
     "IncompleteBody": 400, "InternalError": 500, "InvalidAccessKeyId": 403, "InvalidArgument": 400,
-    "InvalidBucketName": 400, "InvalidDigest": 400, "InvalidPart": 400, "InvalidPartOrder": 400,
+    "InvalidBucketName": 400, "InvalidBucketState": 409, "InvalidDigest": 400, "InvalidPart": 400, "InvalidPartOrder": 400,
     "InvalidRange": 416, "InvalidRequest": 400, "KeyTooLongError": 400, "MalformedXML": 400,
     "MethodNotAllowed": 405, "MissingContentLength": 411, "NoSuchBucket": 404, "NoSuchKey": 404,
     "NoSuchUpload": 404, "NoSuchVersion": 404, "NotImplemented": 501, "PreconditionFailed": 412,

@@ -14,7 +14,7 @@ from typing import Any
 
 from protocols.config import parse_listen
 
-from .server import DIALECT_NAMES, Settings, SMBServer
+from .server import CIPHER_NAMES, DIALECT_NAMES, Settings, SMBServer
 
 __all__ = ["SMBAdapter"]
 
@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "domain": "WORKGROUP",
     "login_delay": 1.0,
     "max_login_attempts": 3,
+    "ciphers": ["AES-128-GCM", "AES-128-CCM", "AES-256-GCM", "AES-256-CCM"],
 }
 
 
@@ -45,12 +46,19 @@ def settings_from(cfg: dict[str, Any]) -> Settings:
     bad = [d for d in dialects if d not in DIALECT_NAMES]
     if bad or not dialects:
         raise ValueError(f"smb: dialects must be among {', '.join(DIALECT_NAMES)}, got {cfg['dialects']!r}")
+    ciphers = cfg["ciphers"]
+    if isinstance(ciphers, str):
+        ciphers = [c.strip() for c in ciphers.split(",") if c.strip()]
+    badc = [c for c in ciphers if str(c).upper() not in CIPHER_NAMES]
+    if badc or not ciphers:
+        raise ValueError(f"smb: ciphers must be among {', '.join(CIPHER_NAMES)}, got {cfg['ciphers']!r}")
     if enc != "off" and shares and not {"3.0", "3.0.2", "3.1.1"} & set(dialects):
         raise ValueError("smb: encrypt_shares needs an SMB 3 dialect")
     return Settings(signing_required=bool(cfg["signing_required"]), encryption=enc,
                     encrypt_shares=list(shares), dialects=tuple(DIALECT_NAMES[d] for d in dialects),
                     server_name=str(cfg["server_name"]), domain=str(cfg["domain"]),
-                    login_delay=float(cfg["login_delay"]), max_login_attempts=int(cfg["max_login_attempts"]))
+                    login_delay=float(cfg["login_delay"]), max_login_attempts=int(cfg["max_login_attempts"]),
+                    ciphers=tuple(CIPHER_NAMES[str(c).upper()] for c in ciphers))
 
 
 class SMBAdapter:
@@ -58,7 +66,9 @@ class SMBAdapter:
     ``signing_required`` (true), ``encryption`` ("desired": encrypt when the client asks;
     "required": every session; "off"), ``encrypt_shares`` ([] names that always encrypt),
     ``dialects`` (all five), ``server_name``, ``domain``, ``login_delay`` (1.0 s after a
-    failed login), ``max_login_attempts`` (3 per connection, then it is closed)."""
+    failed login), ``max_login_attempts`` (3 per connection, then it is closed), ``ciphers``
+    (SMB 3.1.1 encryption: AES-128-GCM, AES-128-CCM, AES-256-GCM, AES-256-CCM; the client's
+    order among them decides, as a client asking for AES-256 first wants it)."""
 
     name = "smb"
     config_keys = DEFAULTS

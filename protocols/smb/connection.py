@@ -91,6 +91,7 @@ class Connection:
         self.credits = 1
         self.failed_logins = 0
         self.lock = threading.Lock()
+        self.known_dirs: dict[tuple[str, str], float] = {}   # (share, folded folder) -> seen until
 
     # -- framing -------------------------------------------------------------------------
     def serve(self) -> None:
@@ -269,8 +270,8 @@ class Connection:
                     salt_ok = True
                 elif ctype == 2 and self.cfg.encryption != "off":
                     ids = wire.parse_id_list(data)
-                    for c in (crypto.AES128_GCM, crypto.AES128_CCM):
-                        if c in ids:
+                    for c in ids:                       # the client's order (MS-SMB2 3.3.5.4)
+                        if c in self.cfg.ciphers:
                             self.cipher = c
                             break
                 elif ctype == 8:

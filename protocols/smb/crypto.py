@@ -21,8 +21,11 @@ SMB202, SMB210, SMB300, SMB302, SMB311 = 0x0202, 0x0210, 0x0300, 0x0302, 0x0311
 DIALECTS = (SMB311, SMB302, SMB300, SMB210, SMB202)          # server preference order
 # signing algorithms (SMB2_SIGNING_CAPABILITIES)
 HMAC_SHA256, AES_CMAC, AES_GMAC = 0, 1, 2
-# ciphers (SMB2_ENCRYPTION_CAPABILITIES); 128-bit ones only
-AES128_CCM, AES128_GCM = 1, 2
+# ciphers (SMB2_ENCRYPTION_CAPABILITIES); the 256-bit ones are 3.1.1 only
+AES128_CCM, AES128_GCM, AES256_CCM, AES256_GCM = 1, 2, 3, 4
+CIPHERS = (AES128_GCM, AES128_CCM, AES256_GCM, AES256_CCM)   # server preference order
+CCM = (AES128_CCM, AES256_CCM)
+WIDE = (AES256_CCM, AES256_GCM)
 
 SIGNED_FLAG = 0x00000008
 
@@ -39,13 +42,17 @@ class SessionKeys:
     def __init__(self, session_key: bytes, dialect: int, preauth: bytes | None,
                  signing_algo: int | None = None, cipher: int | None = None) -> None:
         sk = session_key[:16].ljust(16, b"\x00")
+        # MS-SMB2 3.3.5.5.3: AES-256 keys come from the full session key with L = 256
+        # (NTLM's session key is 16 bytes, Kerberos' may be 32); signing stays 128-bit.
+        wide = cipher in WIDE and dialect == SMB311
+        ck, bits = (session_key if wide else sk), (256 if wide else 128)
         self.dialect = dialect
         self.cipher = cipher
         if dialect >= SMB300:
             if dialect == SMB311:
                 self.signing = kdf(sk, b"SMBSigningKey\x00", preauth or b"")
-                self.encrypt_key = kdf(sk, b"SMBS2CCipherKey\x00", preauth or b"")
-                self.decrypt_key = kdf(sk, b"SMBC2SCipherKey\x00", preauth or b"")
+                self.encrypt_key = kdf(ck, b"SMBS2CCipherKey\x00", preauth or b"", bits)
+                self.decrypt_key = kdf(ck, b"SMBC2SCipherKey\x00", preauth or b"", bits)
             else:
                 self.signing = kdf(sk, b"SMB2AESCMAC\x00", b"SmbSign\x00")
                 self.encrypt_key = kdf(sk, b"SMB2AESCCM\x00", b"ServerOut\x00")
@@ -92,7 +99,7 @@ class SessionKeys:
     def _nonce(self) -> bytes:
         self._counter += 1
         n = self._nonce_prefix + struct.pack("<Q", self._counter)
-        return n[:11] if self.cipher == AES128_CCM else n
+        return n[:11] if self.cipher in CCM else n
 
     def encrypt(self, msg: bytes, session_id: int) -> bytes:
         """A transform header (0xFD 'SMB') + ciphertext for one (possibly compound) message."""
@@ -109,7 +116,7 @@ class SessionKeys:
             return None
         sig = bytes(frame[4:20])
         aad = bytes(frame[20:52])
-        nonce = aad[:11] if self.cipher == AES128_CCM else aad[:12]
+        nonce = aad[:11] if self.cipher in CCM else aad[:12]
         try:
             return self._dec.decrypt(nonce, bytes(frame[52:]) + sig, aad)
         except Exception:
@@ -117,7 +124,7 @@ class SessionKeys:
 
 
 def _aead(cipher: int, key: bytes):
-    return AESGCM(key) if cipher == AES128_GCM else AESCCM(key, tag_length=16)
+    return AESCCM(key, tag_length=16) if cipher in CCM else AESGCM(key)
 
 
 def preauth_update(h: bytes, msg: bytes | memoryview) -> bytes:

@@ -23,6 +23,7 @@ from archive.paths import fold, join, split
 from . import errors as st, info, ipc, wire
 from .errors import SMBError
 from .info import Meta
+from .upload import Upload
 
 # dispositions, create actions, options, access bits
 SUPERSEDE, OPEN, CREATE_NEW, OPEN_IF, OVERWRITE, OVERWRITE_IF = range(6)
@@ -55,15 +56,25 @@ class SharedFile:
     locks: list[tuple[int, int, int, bool]] = field(default_factory=list)   # (open id, off, len, excl)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
-    def ensure_updater(self, fs: Any) -> Any:
+    def ensure_updater(self, fs: Any) -> Upload:
+        """The Upload of a write to the file's current content (staged on its version)."""
         if self.updater is None:
-            self.updater = fs.open_update(self.path, create=True)
+            self.updater = Upload(fs, self.path, fresh=False, has_base=True)
             self.fs = fs
+        return self.updater
+
+    def start_fresh(self, fs: Any, has_base: bool) -> Upload:
+        """A create or overwrite: the content starts empty, with no core call until CLOSE."""
+        if self.updater is None:
+            self.updater = Upload(fs, self.path, fresh=True, has_base=has_base)
+            self.fs = fs
+        else:
+            self.updater.overwrite()
         return self.updater
 
     @property
     def dirty(self) -> bool:
-        return self.updater is not None and self.updater._dirty
+        return self.updater is not None and self.updater.dirty
 
 
 class SharedTable:
@@ -223,6 +234,28 @@ def _exists(fs: Any, path: str) -> Meta | None:
         return None
 
 
+KNOWN_DIR_TTL = 2.0      # seconds a folder seen by this connection counts as existing
+
+
+def _check_folder(conn: Any, tree: Any, folder: str) -> None:
+    """A new file's folder must exist (OBJECT_PATH_NOT_FOUND otherwise).  Why a short
+    per-connection memory: a copy of many files into one folder would otherwise pay one
+    catalog lookup per file for the same answer.  A folder removed by someone else within
+    the TTL only moves the error from CREATE to the CLOSE, whose commit checks again (as it
+    must anyway: the folder can vanish between CREATE and CLOSE)."""
+    if folder == "/":
+        return
+    key, now = (tree.share, fold(folder)), time.monotonic()
+    if conn.known_dirs.get(key, 0.0) > now:
+        return
+    pm = _exists(tree.fs, folder)
+    if pm is None or not pm.is_dir:
+        raise SMBError(st.OBJECT_PATH_NOT_FOUND)
+    if len(conn.known_dirs) > 256:
+        conn.known_dirs.clear()
+    conn.known_dirs[key] = now + KNOWN_DIR_TTL
+
+
 # -- CREATE -------------------------------------------------------------------------------
 def create(conn: Any, h: wire.Header, msg: memoryview) -> tuple[int, bytes]:
     tree = conn.tree_of(h)
@@ -277,6 +310,7 @@ def create(conn: Any, h: wire.Header, msg: memoryview) -> tuple[int, bytes]:
         if opts & OPT_DIRECTORY:
             meta = meta_of(fs.mkdir(path))
         else:
+            _check_folder(conn, tree, path.rsplit("/", 1)[0] or "/")
             meta = Meta(path.rsplit("/", 1)[-1], False, 0, time.time(), time.time(), 0, False)
         action = CREATED
     access = map_generic(req.desired_access, readonly)
@@ -289,10 +323,9 @@ def create(conn: Any, h: wire.Header, msg: memoryview) -> tuple[int, bytes]:
         try:
             with op.shared.lock:
                 if action == CREATED and not meta.is_dir:
-                    op.shared.ensure_updater(fs)       # a new file exists as an empty version at close
+                    op.shared.start_fresh(fs, has_base=False)   # a new file: one version at close
                 elif action in (SUPERSEDED, OVERWRITTEN):
-                    op.shared.ensure_updater(fs).truncate(0)
-                    op.shared.updater._mark(0)
+                    op.shared.start_fresh(fs, has_base=True)
         except BaseException:
             conn.server.shared.release(op.shared)
             raise
@@ -357,8 +390,9 @@ def finish_open(conn: Any, op: Open) -> Meta | None:
             if upd is not None:
                 upd.abort()
             if op.is_dir:
+                conn.known_dirs.clear()
                 fs.rmdir(sf.path)
-            elif upd is None or upd._base is not None or _exists(fs, sf.path):
+            elif upd is None or upd.has_base or _exists(fs, sf.path):
                 try:
                     fs.remove(sf.path)
                 except ae.NotFound:
@@ -684,11 +718,16 @@ def set_info(conn: Any, h: wire.Header, msg: memoryview) -> tuple[int, bytes]:
                 upd, sf.updater = sf.updater, None
                 if sf.mtime is not None:
                     upd.mtime = sf.mtime
-                upd.commit()
+                try:
+                    upd.commit()
+                except BaseException:
+                    upd.abort()
+                    raise
                 sf.generation += 1
             elif sf.updater is not None:
                 sf.updater.abort()
                 sf.updater = None
+            conn.known_dirs.clear()
             fs.rename(sf.path, new, overwrite=bool(replace))
             conn.server.shared.rekey(sf, op.tree.share, new)
         op.path = new

@@ -28,6 +28,7 @@ from .connection import Connection
 log = logging.getLogger("edge_archive.smb")
 
 DIALECT_NAMES = {"2.0.2": 0x0202, "2.1": 0x0210, "3.0": 0x0300, "3.0.2": 0x0302, "3.1.1": 0x0311}
+CIPHER_NAMES = {"AES-128-GCM": 2, "AES-128-CCM": 1, "AES-256-GCM": 4, "AES-256-CCM": 3}
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Settings:
     domain: str = "WORKGROUP"
     login_delay: float = 1.0
     max_login_attempts: int = 3
+    ciphers: tuple[int, ...] = tuple(CIPHER_NAMES.values())    # 3.1.1 ciphers the server accepts
 
 
 class _Handler(socketserver.BaseRequestHandler):

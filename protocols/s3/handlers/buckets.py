@@ -34,6 +34,8 @@ def create_bucket(call: Call) -> Response:
         parse(body, "CreateBucketConfiguration")
     if name in {s.name for s in call.repo.list_shares()}:
         if name in dict(call.repo.shares_for(call.user)):
+            if call.app.region == "us-east-1":      # S3's default region re-creates one's own bucket: 200
+                return Response(200, [("Location", f"/{name}")])
             raise S3Error("BucketAlreadyOwnedByYou", "Your previous request to create the named bucket succeeded "
                           "and you already own it.", BucketName=name)
         raise S3Error("BucketAlreadyExists", "The requested bucket name is not available.", BucketName=name)
@@ -48,6 +50,10 @@ def create_bucket(call: Call) -> Response:
     if opts.get("allow_purge"):
         call.repo.set_share(name, allow_purge=True)
     call.repo.grant(call.user_name, name, "rw")
+    call.app.forget_share(name)
+    lock = call.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true"
+    status = opts.get("versioning", "Enabled")
+    call.app.versioning.created(name, None if status == "unset" else "Enabled", lock)
     return Response(200, [("Location", f"/{name}")])
 
 
@@ -55,6 +61,8 @@ def delete_bucket(call: Call) -> Response:
     fs = call.share(write=True)
     try:
         objects.remove_share(call.repo, fs.share_name)
+        call.app.forget_share(fs.share_name)
+        call.app.versioning.dropped(fs.share_name)
         for up in call.app.staging.uploads(fs.share_name):      # unfinished uploads go with it
             call.app.staging.abort(up.upload_id)
     except errors.NotEmpty:
@@ -77,20 +85,27 @@ def get_location(call: Call) -> Response:
 
 
 def get_versioning(call: Call) -> Response:
-    call.share()
-    return Response(200, [], document("VersioningConfiguration", [el("Status", "Enabled")]))
+    """The S3 view's status (none until a bucket made unversioned is first enabled); the
+    archive keeps every version whatever it says (see :mod:`..versioning`)."""
+    fs = call.share()
+    status = call.versioning(fs.share_name).status
+    return Response(200, [], document("VersioningConfiguration", [el("Status", status)] if status else []))
 
 
 def put_versioning(call: Call) -> Response:
-    call.share(write=True)
+    """Enabled or Suspended, as S3 clients see it; Suspended only changes the S3 view (null
+    versions replace each other there) - the archive still keeps every version."""
+    fs = call.share(write=True)
     doc = parse(call.body().read_all(64 << 10), "VersioningConfiguration")
     status = doc.findtext("Status")
-    if status == "Enabled":
-        return Response(200)
-    if status == "Suspended":
-        raise S3Error("IllegalVersioningConfigurationException",
-                      "Versioning is always enabled on this archive: every write is kept as a version.")
-    raise S3Error("MalformedXML", "Status must be Enabled")
+    if status not in ("Enabled", "Suspended"):
+        raise S3Error("MalformedXML", "Status must be Enabled or Suspended")
+    if status == "Suspended" and (call.versioning(fs.share_name).lock
+                                  or objects.share_policy(call.repo, fs.share_name)["worm_days"]):
+        raise S3Error("InvalidBucketState", "An Object Lock configuration is present on this bucket, "
+                      "so the versioning state cannot be changed.")
+    call.app.versioning.set(fs.share_name, status)
+    return Response(200)
 
 
 def get_object_lock(call: Call) -> Response:

@@ -37,9 +37,11 @@ def quoted(etag: str) -> str:
     return f'"{etag}"'
 
 
-def version_id(v: ObjectVersion) -> str:
-    """The VersionId is the archive's version number (what `archivectl versions` shows)."""
-    return str(v.number)
+def version_id(v: ObjectVersion, state=None) -> str:
+    """The VersionId is the archive's version number (what `archivectl versions` shows), or
+    "null" for a version written while the bucket was unversioned or suspended (`state`: the
+    bucket's :class:`~protocols.s3.versioning.BucketState`)."""
+    return "null" if state is not None and state.is_null(v) else str(v.number)
 
 
 def parse_version_id(text: str) -> int:
@@ -73,9 +75,9 @@ def meta_json(meta: dict) -> str:
     return json.dumps(meta, sort_keys=True)
 
 
-def object_headers(v: ObjectVersion) -> list[tuple[str, str]]:
+def object_headers(v: ObjectVersion, state=None) -> list[tuple[str, str]]:
     h = [("ETag", quoted(etag_of(v))), ("Last-Modified", http_date(v.mtime)),
-         ("x-amz-version-id", version_id(v)), ("Accept-Ranges", "bytes"),
+         ("x-amz-version-id", version_id(v, state)), ("Accept-Ranges", "bytes"),
          ("Content-Type", v.meta.get("content-type") or DEFAULT_TYPE)]
     for k in STORED_HEADERS[1:]:
         if k in v.meta:

@@ -16,7 +16,8 @@ from archive import errors, objects
 from ..errors import S3Error
 from ..xml import document, el, iso, owner
 from ..app import Call, Response
-from .common import etag_of, parse_version_id, quoted, version_id
+from ..versioning import visible
+from .common import etag_of, quoted, version_id
 
 MAX_KEYS = 1000
 
@@ -158,14 +159,16 @@ def list_versions(call: Call) -> Response:
     if vid_marker and not key_marker:
         raise S3Error("InvalidArgument", "A version-id marker cannot be specified without a key marker.")
     rows: list[tuple[str, object]] = []
+    state = call.versioning(fs.share_name)
 
     def versions_after() -> Iterator[tuple[str, object]]:
-        if key_marker and vid_marker and vid_marker != "null":
-            n = parse_version_id(vid_marker)
+        if key_marker and vid_marker:
             try:
                 node = objects.node_of(fs, key_marker)
-                for v in objects.versions_of(fs, node, key_marker):
-                    if v.number < n:
+                vs = visible(objects.versions_of(fs, node, key_marker), state)
+                ids = [version_id(v, state) for v in vs]
+                if vid_marker in ids:
+                    for v in vs[ids.index(vid_marker) + 1:]:
                         yield "version", v
             except errors.ArchiveError:
                 pass
@@ -173,7 +176,7 @@ def list_versions(call: Call) -> Response:
             if kind == "prefix":
                 yield kind, item
                 continue
-            for v in objects.versions_of(fs, item.node, item.key):
+            for v in visible(objects.versions_of(fs, item.node, item.key), state):
                 yield "version", v
     truncated = False
     if max_keys:
@@ -188,14 +191,14 @@ def list_versions(call: Call) -> Response:
             continue
         v = item
         who = owner(v.origin.user if v.origin and v.origin.user else call.user_name)
-        common = [el("Key", enc(v.key)), el("VersionId", version_id(v)), el("IsLatest", v.latest),
+        common = [el("Key", enc(v.key)), el("VersionId", version_id(v, state)), el("IsLatest", v.latest),
                   el("LastModified", iso(v.created_at))]
         if v.deleted:
             body.append(el("DeleteMarker", children=common + [who]))
         else:
             body.append(el("Version", children=common + [el("ETag", quoted(etag_of(v))), el("Size", v.size),
                                                         el("StorageClass", "STANDARD"), who]))
-        last = (v.key, version_id(v))
+        last = (v.key, version_id(v, state))
     if truncated and last is not None:
         body.append(el("NextKeyMarker", enc(last[0])))
         if last[1]:

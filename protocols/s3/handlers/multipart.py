@@ -11,7 +11,7 @@ from ..errors import S3Error
 from ..xml import document, el, iso, owner, parse
 from ..app import Call, Response
 from .common import meta_from_headers, meta_json, parse_range, quoted, stream
-from .objects import _nf, check_write_conditions, copy_source
+from .objects import _nf, check_write_conditions, copy_source, version_header
 
 MIN_PART = 5 << 20
 
@@ -91,7 +91,7 @@ def complete(call: Call) -> Response:
     doc = parse(call.body().read_all(4 << 20), "CompleteMultipartUpload")
     done = call.app.staging.completed(up.upload_id)
     if done is not None:            # a retried Complete: the same answer
-        return _completed(fs, key, done["etag"], done["version"])
+        return _completed(call, fs, key, done["etag"], done["version"])
     wanted = []
     for p in doc.findall("Part"):
         try:
@@ -126,11 +126,11 @@ def complete(call: Call) -> Response:
                                         record={"etag": etag})
     call.app.ctx.event("s3", "commit", user=call.user_name, share=fs.share_name, path=key, version=ver.number,
                        size=ver.size)
-    return _completed(fs, key, etag, ver.number)
+    return _completed(call, fs, key, etag, ver.number)
 
 
-def _completed(fs, key: str, etag: str, number: int) -> Response:
-    return Response(200, [("x-amz-version-id", str(number))], document("CompleteMultipartUploadResult", [
+def _completed(call: Call, fs, key: str, etag: str, number: int) -> Response:
+    return Response(200, version_header(call, number, fs.share_name), document("CompleteMultipartUploadResult", [
         el("Location", f"/{fs.share_name}/{key}"), el("Bucket", fs.share_name), el("Key", key),
         el("ETag", quoted(etag))]))
 

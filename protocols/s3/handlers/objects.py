@@ -27,7 +27,9 @@ def _nf(code: str):
 
 
 def resolve(call: Call, fs, key: str, vid_text: str | None) -> objects.ObjectVersion:
-    """The version a request names: the current one, or `versionId`'s (delete markers included)."""
+    """The version a request names: the current one, or `versionId`'s (delete markers included;
+    "null": the key's null version, see :mod:`..versioning`)."""
+    state = call.versioning(fs.share_name)
     if vid_text is None or vid_text == "":
         try:
             return objects.current(fs, key)
@@ -37,12 +39,15 @@ def resolve(call: Call, fs, key: str, vid_text: str | None) -> objects.ObjectVer
                 node = objects.node_of(fs, key)
                 vs = objects.versions_of(fs, node, key)
                 if vs and vs[0].deleted:
-                    e.headers = [("x-amz-delete-marker", "true"), ("x-amz-version-id", version_id(vs[0]))]
+                    e.headers = [("x-amz-delete-marker", "true"), ("x-amz-version-id", version_id(vs[0], state))]
             except errors.ArchiveError:
                 pass
             raise e from None
     if vid_text == "null":
-        raise S3Error("NoSuchVersion", "The specified version does not exist.", Key=key, VersionId=vid_text)
+        v = next((v for v in _key_versions(fs, key) if state.is_null(v)), None)
+        if v is None:
+            raise S3Error("NoSuchVersion", "The specified version does not exist.", Key=key, VersionId=vid_text)
+        return v
     number = parse_version_id(vid_text)
     try:
         node = objects.node_of(fs, key)
@@ -52,6 +57,14 @@ def resolve(call: Call, fs, key: str, vid_text: str | None) -> objects.ObjectVer
                       VersionId=vid_text) from None
 
 
+def _key_versions(fs, key: str) -> list[objects.ObjectVersion]:
+    """Every archive version of the key's node, newest first ([] when there is none)."""
+    try:
+        return objects.versions_of(fs, objects.node_of(fs, key), key)
+    except (errors.NotFound, errors.NotADirectory, errors.IsADirectory, errors.InvalidPath):
+        return []
+
+
 def get_object(call: Call, head: bool = False) -> Response:
     fs = call.share()
     key = call.key_path()
@@ -59,11 +72,11 @@ def get_object(call: Call, head: bool = False) -> Response:
     if v.deleted:
         e = S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.",
                     Method=call.method, ResourceType="DeleteMarker")
-        e.headers = [("x-amz-delete-marker", "true"), ("x-amz-version-id", version_id(v)),
+        e.headers = [("x-amz-delete-marker", "true"), ("x-amz-version-id", version_id(v, call.versioning())),
                      ("Last-Modified", iso(v.created_at))]
         raise e
     check_conditions(call.headers, v)
-    headers = object_headers(v)
+    headers = object_headers(v, call.versioning())
     for q, h in (("response-content-type", "Content-Type"), ("response-content-language", "Content-Language"),
                  ("response-expires", "Expires"), ("response-cache-control", "Cache-Control"),
                  ("response-content-disposition", "Content-Disposition"),
@@ -132,8 +145,14 @@ def put_object(call: Call) -> Response:
         ver = w.commit()
     call.app.ctx.event("s3", "commit", user=call.user_name, share=fs.share_name, path=key, version=ver.number,
                        size=ver.size)
-    return Response(200, [("ETag", quoted(meta["md5"])), ("x-amz-version-id", str(ver.number))]
+    return Response(200, [("ETag", quoted(meta["md5"]))] + version_header(call, ver.number)
                     + body.checksum_headers())
+
+
+def version_header(call: Call, number: int, share: str | None = None) -> list[tuple[str, str]]:
+    """x-amz-version-id of a new version: only when the bucket's versioning is Enabled (S3 sends
+    none for an unversioned or suspended bucket; the archive keeps the version all the same)."""
+    return [("x-amz-version-id", str(number))] if call.versioning(share).status == "Enabled" else []
 
 
 def check_write_conditions(call: Call, fs, key: str) -> None:
@@ -159,18 +178,30 @@ def delete_object(call: Call) -> Response:
     fs = call.share(write=True)
     key = call.key_path()
     vid = call.query.get("versionId")
+    state = call.versioning(fs.share_name)
     if vid:
         v = resolve(call, fs, key, vid)
-        _purge(call, fs, key, v)
-        headers = [("x-amz-version-id", version_id(v))]
+        _purge_s3(call, fs, key, v, state)
+        headers = [("x-amz-version-id", version_id(v, state))]
         if v.deleted:
             headers.append(("x-amz-delete-marker", "true"))
         return Response(204, headers)
     marker = _delete_marker(fs, key)
     headers = []
-    if marker is not None:
-        headers = [("x-amz-delete-marker", "true"), ("x-amz-version-id", str(marker))]
+    if marker is not None and state.status is not None:
+        headers = [("x-amz-delete-marker", "true"),
+                   ("x-amz-version-id", str(marker) if state.status == "Enabled" else "null")]
     return Response(204, headers)
+
+
+def _purge_s3(call: Call, fs, key: str, v: objects.ObjectVersion, state) -> None:
+    """Purge the version the client named; a null version takes the null versions it replaced
+    with it (to an S3 client they are the same "null" version)."""
+    _purge(call, fs, key, v)
+    if state.is_null(v):
+        for old in _key_versions(fs, key):
+            if old.number < v.number and state.is_null(old):
+                _purge(call, fs, key, old)
 
 
 def _purge(call: Call, fs, key: str, v: objects.ObjectVersion) -> None:
@@ -205,7 +236,7 @@ def delete_objects(call: Call) -> Response:
             call.key_path(key)
             if vid:
                 v = resolve(call, fs, key, vid)
-                _purge(call, fs, key, v)
+                _purge_s3(call, fs, key, v, call.versioning(fs.share_name))
                 if not quiet:
                     parts = [el("Key", key), el("VersionId", vid)]
                     if v.deleted:
@@ -216,7 +247,9 @@ def delete_objects(call: Call) -> Response:
                 if not quiet:
                     parts = [el("Key", key)]
                     if marker is not None:
-                        parts += [el("DeleteMarker", True), el("DeleteMarkerVersionId", marker)]
+                        state = call.versioning(fs.share_name)
+                        parts += [el("DeleteMarker", True),
+                                  el("DeleteMarkerVersionId", marker if state.status == "Enabled" else "null")]
                     out.append(el("Deleted", children=parts))
         except (S3Error, errors.ArchiveError) as e:
             err = e if isinstance(e, S3Error) else from_archive(e)
@@ -282,8 +315,8 @@ def copy_object(call: Call) -> Response:
     etag = etag_of(objects.ObjectVersion(key, src.node, ver.number, src.size, ver.created_at, ver.mtime, False,
                                          src.etag, meta))
     doc = document("CopyObjectResult", [el("LastModified", iso(ver.mtime)), el("ETag", quoted(etag))])
-    return Response(200, [("x-amz-version-id", str(ver.number)),
-                          ("x-amz-copy-source-version-id", version_id(src))], doc)
+    return Response(200, version_header(call, ver.number, fs.share_name)
+                    + [("x-amz-copy-source-version-id", version_id(src, call.versioning(src_fs.share_name)))], doc)
 
 
 def get_retention(call: Call) -> Response:

@@ -1,0 +1,227 @@
+"""The lean read path: chunks decoded straight from coalesced pack reads.
+
+Why: a whole-file download or a tree restore used to pay, per 64 KiB chunk, a catalog lookup
+(or a window row), a thread-pool future, one `pread` of one record, a CRC *and* a keyed BLAKE3
+of the same bytes.  The chunks of a file are written one after the other into the same pack,
+so their records are usually adjacent: one `pread` of a few MiB fetches dozens of them, and
+each is then checked and decoded in place (memoryview slices, no copy for a stored-raw chunk).
+
+Verification stays: every chunk is authenticated before its bytes leave this module: by its
+AES-GCM tag (encrypted repositories; the record's type and id are the associated data) or by
+its keyed BLAKE3 id (plain repositories; stronger than the record's CRC, which is therefore not
+computed a second time).  A record that is not where the catalog says (gc moved it meanwhile)
+or that fails its check is retried through `ChunkStore.load`, which re-reads the location and
+raises Corrupt rather than return wrong bytes.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .codec import FLAG_AEAD
+from .errors import Corrupt
+from .packs import REC, REC_MAGIC, T_CHUNK
+
+#: the most bytes one coalesced pread fetches (and a block of read-ahead holds)
+RUN_BYTES = 4 * 1024 * 1024
+#: records this far apart in one pack are still read with one pread (the gap is read and dropped)
+RUN_GAP = 64 * 1024
+
+# A chunk row as the Reader's window and the tree restore fetch it:
+# (file offset, length, chunk id, pack id, record offset, record length, raw length)
+Row = tuple
+
+
+def runs(rows: Sequence[Row], limit: int = RUN_BYTES, gap: int = RUN_GAP) -> list[list[Row]]:
+    """Split chunk rows (in the order they are wanted) into runs that one pread each can fetch:
+    same pack, each record starting at most `gap` bytes after the previous one ends, at most
+    `limit` bytes from the first record's start to the last one's end."""
+    out: list[list[Row]] = []
+    cur: list[Row] = []
+    start = end = 0
+    for r in rows:
+        if r[3] is None:                      # no location known: a run of its own (load looks it up)
+            if cur:
+                out.append(cur)
+            out.append([r])
+            cur = []
+            continue
+        if cur and r[3] == cur[0][3] and end <= r[4] <= end + gap and r[4] + r[5] - start <= limit:
+            cur.append(r)
+            end = r[4] + r[5]
+            continue
+        if cur:
+            out.append(cur)
+        cur, start, end = [r], r[4], r[4] + r[5]
+    if cur:
+        out.append(cur)
+    return out
+
+
+def decode_record(codec, encrypted: bool, rec: memoryview, cid: bytes, raw_len: int):
+    """The verified plaintext of one chunk record held in `rec` (header + payload); a
+    memoryview into `rec` for a chunk stored raw in a plain repository (no copy)."""
+    if len(rec) < REC.size:
+        raise Corrupt(f"chunk {cid.hex()}: truncated record")
+    magic, rtype, flags, rid, rlen, plen, _crc = REC.unpack_from(rec)
+    if magic != REC_MAGIC or rtype != T_CHUNK or rid != cid or rlen != raw_len or plen != len(rec) - REC.size:
+        raise Corrupt(f"chunk {cid.hex()}: the pack holds another record there")
+    payload = rec[REC.size:]
+    if encrypted:
+        if not flags & FLAG_AEAD:             # never accept an unauthenticated record here
+            raise Corrupt(f"chunk {cid.hex()}: record is not encrypted in an encrypted repository")
+        return codec.decode(T_CHUNK, cid, flags, payload, raw_len)
+    data = codec.decode(T_CHUNK, cid, flags, payload, raw_len)
+    if codec.chunk_id(data) != cid:
+        raise Corrupt(f"chunk {cid.hex()} fails its checksum (its bytes do not match its id)")
+    return data
+
+
+def load_run(store, run: Sequence[Row]) -> list:
+    """The verified plaintexts of a run's chunks (bytes or memoryviews), in order."""
+    first = run[0]
+    if first[3] is None or len(run) == 1 and first[5] is None:
+        return [store.load(first[2], None)]
+    codec = store.codec
+    encrypted = codec.key.encrypted
+    base = first[4]
+    try:
+        buf = memoryview(store.packdir.store.read_range(first[3], base, run[-1][4] + run[-1][5] - base))
+    except Corrupt:                           # the pack is gone (gc): each chunk looks itself up
+        buf = memoryview(b"")
+    out = []
+    for r in run:
+        a = r[4] - base
+        try:
+            out.append(decode_record(codec, encrypted, buf[a:a + r[5]], r[2], r[6]))
+        except Corrupt:
+            # Moved by gc since the row was read, or really damaged: load() re-reads the
+            # location and either finds the chunk's new place or raises.
+            out.append(store.load(r[2], (r[3], r[4], r[5], r[6])))
+    return out
+
+
+# -- restoring a tree ----------------------------------------------------------------------------
+
+#: files of at most this size are restored in batches; larger ones stream through a Reader
+BATCH_FILE_MAX = 8 * 1024 * 1024
+#: a batch ends at this many files or this many bytes (what it holds in memory at most)
+BATCH_FILES = 512
+BATCH_BYTES = 32 * 1024 * 1024
+#: coalesced reads decoded ahead of the file being written
+RUNS_AHEAD = 4
+
+
+def _batch_sql(n: int):
+    from sqlalchemy import text
+    pairs = ", ".join(f"(:n{i}, :v{i})" for i in range(n))
+    # Joined from the list (not `(node_id, number) IN (VALUES ...)`, which SQLite answers with
+    # a scan of every version): one index lookup per file.
+    return text(f"""
+        WITH w(n, num) AS (VALUES {pairs})
+        SELECT v.node_id, v.number, v.deleted, vc.offset, vc.length, vc.chunk_id,
+               c.pack_id, c.offset, c.length, c.raw_len
+        FROM w JOIN versions v ON v.node_id = w.n AND v.number = w.num
+        LEFT JOIN version_chunks vc ON vc.version_id = v.id
+        LEFT JOIN chunks c ON c.id = vc.chunk_id
+        ORDER BY v.node_id, vc.offset""")
+
+
+def _write(target, pieces, mtime: float) -> None:
+    """Write a file under a temporary name, set its mtime and rename it into place: a failed
+    restore never leaves a truncated file under the real name."""
+    import os
+    tmp = target.with_name(f".{target.name}.partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        try:
+            for p in pieces:
+                view = memoryview(p)
+                while view:
+                    view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.utime(tmp, (mtime, mtime))
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _restore_batch(fs, batch: list) -> None:
+    """Restore small files (entry, target) together: one catalog query for all their chunk
+    lists, the files ordered by where their first chunk lies, adjacent records (of one file or
+    of consecutive ones) read with one pread, decoding a few reads ahead in the thread pool."""
+    from .errors import NotFound
+    store = fs.repo.store
+    params = {}
+    for i, (e, _) in enumerate(batch):
+        params[f"n{i}"], params[f"v{i}"] = e.node_id, e.version
+    with fs.repo.catalog.engine.connect() as c:
+        rows = c.execute(_batch_sql(len(batch)), params).all()
+        c.rollback()
+    chunks: dict[tuple[int, int], list] = {}
+    deleted = set()
+    for node, number, dele, off, ln, cid, pack, poff, plen, raw in rows:
+        lst = chunks.setdefault((node, number), [])
+        if dele:
+            deleted.add((node, number))
+        if cid is not None:
+            lst.append((off, ln, cid, pack, poff, plen, raw))
+    for e, _ in batch:
+        if (e.node_id, e.version) not in chunks or (e.node_id, e.version) in deleted:
+            raise NotFound(f"{fs._show(e.path)} version {e.version} is gone")
+    def where(item) -> tuple:
+        lst = chunks[(item[0].node_id, item[0].version)]
+        return (lst[0][3] or "", lst[0][4] or 0) if lst else ("", 0)
+    order = sorted(batch, key=where)
+    flat = [r for e, _ in order for r in chunks[(e.node_id, e.version)]]
+    plan = runs(flat)
+    pending: list = []           # futures of the runs, in order
+    nxt = 0
+    got: list = []               # decoded chunks not yet written, in order
+
+    def more() -> None:
+        nonlocal nxt
+        while nxt < len(plan) and len(pending) < RUNS_AHEAD:
+            pending.append(store.pool.submit(load_run, store, plan[nxt]))
+            nxt += 1
+        got.extend(pending.pop(0).result())
+    for e, target in order:
+        n = len(chunks[(e.node_id, e.version)])
+        while len(got) < n:
+            more()
+        pieces, got[:n] = got[:n], []
+        if sum(len(p) for p in pieces) != e.size:
+            raise NotFound(f"{fs._show(e.path)} version {e.version}: its chunks do not add up to its size")
+        _write(target, pieces, e.mtime)
+
+
+def restore_tree(fs, rel: str, dest, at: float | None, large) -> int:
+    """Write the tree under `rel` (as it was `at`) into the local folder `dest`; returns the
+    number of files.  Small files go in batches (`_restore_batch`); each file above
+    BATCH_FILE_MAX is handed to `large(entry, target)`, which streams it through a Reader."""
+    from .paths import join, split
+    dest.mkdir(parents=True, exist_ok=True)
+    count = 0
+    batch: list = []
+    size = 0
+    stack = [(rel, dest)]
+    while stack:
+        r, d = stack.pop()
+        for e in fs.listdir(r, at=at):
+            if e.is_dir:
+                (d / e.name).mkdir(exist_ok=True)
+                stack.append((join(split(r) + (e.name,)), d / e.name))
+                continue
+            count += 1
+            if e.size > BATCH_FILE_MAX or e.version is None:
+                large(e, d / e.name)
+                continue
+            batch.append((e, d / e.name))
+            size += e.size
+            if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+                _restore_batch(fs, batch)
+                batch, size = [], 0
+    if batch:
+        _restore_batch(fs, batch)
+    return count

@@ -18,6 +18,7 @@ from pathlib import Path
 class BlockCache:
     def __init__(self, root: Path, limit: int):
         self.root = root
+        self._root = str(root)
         self.limit = limit
         self._lock = threading.Lock()
         self._index: OrderedDict[str, int] = OrderedDict()
@@ -42,6 +43,10 @@ class BlockCache:
     def _path(self, name: str) -> Path:
         return self.root / name[:2] / name
 
+    def _file(self, name: str) -> str:
+        """`_path` as a string, built without pathlib: reads are per chunk, this is hot."""
+        return f"{self._root}/{name[:2]}/{name}"
+
     def read(self, name: str, offset: int, length: int) -> bytes | None:
         """`length` bytes at `offset` of a cached entry (fewer at its end), or None on a miss."""
         with self._lock:
@@ -50,7 +55,7 @@ class BlockCache:
                 return None
             self._index.move_to_end(name)
         try:
-            fd = os.open(self._path(name), os.O_RDONLY)
+            fd = os.open(self._file(name), os.O_RDONLY)
         except FileNotFoundError:
             with self._lock:
                 self._drop(name)
@@ -63,6 +68,10 @@ class BlockCache:
         with self._lock:
             self.hits += 1
         return data
+
+    def has(self, name: str) -> bool:
+        """Whether an entry is cached (no hit or miss counted, no LRU move)."""
+        return name in self._index
 
     def put(self, name: str, data: bytes) -> None:
         if len(data) > self.limit:

@@ -35,6 +35,7 @@ class GCReport:
     bytes_before: int = 0
     bytes_after: int = 0
     skipped_young: int = 0
+    uploads_aborted: int = 0
     details: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -112,5 +113,9 @@ def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=
             else:
                 rep.details.append(f"{pack}: {left} chunks appeared meanwhile; kept")
     writer.close()
+    if not dry_run:         # multipart uploads of a node killed mid-pack, idle for the grace period
+        rep.uploads_aborted = packdir.store.reclaim_uploads(grace)
+        if rep.uploads_aborted:
+            rep.details.append(f"{rep.uploads_aborted} unfinished pack uploads aborted")
     rep.bytes_after = sum(packdir.size(p) for p in packdir.list())
     return rep

@@ -134,3 +134,52 @@ class LockStore:
             rows = s.scalars(select(Lock).where(
                 and_(cond, Lock.expires_at >= time.time())).order_by(Lock.root)).all()
             return [_record(r) for r in rows]
+
+
+# -- leases ---------------------------------------------------------------------------
+# A lease is a row of the same table whose token is ``lease:<name>``: a job that only one
+# node of a cluster may run at a time (the scheduled gc) takes it inside the catalog's write
+# transaction, so check-and-take is atomic across every process and node on the catalog.
+# Its root ``lease:<name>`` never starts with "/", so no protocol's lock query sees it.
+
+LEASE_PREFIX = "lease:"
+
+
+def acquire_lease(repo, name: str, holder: str, ttl: float, now: float | None = None) -> bool:
+    """Take lease `name` for `ttl` seconds unless another holder's lease is still live.
+
+    A live lease is taken even for its own holder (after a run, the holder keeps it until the
+    next due time; renewals go through `hold_lease_until`).  An expired lease (its holder
+    crashed, or the next due time came) is free."""
+    token = LEASE_PREFIX + name
+    now = time.time() if now is None else now
+    with LockStore(repo)._write() as s:
+        row = s.get(Lock, token)
+        if row is not None and row.expires_at > now:
+            return False
+        if row is None:
+            s.add(Lock(token=token, share="", path=name, root=token, scope="exclusive", depth="0",
+                       owner="", principal=holder, timeout=float(ttl), expires_at=now + ttl, created_at=now))
+        else:
+            row.principal, row.timeout, row.expires_at, row.created_at = holder, float(ttl), now + ttl, now
+    return True
+
+
+def hold_lease_until(repo, name: str, holder: str, until: float) -> bool:
+    """Keep (renew) or hand back the lease: it stays taken until `until` (epoch seconds).
+
+    After a run the holder sets `until` to the next due time, so no node (itself included)
+    runs the job before then.  False when the lease is no longer this holder's."""
+    with LockStore(repo)._write() as s:
+        row = s.get(Lock, LEASE_PREFIX + name)
+        if row is None or row.principal != holder:
+            return False
+        row.expires_at = until
+    return True
+
+
+def lease(repo, name: str) -> LockRecord | None:
+    """The lease row (live or not), for status and tests."""
+    with repo.catalog.session() as s:
+        row = s.get(Lock, LEASE_PREFIX + name)
+        return _record(row) if row is not None else None

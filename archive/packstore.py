@@ -83,6 +83,10 @@ class PackStore(abc.ABC):
     @abc.abstractmethod
     def put_meta(self, name: str, data: bytes) -> None: ...
 
+    def reclaim_uploads(self, grace: float) -> int:
+        """Drop unfinished uploads idle for `grace` seconds (gc); stores without them: 0."""
+        return 0
+
     def is_empty(self) -> bool:
         return self.get_meta("config.json") is None and not self.list()
 
@@ -198,6 +202,10 @@ class LocalPackStore(PackStore):
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpace(f"cannot write {name}: the disk is full") from None
             raise
+
+    def reclaim_uploads(self, grace: float) -> int:
+        """Drop unfinished uploads idle for `grace` seconds (gc); stores without them: 0."""
+        return 0
 
     def is_empty(self) -> bool:
         return not (self.local_dir.exists() and any(self.local_dir.iterdir()))

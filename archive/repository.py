@@ -26,7 +26,7 @@ from . import access, chain, events, faults
 from . import rawsql as raw
 from .auditlog import AuditQueue
 from .catalog import models as m
-from .catalog.db import Catalog, migrate, sqlite_url
+from .catalog.db import Catalog, migrate, missing_catalog, sqlite_url
 from .chunker import DEFAULT_AVG
 from .clock import now_us, seconds, to_us
 from .codec import Codec
@@ -106,6 +106,13 @@ class Repository:
         keys = store.get_meta("keys.json")
         if keys is None:
             raise NotFound(f"{path}: the repository keys (keys.json) are missing")
+        if isinstance(store, LocalPackStore) and not (catalog_url or config.get("catalog")):
+            lost = missing_catalog(store.local_dir)
+            if lost is not None:
+                # Opening would create an empty catalog in its place, and every share, file and
+                # user would silently look deleted (to `serve` as much as to the CLI).
+                raise NotFound(f"the catalog of the repository at {store.local_dir} is missing ({lost} does not "
+                               "exist): rebuild it from the packs with `archivectl recover`")
         key = parse_keyfile(keys, password)
         return cls(store, key, config, catalog_url)
 

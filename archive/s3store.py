@@ -1,14 +1,22 @@
 """Packs as objects in S3-compatible storage (Ceph RGW, MinIO, Garage, rclone, AWS) via boto3.
 
-    s3://BUCKET/PREFIX?endpoint=https://rgw.site-a:7480&region=us-east-1&retries=5
+    s3://BUCKET/PREFIX?endpoint=https://rgw.site-a:7480&region=us-east-1&retries=5&part=8M
 
 Credentials come from the usual AWS_* variables (or [repository] access_key_id /
 secret_access_key).  Layout under PREFIX: `config.json`, `keys.json`, `packs/xx/<id>.pack`.
 
-A pack is staged in the node's cache folder while it fills and is PUT once, whole, when the
-writer seals it (at 64 MiB, in the background) or syncs it (a group commit): objects are never
-appended to, so a commit's chunks and events are in the bucket before the catalog commit that
-references them.  Reads are ranged GETs of aligned blocks kept in the local LRU cache.
+A pack is staged in the node's cache folder while it fills.  A small one (a group commit of
+small files) is PUT once, whole, when the writer syncs it.  A large one goes up as a multipart
+upload *while it fills*: every PART bytes staged become one part, uploaded by a small pool
+(bounded memory: one part per worker), so when the writer seals the pack only its last part and
+the completion are left, and the upload overlaps the chunking instead of following it.  The
+object exists only once the upload completes, so a commit's chunks and events are in the
+bucket before the catalog commit that references them; a node killed mid-upload leaves an
+incomplete multipart upload, invisible to readers, which gc aborts after the grace period.
+
+Reads are ranged GETs of aligned blocks kept in the local LRU cache.  A block being fetched
+is fetched once (concurrent readers wait for it), and a pack read in order is read ahead by
+several GETs at once in the background, bounded by a fraction of the cache.
 Transient failures (endpoint down, throttling, 5xx) are retried by botocore with exponential
 backoff; then they surface as `errors.Unavailable`, never as a half-done commit.
 """
@@ -20,6 +28,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor, wait
 from typing import BinaryIO, Callable, TypeVar
 from urllib.parse import parse_qs, urlparse
 
@@ -32,13 +41,40 @@ from .errors import Corrupt, Unavailable
 from .packstore import PackSink, PackStore
 
 BLOCK = 1 << 20          # ranged-GET unit: 16 average chunks; a random 64 KiB read costs one
-READAHEAD = 8            # blocks fetched at once when a pack is being read in order
+READAHEAD = 16           # blocks kept fetched ahead of a reader going through a pack in order
+RUN = 4                  # blocks per read-ahead GET (4 MiB)
+READERS = 4              # read-ahead GETs at once
+PART = 8 << 20           # multipart part size (S3's minimum is 5 MiB)
+UPLOADERS = 3            # parts (and sealed packs) uploaded at once: memory <= UPLOADERS x PART
 T = TypeVar("T")
-_MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+_MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchUpload"}
+
+
+def _resolve(fut: Future, result, error: BaseException | None = None) -> None:
+    """Resolve a GET's future once (close() may have failed it already)."""
+    try:
+        fut.set_exception(error) if error is not None else fut.set_result(result)
+    except InvalidStateError:
+        pass
+
+
+def _trim(hints: dict, keep: int = 4096) -> None:
+    """Per-pack read hints stay bounded however many packs a node reads (oldest first out)."""
+    try:
+        while len(hints) > keep:
+            del hints[next(iter(hints))]
+    except (KeyError, RuntimeError, StopIteration):      # another reader trimmed meanwhile
+        pass
+
+
+def _ts(t) -> float:
+    """A listing's timestamp in seconds (a missing one counts as now: the upload is left alone)."""
+    return t.timestamp() if isinstance(t, datetime) else time.time()
 
 
 class _S3Sink:
-    """One pack being filled in a staging file; PUT once when sealed or synced."""
+    """One pack being filled in a staging file; a single PUT, or a multipart upload that
+    starts while the pack fills (see the module docstring)."""
 
     appendable = False
 
@@ -48,9 +84,48 @@ class _S3Sink:
         self._f = open(self.path, "wb")
         self._lock = threading.Lock()
         self._uploaded = False
+        self._written = 0
+        self._queued = 0                     # bytes handed to part uploads so far
+        self._upload_id: str | None = None
+        self._parts: list[tuple[int, int, int, Future]] = []     # (number, start, end, etag future)
 
     def write(self, data: bytes) -> None:
         self._f.write(data)
+        self._written += len(data)
+        if self.store.part and self._written - self._queued >= self.store.part:
+            self._queue_parts()
+
+    def _queue_parts(self) -> None:
+        """Hand every full PART staged so far to the upload pool (the writer thread goes on).
+        Memory stays bounded: a queued part is only a byte range of the staging file, read
+        by the worker that uploads it (at most UPLOADERS parts in memory at once)."""
+        if self._failed:
+            return
+        self._f.flush()
+        if self._upload_id is None:
+            try:
+                self._upload_id = self.store.call(lambda: self.store.client.create_multipart_upload(
+                    Bucket=self.store.bucket, Key=self.store.pack_key(self.pack_id))["UploadId"],
+                    f"upload of pack {self.pack_id}")
+            except Exception:
+                self._failed = True              # reported at sync; stop trying
+                return
+            self.store.active_uploads.add(self._upload_id)
+        while self._written - self._queued >= self.store.part:
+            lo, hi = self._queued, self._queued + self.store.part
+            n = len(self._parts) + 1
+            self._parts.append((n, lo, hi, self.store.uploads.submit(self._put_part, n, lo, hi, self._upload_id)))
+            self._queued = hi
+
+    _failed = False
+
+    def _put_part(self, n: int, lo: int, hi: int, upload_id: str) -> str:
+        with open(self.path, "rb") as f:
+            body = os.pread(f.fileno(), hi - lo, lo)
+        r = self.store.call(lambda: self.store.client.upload_part(
+            Bucket=self.store.bucket, Key=self.store.pack_key(self.pack_id), UploadId=upload_id,
+            PartNumber=n, Body=body), f"upload of pack {self.pack_id}")
+        return r["ETag"]
 
     def seal(self) -> None:
         self._f.flush()
@@ -66,15 +141,62 @@ class _S3Sink:
         with self._lock:
             if self._uploaded:
                 return
-            if self._f.closed:
+            if self._f.closed or self._failed:
+                self._abort()
                 raise Unavailable(f"pack {self.pack_id} could not be stored earlier; nothing was committed")
             self._f.flush()
-            with open(self.path, "rb") as body:
-                self.store.call(lambda: self.store.client.put_object(
-                    Bucket=self.store.bucket, Key=self.store.pack_key(self.pack_id), Body=body),
-                    f"upload of pack {self.pack_id}")
+            if self._upload_id is None:
+                with open(self.path, "rb") as body:
+                    self.store.call(lambda: self.store.client.put_object(
+                        Bucket=self.store.bucket, Key=self.store.pack_key(self.pack_id), Body=body),
+                        f"upload of pack {self.pack_id}")
+            else:
+                self._complete()
             self._uploaded = True
             self.store.known[self.pack_id] = (self.path.stat().st_size, time.time())
+
+    def _complete(self) -> None:
+        if self._written > self._queued:          # the last, short part: here, not in the pool
+            n = len(self._parts) + 1
+            done: Future = Future()
+            self._parts.append((n, self._queued, self._written, done))
+            self._queued = self._written
+        etags = []
+        try:
+            for n, lo, hi, fut in self._parts:
+                # a part still queued behind other work runs here: never wait on the pool from it
+                if fut.cancel():
+                    etags.append(self._put_part(n, lo, hi, self._upload_id))
+                else:
+                    etags.append(fut.result())
+            self.store.call(lambda: self.store.client.complete_multipart_upload(
+                Bucket=self.store.bucket, Key=self.store.pack_key(self.pack_id), UploadId=self._upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": p[0], "ETag": e} for p, e in zip(self._parts, etags)]}),
+                f"upload of pack {self.pack_id}")
+        except FileNotFoundError:                 # NoSuchUpload: aborted (by a gc) meanwhile
+            self._abort()
+            raise Unavailable(f"upload of pack {self.pack_id} was lost; nothing was committed") from None
+        except BaseException:
+            self._abort()
+            raise
+        self.store.active_uploads.discard(self._upload_id)
+
+    def _abort(self) -> None:
+        """Best effort: drop the parts (gc aborts what a crash or a dead store leaves behind)."""
+        if self._upload_id is None:
+            return
+        for *_, fut in self._parts:
+            fut.cancel()
+        # a part still being sent could land after the abort and keep its bytes: let it end first
+        wait([fut for *_, fut in self._parts if not fut.done()], timeout=120)
+        upload_id, self._upload_id = self._upload_id, None
+        self.store.active_uploads.discard(upload_id)
+        self._failed = True
+        try:
+            self.store.client.abort_multipart_upload(Bucket=self.store.bucket,
+                                                     Key=self.store.pack_key(self.pack_id), UploadId=upload_id)
+        except Exception:
+            pass
 
     def close(self) -> None:
         with self._lock:
@@ -83,13 +205,15 @@ class _S3Sink:
             if self._uploaded and self.path.exists():
                 self.store.cache.adopt(self.pack_id, self.path)      # write-through: fresh data is hot
             else:
+                self._abort()
                 self.path.unlink(missing_ok=True)
 
 
 class S3PackStore(PackStore):
+    part = PART             # multipart part size; 0: a pack is one PUT at seal
+
     def __init__(self, bucket: str, prefix: str, endpoint: str | None, region: str | None, cache_dir: Path,
                  cache_size: int, credentials: dict, retries: int = 5):
-        from concurrent.futures import ThreadPoolExecutor
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint = endpoint
@@ -102,8 +226,13 @@ class S3PackStore(PackStore):
             stale.unlink(missing_ok=True)
         self.cache = BlockCache(cache_dir / "blocks", cache_size)
         self.known: dict[str, tuple[int, float]] = {}
-        self._last_block: dict[str, int] = {}          # per pack: last block fetched (sequential reads)
-        self.uploads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3-upload")
+        self._last_block: dict[str, int] = {}          # per pack: last block read (sequential reads)
+        self._inflight: dict[str, tuple[Future, int]] = {}     # block name -> (its GET, first block of the GET)
+        self._fetching = threading.Lock()
+        self._ends: dict[str, int] = {}                # pack sizes learnt from short GETs
+        self.active_uploads: set[str] = set()           # this node's multipart uploads in progress
+        self.uploads = ThreadPoolExecutor(max_workers=UPLOADERS, thread_name_prefix="s3-upload")
+        self.readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="s3-read")
         self.requests = 0
         cfg = Config(retries={"max_attempts": max(1, retries), "mode": "standard"}, connect_timeout=5,
                      read_timeout=60, max_pool_connections=32, s3={"addressing_style": "path"},
@@ -120,8 +249,14 @@ class S3PackStore(PackStore):
             raise ValueError(f"{url!r}: no bucket (s3://BUCKET/PREFIX?endpoint=URL)")
         q = {k: v[-1] for k, v in parse_qs(u.query).items()}
         retries = int(q.get("retries") or os.environ.get("EDGE_ARCHIVE_S3_RETRIES") or 5)
+        from .packstore import parse_size
+        part = parse_size(q.get("part"), PART)       # ?part=0: one PUT per pack, no multipart
+        if part and part < 5 << 20:
+            raise ValueError(f"{url!r}: part must be 0 or at least 5M (S3's smallest part)")
         endpoint = q.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        return cls(u.netloc, u.path, endpoint, q.get("region"), cache_dir, cache_size, credentials, retries)
+        store = cls(u.netloc, u.path, endpoint, q.get("region"), cache_dir, cache_size, credentials, retries)
+        store.part = part
+        return store
 
     # -- plumbing ----------------------------------------------------------------------------
     def call(self, fn: Callable[[], T], what: str) -> T:
@@ -133,6 +268,8 @@ class S3PackStore(PackStore):
             code = str(e.response.get("Error", {}).get("Code", ""))
             if code in _MISSING:
                 raise FileNotFoundError(what) from None
+            if code == "InvalidRange":
+                raise EOFError(what) from None
             raise Unavailable(f"object store error during {what}: {code or e}") from None
         except BotoCoreError as e:
             raise Unavailable(f"object store unreachable during {what}: {e}") from None
@@ -158,41 +295,106 @@ class S3PackStore(PackStore):
             return r["Body"].read()
         except FileNotFoundError:
             raise Corrupt(f"pack {pack_id} is missing") from None
-        except ClientError as e:        # 416: the range starts past the end
-            if e.response.get("Error", {}).get("Code") == "InvalidRange":
-                return b""
-            raise
+        except EOFError:                # 416: the range starts past the end (read-ahead)
+            return b""
 
     def read_range(self, pack_id: str, offset: int, length: int) -> bytes:
-        whole = self.cache.read(pack_id, offset, length)
-        if whole is not None and len(whole) == length:
-            return whole
-        out = bytearray()
+        if self.cache.has(pack_id):                     # a pack this node uploaded (write-through)
+            whole = self.cache.read(pack_id, offset, length)
+            if whole is not None and len(whole) == length:
+                return whole
         end = offset + length
-        i, last = offset // BLOCK, (end - 1) // BLOCK
-        while i <= last:
-            lo, hi = max(offset, i * BLOCK) - i * BLOCK, min(end, (i + 1) * BLOCK) - i * BLOCK
-            got = self.cache.read(f"{pack_id}.{i}", lo, hi - lo)
-            if got is not None:
-                out += got
-                i += 1
-                continue
-            j = i                               # fetch the run of missing blocks in one GET
-            while j < last and self.cache.read(f"{pack_id}.{j + 1}", 0, 0) is None:
-                j += 1
-            if self._last_block.get(pack_id) == i - 1:      # reading on through a pack: read ahead
-                j = max(j, i + READAHEAD - 1)
-            self._last_block[pack_id] = j
+        first, last = offset // BLOCK, (end - 1) // BLOCK
+        prev = self._last_block.pop(pack_id, None)
+        self._last_block[pack_id] = last                # most recent last: the oldest are dropped
+        _trim(self._last_block)
+        if (prev is None and first == 0) or (prev is not None and first - 2 <= prev < last):
+            self._read_ahead(pack_id, last + 1)         # reading on through the pack, into a new block
+        parts = []
+        for i in range(first, last + 1):
+            lo, hi = max(offset - i * BLOCK, 0), min(end - i * BLOCK, BLOCK)
+            got = self.cache.read(f"{pack_id}.{i}", lo, hi - lo)       # just the bytes asked for
+            if got is None:
+                got = self._block(pack_id, i, last)[lo:hi]
+            parts.append(got)
+            if len(got) < hi - lo:                      # the pack ended
+                break
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _block(self, pack_id: str, i: int, last: int) -> bytes:
+        """Block i of a pack: from the cache, from a GET already on its way, or fetched now
+        (with the missing blocks up to `last`, in one GET)."""
+        name = f"{pack_id}.{i}"
+        with self._fetching:
+            pending = self._inflight.get(name)
+            if pending is None and self.cache.has(name):    # fetched meanwhile
+                got = self.cache.read(name, 0, BLOCK)
+                if got is not None:
+                    return got
+            if pending is None:
+                j = i
+                while j < last and f"{pack_id}.{j + 1}" not in self._inflight and not self.cache.has(f"{pack_id}.{j + 1}"):
+                    j += 1
+                fut: Future = Future()
+                fut.set_running_or_notify_cancel()
+                for k in range(i, j + 1):
+                    self._inflight[f"{pack_id}.{k}"] = (fut, i)
+                pending = (fut, i)
+                mine = j
+            else:
+                mine = None
+        if mine is not None:
+            self._fetch(pack_id, i, mine, pending[0])
+        data = pending[0].result()
+        k = i - pending[1]
+        return data[k * BLOCK:(k + 1) * BLOCK]
+
+    def _fetch(self, pack_id: str, i: int, j: int, fut: Future) -> None:
+        """One GET of blocks i..j into the cache; its waiters get the bytes (or the error)."""
+        try:
             data = self._get(pack_id, i * BLOCK, (j + 1) * BLOCK)
+            if len(data) < (j + 1 - i) * BLOCK:         # the pack ends here: read ahead no further
+                self._ends[pack_id] = min(self._ends.get(pack_id, 1 << 62), i * BLOCK + len(data))
+                _trim(self._ends)
             for k in range(i, j + 1):
                 block = data[(k - i) * BLOCK:(k - i + 1) * BLOCK]
-                if block and self.cache.read(f"{pack_id}.{k}", 0, 0) is None:
+                if block:
                     self.cache.put(f"{pack_id}.{k}", block)
-            out += data[offset - i * BLOCK if offset > i * BLOCK else 0:end - i * BLOCK]
-            if len(data) < (j + 1 - i) * BLOCK:     # the pack ended
-                break
-            i = j + 1
-        return bytes(out)
+            _resolve(fut, data)
+        except BaseException as e:
+            _resolve(fut, None, e)
+        finally:
+            with self._fetching:
+                for k in range(i, j + 1):
+                    if self._inflight.get(f"{pack_id}.{k}", (None,))[0] is fut:
+                        del self._inflight[f"{pack_id}.{k}"]
+
+    def _read_ahead(self, pack_id: str, start: int) -> None:
+        """Keep up to READAHEAD blocks (at most a quarter of the cache) fetched or on their way
+        after `start`, RUN blocks per background GET; stop at the pack's end when it is known."""
+        ahead = min(READAHEAD, self.cache.limit // BLOCK // 4)
+        size = self.known.get(pack_id, (None,))[0] or self._ends.get(pack_id)
+        stop = start + ahead
+        if size is not None:
+            stop = min(stop, (size + BLOCK - 1) // BLOCK)
+        runs = []
+        with self._fetching:
+            # whole RUN-aligned groups, so topping up as the reader moves one block on is one
+            # 4 MiB GET every 4 blocks, not one 1 MiB GET per block
+            for g in range(start // RUN, (stop + RUN - 1) // RUN):
+                hi = (g + 1) * RUN if size is None else min((g + 1) * RUN, stop)
+                missing = [k for k in range(max(start, g * RUN), hi)
+                           if f"{pack_id}.{k}" not in self._inflight and not self.cache.has(f"{pack_id}.{k}")]
+                if not missing or (size is None and g * RUN >= stop):
+                    continue
+                i, j = missing[0], missing[-1]
+                fut: Future = Future()
+                fut.set_running_or_notify_cancel()
+                for k in range(i, j + 1):
+                    self._inflight.setdefault(f"{pack_id}.{k}", (fut, i))
+                runs.append((i, j, fut))
+        for i, j, fut in runs:
+            self.readers.submit(self._fetch, pack_id, i, j, fut)   # errors: for its waiters, if any
 
     def open_stream(self, pack_id: str) -> BinaryIO:
         f = tempfile.TemporaryFile(dir=self.staging, prefix="scan-")
@@ -255,6 +457,35 @@ class S3PackStore(PackStore):
         self.call(lambda: self.client.delete_object(Bucket=self.bucket, Key=self.pack_key(pack_id)),
                   f"deletion of pack {pack_id}")
 
+    def reclaim_uploads(self, grace: float) -> int:
+        """Abort the multipart uploads of packs that saw no new part for `grace` seconds (a node
+        killed mid-upload leaves them: invisible to readers, but the store keeps their parts).
+        This node's uploads in progress are left alone.  Returns how many were aborted."""
+        limit = time.time() - grace
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
+                                                                             Prefix=self.prefix + "packs/")
+        try:
+            uploads = self.call(lambda: [u for p in pages for u in p.get("Uploads", [])], "listing of uploads")
+        except FileNotFoundError:
+            return 0
+        aborted = 0
+        for u in uploads:
+            key, uid = u["Key"], u["UploadId"]
+            if uid in self.active_uploads or (grace > 0 and _ts(u.get("Initiated")) > limit):
+                continue
+            try:
+                if grace > 0:                       # a slow upload is alive while parts still come
+                    parts = self.call(lambda: self.client.list_parts(Bucket=self.bucket, Key=key, UploadId=uid),
+                                      f"listing of the parts of {key}").get("Parts", [])
+                    if any(_ts(p.get("LastModified")) > limit for p in parts):
+                        continue
+                self.call(lambda: self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=uid),
+                          f"abort of the upload of {key}")
+                aborted += 1
+            except FileNotFoundError:               # finished or aborted meanwhile
+                continue
+        return aborted
+
     # -- identity ----------------------------------------------------------------------------
     def get_meta(self, name: str) -> bytes | None:
         try:
@@ -268,4 +499,10 @@ class S3PackStore(PackStore):
                   f"write of {name}")
 
     def close(self) -> None:
+        self.readers.shutdown(wait=True, cancel_futures=True)
+        with self._fetching:                # read-ahead runs cancelled before they started
+            for fut, _ in list(self._inflight.values()):
+                if not fut.done():
+                    fut.set_exception(Unavailable("the pack store was closed"))
+            self._inflight.clear()
         self.uploads.shutdown(wait=True)

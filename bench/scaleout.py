@@ -35,7 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from archive import Repository  # noqa: E402
 from bench import corpora as C  # noqa: E402
 from pg_helpers import PgCluster  # noqa: E402
-from s3_helpers import RcloneS3  # noqa: E402
+from s3store_helpers import RcloneS3  # noqa: E402
 
 MiB = 1 << 20
 WORK = ROOT / "bench" / "work"

@@ -362,7 +362,7 @@ def serve_command(config_flag: str | None, only: str | None, log_level: str | No
         _fail(e.text(), 2)
     set_log_level(cfg.serve["log_level"])
     path, named = _repo_path(cfg, raw)
-    repo = None
+    repo = gc_timer = None
     try:
         if named:
             from archive.packstore import is_url
@@ -373,6 +373,7 @@ def serve_command(config_flag: str | None, only: str | None, log_level: str | No
             path = os.path.abspath(default_repository())
             repo = _bootstrap(path, cfg)
             _warn_if_nobody_can_log_in(repo, path)
+        gc_timer = _start_gc_timer(repo, raw)
         code = _serve(repo, cfg, protocols, config_path=_config_path(config_flag), only=only_names,
                       flag_level=log_level)
     except ConfigError as e:
@@ -380,6 +381,8 @@ def serve_command(config_flag: str | None, only: str | None, log_level: str | No
     except StartError as e:
         _fail(str(e), 1)
     finally:
+        if gc_timer is not None:
+            gc_timer.stop()
         if repo is not None:
             try:
                 repo.close()
@@ -570,3 +573,21 @@ def status_command(config_flag: str | None, as_json: bool) -> None:
         if proc.get("metrics_url"):
             click.echo(f"  {'metrics':<8} {proc['metrics_url']}")
     raise SystemExit(0)
+
+
+# --------------------------------------------------------------------------- scheduled gc
+
+def _start_gc_timer(repo: Any, raw: dict[str, Any]) -> Any:
+    """Scheduled gc ([gc] interval, grace; archive/gctimer.py): one node of a cluster at a time."""
+    from archive.gctimer import GcConfigError, GcSchedule, GcTimer
+
+    section = raw.get("gc") or {}
+    for key in ("interval", "grace"):
+        env = os.environ.get(f"{ENV_PREFIX}GC_{key.upper()}")
+        if env is not None:
+            section = {**section, key: env}
+    try:
+        schedule = GcSchedule.from_config(section)
+    except GcConfigError as e:
+        raise ConfigError(str(e)) from None
+    return GcTimer(repo, schedule).start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import itertools
 import logging
 import os
 import shutil
@@ -30,14 +31,21 @@ def need(tool: str) -> str:
     return path
 
 
-class NFSServer:
-    """Repository with shares office (alice rw, bob ro) and public, and a started adapter."""
+_TEMPLATE: Path | None = None
 
-    def __init__(self, tmp: Path, exports: list[dict] | None = None, repo: Repository | None = None,
-                 **config: Any) -> None:
-        self.tmp = tmp
-        if repo is None:
-            repo = Repository.init(tmp / "repo")
+
+def template_repository() -> Path:
+    """A closed repository with shares office (alice rw, bob ro) and public (alice rw), built
+    once per test process: each NFSServer copies it (a copy is an ordinary repository with the
+    same keys) instead of paying init and two scrypt password hashes again (~1 s a test)."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        import atexit
+        import tempfile
+        where = Path(tempfile.mkdtemp(prefix="nfs-template-"))
+        atexit.register(shutil.rmtree, where, True)
+        repo = Repository.init(where / "repo")
+        try:
             repo.add_share("office")
             repo.add_share("public")
             repo.add_user("alice", "alice-pw")
@@ -45,6 +53,21 @@ class NFSServer:
             repo.grant("alice", "office", "rw")
             repo.grant("alice", "public", "rw")
             repo.grant("bob", "office", "ro")
+        finally:
+            repo.close()
+        _TEMPLATE = where / "repo"
+    return _TEMPLATE
+
+
+class NFSServer:
+    """Repository with shares office (alice rw, bob ro) and public, and a started adapter."""
+
+    def __init__(self, tmp: Path, exports: list[dict] | None = None, repo: Repository | None = None,
+                 **config: Any) -> None:
+        self.tmp = tmp
+        if repo is None:
+            shutil.copytree(template_repository(), tmp / "repo")
+            repo = Repository.open(tmp / "repo")
         self.repo = repo
         self.ctx = RecordingContext(logger=logging.getLogger("test.nfs"))
         if exports is None:
@@ -248,12 +271,18 @@ class LibNFS:
 
 # ------------------------------------------------------------------------------ raw RPC client
 
+_XIDS = itertools.count(1)
+
+
 class RawRPC:
     """Hand-made RPC calls over TCP for the bad-input tests (what no real client would send)."""
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.xid = 0x1000
+        # xids unique across connections, as a real client's are: the duplicate-request cache
+        # is keyed by client address and xid, so a second connection starting at the same xid
+        # would get the first one's cached answer to the same procedure
+        self.xid = next(_XIDS) << 16
 
     def send_record(self, payload: bytes) -> None:
         self.sock.sendall(struct.pack(">I", 0x80000000 | len(payload)) + payload)
@@ -261,6 +290,12 @@ class RawRPC:
     def call(self, prog: int, vers: int, proc: int, args: bytes = b"", xid: int | None = None,
              cred: bytes | None = None) -> tuple[int, bytes]:
         """(xid, reply record)."""
+        xid = self.send_call(prog, vers, proc, args, xid, cred)
+        return xid, self.recv_record()
+
+    def send_call(self, prog: int, vers: int, proc: int, args: bytes = b"", xid: int | None = None,
+                  cred: bytes | None = None) -> int:
+        """Send a call without waiting for its reply (several in flight); its xid."""
         if xid is None:
             self.xid += 1
             xid = self.xid
@@ -269,7 +304,7 @@ class RawRPC:
             cred = struct.pack(">II", 1, len(body)) + body
         head = struct.pack(">IIIIII", xid, 0, 2, prog, vers, proc) + cred + struct.pack(">II", 0, 0)
         self.send_record(head + args)
-        return xid, self.recv_record()
+        return xid
 
     def recv_record(self) -> bytes:
         out = b""

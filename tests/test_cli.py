@@ -296,3 +296,79 @@ def test_catalog_schema_migrations(cli):
     c.close()
     p = cli("ls", "/s", ok=False)                              # a newer one is refused, untouched
     assert p.returncode == 1 and b"newer than this edge-archive" in p.stderr and b"Traceback" not in p.stderr
+
+
+# -- start-up (issue 9): what a command loads, the key handed over, a lost catalog ----------------
+
+_HEAVY = ("protocols", "impacket", "boto3", "botocore", "wsgidav", "pyftpdlib", "cheroot", "alembic")
+
+
+def _loaded_by(cli, *args: str) -> dict:
+    """Run archivectl in a fresh interpreter; which of the heavy packages did it import?"""
+    code = ("import json, sys\nsys.argv = ['archivectl', *sys.argv[1:]]\nfrom archive.cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    rc = e.code\nelse:\n    rc = 0\n"
+            f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({_HEAVY!r}) | "
+            "({'sqlalchemy'} & {m.split('.')[0] for m in sys.modules}))\n"
+            "print(json.dumps({'rc': rc, 'heavy': heavy}), file=sys.stderr)\n")
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, env=cli.env, timeout=120)
+    return json.loads(p.stderr.decode().strip().splitlines()[-1])
+
+
+def test_a_command_loads_only_what_it_uses(cli):
+    cli("init", "--encrypt", env={"EDGE_ARCHIVE_PASSWORD": "pw"})
+    cli("share", "add", "s", env={"EDGE_ARCHIVE_PASSWORD": "pw"})
+    # the version, help and a typo need neither the catalog nor the core
+    assert _loaded_by(cli, "--version") == {"rc": 0, "heavy": []}
+    assert _loaded_by(cli, "nosuch")["heavy"] == []
+    # ls of an encrypted repository at the current schema: no protocol stack, no Alembic
+    env_cli = type(cli)(cli.repo_path, env={"EDGE_ARCHIVE_PASSWORD": "pw"})
+    assert _loaded_by(env_cli, "ls", "/s") == {"rc": 0, "heavy": ["sqlalchemy"]}
+
+
+def test_command_table_lists_every_builtin_command():
+    """`_COMMANDS` says which module defines a command (so only that one is imported): it must
+    name each command its modules register, and nothing else."""
+    from archive.cli import main as m
+    m._load_commands()
+    builtin = {name for name, cmd in m.cli.commands.items() if not isinstance(cmd, m._PluginCommand)}
+    assert builtin == set(m._COMMANDS)
+    for name, module in m._COMMANDS.items():
+        assert m.cli.commands[name].callback.__module__ == f"archive.cli.{module}", name
+
+
+def test_prefetched_key_is_the_same_key_and_a_wrong_passphrase_still_fails():
+    from archive import keys
+    from archive.errors import BadPassword
+    key = keys.MasterKey.generate(True)
+    data = keys.keyfile_bytes(key, "right")
+    keys.prefetch(data, "right")
+    assert len(keys._prefetched) == 1                        # a derivation was started
+    assert keys.parse_keyfile(data, "right") == key
+    assert not keys._prefetched                              # handed over once, nothing kept
+    keys.prefetch(data, "wrong")
+    with pytest.raises(BadPassword):
+        keys.parse_keyfile(data, "wrong")
+    assert not keys._prefetched
+    keys.prefetch(b"not json", "x")                          # garbage: nothing started
+    keys.prefetch(keys.keyfile_bytes(keys.MasterKey.generate(False), None), "x")
+    assert not keys._prefetched
+
+
+def test_missing_catalog_is_reported_not_recreated(cli):
+    cli("init")
+    cli("share", "add", "s")
+    cli("put", "-", "/s/f", input=b"kept in the packs")
+    for suffix in ("", "-wal", "-shm"):
+        (cli.repo_path / f"catalog.sqlite{suffix}").unlink(missing_ok=True)
+    p = cli("ls", "/s", ok=False)
+    assert p.returncode == 1 and b"catalog" in p.stderr and b"archivectl recover" in p.stderr
+    assert b"Traceback" not in p.stderr
+    assert not (cli.repo_path / "catalog.sqlite").exists()    # nothing created in its place
+    p = cli("check", ok=False)                                # check reports it as a problem
+    assert p.returncode == 1 and b"PROBLEM catalog-lost" in p.stderr and b"archivectl recover" in p.stderr
+    p = cli("check", "--json", ok=False)
+    assert p.returncode == 1 and json.loads(p.stdout)["ok"] is False
+    assert [x["kind"] for x in json.loads(p.stdout)["problems"]] == ["catalog-lost"]
+    assert not (cli.repo_path / "catalog.sqlite").exists()
+    cli("recover")
+    assert cli("get", "/s/f", "-").stdout == b"kept in the packs"

@@ -1,15 +1,18 @@
 """XDR, RPC record/call parsing and file handles: examples and properties (hypothesis)."""
 from __future__ import annotations
 
+import bisect
 import socket
 import struct
 import threading
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from protocols.nfs import fattr as F
 from protocols.nfs import handles as H
+from protocols.nfs import listing as L
 from protocols.nfs import rpc
 from protocols.nfs.exports import parse_exports
 from protocols.nfs.xdr import Packer, Unpacker, XDRError
@@ -162,3 +165,105 @@ def test_export_configuration_is_checked():
     for bad in ([{"share": "s", "clients": ["not-a-net"]}], [{"share": "s", "usr": "x"}], [{"clients": []}], "x"):
         with pytest.raises(ValueError):
             parse_exports(bad, "admin")
+
+
+# -- attribute and listing encodings (fattr.py, listing.py) ----------------------------------------
+def _fattr3_reference(a, uid: int, gid: int) -> bytes:
+    """fattr3 item by item with the Packer (RFC 1813 2.5), as the adapter encoded it before."""
+    def time(p, t):
+        sec = int(t)
+        p.u32(sec).u32(int((t - sec) * 1e9) % 1_000_000_000)
+    p = Packer()
+    p.u32(a.kind).u32(a.mode).u32(2 if a.kind == F.NF3DIR else 1).u32(uid).u32(gid)
+    p.u64(a.size).u64((a.size + 4095) & ~4095).u32(0).u32(0).u64(a.fsid).u64(a.fileid)
+    time(p, a.mtime)
+    time(p, a.mtime)
+    time(p, a.ctime)
+    return p.bytes()
+
+
+times = st.floats(0, 2 ** 32 - 1, allow_nan=False)
+
+
+@given(st.sampled_from([F.NF3REG, F.NF3DIR]), st.integers(0, 0o7777), st.integers(0, 2 ** 62), u32s, u64s,
+       times, times, u32s, u32s)
+def test_fattr3_is_one_struct_equal_to_the_item_by_item_encoding(kind, mode, size, fsid, fileid, mtime, ctime, uid,
+                                                                 gid):
+    a = F.Attrs(kind, mode, size, fsid, fileid, mtime, ctime)
+    assert F.fattr3_bytes(a, uid, gid) == _fattr3_reference(a, uid, gid)
+    assert len(F.fattr3_bytes(a, uid, gid)) == 84
+    p = Packer()
+    F.post_op_attr(p, a, uid, gid)
+    assert p.bytes() == F.post_op_attr_bytes(a, uid, gid) == Packer().bool(True).bytes() + _fattr3_reference(a, uid,
+                                                                                                             gid)
+
+
+class _E:
+    """What listing.Item needs of an Entry."""
+    def __init__(self, name: str, node_id: int) -> None:
+        self.name, self.node_id = name, node_id
+
+
+@given(st.text(min_size=1, max_size=40), u64s, st.binary(min_size=1, max_size=64))
+def test_listing_items_encode_entry3_fields(name, node, handle):
+    it = L.Item(_E(name, node), handle)
+    assert it.head == Packer().bool(True).u64(node).string(name).u64(node).bytes()
+    assert it.handle == Packer().bool(True).opaque(handle).bytes()
+    assert L.name_xdr(name) == Packer().string(name).bytes()
+
+
+@settings(deadline=None, max_examples=50)
+@example(200, 4, 5, [("b", 1, False), ("a", 40, True), ("a", 70, True), ("b", 31, False), ("b", 5, False)])
+@given(st.integers(0, 200), st.integers(1, 9), st.integers(1, 20),
+       st.lists(st.tuples(st.sampled_from("ab"), st.integers(1, 80), st.booleans()), max_size=40))
+def test_listing_windows_give_each_reader_the_whole_folder_once(n, chunk, max_items, schedule):
+    """Two readers page through one folder through shared windows, their pages interleaved
+    and a page's generator left open while the other reader moves on (refilling and trimming
+    the window under it): each gets every name once, in order.  A page's items running out is
+    EOF to the client (READDIR answers eof then), so it must happen only at the folder's end."""
+    entries = [_E(f"n{i:03d}", 1000 + i) for i in range(n)]
+    names = {e.node_id: e.name for e in entries}
+
+    items = [L.Item(e, b"h") for e in entries]
+    keys = [e.name for e in entries]
+
+    def fetch(after: str, k: int):
+        i = bisect.bisect_right(keys, after)
+        return items[i:i + k]
+    saved = L.CHUNK, L.MAX_ITEMS
+    L.CHUNK, L.MAX_ITEMS = chunk, max_items
+    try:
+        lists = L.Listings(ttl=3600)
+        readers = {r: {"got": [], "cookie": 0, "page": None, "eof": False} for r in "ab"}
+
+        def take(r: str, k: int) -> None:
+            """Reader r takes up to k more items of its current page (a new page after its
+            cookie if it has none); the page running out is EOF."""
+            st_ = readers[r]
+            if st_["eof"]:
+                return
+            if st_["page"] is None:
+                cookie = st_["cookie"]
+                st_["page"] = (it for batch in lists.pages(("f", 1, 0), 1.0, cookie, lambda: names[cookie], fetch)
+                               for it in batch)
+            for _ in range(k):
+                it = next(st_["page"], None)
+                if it is None:
+                    st_["page"], st_["eof"] = None, True
+                    return
+                st_["got"].append(it.entry.name)
+                st_["cookie"] = it.entry.node_id
+
+        for r, k, end_page in schedule:
+            take(r, k)
+            if end_page:                    # the client's reply is full: next page after its cookie
+                readers[r]["page"] = None
+        for r in "ab":                      # then each pages on to the end, 7 a page
+            readers[r]["page"] = None
+            for _ in range(n // 7 + 2):
+                take(r, 7)
+                readers[r]["page"] = None
+        for r in "ab":
+            assert readers[r]["eof"] and readers[r]["got"] == [e.name for e in entries]
+    finally:
+        L.CHUNK, L.MAX_ITEMS = saved

@@ -230,3 +230,260 @@ def test_block_cache_is_lru_and_bounded(tmp_path):
     assert c.read("p3", 0, 1) is None and c.read("p2", 0, 1) == b"\x02"
     again = BlockCache(tmp_path, limit=300)               # the index survives a restart
     assert again.total == 300 and again.read("p5", 0, 2) == b"xx"
+
+
+# -- scheduled gc: one node at a time (archive/gctimer.py) ------------------------------------------
+
+def test_scheduled_gc_runs_on_one_node_at_a_time_and_reclaims(two_nodes, s3):
+    import threading
+    from archive.gctimer import GcSchedule, GcTimer
+    import time
+    from archive.locks import acquire_lease, hold_lease_until, lease
+    url, catalog, a, b = two_nodes
+    bucket = url.split("/")[2]
+    put(a, "/gone.bin", _bytes(2_000_000, 11))
+    put(a, "/kept.bin", _bytes(300_000, 12))
+    node = a.share("office").stat("/gone.bin").node_id
+    a.mutate(lambda s: [{"op": "purge", "at": 0, "versions": [[node, 1]]}])
+    stored = lambda: sum((s3.root / bucket / o).stat().st_size for o in s3.objects(bucket) if o.endswith(".pack"))
+    before = stored()
+    sched = GcSchedule(interval=3600, grace=0)
+    timers = [GcTimer(a, sched), GcTimer(b, sched)]
+    ran: list[bool] = []
+    go = threading.Barrier(2)
+
+    def run(t):
+        go.wait()
+        ran.append(t.run_once())
+    threads = [threading.Thread(target=run, args=(t,)) for t in timers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(ran) == [False, True]                 # exactly one node collected
+    assert stored() < before - 1_500_000                # the purged 2 MB left the bucket
+    with b.share("office").open_read("/kept.bin") as r:
+        assert r.read() == _bytes(300_000, 12)
+    holder = lease(a, "gc").principal
+    assert holder in {t.holder for t in timers}
+    # the lease now says when the next run is due: nobody runs before, the holder included
+    assert [t.run_once() for t in timers] == [False, False]
+    assert [e.action for e in a.audit_events(limit=1)] == ["gc"]
+    # a node that died mid-run stops renewing: once its lease expires another node takes over
+    assert acquire_lease(a, "gc", "dead-node", ttl=60, now=lease(a, "gc").expires_at + 1)
+    assert not timers[1].run_once()
+    assert hold_lease_until(a, "gc", "dead-node", time.time() - 1)     # ... and its time ran out
+    assert timers[1].run_once()
+
+
+def test_gc_schedule_parses_durations_and_refuses_bad_ones():
+    from archive.gctimer import GcConfigError, GcSchedule
+    s = GcSchedule.from_config({"interval": "6h", "grace": "30m"})
+    assert (s.interval, s.grace) == (6 * 3600, 1800)
+    assert GcSchedule.from_config({"interval": 0}).interval == 0
+    assert GcSchedule.from_config(None).interval == 86400
+    for bad in ({"interval": "soon"}, {"grace": "-1h"}, {"intervall": "1d"}, {"interval": True}):
+        with pytest.raises(GcConfigError, match=r"\[gc\]"):
+            GcSchedule.from_config(bad)
+
+
+# -- multipart uploads while a pack fills, shared block fetches (archive/s3store.py) ----------------
+
+def _watch(client, op: str) -> list:
+    """Every `op` request the client sends: (its parameters, how many were in flight at once)."""
+    seen, state, lock = [], {"now": 0}, __import__("threading").Lock()
+
+    def before(params, **_):
+        with lock:
+            state["now"] += 1
+            seen.append((dict(params), state["now"]))
+
+    def after(**_):
+        with lock:
+            state["now"] -= 1
+    client.meta.events.register(f"before-parameter-build.s3.{op}", before)
+    client.meta.events.register(f"after-call.s3.{op}", after)
+    return seen
+
+
+def _uploads(store: S3PackStore) -> list:
+    """The bucket's unfinished multipart uploads (rclone answers NoSuchUpload when it never had one)."""
+    try:
+        return store.client.list_multipart_uploads(Bucket=store.bucket, Prefix=store.prefix).get("Uploads", [])
+    except store.client.exceptions.NoSuchUpload:
+        return []
+
+
+def test_a_large_pack_goes_up_in_parts_and_reads_back_exactly(s3, tmp_path):
+    from archive.s3store import UPLOADERS
+    url = s3.url(part="5M")
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("office")
+    store = a.packstore
+    parts = _watch(store.client, "UploadPart")
+    completed = _watch(store.client, "CompleteMultipartUpload")
+    data = _bytes(23 * 1024 * 1024 + 12_345, seed=21)
+    put(a, "/big.bin", data)
+    assert len(completed) == 1 and len(parts) >= 4                  # one pack, in several parts
+    assert {p["UploadId"] for p, _ in parts} == {completed[0][0]["UploadId"]}
+    assert sorted(p["PartNumber"] for p, _ in parts) == list(range(1, len(parts) + 1))
+    assert all(len(p["Body"]) <= 5 << 20 for p, _ in parts)         # memory: a part at a time ...
+    assert max(n for _, n in parts) <= UPLOADERS                    # ... per upload worker
+    assert _uploads(store) == []
+    a.close()
+    b = _node(url, tmp_path, "b", catalog)                         # a cold cache: ranged GETs
+    with b.share("office").open_read("/big.bin") as r:
+        assert r.read() == data
+    with b.share("office").open_read("/big.bin") as r:
+        r.seek(17 * 1024 * 1024 - 5)
+        assert r.read(10) == data[17 * 1024 * 1024 - 5:17 * 1024 * 1024 + 5]
+    from archive.check import check
+    assert check(b, read_data=True) == []
+    b.close()
+
+
+def test_part_size_below_s3s_minimum_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="5M"):
+        S3PackStore.from_url("s3://bkt/x?endpoint=http://127.0.0.1:9&part=1M", tmp_path, 1 << 20, {})
+    assert S3PackStore.from_url("s3://bkt/x?endpoint=http://127.0.0.1:9&part=0", tmp_path, 1 << 20, {}).part == 0
+
+
+CHILD = r"""
+import sys, time, random
+from archive import Repository
+url, catalog, cache = sys.argv[1:4]
+r = Repository.open(url, catalog_url=catalog, cache=cache)
+w = r.share("office").open_write("/half.bin")
+w.write(random.Random(31).randbytes(16 * 1024 * 1024))
+deadline = time.monotonic() + 60
+done = lambda sink: sink is not None and len(sink._parts) >= 2 and all(f.done() for *_, f in sink._parts)
+while not done(sink := r.store.writer._f):          # chunks are stored in the background
+    assert time.monotonic() < deadline, "the parts never went up"
+    time.sleep(0.05)
+print("parts", len(sink._parts), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_node_killed_mid_upload_leaves_nothing_readers_see_and_gc_aborts_it(s3, tmp_path):
+    import subprocess
+    import sys
+    from archive.check import check
+    from archive.gc import collect
+    url = s3.url(part="5M")
+    bucket = url.split("/")[2]
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("office")
+    put(a, "/kept.bin", _bytes(200_000, 30))
+    packs = [o for o in s3.objects(bucket) if o.endswith(".pack")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, url, catalog, str(tmp_path / "cache-k")],
+                             stdout=subprocess.PIPE, env=env)
+    try:
+        line = child.stdout.readline().decode()
+        assert line.startswith("parts"), line
+    finally:
+        child.kill()
+        child.wait(10)
+    store = a.packstore
+    assert len(_uploads(store)) == 1                                # the killed node's parts are there
+    fs = a.share("office")
+    assert not fs.exists("/half.bin") and sorted(e.name for e in fs.listdir("/")) == ["kept.bin"]
+    assert [o for o in s3.objects(bucket) if o.endswith(".pack")] == packs    # no pack object
+    assert collect(a, grace=3600).uploads_aborted == 0              # young: might be alive
+    assert len(_uploads(store)) == 1
+    assert collect(a, grace=0).uploads_aborted == 1
+    assert _uploads(store) == []
+    with fs.open_read("/kept.bin") as r:
+        assert r.read() == _bytes(200_000, 30)
+    assert check(a, read_data=True) == []
+    a.close()
+
+
+def test_concurrent_readers_of_one_block_get_the_same_bytes_from_one_get(s3, tmp_path):
+    import threading
+    url = s3.url()
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("office")
+    data = _bytes(6 * 1024 * 1024, seed=40)
+    put(a, "/shared.bin", data)
+    a.close()
+    b = _node(url, tmp_path, "b", catalog)
+    store = b.packstore
+    gets = _watch(store.client, "GetObject")
+    pack = max(store.list(), key=store.size)
+    off = 3 * BLOCK + 1234
+    go = threading.Barrier(16)
+    got: list = []
+
+    def reader():
+        go.wait()
+        got.append(store.read_range(pack, off, 70_000))
+    threads = [threading.Thread(target=reader) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    want = store.read_range(pack, off, 70_000)
+    assert len(got) == 16 and len(want) == 70_000 and all(g == want for g in got)
+    ranges = [p["Range"] for p, _ in gets]
+    assert ranges == [f"bytes={3 * BLOCK}-{4 * BLOCK - 1}"]          # fetched once, for all 16
+    with b.share("office").open_read("/shared.bin") as r:
+        assert r.read() == data
+    b.close()
+
+
+def test_store_down_mid_multipart_upload_is_unavailable_and_commits_nothing(s3, tmp_path):
+    import time
+    from archive.check import check
+    from archive.gc import collect
+    url = s3.url(part="5M", retries="2")
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    r = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache"))
+    r.add_share("office")
+    put(r, "/keep.bin", b"v1")
+    fs = r.share("office")
+    w = fs.open_write("/keep.bin")
+    w.write(_bytes(12 * 1024 * 1024, 50))
+    deadline = time.monotonic() + 60
+    while not ((sink := r.store.writer._f) is not None and len(sink._parts) >= 2
+               and all(f.done() for *_, f in sink._parts)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    s3.stop()
+    try:
+        with pytest.raises(errors.Unavailable, match="object store unreachable during upload of pack"):
+            w.write(_bytes(4 * 1024 * 1024, 51))
+            w.commit()
+        assert [v.number for v in fs.versions("/keep.bin")] == [1]
+    finally:
+        s3.start()
+    # its abort failed too, so a real S3 keeps the parts for gc (rclone keeps them in memory only)
+    data = _bytes(7 * 1024 * 1024, 52)
+    put(r, "/keep.bin", data)
+    assert [v.number for v in fs.versions("/keep.bin")] == [1, 2]
+    collect(r, grace=0)
+    assert _uploads(r.packstore) == []
+    with fs.open_read("/keep.bin") as rd:
+        assert rd.read() == data
+    assert check(r, read_data=True) == []
+    r.close()
+
+
+def test_gc_spares_a_slow_upload_that_still_sends_parts(s3, tmp_path):
+    import time
+    url = s3.url(part="5M")
+    r = Repository.init(url, catalog_url=f"sqlite:///{tmp_path / 'c.sqlite'}", cache=str(tmp_path / "cache"))
+    store = r.packstore
+    key = store.pack_key("ab" * 16)
+    uid = store.client.create_multipart_upload(Bucket=store.bucket, Key=key)["UploadId"]   # another node's
+    time.sleep(6)
+    store.client.upload_part(Bucket=store.bucket, Key=key, UploadId=uid, PartNumber=1, Body=_bytes(5 << 20, 70))
+    assert store.reclaim_uploads(grace=4) == 0          # started 6 s ago, but a part came just now
+    assert [u["UploadId"] for u in _uploads(store)] == [uid]
+    assert store.reclaim_uploads(grace=0) == 1 and _uploads(store) == []
+    r.close()

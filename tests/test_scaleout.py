@@ -78,6 +78,11 @@ enabled = false
 enabled = false
 [s3]
 enabled = false
+
+# scheduled gc every 2 s (grace stays 1 h: nothing young is touched), one node at a time
+[gc]
+interval = "1s"
+check = "0.3s"
 """)
         return path
 
@@ -161,6 +166,28 @@ def test_a_webdav_lock_taken_on_a_is_honoured_on_b(cluster):
                             headers={"Lock-Token": f"<{token}>"}).status_code == 204
     assert requests.put(url_a, data=b"v3", auth=("alice", PW), timeout=30).status_code in (200, 204)
     assert [v[0] for v in cluster.versions("/locked.txt")] == [1, 2, 3]
+
+
+def test_scheduled_gc_runs_on_the_nodes_one_at_a_time(cluster):
+    from sqlalchemy import create_engine, text
+    engine = create_engine(cluster.catalog)
+    runs: list = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(runs) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with engine.connect() as c:
+                runs = c.execute(text("SELECT at, \"user\", detail FROM audit WHERE action = 'gc' "
+                                      "AND protocol = 'gc' ORDER BY at")).all()
+    finally:
+        engine.dispose()
+    assert len(runs) >= 2, runs
+    pids = {p.proc.pid for p in cluster.nodes.values()}
+    assert {int(user.split(":")[1]) for _, user, _ in runs} <= pids       # run by the serving nodes
+    for (end1, _, _), (end2, _, d2) in zip(runs, runs[1:]):
+        # the lease: a run starts only after the previous one ended (never two at once)
+        assert end2 - json.loads(d2)["duration"] * 1e6 >= end1
+        assert json.loads(d2)["scheduled"]
 
 
 def test_kill_9_of_a_mid_upload_leaves_b_serving_and_nothing_partial(cluster):

@@ -369,6 +369,21 @@ def test_configured_repository_missing(tmp_path, pkg):
     assert os.listdir(notrepo) == ["precious.txt"]
 
 
+def test_lost_catalog_is_not_served_as_an_empty_archive(tmp_path, pkg, repo):
+    """serve must not open a repository whose catalog file is gone: that would create an empty
+    catalog, and every client would see every share and file deleted."""
+    cfg = write_config(tmp_path, base_config(repo))
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / "repo" / f"catalog.sqlite{suffix}").unlink(missing_ok=True)
+    res = run(tmp_path, pkg, ["serve", "--config", cfg])
+    assert_clean_error(res, 1, "catalog", "archivectl recover")
+    assert not (tmp_path / "repo" / "catalog.sqlite").exists()       # nothing created in its place
+    with pytest.raises(Exception, match="archivectl recover"):
+        Repository.open(repo)                                         # the Python API refuses too
+    assert run(tmp_path, pkg, ["--repo", repo, "recover"]).returncode == 0
+    assert current(repo, "/old.bin") == (b"previous content\n", 1)
+
+
 @pytest.mark.parametrize("what", ["ftp", "upload", "metrics"])
 def test_port_already_in_use(tmp_path, pkg, repo, what):
     busy = socket.socket()

@@ -141,6 +141,22 @@ def migrate(catalog: Catalog) -> None:
         command.upgrade(cfg, "head")
 
 
+def missing_catalog(repo_dir: Path) -> Path | None:
+    """The SQLite catalog file an existing local repository at `repo_dir` should have but does
+    not (None when it is there, when the repository uses another catalog URL, or when there is
+    no repository).  Opening such a repository would create an empty catalog in its place: the
+    caller should say so and point to `archivectl recover`, which rebuilds it from the packs."""
+    import json
+    try:
+        config = json.loads((repo_dir / "config.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or config.get("catalog"):
+        return None
+    db = repo_dir / "catalog.sqlite"
+    return None if db.exists() else db
+
+
 def sql_now_check(catalog: Catalog) -> None:
     with catalog.engine.connect() as c:
         c.execute(text("SELECT 1"))

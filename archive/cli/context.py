@@ -7,13 +7,14 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import config as cfg
-from ..repository import Repository
-from ..types import Origin
+
+if TYPE_CHECKING:       # imported when a command opens the repository: `--help` needs none of it
+    from ..repository import Repository
 
 
 class CLIContext:
@@ -48,13 +49,32 @@ class CLIContext:
                     f"no repository at {self.repo_path} (the default for this account, whatever the folder): "
                     "create it with `archivectl init` or a first `archivectl serve`, or name another with "
                     "--repo DIR or EDGE_ARCHIVE_REPO")
+            self._check_catalog()
+            from ..repository import Repository
             pw = self.password() if self.encrypted() else None
             self._repo = Repository.open(self.repo_path, password=pw, catalog_url=self.catalog_url,
                                          **self.store_options)
         return self._repo
 
+    def lost_catalog(self) -> Path | None:
+        """The catalog file a local repository should have but does not (see _check_catalog)."""
+        if not isinstance(self.repo_path, Path) or self.catalog_url:
+            return None
+        from ..catalog.db import missing_catalog
+        return missing_catalog(self.repo_path)
+
+    def _check_catalog(self) -> None:
+        """A local repository whose catalog file is gone must not be opened: that would create
+        an empty catalog and every share, file and user would silently look deleted."""
+        lost = self.lost_catalog()
+        if lost is not None:
+            raise click.ClickException(
+                f"the catalog of the repository at {self.repo_path} is missing ({lost} does not exist): "
+                "rebuild it from the packs with `archivectl recover`")
+
     def share(self, name: str):
         """A ShareFS with administrator rights, audited as the CLI user on this host."""
+        from ..types import Origin
         origin = Origin("cli", socket.gethostname(), os.environ.get("USER") or getpass.getuser())
         return self.open_repo().share(name, origin=origin)
 

@@ -10,6 +10,7 @@ import click
 from .. import gc as gcmod
 from .. import retention
 from ..catalog.db import sqlite_url
+from ..check import Problem
 from ..check import check as run_check
 from ..clock import iso, to_us
 from ..codec import Codec
@@ -24,11 +25,16 @@ from .main import cli
 @click.pass_obj
 def check(obj: CLIContext, read_data: bool, as_json: bool) -> None:
     """Verify the repository; exits 1 when anything is wrong, naming every affected version."""
-    repo = obj.open_repo()
-    packdir = repo.store.packdir
-    total = sum(packdir.size(p) for p in packdir.list()) if read_data else None
-    with progress(total, "check --read-data") as bar:
-        problems = run_check(repo, read_data=read_data, progress=bar.update)
+    lost = obj.lost_catalog()
+    if lost is not None:        # reported like any problem; opening would create an empty catalog
+        problems = [Problem("catalog-lost", f"the catalog file {lost} is missing: rebuild it from the packs "
+                                            "with `archivectl recover`")]
+    else:
+        repo = obj.open_repo()
+        packdir = repo.store.packdir
+        total = sum(packdir.size(p) for p in packdir.list()) if read_data else None
+        with progress(total, "check --read-data") as bar:
+            problems = run_check(repo, read_data=read_data, progress=bar.update)
     if as_json:
         emit_json({"ok": not problems, "problems": [p.__dict__ for p in problems]})
     elif not problems:

@@ -89,7 +89,7 @@ class NFSAdapter:
             self.ctx.event("nfs", "rpcbind", registered=self._registered)
 
     def _committed(self, session, version) -> None:
-        self.state.invalidate()
+        self.state.changed(*session.key)          # (share id, node id): its cached attributes go
         if version is not None:
             self.ctx.event("nfs", "commit", path="/" + "/".join(session.upd.parts), size=version.size,
                            version=version.number, share=session.fs.share_name)

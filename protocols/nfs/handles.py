@@ -40,13 +40,22 @@ class Sealer:
 
     def __init__(self, key: bytes) -> None:
         self.key = key
+        self._key = key[:64]
 
     def _mac(self, body: bytes) -> bytes:
-        return hashlib.blake2b(body, key=self.key[:64], digest_size=16).digest()
+        # A keyed BLAKE2b of the 30-byte body, 128 bits: ~2 us, so every call checks it (a
+        # cached "already verified" map would cost about as much as the check).  Forging a
+        # handle means guessing a 128-bit tag for a chosen body without the key.
+        return hashlib.blake2b(body, key=self._key, digest_size=16).digest()
 
     def encode(self, h: Handle) -> bytes:
         body = _BODY.pack(VERSION, h.kind, h.share, h.node, h.at_us, h.gen & 0xFFFFFFFFFFFFFFFF)
         return body + self._mac(body)
+
+    def encode_node(self, share: int, node: int, at_us: int, gen: int) -> bytes:
+        """encode(Handle(NODE, ...)) without the dataclass (one per READDIRPLUS entry)."""
+        body = _BODY.pack(VERSION, NODE, share, node, at_us, gen & 0xFFFFFFFFFFFFFFFF)
+        return body + hashlib.blake2b(body, key=self._key, digest_size=16).digest()
 
     def decode(self, raw: bytes) -> Handle:
         raw = bytes(raw)

@@ -8,7 +8,8 @@ SYMLINK, MKNOD and LINK answer NFS3ERR_NOTSUPP: the archive has regular files an
 from __future__ import annotations
 
 import time
-from typing import Callable
+from itertools import islice
+from typing import Callable, Iterator
 
 from archive import Entry, errors
 from archive.clock import gmt_token, parse_gmt_token
@@ -19,7 +20,9 @@ from . import handles as H
 from .errors import (NFS3_OK, NFS3ERR_ACCES, NFS3ERR_BAD_COOKIE, NFS3ERR_EXIST, NFS3ERR_INVAL, NFS3ERR_ISDIR,
                      NFS3ERR_NAMETOOLONG, NFS3ERR_NOT_SYNC, NFS3ERR_NOTDIR, NFS3ERR_NOTSUPP, NFS3ERR_ROFS,
                      NFS3ERR_TOOSMALL, NFS3ERR_XDEV, NFSError, nfsstat)
-from .fattr import SET_TO_CLIENT_TIME, SET_TO_SERVER_TIME, fattr3, post_op_attr, sattr3, wcc_data
+from .fattr import (SET_TO_CLIENT_TIME, SET_TO_SERVER_TIME, fattr3, post_op_attr, post_op_attr_bytes, sattr3,
+                    wcc_data)
+from .listing import Item
 from .state import Obj, ServerState
 from .xdr import Packer, Unpacker
 
@@ -78,12 +81,18 @@ class NFS3:
         wcc_data(p, self.st.attrs(o) if o is not None else None, cred.uid, cred.gid)
 
     def _refresh(self, o: Obj) -> Obj:
+        """Re-read `o`'s attributes from the catalog (after a change, and for every READDIR
+        page), and keep them in the cache for the calls that follow."""
         if o.kind == H.SNAPSHOTS:
             return o
+        cache = self.st.cache
+        epoch, born, node = cache.epoch, time.monotonic(), o.entry.node_id
         try:
             o.entry = o.fs.stat(o.entry.path)
         except errors.ArchiveError as e:
             raise NFSError(nfsstat(e)) from None
+        if not o.at_us and o.entry.node_id == node:
+            cache.put((o.fs.share_id, node, 0), o.entry, epoch, born)
         return o
 
     def _writable(self, o: Obj) -> None:
@@ -116,7 +125,28 @@ class NFS3:
             return Obj(d.export, d.fs, d.fs.stat(parent), d.at_us if parent.count("/") >= 2 else 0)
         if path == "/" and name == SNAPSHOTS and not d.at_us:
             return Obj(d.export, d.fs, d.fs.stat("/" + SNAPSHOTS), 0, H.SNAPSHOTS)
-        return Obj(d.export, d.fs, d.fs.stat(_join(path, name)), d.at_us)
+        cache = self.st.cache
+        folder = (d.fs.share_id, d.entry.node_id, d.at_us)
+        e = cache.child(folder, name)
+        if e is None:
+            epoch, born = cache.epoch, time.monotonic()
+            e = d.fs.stat(_join(path, name))
+            cache.put((d.fs.share_id, e.node_id, d.at_us), e, epoch, born, folder, name)
+        return Obj(d.export, d.fs, e, d.at_us)
+
+    def _make(self, d: Obj, name: str, make: Callable[[], Entry]) -> Entry:
+        """Make a name in folder `d`: forget the folder's cached names and attributes, and
+        remember the new entry (the LOOKUP and WRITE that follow need it) unless anything else
+        changed meanwhile."""
+        cache, share, folder = self.st.cache, d.fs.share_id, d.entry.node_id
+        before, born = cache.epoch, time.monotonic()
+        try:
+            e = make()
+        finally:
+            after = cache.changed(share, folder)
+        if after == before + 1:
+            cache.put((share, e.node_id, 0), e, after, born, (share, folder, 0), name)
+        return e
 
     def _handle(self, o: Obj) -> bytes:
         return self.st.handle_for(o.fs, o.entry, o.at_us)
@@ -165,7 +195,10 @@ class NFS3:
             if how in (SET_TO_CLIENT_TIME, SET_TO_SERVER_TIME):
                 t = t if how == SET_TO_CLIENT_TIME else time.time()
                 if not self.st.sessions.set_mtime(o.key, t) and (o.entry.is_dir or o.entry.version is not None):
-                    o.fs.set_times(o.path, t)
+                    try:
+                        o.fs.set_times(o.path, t)
+                    finally:
+                        self.st.changed(o.fs.share_id, o.entry.node_id)
         self._status_wcc(p, cred, (o,), work)
 
     def lookup(self, u, p, cred, address):
@@ -260,7 +293,7 @@ class NFS3:
 
         def make(path: str) -> Obj:
             try:
-                e = d.fs.create_file(path)
+                e = self._make(d, name, lambda: d.fs.create_file(path))
             except errors.Exists:
                 e = d.fs.stat(path)
                 if how == GUARDED or e.is_dir:
@@ -283,7 +316,9 @@ class NFS3:
         d = self._fh(u, address)
         name = _name(u)
         sattr3(u)
-        self._diropres(p, cred, d, lambda path: Obj(d.export, d.fs, d.fs.mkdir(path), 0), name)
+        def make(path: str) -> Obj:
+            return Obj(d.export, d.fs, self._make(d, name, lambda: d.fs.mkdir(path)), 0)
+        self._diropres(p, cred, d, make, name)
 
     def _notsupp_create(self, u, p, cred, address):
         d = self._fh(u, address)
@@ -305,14 +340,17 @@ class NFS3:
 
         def work() -> None:
             self._writable(d)
-            if dir:
-                d.fs.rmdir(path)
-                return
             e = d.fs.stat(path)
-            if e.is_dir:
-                raise NFSError(NFS3ERR_ISDIR)
-            self.st.sessions.discard((d.fs.share_id, e.node_id))
-            d.fs.remove(path)
+            try:
+                if dir:
+                    d.fs.rmdir(path)
+                    return
+                if e.is_dir:
+                    raise NFSError(NFS3ERR_ISDIR)
+                self.st.sessions.discard((d.fs.share_id, e.node_id))
+                d.fs.remove(path)
+            finally:
+                self.st.changed(d.fs.share_id, d.entry.node_id, e.node_id)
         self._status_wcc(p, cred, (d,), work)
 
     def rename(self, u, p, cred, address):
@@ -333,7 +371,15 @@ class NFS3:
                 old = src.fs.stat(dpath)
             except errors.NotFound:
                 old = None
-            src.fs.rename(spath, dpath, overwrite=True)
+            moved = src.fs.stat(spath)
+            try:
+                src.fs.rename(spath, dpath, overwrite=True)
+            finally:
+                if moved.is_dir:
+                    self.st.invalidate()          # every path below it changed
+                else:
+                    self.st.changed(src.fs.share_id, src.entry.node_id, dst.entry.node_id, moved.node_id,
+                                    *(() if old is None else (old.node_id,)))
             if old is not None and not old.is_dir:
                 self.st.sessions.discard((src.fs.share_id, old.node_id))
         self._status_wcc(p, cred, (src, dst), work)
@@ -347,24 +393,32 @@ class NFS3:
         self._wcc(p, d, cred)
 
     # -- listings --------------------------------------------------------------------------------
-    def _entries(self, d: Obj, cookie: int):
-        """(entry, cookie) pairs after `cookie`; a cookie is the node id of the previous entry,
-        so it stays valid while the folder changes (resumes after that entry's name)."""
-        if d.kind == H.SNAPSHOTS:
-            after = "" if cookie == 0 else gmt_token((cookie - VIRTUAL_BASE) * 1_000_000)
-        elif cookie == 0:
-            after = ""
-        else:
-            after = d.fs.child_name(d.path, cookie)
-            if after is None:
-                raise NFSError(NFS3ERR_BAD_COOKIE)
-        for e in d.fs.listdir(d.path, after=after, page=256):
-            yield e, e.node_id
+    def _snapshot_items(self, d: Obj, cookie: int) -> list[Item]:
+        """The `.snapshots` folder's @GMT tokens after `cookie` (VIRTUAL_BASE + the token's
+        second): computed, not cached (a handful, and they change with every second)."""
+        after = "" if cookie == 0 else gmt_token((cookie - VIRTUAL_BASE) * 1_000_000)
+        return [Item(e, self.st.handle_for(d.fs, e, parse_gmt_token(e.name) or 0))
+                for e in d.fs.listdir(d.path, after=after)]
 
-    def _child_obj(self, d: Obj, e: Entry) -> Obj:
+    def _batches(self, d: Obj, cookie: int) -> Iterator[list[Item]]:
+        """Items after `cookie`; a cookie is the node id of the previous entry, so it stays
+        valid while the folder changes (the listing resumes after that entry's name)."""
         if d.kind == H.SNAPSHOTS:
-            return Obj(d.export, d.fs, e, parse_gmt_token(e.name) or 0)
-        return Obj(d.export, d.fs, e, d.at_us)
+            yield self._snapshot_items(d, cookie)
+            return
+        fs, at_us, sealer = d.fs, d.at_us, self.st.sealer
+        share = fs.share_id
+
+        def resume() -> str:
+            name = fs.child_name(d.path, cookie)
+            if name is None:
+                raise NFSError(NFS3ERR_BAD_COOKIE)
+            return name
+
+        def fetch(after: str, n: int) -> list[Item]:
+            return [Item(e, sealer.encode_node(share, e.node_id, at_us, H.generation(e.ctime)))
+                    for e in islice(fs.listdir(d.path, after=after, page=n), n)]
+        yield from self.st.listings.pages((share, d.entry.node_id, at_us), d.entry.mtime, cookie, resume, fetch)
 
     def readdir(self, u, p, cred, address):
         self._readdir(u, p, cred, address, plus=False)
@@ -382,23 +436,28 @@ class NFS3:
         try:
             if not d.entry.is_dir:
                 raise NFSError(NFS3ERR_NOTDIR)
-            body = Packer()
-            room = maxcount - 200                  # status, dir attributes, verifier, eof
-            n, eof = 0, True
-            for e, ck in self._entries(d, cookie):
-                item = Packer()
-                item.bool(True).u64(e.node_id).string(e.name).u64(ck)
-                if plus:
-                    c = self._child_obj(d, e)
-                    self._post(item, c, cred)
-                    item.bool(True).opaque(self._handle(c))
-                if len(item.buf) > room:
-                    eof = False
+            self._refresh(d)                       # its current mtime says whether a window is current
+            out: list[bytes] = []
+            room = min(maxcount, MAX_IO) - 200     # status, dir attributes, verifier, eof
+            eof, snap = True, d.kind == H.SNAPSHOTS
+            attrs = self.st.child_attrs(d)
+            uid, gid = cred.uid, cred.gid
+            for batch in self._batches(d, cookie):
+                for it in batch:
+                    if plus:
+                        item = it.head + post_op_attr_bytes(
+                            attrs(it.entry, parse_gmt_token(it.entry.name) or 0 if snap else d.at_us),
+                            uid, gid) + it.handle
+                    else:
+                        item = it.head
+                    if len(item) > room:
+                        eof = False
+                        break
+                    room -= len(item)
+                    out.append(item)
+                if not eof:
                     break
-                room -= len(item.buf)
-                body.buf += item.buf
-                n += 1
-            if n == 0 and not eof:
+            if not out and not eof:
                 raise NFSError(NFS3ERR_TOOSMALL)
         except (NFSError, errors.ArchiveError) as e:
             self._fail(p, e)
@@ -407,7 +466,7 @@ class NFS3:
         p.u32(NFS3_OK)
         self._post(p, d, cred)
         p.fixed(b"\0" * 8)
-        p.buf += body.buf
+        p.buf += b"".join(out)
         p.bool(False).bool(eof)
 
     # -- file system information ------------------------------------------------------------------

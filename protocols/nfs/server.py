@@ -1,8 +1,12 @@
 """One TCP port for MOUNT v3 and NFS v3: record reading, dispatch, replies.
 
-Each connection has its own thread (ShareFS calls block on the catalog and the disk), so a
+Each connection has its own threads (ShareFS calls block on the catalog and the disk), so a
 slow operation delays only the client that asked; version commits run in the write
-sessions' own thread.  Calls are answered in order per connection.  Whatever a client sends,
+sessions' own thread.  A client may have several calls in flight on one connection (the
+kernel client does; RPC over TCP lets replies come in any order, matched by xid): up to
+MAX_INFLIGHT of them run at once, so one slow call does not hold up the calls behind it and
+concurrent changes reach the core together (where its group commit can batch them).
+Whatever a client sends,
 the server answers with the RPC error RFC 5531 prescribes (PROG_UNAVAIL, PROG_MISMATCH,
 PROC_UNAVAIL, GARBAGE_ARGS, RPC_MISMATCH, AUTH_ERROR) or closes that one connection (broken
 record marking, a record over the size limit); it never stops serving the others.
@@ -23,6 +27,8 @@ from .xdr import XDRError
 
 log = logging.getLogger("edge_archive.nfs")
 MAX_RECORD = nfs3.MAX_IO + 64 * 1024
+#: calls of one connection running at once (memory: each holds its record, <= MAX_RECORD)
+MAX_INFLIGHT = 8
 
 
 class RPCServer:
@@ -84,33 +90,24 @@ class RPCServer:
         ctx = self.state.ctx
         if ctx is not None:
             ctx.event("nfs", "connect", address=address)
+        _Connection(self, conn, address).worker()
+
+    def _closed(self, conn: socket.socket, address: str) -> None:
+        with self._lock:
+            self._conns.discard(conn)
+        conn.close()
+        if self.state.ctx is not None:
+            self.state.ctx.event("nfs", "disconnect", address=address)
+
+    def _call(self, record, address: str) -> bytes | None:
+        with self._lock:
+            self._busy += 1
         try:
-            while not self._stop.is_set():
-                try:
-                    record = rpc.read_record(conn, MAX_RECORD)
-                except rpc.RecordError as e:
-                    log.info("nfs: closing %s: %s", address, e)
-                    return
-                if record is None:
-                    return
-                with self._lock:
-                    self._busy += 1
-                try:
-                    reply = self.handle(record, address)
-                finally:
-                    with self._idle:
-                        self._busy -= 1
-                        self._idle.notify_all()
-                if reply is not None:
-                    conn.sendall(rpc.frame(reply))
-        except OSError:
-            pass
+            return self.handle(record, address)
         finally:
-            with self._lock:
-                self._conns.discard(conn)
-            conn.close()
-            if ctx is not None:
-                ctx.event("nfs", "disconnect", address=address)
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
 
     def handle(self, record, address: str) -> bytes | None:
         """The reply to one call record (None: not even an xid to answer)."""
@@ -153,11 +150,81 @@ class RPCServer:
             return p.bytes()
 
         if program is self.nfs and call.proc in nfs3.NON_IDEMPOTENT:
-            try:
-                return self.drc.run((address, call.prog, call.proc, call.xid), run)
-            finally:
-                self.state.invalidate()
+            # (each procedure that changes something drops exactly what it changed from the
+            # caches, ServerState.changed)
+            return self.drc.run((address, call.prog, call.proc, call.xid), run)
         return run()
+
+
+class _Connection:
+    """The worker threads of one connection (leader/follower): whichever worker is free reads
+    the next record, and before running its call makes sure another worker is reading (up to
+    MAX_INFLIGHT).  A client that waits for each reply is served by two threads taking turns,
+    with no hand-off between a reading thread and a running one; replies are sent whole, one
+    at a time.  The last worker out closes the socket."""
+
+    def __init__(self, server: RPCServer, conn: socket.socket, address: str) -> None:
+        self.server, self.conn, self.address = server, conn, address
+        self.read_lock = threading.Lock()
+        self.send_lock = threading.Lock()
+        self.lock = threading.Lock()
+        self.workers = 1             # the serving thread itself
+        self.reading = 1             # workers not running a call
+        self.closed = False
+
+    def _record(self):
+        """The next call record, or None when the connection is over."""
+        with self.read_lock:
+            if self.closed or self.server._stop.is_set():
+                return None
+            try:
+                record = rpc.read_record(self.conn, MAX_RECORD)
+            except rpc.RecordError as e:
+                log.info("nfs: closing %s: %s", self.address, e)
+                record = None
+            except OSError:
+                record = None
+            if record is None:
+                self.closed = True
+            return record
+
+    def worker(self) -> None:
+        running = False
+        try:
+            while True:
+                record = self._record()
+                if record is None:
+                    return
+                with self.lock:
+                    self.reading -= 1
+                    running = True
+                    if self.reading == 0 and self.workers < MAX_INFLIGHT:
+                        self.workers += 1
+                        self.reading += 1
+                        threading.Thread(target=self.worker, daemon=True,
+                                         name=threading.current_thread().name).start()
+                reply = self.server._call(record, self.address)
+                if reply is not None:
+                    data = rpc.frame(reply)
+                    with self.send_lock:
+                        self.conn.sendall(data)
+                with self.lock:
+                    self.reading += 1
+                    running = False
+        except OSError:                  # the reply could not be sent: the connection is broken
+            self.closed = True
+            try:                         # wake a worker blocked reading it
+                self.conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        finally:
+            with self.lock:
+                self.workers -= 1
+                if not running:
+                    self.reading -= 1
+                last = self.workers == 0
+            if last:
+                self.server._closed(self.conn, self.address)
 
 
 def register_rpcbind(port: int, unset: bool = False, host: str = "127.0.0.1") -> bool:

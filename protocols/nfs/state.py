@@ -13,12 +13,19 @@ from archive.clock import seconds
 from archive.paths import SNAPSHOTS
 
 from . import handles as H
+from .cache import MetaCache
 from .errors import NFS3ERR_ACCES, NFS3ERR_BADHANDLE, NFS3ERR_STALE, NFSError
 from .exports import Export, all_shares_export
 from .fattr import Attrs, attrs_of
+from .listing import Listings
 from .writes import WriteSessions
 
+#: seconds a resolved handle, a looked-up name and an export check are reused (changes by
+#: other protocols show within that; this server's own changes show at once)
 RESOLVE_TTL = 1.0
+#: seconds a folder listing window serves READDIR(PLUS) pages (names are re-validated against
+#: the folder's mtime on every page; only other protocols' attribute changes wait this long)
+LIST_TTL = 3.0
 
 
 @dataclass
@@ -55,8 +62,10 @@ class ServerState:
         self._readers: OrderedDict[tuple, tuple[threading.Lock, Any]] = OrderedDict()
         self.mounts: set[tuple[str, str]] = set()
         self.exclusive: dict[tuple[int, int], bytes] = {}
-        self._resolved: dict[tuple[bytes, str], tuple[float, tuple]] = {}
-        self._epoch = 0     # EXCLUSIVE CREATE verifiers
+        self.cache = MetaCache(RESOLVE_TTL)
+        self.listings = Listings(LIST_TTL)
+        self.cache.listeners.append(self.listings.drop)
+        self._access: dict[tuple[int, str], tuple[float, Export, Any]] = {}
 
     # -- exports -----------------------------------------------------------------------------
     def export_list(self) -> list[Export]:
@@ -104,40 +113,28 @@ class ServerState:
         if parts == [SNAPSHOTS]:
             return self.sealer.encode(H.Handle(H.SNAPSHOTS, fs.share_id, 0, 0, 0))
         node = fs.root if len(parts) == 2 and parts[0] == SNAPSHOTS else entry.node_id
-        return self.sealer.encode(H.Handle(H.NODE, fs.share_id, node, at_us, H.generation(entry.ctime)))
+        return self.sealer.encode_node(fs.share_id, node, at_us, H.generation(entry.ctime))
+
+    def changed(self, share_id: int, *nodes: int) -> None:
+        """This server changed these nodes (attributes, or the names in a folder): forget them."""
+        self.cache.changed(share_id, *nodes)
 
     def invalidate(self) -> None:
-        """Forget resolved handles: after any change this server makes (creates, removes,
-        renames, attribute changes, version commits)."""
+        """Forget every resolved handle, name and listing: after a change that moves paths
+        (a folder renamed) or whose reach is unknown."""
+        self.cache.clear()
         with self._lock:
-            self._resolved.clear()
-            self._epoch += 1
+            self._access.clear()
 
-    def resolve(self, raw, address: str) -> Obj:
-        """The object a handle names.  Resolutions are cached for RESOLVE_TTL seconds (a handle
-        is looked up on every call; NFS clients cache attributes for longer than that anyway),
-        and the cache is dropped whenever this server changes anything."""
-        key = (bytes(raw), address)
+    def access(self, share_id: int, address: str) -> tuple[Export, Any]:
+        """The export of a share and its ShareFS for one client address (STALE: no longer
+        exported; ACCES: not an allowed client), reused for RESOLVE_TTL seconds."""
+        key = (share_id, address)
         now = time.monotonic()
-        with self._lock:
-            hit = self._resolved.get(key)
-            epoch = self._epoch
+        hit = self._access.get(key)
         if hit is not None and now - hit[0] < RESOLVE_TTL:
-            return Obj(*hit[1])
-        o = self._resolve(key[0], address)
-        with self._lock:
-            if len(self._resolved) > 20_000:
-                self._resolved.clear()
-            if epoch == self._epoch:           # nothing changed while resolving
-                self._resolved[key] = (now, (o.export, o.fs, o.entry, o.at_us, o.kind))
-        return o
-
-    def _resolve(self, raw: bytes, address: str) -> Obj:
-        try:
-            h = self.sealer.decode(raw)
-        except H.BadHandle as e:
-            raise NFSError(NFS3ERR_BADHANDLE, str(e)) from None
-        name = self._share_name(h.share)
+            return hit[1], hit[2]
+        name = self._share_name(share_id)
         export = self.export_for(name) if name else None
         if export is None:
             raise NFSError(NFS3ERR_STALE, "share no longer exported")
@@ -147,12 +144,31 @@ class ServerState:
             fs = self.fs_for(export, address)
         except errors.PermissionDenied:
             raise NFSError(NFS3ERR_ACCES) from None
+        with self._lock:
+            if len(self._access) > 4096:
+                self._access.clear()
+            self._access[key] = (now, export, fs)
+        return export, fs
+
+    def resolve(self, raw, address: str) -> Obj:
+        """The object a handle names.  The MAC is checked on every call (cheap: one keyed
+        BLAKE2b of 30 bytes); the node's attributes come from the MetaCache when fresh."""
+        try:
+            h = self.sealer.decode(raw)
+        except H.BadHandle as e:
+            raise NFSError(NFS3ERR_BADHANDLE, str(e)) from None
+        export, fs = self.access(h.share, address)
         if h.kind == H.SNAPSHOTS:
             return Obj(export, fs, fs.stat("/" + SNAPSHOTS), 0, H.SNAPSHOTS)
-        try:
-            entry = fs.stat_node(h.node, seconds(h.at_us) if h.at_us else None)
-        except (errors.NotFound, errors.NotADirectory):
-            raise NFSError(NFS3ERR_STALE, f"node {h.node} is gone") from None
+        key = (h.share, h.node, h.at_us)
+        entry = self.cache.entry(key)
+        if entry is None:
+            epoch, born = self.cache.epoch, time.monotonic()
+            try:
+                entry = fs.stat_node(h.node, seconds(h.at_us) if h.at_us else None)
+            except (errors.NotFound, errors.NotADirectory):
+                raise NFSError(NFS3ERR_STALE, f"node {h.node} is gone") from None
+            self.cache.put(key, entry, epoch, born)
         if H.generation(entry.ctime) != h.gen:
             raise NFSError(NFS3ERR_STALE, f"node {h.node} is another object now")
         return Obj(export, fs, entry, h.at_us)
@@ -165,6 +181,19 @@ class ServerState:
             if s is not None:
                 return attrs_of(e, o.fs.share_id, size=s.upd.size, mtime=s.mtime, readonly=o.export.read_only)
         return attrs_of(e, o.fs.share_id, readonly=o.export.read_only)
+
+    def child_attrs(self, d: Obj):
+        """attrs() for the entries of folder `d` as a function of (entry, at_us): what a
+        READDIRPLUS page calls per entry, without building an Obj for each."""
+        sid, ro, peek = d.fs.share_id, d.export.read_only, self.sessions.peek
+
+        def attrs(e: Entry, at_us: int) -> Attrs:
+            if not at_us and e.kind != "dir":
+                s = peek((sid, e.node_id))
+                if s is not None:
+                    return attrs_of(e, sid, size=s.upd.size, mtime=s.mtime, readonly=ro)
+            return attrs_of(e, sid, readonly=ro)
+        return attrs
 
     # -- reading -----------------------------------------------------------------------------
     def read(self, o: Obj, offset: int, count: int) -> bytes:

@@ -59,6 +59,10 @@ class WriteSessions:
         with self._lock:
             return self._sessions.get(key)
 
+    def peek(self, key: tuple) -> Session | None:
+        """get() without the lock (a dict read is atomic): once per READDIRPLUS entry."""
+        return self._sessions.get(key)
+
     def _open(self, key: tuple, fs, path: str) -> Session:
         """The live session of `key`, locked by the caller; opened on first use."""
         while True:
@@ -155,12 +159,15 @@ class WriteSessions:
             s.closed = True
             try:
                 version = self._end(s)
+                if version is not None and self.on_commit is not None:
+                    try:                  # before the session goes: attributes never look older
+                        self.on_commit(s, version)
+                    except Exception:
+                        log.exception("nfs: after the commit of %s", s.upd.parts)
             finally:
                 with self._lock:          # only now: readers meanwhile wait on s.lock, then re-stat
                     if self._sessions.get(s.key) is s:
                         del self._sessions[s.key]
-        if version is not None and self.on_commit is not None:
-            self.on_commit(s, version)
 
     def _end(self, s: Session):
         if s.unsynced:

@@ -1,0 +1,83 @@
+"""Short-lived metadata caches: what a handle resolves to, what a name in a folder is.
+
+Every NFS call names its objects by file handle, and libnfs (like the kernel client) LOOKUPs a
+path's folders before most calls; without a cache each of those is a catalog walk (`stat_node`
+walks a node's dentries up, then the path down).  Entries live for `ttl` seconds (changes made
+by other protocols show within that; NFS clients cache attributes for longer anyway), and this
+server drops exactly what it changes, at once: `changed(share, node, ...)` forgets those nodes'
+attributes and every name inside them (a folder whose names changed); a change that moves a
+folder (its descendants' paths) calls `clear()`.
+
+Races: a reader that looked something up in the catalog stores it only if no change happened
+since it started (`epoch`), so a concurrent change can never be overwritten by an older read.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+Key = tuple[int, int, int]            # (share id, node id, snapshot instant or 0)
+
+
+class MetaCache:
+    def __init__(self, ttl: float, limit: int = 20_000) -> None:
+        self.ttl = ttl
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._entries: dict[Key, tuple[float, Any]] = {}
+        self._names: dict[Key, dict[str, Key]] = {}          # folder -> name -> child
+        self.epoch = 0
+        #: called with (share, nodes) after `changed` (None: after `clear`): the listing cache
+        self.listeners: list[Callable[[int, tuple[int, ...] | None], None]] = []
+
+    # -- reads ---------------------------------------------------------------------------------
+    def entry(self, key: Key, now: float | None = None) -> Any:
+        """The cached Entry of a node, or None when absent or older than the ttl."""
+        hit = self._entries.get(key)               # dict reads are atomic: no lock on the hot path
+        if hit is None or (now if now is not None else time.monotonic()) - hit[0] >= self.ttl:
+            return None
+        return hit[1]
+
+    def child(self, folder: Key, name: str) -> Any:
+        """The cached Entry of `name` in `folder`, or None."""
+        names = self._names.get(folder)
+        key = names.get(name) if names is not None else None
+        return self.entry(key) if key is not None else None
+
+    # -- writes --------------------------------------------------------------------------------
+    def put(self, key: Key, entry: Any, epoch: int, born: float, folder: Key | None = None,
+            name: str | None = None) -> None:
+        """Remember `entry` (read at `born`, when the epoch was `epoch`), and under `name` in
+        `folder` if given; nothing is stored if anything changed since."""
+        with self._lock:
+            if epoch != self.epoch:
+                return
+            if len(self._entries) >= self.limit:
+                self._entries.clear()
+                self._names.clear()
+            self._entries[key] = (born, entry)
+            if folder is not None and name is not None:
+                self._names.setdefault(folder, {})[name] = key
+
+    def changed(self, share: int, *nodes: int) -> int:
+        """This server changed these nodes (their attributes, or the names inside them); the
+        new epoch (one more than before if nothing else changed meanwhile)."""
+        with self._lock:
+            self.epoch += 1
+            epoch = self.epoch
+            for n in nodes:
+                key = (share, n, 0)
+                self._entries.pop(key, None)
+                self._names.pop(key, None)
+        for f in self.listeners:
+            f(share, nodes)
+        return epoch
+
+    def clear(self) -> None:
+        with self._lock:
+            self.epoch += 1
+            self._entries.clear()
+            self._names.clear()
+        for f in self.listeners:
+            f(0, None)

@@ -85,6 +85,14 @@ class EdgeRequest(cheroot_server.HTTPRequest):
             self.conn.wfile.write(b"0\r\n\r\n")
         self._drain(self.rfile)
 
+    def send_headers(self) -> None:
+        # An answer given before a chunked body ended (507, 403...) ends the connection after
+        # the drain: say so in the answer, or the client reuses the socket for its next request
+        # and meets the close instead of an answer.
+        if isinstance(getattr(self, "rfile", None), ChunkedReader) and not self.rfile.done:
+            self.close_connection = True
+        super().send_headers()
+
     def _drain(self, body: ChunkedReader) -> None:
         """After an early answer (507, 403...) read the rest of the body, up to DRAIN_LIMIT
         bytes, before the connection closes: closing a socket with unread data sends a

@@ -407,10 +407,11 @@ def _lookup_times(fs, made: int, folder: int, n: int = 300) -> dict:
     return {"stat_p50": q(st, .5), "stat_p99": q(st, .99), "read_p50": q(rd, .5), "read_p99": q(rd, .99)}
 
 
-def bench_catalog(work: Path, total: int, folder: int, budget_s: float) -> tuple[str, dict]:
+def bench_catalog(work: Path, total: int, folder: int, budget_s: float, keep: bool = False) -> tuple[str, dict]:
     """Build `total` one-version files (a `folder`-entry folder, then folders of 1,000) with
     tree-put batches of 1,000 files per transaction; stat/open_read latency at 10,000 files and at
-    the end, listing speed of the big folder, catalog bytes per version."""
+    the end, listing speed of the big folder and of the whole tree, catalog bytes per version
+    (after a WAL checkpoint).  `keep` leaves the repository in place (for profiling)."""
     from archive import Repository
     from archive.streams import commit_many
     repo_dir = work / "repos" / "catalog"
@@ -471,18 +472,36 @@ def bench_catalog(work: Path, total: int, folder: int, budget_s: float) -> tuple
         first.append(t_first or 0.0)
     if n != folder:
         stopped = (stopped + "; " if stopped else "") + f"WRONG: listdir returned {n} entries, expected {folder}"
+    # The whole tree, folder by folder (what a recursive client listing or an rsync scan does).
+    t = time.perf_counter()
+    tree_n = 0
+    for top in fs.listdir("/"):
+        tree_n += 1
+        for _e in fs.listdir("/" + top.name):
+            tree_n += 1
+    tree_s = time.perf_counter() - t
+    if tree_n != made + len(range(0, max(0, made - folder), 1000)) + 1:
+        stopped = (stopped + "; " if stopped else "") + f"WRONG: tree walk saw {tree_n} entries"
+    with repo.catalog.engine.connect() as conn:       # the WAL folded in: the file is the catalog
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     repo.close()
     cat = sum(du(p) for p in repo_dir.glob("catalog.sqlite*"))
     stored = du(repo_dir)
     res = {"files": made, "folder": folder, "build_s": build_s, "list_s": med(listing),
-           "first_entry_s": med(first), "catalog_bytes": cat, "repo_bytes": stored,
-           "catalog_per_version": cat / made, "note": stopped, "lookup_10k": early, "lookup_end": late}
-    shutil.rmtree(repo_dir, ignore_errors=True)
+           "first_entry_s": med(first), "tree_entries": tree_n, "tree_s": tree_s, "catalog_bytes": cat,
+           "repo_bytes": stored, "catalog_per_version": cat / made, "note": stopped, "lookup_10k": early,
+           "lookup_end": late}
+    if keep:
+        log(f"catalog repository kept at {repo_dir}")
+    else:
+        shutil.rmtree(repo_dir, ignore_errors=True)
     rate = folder / res["list_s"] if res["list_s"] else 0
-    txt = table(["files (versions)", "create files/s (API, batches of 1,000)", f"listdir of {folder:,} entries",
-                 "first entry ms", "catalog bytes/version", "repo bytes"],
-                [[f"{made:,}", f"{made / build_s:.0f}", f"{res['list_s']:.3f} s = {rate:,.0f} entries/s",
-                  f"{res['first_entry_s'] * 1e3:.1f}", f"{cat / made:.0f}", f"{stored:,}"]])
+    txt = table(["files (versions)", "build s", "create files/s (API, batches of 1,000)",
+                 f"listdir of {folder:,} entries", "first entry ms", f"tree walk ({tree_n:,} entries)",
+                 "catalog bytes/version", "repo bytes"],
+                [[f"{made:,}", f"{build_s:.0f}", f"{made / build_s:.0f}",
+                  f"{res['list_s']:.3f} s = {rate:,.0f} entries/s", f"{res['first_entry_s'] * 1e3:.1f}",
+                  f"{tree_s:.2f} s = {tree_n / tree_s:,.0f} entries/s", f"{cat / made:.0f}", f"{stored:,}"]])
     rows = [[label, f"{d['stat_p50']:.2f}", f"{d['stat_p99']:.2f}", f"{d['read_p50']:.2f}", f"{d['read_p99']:.2f}"]
             for label, d in (("at 10,000 files", early), (f"at {made:,} files", late)) if d]
     txt += "\n\n" + table(["lookup (ms)", "stat p50", "stat p99", "open_read+read p50", "open_read+read p99"], rows)
@@ -586,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk-sizes", default="16384,65536,262144,1048576")
     ap.add_argument("--versions-count", type=int, default=1000)
     ap.add_argument("--catalog-budget", type=float, default=1800, help="seconds to spend creating catalog files")
+    ap.add_argument("--catalog-folder", type=int, default=100_000, help="entries in the catalog run's big folder")
+    ap.add_argument("--catalog-keep", action="store_true", help="keep the catalog run's repository")
     ap.add_argument("--rss-peers", action="store_true", help="also measure restic/borg on the RSS file")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", default="put:random,put:text,get:random",
@@ -630,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         emit("Peak RSS, put/get of one big file", txt)
     if "catalog" in sections:
         total = max(1000, int(1_000_000 * a.scale))
-        txt, results["catalog"] = bench_catalog(work, total, 100_000, a.catalog_budget)
+        txt, results["catalog"] = bench_catalog(work, total, a.catalog_folder, a.catalog_budget, a.catalog_keep)
         emit("Catalog: many files", txt)
     if "profile" in sections:
         for spec in a.profile.split(","):

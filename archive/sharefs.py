@@ -18,7 +18,7 @@ from .clock import gmt_token, now_us, parse_gmt_token, seconds, to_us
 from .errors import (Conflict, Exists, InvalidPath, IsADirectory, NotADirectory, NotEmpty, NotFound,
                      PermissionDenied, ReadOnly)
 from .paths import SNAPSHOTS, fold, join, split
-from .types import Entry, Origin, Version
+from .types import Entry, Origin, Version, entry_of
 
 VIRTUAL_BASE = 1 << 62        # node ids of virtual folders (.snapshots, its tokens)
 
@@ -47,6 +47,21 @@ _LAST_FILE_SQL = {ci: (
     for ci in (False, True)}
 _VERSION_SQL = text("SELECT id, size, etag, deleted FROM versions WHERE node_id = :n AND number = :v")
 _LINKED_SQL = "SELECT 1 FROM dentries WHERE node_id = ? AND valid_to IS NULL LIMIT 1"
+
+
+def _list_sql(now: bool) -> str:
+    """One page of a folder, keyset-paged by name: entries with their newest version (at an
+    instant).  Parameters: [at,] parent, [at, at,] after, limit."""
+    alive = "d.valid_to IS NULL" if now else "d.valid_from <= ? AND (d.valid_to IS NULL OR d.valid_to > ?)"
+    vcond = "" if now else "AND v2.created_at <= ?"
+    return ("SELECT d.name, d.node_id, n.kind, n.created_at, n.mtime, v.number, v.size, v.mtime, v.etag "
+            "FROM dentries d JOIN nodes n ON n.id = d.node_id "
+            "LEFT JOIN versions v ON v.node_id = d.node_id AND v.number = "
+            f"(SELECT max(v2.number) FROM versions v2 WHERE v2.node_id = d.node_id {vcond}) "
+            f"WHERE d.parent_id = ? AND {alive} AND d.name > ? ORDER BY d.name LIMIT ?")
+
+
+_LIST_SQL = {now: _list_sql(now) for now in (False, True)}
 
 
 class _View:
@@ -184,8 +199,9 @@ class ShareFS:
             return False
 
     def listdir(self, path: str, at=None, page: int = 1000, after: str = "") -> Iterator[Entry]:
-        """Entries sorted by name, fetched in pages so huge folders stream; `after` resumes the
-        listing after that name (NFS READDIR cookies), whether or not the name still exists."""
+        """Entries sorted by name, fetched in pages so huge folders stream (the first page holds
+        `page` entries, later ones more); `after` resumes the listing after that name (NFS
+        READDIR cookies), whether or not the name still exists."""
         v = self._view(path, at)
         if v.virtual == "snapshots":
             for tok in self.snapshot_tokens():
@@ -199,30 +215,28 @@ class ShareFS:
             node, kind, _ = self._walk(s, v.parts, v.at)
         if kind != "dir":
             raise NotADirectory(f"{self._show(path)} is not a folder")
-        alive = "d.valid_to IS NULL" if v.at is None else \
-            "d.valid_from <= :at AND (d.valid_to IS NULL OR d.valid_to > :at)"
-        vcond = "" if v.at is None else "AND v2.created_at <= :at"
-        sql = text(f"""
-            SELECT d.name, d.node_id, n.kind, n.created_at, n.mtime, v.number, v.size, v.mtime, v.etag
-            FROM dentries d JOIN nodes n ON n.id = d.node_id
-            LEFT JOIN versions v ON v.node_id = d.node_id AND v.number =
-                 (SELECT max(v2.number) FROM versions v2 WHERE v2.node_id = d.node_id {vcond})
-            WHERE d.parent_id = :p AND {alive} AND d.name > :after
-            ORDER BY d.name LIMIT :lim""")
+        # Plain SQL on the DBAPI cursor and Entries built from tuples: per entry, SQLAlchemy's
+        # result rows and a dataclass __init__ cost more than SQLite's own work (docs/benchmarks.md).
+        sql = _LIST_SQL[v.at is None]
+        base = join(v.prefix + v.parts).rstrip("/")
+        ro = v.readonly or not self.writable
+        lim = page
         while True:
+            params = (node, after, lim) if v.at is None else (v.at, node, v.at, v.at, after, lim)
             with self.repo.catalog.session() as s:
-                rows = s.execute(sql, {"p": node, "at": v.at, "after": after, "lim": page}).all()
+                rows = raw.run(s, sql, params).fetchall()
             for name, nid, kind, ctime, nmtime, number, size, vmtime, etag in rows:
-                ev = _View(v.parts + (name,), v.at, v.readonly, prefix=v.prefix)
                 if kind == "dir":
-                    yield self._entry(ev, name, nid, kind, ctime, nmtime, None)
+                    yield entry_of((name, f"{base}/{name}", "dir", 0, nmtime / 1_000_000, ctime / 1_000_000,
+                                    nid, None, f"d{nid}-{nmtime}", ro))
                 else:
-                    yield Entry(name, join(ev.prefix + ev.parts), "file", size or 0,
-                                seconds(vmtime if vmtime is not None else nmtime), seconds(ctime), nid, number,
-                                etag or "", v.readonly or not self.writable)
-            if len(rows) < page:
+                    yield entry_of((name, f"{base}/{name}", "file", size or 0,
+                                    (vmtime if vmtime is not None else nmtime) / 1_000_000, ctime / 1_000_000,
+                                    nid, number, etag or "", ro))
+            if len(rows) < lim:
                 return
             after = rows[-1][0]
+            lim = min(lim * 4, max(page, 16_384))     # the first entries soon, then fewer round trips
 
     def _file_version(self, s: Session, v: _View, version: int | None) -> m.Version:
         node, kind, _ = self._walk(s, v.parts, v.at) if version is None else self._find_node(s, v)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from archive import Origin, errors
-from archive.clock import iso
+from archive.clock import gmt_token, iso
 from conftest import put_bytes
 
 
@@ -351,3 +351,33 @@ def test_schema_head_constant_matches_the_migrations():
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
     assert ScriptDirectory.from_config(cfg).get_heads() == [db.SCHEMA_HEAD]
+
+
+def test_paged_listing_equals_stat_of_each_entry(fs):
+    """Every listed Entry is exactly what stat() says of its path, now, in the past and under a
+    snapshot token, across page boundaries (later pages grow) and when resumed with `after`."""
+    fs.mkdir("/p")
+    fs.mkdir("/p/sub")
+    for i in range(23):
+        put_bytes(fs, f"/p/f{i:02d}", b"v1 %d" % i)
+    time.sleep(0.01)
+    t_mid = time.time()
+    time.sleep(1.01 - time.time() % 1)      # the token of t_mid shows the state before what follows
+    for i in range(0, 23, 3):
+        put_bytes(fs, f"/p/f{i:02d}", b"second version %d" % i)
+    fs.remove("/p/f22")
+    put_bytes(fs, "/p/new", b"n")
+    token = gmt_token(int(t_mid * 1_000_000))     # any token resolves, listed or not
+    now_names = ["new"] + [f"f{i:02d}" for i in range(22)] + ["sub"]
+    past_names = [f"f{i:02d}" for i in range(23)] + ["sub"]
+    for base, at, names in (("/p", None, sorted(now_names)), ("/p", t_mid, sorted(past_names)),
+                            (f"/.snapshots/{token}/p", None, sorted(past_names))):
+        for page in (1, 3, 1000):
+            got = list(fs.listdir(base, at=at, page=page))
+            assert [e.name for e in got] == names
+            assert got == [fs.stat(f"{base}/{n}", at=at) for n in names]
+        assert [e.name for e in fs.listdir(base, at=at, page=2, after="f05")] == [n for n in names if n > "f05"]
+    listed = {e.name: e for e in fs.listdir("/p", page=2)}
+    assert (listed["f03"].version, listed["f03"].size, listed["f04"].version) == (2, 16, 1)
+    assert listed["sub"].kind == "dir" and listed["sub"].path == "/p/sub"
+    assert {e.path for e in fs.listdir("/", page=1)} == {"/p"}

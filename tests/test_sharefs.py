@@ -372,7 +372,7 @@ def test_paged_listing_equals_stat_of_each_entry(fs):
     past_names = [f"f{i:02d}" for i in range(23)] + ["sub"]
     for base, at, names in (("/p", None, sorted(now_names)), ("/p", t_mid, sorted(past_names)),
                             (f"/.snapshots/{token}/p", None, sorted(past_names))):
-        for page in (1, 3, 1000):
+        for page in (1, 3, 23, 24, 25, 1000):
             got = list(fs.listdir(base, at=at, page=page))
             assert [e.name for e in got] == names
             assert got == [fs.stat(f"{base}/{n}", at=at) for n in names]

@@ -12,8 +12,8 @@ Sections:
   chunks    the versions corpus through Edge Archive at several average chunk sizes
   file1000  one small file with 1,000 versions (Python API): read v1 vs v1000
   rss       peak RSS of `archivectl put` / `get` of a 4 GiB file (x scale)
-  catalog   1,000,000 files (x scale) via the Python API: listing a 100,000-entry folder,
-            catalog bytes per version
+  catalog   1,000,000 files (x scale) via the Python API: build time, stat/open_read latency,
+            listing a 100,000-entry folder and the whole tree, catalog bytes per version
   profile   cProfile of `archivectl put` of the random and text corpora (in-process)
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ from archive.clock import gmt_token
 from protocols.nfs import listing
 from protocols.nfs.state import RESOLVE_TTL
 
-from nfs_helpers import LibNFS, NFSError, NFSServer, RawRPC, need, run
+from nfs_helpers import LibNFS, NFSError, NFSServer, Pipeline, RawRPC, need, run
 
 MOUNT, NFS = 100005, 100003
 
@@ -693,3 +693,54 @@ def test_archivectl_serve_exports_nfs_from_the_config(tmp_path):
         assert r.share("office").open_read("/in.txt").read() == b"through archivectl serve\n"
     finally:
         r.close()
+
+
+# -- several calls in flight on one connection (libnfs' async API, as the kernel client sends) ----
+def _head_seq(repo) -> int:
+    """Durable commits so far (the commit chain's length)."""
+    from sqlalchemy import text
+    with repo.catalog.session() as s:
+        return s.execute(text("SELECT seq FROM chain_head WHERE id = 1")).scalar()
+
+
+def test_pipelined_small_files_get_one_version_each_sharing_commits(tmp_path):
+    s = NFSServer(tmp_path, commit_idle=3600)         # versions come at shutdown, all owed at once
+    try:
+        c = LibNFS(s.url("/office"))
+        c.mkdir("/many")
+        files = {f"/many/f{i:03d}.txt": b"file %d;" % i * (i + 1) for i in range(32)}
+        Pipeline(c, 16).put_files(list(files.items()))
+        c.close()
+        fs = s.fs()
+        assert sorted("/many/" + e.name for e in fs.listdir("/many")) == sorted(files)
+        assert all(fs.stat(p).version is None for p in files)    # COMMITted, not yet a version
+        before = _head_seq(s.repo)
+        s.stop()
+        commits = _head_seq(s.repo) - before
+        for p, data in files.items():
+            vs = fs.versions(p)
+            assert [(v.number, v.size, v.origin.protocol) for v in vs] == [(1, len(data), "nfs")], p
+            assert fs.open_read(p).read() == data
+        # ended side by side, the 32 versions share durable commits (one each, in turn, before)
+        assert commits < len(files) // 2, commits
+    finally:
+        s.repo.close()
+
+
+def test_writes_in_flight_to_one_file_make_one_version(srv):
+    names = [f"/doc{n}.bin" for n in range(8)]
+    for name in names:
+        put(srv.fs(), name, b"\0" * 80_000)
+    pieces = [(i * 4096, bytes([65 + i]) * 4096) for i in range(16)]
+    c = LibNFS(srv.url("/office"))
+    try:
+        for name in names:                          # no write session yet: the WRITEs race to open one
+            fh = c.open(name, os.O_WRONLY)
+            Pipeline(c, 16).write_pieces(fh, pieces)
+            c.close_file(fh)
+    finally:
+        c.close()
+    for name in names:
+        vs = srv.wait_versions(name, 2)
+        assert [v.number for v in vs] == [1, 2], name
+        assert srv.fs().open_read(name).read() == b"".join(d for _, d in pieces) + b"\0" * (80_000 - 16 * 4096)

@@ -490,6 +490,54 @@ def test_calls_in_flight_on_one_connection_run_at_once(srv):
     assert [v.deleted for v in srv.fs().versions("/p.txt")] == [False, True]
 
 
+def test_many_small_calls_run_at_once_large_ones_within_a_byte_budget(srv):
+    """Up to server.MAX_INFLIGHT calls of one connection run together (so pipelined CREATEs and
+    REMOVEs reach the core's group commit together), but large records only while the running
+    ones hold less than server.MAX_HELD bytes (memory per connection stays bounded)."""
+    from protocols.nfs import server
+    nfs = srv.adapter.server.nfs
+    gate, lock = threading.Event(), threading.Lock()
+    running = [0]
+    real_null = nfs.procs[0]
+
+    def held(*args):
+        with lock:
+            running[0] += 1
+        gate.wait(30)
+    nfs.procs[0] = held
+
+    def wait_running(n: int) -> int:
+        end = time.monotonic() + 20
+        while running[0] < n and time.monotonic() < end:
+            time.sleep(0.01)
+        return running[0]
+    small, big = 24, 12
+    pad = 1024 * 1024
+    r = RawRPC(srv.port)
+    try:
+        for i in range(small):                                 # NULL ignores its arguments
+            r.send_call(NFS, 3, 0, xid=10 + i)
+        assert 8 < small <= server.MAX_INFLIGHT and wait_running(small) == small   # all at once
+        gate.set()
+        assert sorted(_xid(r.recv_record()) for _ in range(small)) == list(range(10, 10 + small))
+        gate.clear()
+        running[0] = 0
+        sender = threading.Thread(target=lambda: [r.send_call(NFS, 3, 0, b"\0" * pad, xid=100 + i)
+                                                  for i in range(big)])
+        sender.start()
+        at_once = server.MAX_HELD // pad
+        assert wait_running(at_once) == at_once
+        time.sleep(0.5)                                        # no further big record is taken
+        assert running[0] == at_once < big
+        gate.set()
+        sender.join(30)
+        assert sorted(_xid(r.recv_record()) for _ in range(big)) == list(range(100, 100 + big))
+    finally:
+        nfs.procs[0] = real_null
+        gate.set()
+        r.close()
+
+
 # -- malformed input ---------------------------------------------------------------------------------
 def test_rpc_errors_for_bad_program_version_procedure_and_arguments(srv):
     r = RawRPC(srv.port)

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from archive import Repository, errors
 from archive.chunkcache import BlockCache
@@ -197,6 +197,8 @@ def test_parse_size_accepts_every_unit(n, unit):
 
 
 @given(st.text(max_size=12))
+@example(".")
+@example("1.2.3M")
 def test_parse_size_refuses_garbage_with_a_clear_error(text):
     try:
         assert parse_size(text) >= 0

@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 
 from archive import Origin
 from archive.multipart import Staging
+from protocols.s3 import chunked
 from tests.s3_helpers import make_server, need, run, s3cmd_config
 
 MiB = 1 << 20
@@ -295,6 +296,19 @@ def test_multipart_checksums_composite_and_full_object(server, s3):
     assert r["ChecksumCRC32"] == crc and r["ChecksumType"] == "FULL_OBJECT"
     got = s3.get_object(Bucket="data", Key=key, ChecksumMode="ENABLED")
     assert got["ChecksumCRC32"] == crc and got["Body"].read() == whole
+
+    # CRC64NVME (s3-tests' published values of 5 MiB of "A" and of "B"; the object's is combined)
+    key = "ck/crc64.bin"
+    uid = s3.create_multipart_upload(Bucket="data", Key=key, ChecksumAlgorithm="CRC64NVME")["UploadId"]
+    done = []
+    for i, (fill, value) in enumerate([(b"A", "L/E4WYn8v98="), (b"B", "xW1l19VobYM=")]):
+        r = s3.upload_part(Bucket="data", Key=key, UploadId=uid, PartNumber=i + 1, Body=fill * (5 * MiB),
+                           ChecksumAlgorithm="CRC64NVME", ChecksumCRC64NVME=value)
+        done.append({"ETag": r["ETag"], "PartNumber": i + 1, "ChecksumCRC64NVME": r["ChecksumCRC64NVME"]})
+    r = s3.complete_multipart_upload(Bucket="data", Key=key, UploadId=uid, MultipartUpload={"Parts": done})
+    crc = chunked.new_checksum("crc64nvme")
+    crc.update(b"A" * (5 * MiB) + b"B" * (5 * MiB))
+    assert r["ChecksumCRC64NVME"] == chunked.checksum_b64(crc) and r["ChecksumType"] == "FULL_OBJECT"
 
 
 def test_get_object_attributes(server, s3):

@@ -150,7 +150,7 @@ def _unsigned(chunks: list[bytes], trailer: str | None = None) -> bytes:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.binary(min_size=1, max_size=300), max_size=6), st.sampled_from(["crc32", "crc32c", "sha256", "sha1"]),
+@given(st.lists(st.binary(min_size=1, max_size=300), max_size=6), st.sampled_from(["crc32", "crc32c", "crc64nvme", "sha256", "sha1"]),
        st.integers(1, 64))
 def test_chunked_roundtrip_with_checksum(chunks, kind, step):
     data = b"".join(chunks)
@@ -169,7 +169,7 @@ def test_chunked_roundtrip_with_checksum(chunks, kind, step):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.binary(max_size=200), min_size=1, max_size=6), st.sampled_from(["crc32", "crc32c"]))
+@given(st.lists(st.binary(max_size=200), min_size=1, max_size=6), st.sampled_from(["crc32", "crc32c", "crc64nvme"]))
 def test_full_object_crc_is_combined_from_parts(parts, kind):
     """The FULL_OBJECT checksum of a multipart object, combined from part CRCs and sizes, equals
     the CRC of the concatenated bytes (what a client checks the body against)."""
@@ -187,6 +187,9 @@ def test_composite_checksum_known_value():
 
 
 def test_crc32c_known_value():
+    h = chunked.new_checksum("crc64nvme")
+    h.update(b"123456789")
+    assert h.digest().hex() == "ae8b14860a799888"          # CRC-64/NVME check value
     h = chunked.new_checksum("crc32c")
     h.update(b"123456789")
     assert h.digest().hex() == "e3069283"

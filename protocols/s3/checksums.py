@@ -7,7 +7,7 @@ and, at Complete, the object's checksum the way S3 does:
 
 * ``COMPOSITE`` (SHA1, SHA256; CRC32/CRC32C when asked): the algorithm over the concatenated raw
   part checksums, base64, with ``-<part count>``;
-* ``FULL_OBJECT`` (the default of CRC32 and CRC32C): the CRC of the whole object, combined from
+* ``FULL_OBJECT`` (the default of CRC32 and CRC32C, the only type of CRC64NVME): the CRC of the whole object, combined from
   the part CRCs and sizes (zlib's crc32_combine, for any reflected CRC) without re-reading bytes.
 
 The value is stored in the version's metadata with the part values, so HEAD/GET with
@@ -22,7 +22,7 @@ from .chunked import CHECKSUMS, new_checksum
 #: S3's algorithm names -> ours (x-amz-checksum-<ours>).
 ALGORITHMS = {k.upper(): k for k in CHECKSUMS}
 #: Reflected polynomials of the CRCs whose full-object value can be combined from parts.
-_POLY = {"crc32": (0xEDB88320, 32), "crc32c": (0x82F63B78, 32)}
+_POLY = {"crc32": (0xEDB88320, 32), "crc32c": (0x82F63B78, 32), "crc64nvme": (0x9A6C9329AC4BC9B5, 64)}
 COMPOSITE, FULL_OBJECT = "COMPOSITE", "FULL_OBJECT"
 
 
@@ -31,6 +31,8 @@ def default_type(alg: str) -> str:
 
 
 def valid_type(alg: str, kind: str) -> bool:
+    if alg == "crc64nvme":             # (S3 offers only the full-object CRC64NVME)
+        return kind == FULL_OBJECT
     return kind == COMPOSITE or (kind == FULL_OBJECT and alg in _POLY)
 
 
@@ -58,7 +60,7 @@ def _square(mat: list[int]) -> list[int]:
 
 def crc_combine(crc1: int, crc2: int, len2: int, poly: int, width: int) -> int:
     """The CRC of A||B from crc(A), crc(B) and len(B) (zlib's crc32_combine; works for reflected
-    CRCs whose initial value equals their final xor, as CRC32 and CRC32C)."""
+    CRCs whose initial value equals their final xor, as CRC32, CRC32C and CRC64NVME)."""
     if len2 <= 0:
         return crc1
     odd = [poly] + [1 << n for n in range(width - 1)]      # one zero bit

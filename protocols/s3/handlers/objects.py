@@ -416,5 +416,7 @@ def get_attributes(call: Call) -> Response:
         body.append(el("StorageClass", "STANDARD"))
     if "objectsize" in wanted:
         body.append(el("ObjectSize", v.size))
-    headers = [("Last-Modified", http_date(v.mtime)), ("x-amz-version-id", version_id(v, state))]
+    headers = [("Last-Modified", http_date(v.mtime))]
+    if state.status is not None:        # (a never-versioned bucket shows no version ids)
+        headers.append(("x-amz-version-id", version_id(v, state)))
     return Response(200, headers, document("GetObjectAttributesResponse", body))

@@ -256,6 +256,11 @@ def test_multipart_checksums_composite_and_full_object(server, s3):
         assert r["ChecksumSHA256"] == sha[i]
         done.append({"ETag": r["ETag"], "PartNumber": i + 1, "ChecksumSHA256": r["ChecksumSHA256"]})
     assert [p["ChecksumSHA256"] for p in s3.list_parts(Bucket="data", Key=key, UploadId=uid)["Parts"]] == sha
+    # UploadPartCopy into such an upload computes the copied range's checksum
+    s3.put_object(Bucket="data", Key="ck/src", Body=parts[2])
+    cp = s3.upload_part_copy(Bucket="data", Key=key, UploadId=uid, PartNumber=9, CopySource={"Bucket": "data",
+                             "Key": "ck/src"}, CopySourceRange="bytes=0-999")["CopyPartResult"]
+    assert cp["ChecksumSHA256"] == _b64(hashlib.sha256(parts[2][:1000]).digest())
     want = _b64(hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in parts)).digest()) + "-3"
     # a wrong object checksum, or a wrong part checksum, is refused and leaves no version
     with pytest.raises(ClientError) as e:

@@ -289,14 +289,22 @@ def test_multipart_checksums_composite_and_full_object(server, s3):
     assert [(p["PartNumber"], p["Size"], p["ChecksumSHA256"]) for p in attrs["ObjectParts"]["Parts"]] == \
         [(i + 1, len(p), sha[i]) for i, p in enumerate(parts)]
 
-    # CRC32 is FULL_OBJECT by default: the CRC of the whole body, which boto3 checks on GET
+    # CRC32 is COMPOSITE unless asked; FULL_OBJECT: the CRC of the whole body, which boto3 checks on GET
+    default = s3.create_multipart_upload(Bucket="data", Key="ck/default", ChecksumAlgorithm="CRC32")
+    assert default["ChecksumType"] == "COMPOSITE"
+    s3.abort_multipart_upload(Bucket="data", Key="ck/default", UploadId=default["UploadId"])
     key = "ck/crc.bin"
-    up = s3.create_multipart_upload(Bucket="data", Key=key, ChecksumAlgorithm="CRC32")
+    up = s3.create_multipart_upload(Bucket="data", Key=key, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT")
     assert up["ChecksumType"] == "FULL_OBJECT"
     uid = up["UploadId"]
     done = [{"ETag": s3.upload_part(Bucket="data", Key=key, UploadId=uid, PartNumber=i + 1, Body=p,
                                     ChecksumAlgorithm="CRC32")["ETag"], "PartNumber": i + 1} for i, p in enumerate(parts)]
-    r = s3.complete_multipart_upload(Bucket="data", Key=key, UploadId=uid, MultipartUpload={"Parts": done})
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket="data", Key=key, UploadId=uid, ChecksumType="COMPOSITE",
+                                     MultipartUpload={"Parts": done})
+    assert code(e.value) == "BadDigest"
+    r = s3.complete_multipart_upload(Bucket="data", Key=key, UploadId=uid, ChecksumType="FULL_OBJECT",
+                                     MultipartUpload={"Parts": done})
     crc = _b64(zlib.crc32(whole).to_bytes(4, "big"))
     assert r["ChecksumCRC32"] == crc and r["ChecksumType"] == "FULL_OBJECT"
     got = s3.get_object(Bucket="data", Key=key, ChecksumMode="ENABLED")

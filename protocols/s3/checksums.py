@@ -5,9 +5,9 @@ verified value with its version.  A multipart upload created with ``x-amz-checks
 computes that algorithm over every part (whatever the client sent: a value it sent must match)
 and, at Complete, the object's checksum the way S3 does:
 
-* ``COMPOSITE`` (SHA1, SHA256; CRC32/CRC32C when asked): the algorithm over the concatenated raw
+* ``COMPOSITE`` (SHA1, SHA256; the default of CRC32/CRC32C): the algorithm over the concatenated raw
   part checksums, base64, with ``-<part count>``;
-* ``FULL_OBJECT`` (the default of CRC32 and CRC32C, the only type of CRC64NVME): the CRC of the whole object, combined from
+* ``FULL_OBJECT`` (CRC32 and CRC32C when asked, the only type of CRC64NVME): the CRC of the whole object, combined from
   the part CRCs and sizes (zlib's crc32_combine, for any reflected CRC) without re-reading bytes.
 
 The value is stored in the version's metadata with the part values, so HEAD/GET with
@@ -27,7 +27,9 @@ COMPOSITE, FULL_OBJECT = "COMPOSITE", "FULL_OBJECT"
 
 
 def default_type(alg: str) -> str:
-    return FULL_OBJECT if alg in _POLY else COMPOSITE
+    """S3's type when CreateMultipartUpload names none: FULL_OBJECT only for CRC64NVME (composite
+    was the only type before 2025, so older clients expect it for CRC32/CRC32C)."""
+    return FULL_OBJECT if alg == "crc64nvme" else COMPOSITE
 
 
 def valid_type(alg: str, kind: str) -> bool:

@@ -169,6 +169,9 @@ def complete(call: Call) -> Response:
         stored = {"algorithm": alg, "type": kind, "value": checksums.object_value(alg, kind, values),
                   "parts": [v for v, _ in values]}
         claimed = call.headers.get(f"x-amz-checksum-{alg}")
+        claimed_type = call.headers.get("x-amz-checksum-type")
+        if claimed_type is not None and claimed_type.strip().upper() != kind:
+            raise S3Error("BadDigest", f"The upload's checksum type is {kind}, not {claimed_type.strip()}.")
         if claimed is not None and claimed.strip() != stored["value"]:
             raise S3Error("BadDigest", f"The x-amz-checksum-{alg} you specified did not match the calculated checksum.")
         meta["checksum"] = stored

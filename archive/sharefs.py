@@ -381,8 +381,9 @@ class ShareFS:
         return cur if cur is not None and not cur.deleted else None
 
     def _precheck_file_target(self, parts: tuple[str, ...]) -> None:
-        """Fail before any byte is sent: missing parent, or a folder where the file should go."""
-        with self.repo.catalog.session() as s:
+        """Fail before any byte is sent: missing parent, or a folder where the file should go.
+        (Plain SQL lookups only: a raw read transaction, no Session; see Catalog.raw_read.)"""
+        with self.repo.catalog.raw_read() as s:
             parent = self._parent(s, parts)
             row = self._child(s, parent, parts[-1], None)
             if row is not None and row[1] == "dir":

@@ -32,6 +32,8 @@ class Part:
     size: int
     md5: str
     modified: float
+    #: a checksum of the part's bytes the caller computed while it streamed (S3: x-amz-checksum-*)
+    checksum: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,10 +95,12 @@ class Staging:
         yield from sorted(found, key=lambda u: (u.key, u.initiated, u.upload_id))
 
     def put_part(self, upload_id: str, number: int, body: BinaryIO | Iterator[bytes], size: int | None = None,
-                 check: Callable[[], None] | None = None) -> Part:
+                 check: Callable[[], None] | None = None,
+                 checksum: Callable[[], str | None] | None = None) -> Part:
         """Stage part `number` from a stream of bytes (replacing an earlier one of that number).
         `check` runs after the last byte (e.g. a signature or checksum test): if it raises,
-        nothing is staged.  Returns the part with the MD5 of its bytes."""
+        nothing is staged; `checksum` (after `check`) gives a value kept with the part.  Returns
+        the part with the MD5 of its bytes."""
         if not 1 <= number <= MAX_PART:
             raise InvalidPath(f"part numbers are 1-{MAX_PART}")
         d = self._dir(upload_id)
@@ -114,7 +118,7 @@ class Staging:
                 os.fsync(f.fileno())
             if check is not None:
                 check()
-            part = Part(number, n, md5.hexdigest(), time.time())
+            part = Part(number, n, md5.hexdigest(), time.time(), checksum() if checksum is not None else None)
             _write_json(d / f"{number}.json", part.__dict__)
             os.replace(tmp, d / f"{number}.part")
             return part

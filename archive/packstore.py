@@ -221,7 +221,7 @@ def parse_size(value: "str | int | None", default: int = DEFAULT_CACHE_SIZE) -> 
         return default
     if isinstance(value, (int, float)):
         return int(value)
-    m = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)(i?b)?\s*", value.lower())
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?b)?\s*", value.lower())
     if not m:
         raise ValueError(f"not a size: {value!r} (e.g. 512M, 10G)")
     return int(float(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2)])

@@ -50,13 +50,16 @@ def proc_stats(pid: int) -> dict[str, Any]:
                 out["threads"] = int(value)
     fds = os.listdir(f"/proc/{pid}/fd")
     out["fds"] = len(fds)
-    packs = 0
+    packs = catalog = 0
     for fd in fds:
         try:
-            packs += os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".pack")
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
-            pass
+            continue
+        packs += target.endswith(".pack")
+        catalog += "catalog.sqlite" in target
     out["pack_fds"] = packs          # the core keeps up to 64 packs open for reading (bounded)
+    out["catalog_fds"] = catalog     # database, WAL and shm of each pooled SQLite connection
     return out
 
 
@@ -247,22 +250,23 @@ def main(argv: list[str] | None = None) -> int:
         base = proc_stats(server.proc.pid)
         rows.append({"round": 0, "ops": 0, "failures": 0, "peak_rss_mb": base["VmRSS"],
                      "idle_rss_mb": base["VmRSS"], "fds": base["fds"], "pack_fds": base["pack_fds"],
+                     "catalog_fds": base["catalog_fds"],
                      "threads": base["threads"]})
         print(f"{'round':>5} {'ops':>6} {'fail':>4} {'peak RSS MB':>11} {'idle RSS MB':>11} "
-              f"{'fds':>4} {'packs':>5} {'threads':>7}", flush=True)
+              f"{'fds':>4} {'packs':>5} {'catalog':>7} {'threads':>7}", flush=True)
         print(f"{0:>5} {0:>6} {0:>4} {base['VmRSS']:>11} {base['VmRSS']:>11} {base['fds']:>4} "
-              f"{base['pack_fds']:>5} {base['threads']:>7}  (baseline)", flush=True)
+              f"{base['pack_fds']:>5} {base['catalog_fds']:>7} {base['threads']:>7}  (baseline)", flush=True)
         for r in range(1, args.rounds + 1):
             tally = run_round(server, args.clients, args.seconds)
             time.sleep(args.idle)
             st = proc_stats(server.proc.pid)
             row = {"round": r, "ops": tally.ops, "failures": len(tally.failures),
                    "peak_rss_mb": tally.peak_rss, "idle_rss_mb": st["VmRSS"], "fds": st["fds"],
-                   "pack_fds": st["pack_fds"],
+                   "pack_fds": st["pack_fds"], "catalog_fds": st["catalog_fds"],
                    "threads": st["threads"], "first_failures": tally.failures[:3]}
             rows.append(row)
             print(f"{r:>5} {tally.ops:>6} {len(tally.failures):>4} {tally.peak_rss:>11} "
-                  f"{st['VmRSS']:>11} {st['fds']:>4} {st['pack_fds']:>5} {st['threads']:>7}", flush=True)
+                  f"{st['VmRSS']:>11} {st['fds']:>4} {st['pack_fds']:>5} {st['catalog_fds']:>7} {st['threads']:>7}", flush=True)
             for f in tally.failures[:3]:
                 print(f"      failure: {f}", flush=True)
         if args.json:

@@ -4,7 +4,9 @@ Same machine, same run, same clients, loopback only:
   * large file: `nfs-cp` local -> server (write) and server -> /dev/null-ish file (read);
     for Edge the write is also timed until its version is committed (commit_idle = 0.2 s);
   * many files: libnfs (the library behind nfs-cp, through ctypes) creates N small files,
-    `nfs-ls` lists the folder, libnfs removes them.
+    `nfs-ls` lists the folder, libnfs removes them; then the same create and remove with
+    --depth files in flight on the one connection (libnfs' async API: the calls a kernel
+    client pipelines for several writers; libnfs' sync calls and nfs-cp wait for each reply).
 Prints medians of --runs and the ratios Edge/ganesha (higher is better).
 
     python3 bench/nfs.py --size-mib 1024 --files 10000 --runs 3
@@ -36,7 +38,7 @@ from archive import Repository  # noqa: E402
 from protocols.base import ServeContext  # noqa: E402
 from protocols.nfs import NFSAdapter  # noqa: E402
 
-from nfs_helpers import LibNFS  # noqa: E402
+from nfs_helpers import LibNFS, Pipeline  # noqa: E402
 
 
 def free_port() -> int:
@@ -142,7 +144,7 @@ def url(server, path: str = "") -> str:
     return f"nfs://127.0.0.1{server.export}{path}?version=3&nfsport={server.port}&mountport={server.mountport}"
 
 
-def one_run(server, big: Path, size: int, files: int, scratch: Path) -> dict[str, float]:
+def one_run(server, big: Path, size: int, files: int, scratch: Path, depth: int = 16) -> dict[str, float]:
     out: dict[str, float] = {}
     server.start()
     try:
@@ -170,6 +172,17 @@ def one_run(server, big: Path, size: int, files: int, scratch: Path) -> dict[str
             for i in range(files):
                 c.unlink(f"/many/f{i:05d}.txt")
             out["delete files/s"] = files / (time.perf_counter() - t0)
+            # the same with calls in flight on the one connection (libnfs' async API), as the
+            # kernel client sends them for several writers
+            c.mkdir("/piped")
+            p = Pipeline(c, depth)
+            t0 = time.perf_counter()
+            p.put_files([(f"/piped/f{i:05d}.txt", b"small file %d\n" % i) for i in range(files)])
+            out[f"create files/s, {depth} in flight"] = files / (time.perf_counter() - t0)
+            server.settle()
+            t0 = time.perf_counter()
+            p.unlink_files([f"/piped/f{i:05d}.txt" for i in range(files)])
+            out[f"delete files/s, {depth} in flight"] = files / (time.perf_counter() - t0)
         finally:
             c.close()
     finally:
@@ -194,6 +207,7 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--depth", type=int, default=16, help="calls in flight for the pipelined small files")
     ap.add_argument("--work", default=str(ROOT / "bench" / "work" / "nfs"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -208,8 +222,8 @@ def main() -> None:
     edge, ganesha = Edge(work), Ganesha(work)
     versions: list[float] = []
     for _ in range(args.runs):
-        results["ganesha"].append(one_run(ganesha, big, size, args.files, work))
-        results["edge"].append(one_run(edge, big, size, args.files, work))
+        results["ganesha"].append(one_run(ganesha, big, size, args.files, work, args.depth))
+        results["edge"].append(one_run(edge, big, size, args.files, work, args.depth))
         versions.append(until_version(edge, big, size))
     big.unlink()
     med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}

@@ -17,7 +17,7 @@ import struct
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from archive import Repository
 from protocols.nfs import NFSAdapter
@@ -267,6 +267,87 @@ class LibNFS:
         if self.ctx:
             self.lib.nfs_destroy_context(self.ctx)
             self.ctx = None
+
+
+_NFS_CB = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
+class Pipeline:
+    """libnfs's asynchronous API on one mounted context: up to `depth` operations in flight on
+    its one connection, as the kernel client sends them (several files being created, written
+    and closed at once; libnfs' synchronous calls and nfs-cp wait for each reply)."""
+
+    def __init__(self, client: LibNFS, depth: int = 16) -> None:
+        import select
+        self.c, self.lib, self.depth = client, client.lib, depth
+        self._poll = select.poll
+        self._POLLIN, self._POLLOUT = select.POLLIN, select.POLLOUT
+        P, I, U64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64
+        for fn, args in {"nfs_creat_async": [P, ctypes.c_char_p, I, _NFS_CB, P],
+                         "nfs_pwrite_async": [P, P, U64, U64, P, _NFS_CB, P],
+                         "nfs_close_async": [P, P, _NFS_CB, P],
+                         "nfs_unlink_async": [P, ctypes.c_char_p, _NFS_CB, P],
+                         "nfs_get_fd": [P], "nfs_which_events": [P], "nfs_service": [P, I]}.items():
+            f = getattr(self.lib, fn)
+            f.argtypes, f.restype = args, I
+        self._cb = _NFS_CB(self._done)         # kept alive as long as the pipeline
+        self._next: dict[int, Any] = {}        # token -> what to do with the result
+        self._tokens = itertools.count(1)
+        self.errors: list[str] = []
+
+    def _done(self, err, nfs, data, private) -> None:
+        step = self._next.pop(private)
+        if err < 0:
+            self.errors.append(f"{step[0]}: {ctypes.cast(data, ctypes.c_char_p).value!r}")
+            return
+        step[1](data)
+
+    def _queue(self, fn: str, *args: Any, then: Callable[[Any], None], what: str) -> None:
+        token = next(self._tokens)
+        self._next[token] = (what, then, args)   # args (path, buffer) live until the reply
+        rc = getattr(self.lib, fn)(self.c.ctx, *args, self._cb, ctypes.c_void_p(token))
+        if rc < 0:
+            del self._next[token]
+            raise NFSError(-rc, self.c.error())
+
+    def _run(self, starts: list[Callable[[], None]]) -> None:
+        """Start the operations, at most `depth` in flight, and serve replies until all ended."""
+        pending = list(reversed(starts))
+        while pending or self._next:
+            while pending and len(self._next) < self.depth:
+                pending.pop()()
+            p = self._poll()
+            p.register(self.lib.nfs_get_fd(self.c.ctx), self.lib.nfs_which_events(self.c.ctx))
+            for _fd, revents in p.poll(30_000) or [(0, 0)]:
+                if revents == 0:
+                    raise NFSError(110, "no reply from the server in 30 s")
+                if self.lib.nfs_service(self.c.ctx, revents) < 0:
+                    raise NFSError(5, self.c.error())
+        if self.errors:
+            raise NFSError(5, "; ".join(self.errors[:5]))
+
+    def put_files(self, files: list[tuple[str, bytes]]) -> None:
+        """creat + pwrite + close of every file (each file's calls in order, files overlapping)."""
+        def start(path: str, data: bytes) -> Callable[[], None]:
+            def creat() -> None:
+                self._queue("nfs_creat_async", path.encode(), 0o644, then=written, what=f"creat {path}")
+
+            def written(fh) -> None:
+                self._queue("nfs_pwrite_async", fh, 0, len(data), data, what=f"write {path}",
+                            then=lambda _d: self._queue("nfs_close_async", fh, then=lambda _e: None,
+                                                        what=f"close {path}"))
+            return creat
+        self._run([start(p, d) for p, d in files])
+
+    def write_pieces(self, fh, pieces: list[tuple[int, bytes]]) -> None:
+        """pwrite of every (offset, data) into one open file, all in flight together."""
+        self._run([(lambda off, d: lambda: self._queue("nfs_pwrite_async", fh, off, len(d), d,
+                                                        then=lambda _r: None, what=f"write at {off}"))(o, d)
+                   for o, d in pieces])
+
+    def unlink_files(self, paths: list[str]) -> None:
+        self._run([(lambda p: lambda: self._queue("nfs_unlink_async", p.encode(), then=lambda _d: None,
+                                                   what=f"unlink {p}"))(p) for p in paths])
 
 
 # ------------------------------------------------------------------------------ raw RPC client

@@ -31,7 +31,7 @@ MARKERS = "not fails_on_rgw"
 SELECTION = "bucket_list or object_write or multipart or versioning or object_copy or ranged"
 GROUPS = ("bucket_list", "object_write", "multipart", "versioning", "object_copy", "ranged")
 #: Passes recorded in docs/s3-conformance.md; CI fails below this.
-FLOOR = 135
+FLOOR = 165
 #: A test that hangs (a client waiting for an answer that never comes) fails after this long.
 PER_TEST_TIMEOUT = 90
 

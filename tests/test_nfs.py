@@ -16,7 +16,7 @@ from archive.clock import gmt_token
 from protocols.nfs import listing
 from protocols.nfs.state import RESOLVE_TTL
 
-from nfs_helpers import LibNFS, NFSError, NFSServer, RawRPC, need, run
+from nfs_helpers import LibNFS, NFSError, NFSServer, Pipeline, RawRPC, need, run
 
 MOUNT, NFS = 100005, 100003
 
@@ -490,6 +490,54 @@ def test_calls_in_flight_on_one_connection_run_at_once(srv):
     assert [v.deleted for v in srv.fs().versions("/p.txt")] == [False, True]
 
 
+def test_many_small_calls_run_at_once_large_ones_within_a_byte_budget(srv):
+    """Up to server.MAX_INFLIGHT calls of one connection run together (so pipelined CREATEs and
+    REMOVEs reach the core's group commit together), but large records only while the running
+    ones hold less than server.MAX_HELD bytes (memory per connection stays bounded)."""
+    from protocols.nfs import server
+    nfs = srv.adapter.server.nfs
+    gate, lock = threading.Event(), threading.Lock()
+    running = [0]
+    real_null = nfs.procs[0]
+
+    def held(*args):
+        with lock:
+            running[0] += 1
+        gate.wait(30)
+    nfs.procs[0] = held
+
+    def wait_running(n: int) -> int:
+        end = time.monotonic() + 20
+        while running[0] < n and time.monotonic() < end:
+            time.sleep(0.01)
+        return running[0]
+    small, big = 24, 12
+    pad = 1024 * 1024
+    r = RawRPC(srv.port)
+    try:
+        for i in range(small):                                 # NULL ignores its arguments
+            r.send_call(NFS, 3, 0, xid=10 + i)
+        assert 8 < small <= server.MAX_INFLIGHT and wait_running(small) == small   # all at once
+        gate.set()
+        assert sorted(_xid(r.recv_record()) for _ in range(small)) == list(range(10, 10 + small))
+        gate.clear()
+        running[0] = 0
+        sender = threading.Thread(target=lambda: [r.send_call(NFS, 3, 0, b"\0" * pad, xid=100 + i)
+                                                  for i in range(big)])
+        sender.start()
+        at_once = server.MAX_HELD // pad
+        assert wait_running(at_once) == at_once
+        time.sleep(0.5)                                        # no further big record is taken
+        assert running[0] == at_once < big
+        gate.set()
+        sender.join(30)
+        assert sorted(_xid(r.recv_record()) for _ in range(big)) == list(range(100, 100 + big))
+    finally:
+        nfs.procs[0] = real_null
+        gate.set()
+        r.close()
+
+
 # -- malformed input ---------------------------------------------------------------------------------
 def test_rpc_errors_for_bad_program_version_procedure_and_arguments(srv):
     r = RawRPC(srv.port)
@@ -693,3 +741,54 @@ def test_archivectl_serve_exports_nfs_from_the_config(tmp_path):
         assert r.share("office").open_read("/in.txt").read() == b"through archivectl serve\n"
     finally:
         r.close()
+
+
+# -- several calls in flight on one connection (libnfs' async API, as the kernel client sends) ----
+def _head_seq(repo) -> int:
+    """Durable commits so far (the commit chain's length)."""
+    from sqlalchemy import text
+    with repo.catalog.session() as s:
+        return s.execute(text("SELECT seq FROM chain_head WHERE id = 1")).scalar()
+
+
+def test_pipelined_small_files_get_one_version_each_sharing_commits(tmp_path):
+    s = NFSServer(tmp_path, commit_idle=3600)         # versions come at shutdown, all owed at once
+    try:
+        c = LibNFS(s.url("/office"))
+        c.mkdir("/many")
+        files = {f"/many/f{i:03d}.txt": b"file %d;" % i * (i + 1) for i in range(32)}
+        Pipeline(c, 16).put_files(list(files.items()))
+        c.close()
+        fs = s.fs()
+        assert sorted("/many/" + e.name for e in fs.listdir("/many")) == sorted(files)
+        assert all(fs.stat(p).version is None for p in files)    # COMMITted, not yet a version
+        before = _head_seq(s.repo)
+        s.stop()
+        commits = _head_seq(s.repo) - before
+        for p, data in files.items():
+            vs = fs.versions(p)
+            assert [(v.number, v.size, v.origin.protocol) for v in vs] == [(1, len(data), "nfs")], p
+            assert fs.open_read(p).read() == data
+        # ended side by side, the 32 versions share durable commits (one each, in turn, before)
+        assert commits < len(files) // 2, commits
+    finally:
+        s.repo.close()
+
+
+def test_writes_in_flight_to_one_file_make_one_version(srv):
+    names = [f"/doc{n}.bin" for n in range(8)]
+    for name in names:
+        put(srv.fs(), name, b"\0" * 80_000)
+    pieces = [(i * 4096, bytes([65 + i]) * 4096) for i in range(16)]
+    c = LibNFS(srv.url("/office"))
+    try:
+        for name in names:                          # no write session yet: the WRITEs race to open one
+            fh = c.open(name, os.O_WRONLY)
+            Pipeline(c, 16).write_pieces(fh, pieces)
+            c.close_file(fh)
+    finally:
+        c.close()
+    for name in names:
+        vs = srv.wait_versions(name, 2)
+        assert [v.number for v in vs] == [1, 2], name
+        assert srv.fs().open_read(name).read() == b"".join(d for _, d in pieces) + b"\0" * (80_000 - 16 * 4096)

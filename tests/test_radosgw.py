@@ -85,12 +85,10 @@ def test_end_to_end_on_ceph_radosgw(rgw, pg, tmp_path):
 def test_multipart_packs_and_a_killed_uploader_on_radosgw(rgw, tmp_path, monkeypatch):
     """Packs sent in parts while they fill read back exactly; the parts a killed node left stay
     in RGW (invisible to readers) until gc aborts them after the grace period."""
-    import os
-    import sys
     from archive import Repository
     from archive.check import check
     from archive.gc import collect
-    from test_s3store import CHILD, _uploads
+    from test_s3store import _uploads, kill_an_uploader_after_two_parts
     for k, v in rgw.env().items():
         monkeypatch.setenv(k, v)
     url = rgw.url(part="5M")
@@ -104,15 +102,7 @@ def test_multipart_packs_and_a_killed_uploader_on_radosgw(rgw, tmp_path, monkeyp
     with b.share("office").open_read("/big.bin") as r:
         assert r.read() == data
     b.close()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, url, catalog, str(tmp_path / "cache-k")],
-                             stdout=subprocess.PIPE, env=env)
-    try:
-        line = child.stdout.readline().decode()
-        assert line.startswith("parts"), line
-    finally:
-        child.kill()
-        child.wait(10)
+    kill_an_uploader_after_two_parts(url, catalog, str(tmp_path / "cache-k"))
     assert len(_uploads(a.packstore)) == 1
     assert not a.share("office").exists("/half.bin")
     assert collect(a, grace=3600).uploads_aborted == 0 and len(_uploads(a.packstore)) == 1

@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 
 from archive import Origin
 from archive.multipart import Staging
+from protocols.s3 import chunked
 from tests.s3_helpers import make_server, need, run, s3cmd_config
 
 MiB = 1 << 20
@@ -232,6 +233,131 @@ def test_multipart_one_version_and_abort(server, s3, tmp_path):
         s3.complete_multipart_upload(Bucket="data", Key="mp/small", UploadId=up3, MultipartUpload={
             "Parts": [{"ETag": e1, "PartNumber": 1}, {"ETag": e2, "PartNumber": 2}]})
     assert code(e.value) == "EntityTooSmall"
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+def test_multipart_checksums_composite_and_full_object(server, s3):
+    """A multipart upload created with a checksum algorithm keeps each part's checksum and the
+    object's (SHA256: checksum of the part checksums "-N"; CRC32: the whole object's CRC), checks
+    the client's values at Complete and returns them on HEAD/GET(partNumber)/GetObjectAttributes."""
+    parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(MiB + 17)]
+    whole = b"".join(parts)
+    sha = [_b64(hashlib.sha256(p).digest()) for p in parts]
+    key = "ck/sha.bin"
+    up = s3.create_multipart_upload(Bucket="data", Key=key, ChecksumAlgorithm="SHA256")
+    assert up["ChecksumAlgorithm"] == "SHA256" and up["ChecksumType"] == "COMPOSITE"
+    uid = up["UploadId"]
+    done = []
+    for i, p in enumerate(parts):
+        r = s3.upload_part(Bucket="data", Key=key, UploadId=uid, PartNumber=i + 1, Body=p, ChecksumAlgorithm="SHA256")
+        assert r["ChecksumSHA256"] == sha[i]
+        done.append({"ETag": r["ETag"], "PartNumber": i + 1, "ChecksumSHA256": r["ChecksumSHA256"]})
+    assert [p["ChecksumSHA256"] for p in s3.list_parts(Bucket="data", Key=key, UploadId=uid)["Parts"]] == sha
+    # UploadPartCopy into such an upload computes the copied range's checksum
+    s3.put_object(Bucket="data", Key="ck/src", Body=parts[2])
+    cp = s3.upload_part_copy(Bucket="data", Key=key, UploadId=uid, PartNumber=9, CopySource={"Bucket": "data",
+                             "Key": "ck/src"}, CopySourceRange="bytes=0-999")["CopyPartResult"]
+    assert cp["ChecksumSHA256"] == _b64(hashlib.sha256(parts[2][:1000]).digest())
+    want = _b64(hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in parts)).digest()) + "-3"
+    # a wrong object checksum, or a wrong part checksum, is refused and leaves no version
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket="data", Key=key, UploadId=uid, ChecksumSHA256="bad",
+                                     MultipartUpload={"Parts": done})
+    assert code(e.value) == "BadDigest"
+    bad = [dict(done[0], ChecksumSHA256=sha[1])] + done[1:]
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket="data", Key=key, UploadId=uid, MultipartUpload={"Parts": bad})
+    assert code(e.value) == "InvalidPart"
+    assert not server.admin("data").exists("/" + key)
+    r = s3.complete_multipart_upload(Bucket="data", Key=key, UploadId=uid, ChecksumSHA256=want,
+                                     MultipartUpload={"Parts": done})
+    assert r["ChecksumSHA256"] == want and r["ChecksumType"] == "COMPOSITE"
+    again = s3.complete_multipart_upload(Bucket="data", Key=key, UploadId=uid, MultipartUpload={"Parts": done})
+    assert again["ChecksumSHA256"] == want and again["ETag"] == r["ETag"]
+    assert "ChecksumSHA256" not in s3.head_object(Bucket="data", Key=key)
+    assert s3.head_object(Bucket="data", Key=key, ChecksumMode="ENABLED")["ChecksumSHA256"] == want
+    for i, p in enumerate(parts):
+        got = s3.get_object(Bucket="data", Key=key, PartNumber=i + 1, ChecksumMode="ENABLED")
+        assert got["ChecksumSHA256"] == sha[i] and got["Body"].read() == p
+    ranged = s3.get_object(Bucket="data", Key=key, Range="bytes=0-9", ChecksumMode="ENABLED")
+    assert "ChecksumSHA256" not in ranged and ranged["Body"].read() == whole[:10]
+    attrs = s3.get_object_attributes(Bucket="data", Key=key, ObjectAttributes=["Checksum", "ObjectParts"])
+    assert attrs["Checksum"] == {"ChecksumSHA256": want, "ChecksumType": "COMPOSITE"}
+    assert [(p["PartNumber"], p["Size"], p["ChecksumSHA256"]) for p in attrs["ObjectParts"]["Parts"]] == \
+        [(i + 1, len(p), sha[i]) for i, p in enumerate(parts)]
+
+    # CRC32 is COMPOSITE unless asked; FULL_OBJECT: the CRC of the whole body, which boto3 checks on GET
+    default = s3.create_multipart_upload(Bucket="data", Key="ck/default", ChecksumAlgorithm="CRC32")
+    assert default["ChecksumType"] == "COMPOSITE"
+    s3.abort_multipart_upload(Bucket="data", Key="ck/default", UploadId=default["UploadId"])
+    key = "ck/crc.bin"
+    up = s3.create_multipart_upload(Bucket="data", Key=key, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT")
+    assert up["ChecksumType"] == "FULL_OBJECT"
+    uid = up["UploadId"]
+    done = [{"ETag": s3.upload_part(Bucket="data", Key=key, UploadId=uid, PartNumber=i + 1, Body=p,
+                                    ChecksumAlgorithm="CRC32")["ETag"], "PartNumber": i + 1} for i, p in enumerate(parts)]
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket="data", Key=key, UploadId=uid, ChecksumType="COMPOSITE",
+                                     MultipartUpload={"Parts": done})
+    assert code(e.value) == "BadDigest"
+    r = s3.complete_multipart_upload(Bucket="data", Key=key, UploadId=uid, ChecksumType="FULL_OBJECT",
+                                     MultipartUpload={"Parts": done})
+    crc = _b64(zlib.crc32(whole).to_bytes(4, "big"))
+    assert r["ChecksumCRC32"] == crc and r["ChecksumType"] == "FULL_OBJECT"
+    got = s3.get_object(Bucket="data", Key=key, ChecksumMode="ENABLED")
+    assert got["ChecksumCRC32"] == crc and got["Body"].read() == whole
+
+    # CRC64NVME (s3-tests' published values of 5 MiB of "A" and of "B"; the object's is combined)
+    key = "ck/crc64.bin"
+    uid = s3.create_multipart_upload(Bucket="data", Key=key, ChecksumAlgorithm="CRC64NVME")["UploadId"]
+    done = []
+    for i, (fill, value) in enumerate([(b"A", "L/E4WYn8v98="), (b"B", "xW1l19VobYM=")]):
+        r = s3.upload_part(Bucket="data", Key=key, UploadId=uid, PartNumber=i + 1, Body=fill * (5 * MiB),
+                           ChecksumAlgorithm="CRC64NVME", ChecksumCRC64NVME=value)
+        done.append({"ETag": r["ETag"], "PartNumber": i + 1, "ChecksumCRC64NVME": r["ChecksumCRC64NVME"]})
+    r = s3.complete_multipart_upload(Bucket="data", Key=key, UploadId=uid, MultipartUpload={"Parts": done})
+    crc = chunked.new_checksum("crc64nvme")
+    crc.update(b"A" * (5 * MiB) + b"B" * (5 * MiB))
+    assert r["ChecksumCRC64NVME"] == chunked.checksum_b64(crc) and r["ChecksumType"] == "FULL_OBJECT"
+
+
+def test_get_object_attributes(server, s3):
+    """GetObjectAttributes of a multipart object pages its parts; a single PUT has no parts and
+    keeps the checksum it was sent with; a delete marker is NoSuchKey."""
+    parts = [os.urandom(5 * MiB)] * 3 + [b"tail"]
+    key = "attrs/mp.bin"
+    uid = s3.create_multipart_upload(Bucket="data", Key=key)["UploadId"]
+    done = [{"ETag": s3.upload_part(Bucket="data", Key=key, UploadId=uid, PartNumber=i + 1, Body=p)["ETag"],
+             "PartNumber": i + 1} for i, p in enumerate(parts)]
+    etag = s3.complete_multipart_upload(Bucket="data", Key=key, UploadId=uid,
+                                        MultipartUpload={"Parts": done})["ETag"].strip('"')
+    every = ["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"]
+    a = s3.get_object_attributes(Bucket="data", Key=key, ObjectAttributes=every, MaxParts=2, PartNumberMarker=1)
+    assert a["ETag"] == etag and a["ObjectSize"] == sum(map(len, parts)) and a["StorageClass"] == "STANDARD"
+    assert "Checksum" not in a
+    op = a["ObjectParts"]
+    assert (op["TotalPartsCount"], op["PartNumberMarker"], op["NextPartNumberMarker"], op["MaxParts"],
+            op["IsTruncated"]) == (4, 1, 3, 2, True)
+    assert [(p["PartNumber"], p["Size"]) for p in op["Parts"]] == [(2, 5 * MiB), (3, 5 * MiB)]
+    last = s3.get_object_attributes(Bucket="data", Key=key, ObjectAttributes=["ObjectParts"], PartNumberMarker=3)
+    assert [(p["PartNumber"], p["Size"]) for p in last["ObjectParts"]["Parts"]] == [(4, 4)]
+    assert last["ObjectParts"]["IsTruncated"] is False
+    body = b"single put"
+    sha = _b64(hashlib.sha256(body).digest())
+    v = s3.put_object(Bucket="data", Key="attrs/one", Body=body, ChecksumAlgorithm="SHA256")["VersionId"]
+    a = s3.get_object_attributes(Bucket="data", Key="attrs/one", ObjectAttributes=every)
+    assert a["ETag"] == hashlib.md5(body).hexdigest() and a["ObjectSize"] == len(body) and "ObjectParts" not in a
+    assert a["Checksum"]["ChecksumSHA256"] == sha and a["VersionId"] == v
+    assert s3.get_object(Bucket="data", Key="attrs/one", ChecksumMode="ENABLED")["ChecksumSHA256"] == sha
+    s3.delete_object(Bucket="data", Key="attrs/one")
+    with pytest.raises(ClientError) as e:
+        s3.get_object_attributes(Bucket="data", Key="attrs/one", ObjectAttributes=every)
+    assert code(e.value) == "NoSuchKey"
+    assert s3.get_object_attributes(Bucket="data", Key="attrs/one", VersionId=v,
+                                    ObjectAttributes=["ObjectSize"])["ObjectSize"] == len(body)
 
 
 def test_abandoned_uploads_are_reclaimed(server, s3):

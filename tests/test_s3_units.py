@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from archive import Origin, Repository, accesskeys, errors, objects
 from archive.multipart import Staging
-from protocols.s3 import chunked, sigv4
+from protocols.s3 import checksums, chunked, sigv4
 from protocols.s3.errors import S3Error
 from protocols.s3.handlers.common import parse_range
 from protocols.s3.xml import parse
@@ -150,7 +150,7 @@ def _unsigned(chunks: list[bytes], trailer: str | None = None) -> bytes:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.binary(min_size=1, max_size=300), max_size=6), st.sampled_from(["crc32", "crc32c", "sha256", "sha1"]),
+@given(st.lists(st.binary(min_size=1, max_size=300), max_size=6), st.sampled_from(["crc32", "crc32c", "crc64nvme", "sha256", "sha1"]),
        st.integers(1, 64))
 def test_chunked_roundtrip_with_checksum(chunks, kind, step):
     data = b"".join(chunks)
@@ -168,7 +168,28 @@ def test_chunked_roundtrip_with_checksum(chunks, kind, step):
     assert e.value.code == "BadDigest"
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=200), min_size=1, max_size=6), st.sampled_from(["crc32", "crc32c", "crc64nvme"]))
+def test_full_object_crc_is_combined_from_parts(parts, kind):
+    """The FULL_OBJECT checksum of a multipart object, combined from part CRCs and sizes, equals
+    the CRC of the concatenated bytes (what a client checks the body against)."""
+    def b64(data: bytes) -> str:
+        h = chunked.new_checksum(kind)
+        h.update(data)
+        return chunked.checksum_b64(h)
+    assert checksums.full_object(kind, [(b64(p), len(p)) for p in parts]) == b64(b"".join(parts))
+
+
+def test_composite_checksum_known_value():
+    """s3-tests' published SHA256 composite of three 5 MiB parts of 'A', 'B', 'C'."""
+    parts = [base64.b64encode(hashlib.sha256(c * (5 << 20)).digest()).decode() for c in (b"A", b"B", b"C")]
+    assert checksums.composite("sha256", parts) == "uWBwpe1dxI4Vw8Gf0X9ynOdw/SS6VBzfWm9giiv1sf4=-3"
+
+
 def test_crc32c_known_value():
+    h = chunked.new_checksum("crc64nvme")
+    h.update(b"123456789")
+    assert h.digest().hex() == "ae8b14860a799888"          # CRC-64/NVME check value
     h = chunked.new_checksum("crc32c")
     h.update(b"123456789")
     assert h.digest().hex() == "e3069283"

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from archive import Repository, errors
 from archive.chunkcache import BlockCache
@@ -197,6 +197,8 @@ def test_parse_size_accepts_every_unit(n, unit):
 
 
 @given(st.text(max_size=12))
+@example(".")
+@example("1.2.3M")
 def test_parse_size_refuses_garbage_with_a_clear_error(text):
     try:
         assert parse_size(text) >= 0
@@ -366,9 +368,22 @@ time.sleep(600)
 """
 
 
-def test_a_node_killed_mid_upload_leaves_nothing_readers_see_and_gc_aborts_it(s3, tmp_path):
+def kill_an_uploader_after_two_parts(url: str, catalog: str, cache: str) -> None:
+    """A node writing /half.bin dies (SIGKILL) once two parts of its pack are in the bucket."""
     import subprocess
     import sys
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, url, catalog, cache], stdout=subprocess.PIPE, env=env)
+    try:
+        line = child.stdout.readline().decode()
+        assert line.startswith("parts"), line
+    finally:
+        child.kill()
+        child.wait(10)
+
+
+def test_a_node_killed_mid_upload_leaves_nothing_readers_see_and_gc_aborts_it(s3, tmp_path):
     from archive.check import check
     from archive.gc import collect
     url = s3.url(part="5M")
@@ -378,16 +393,7 @@ def test_a_node_killed_mid_upload_leaves_nothing_readers_see_and_gc_aborts_it(s3
     a.add_share("office")
     put(a, "/kept.bin", _bytes(200_000, 30))
     packs = [o for o in s3.objects(bucket) if o.endswith(".pack")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, url, catalog, str(tmp_path / "cache-k")],
-                             stdout=subprocess.PIPE, env=env)
-    try:
-        line = child.stdout.readline().decode()
-        assert line.startswith("parts"), line
-    finally:
-        child.kill()
-        child.wait(10)
+    kill_an_uploader_after_two_parts(url, catalog, str(tmp_path / "cache-k"))
     store = a.packstore
     assert len(_uploads(store)) == 1                                # the killed node's parts are there
     fs = a.share("office")

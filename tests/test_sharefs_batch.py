@@ -58,6 +58,15 @@ def _seen(fs, path="/t") -> list:
     return out
 
 
+def _recovers_to_the_live_catalog(cli) -> None:
+    """Rebuilt from the packs alone, the catalog equals the live one, and checks clean."""
+    live = snapshot(cli.repo_path)
+    drop_catalog(cli.repo_path)
+    cli("recover")
+    assert snapshot(cli.repo_path) == live
+    cli("check", "--read-data")
+
+
 def test_batched_tree_is_the_tree_one_at_a_time_and_recovers_equal(cli):
     r = Repository.init(cli.repo_path)
     r.add_share("batch")
@@ -77,11 +86,7 @@ def test_batched_tree_is_the_tree_one_at_a_time_and_recovers_equal(cli):
     ids = [e.node_id for e in a.listdir("/t")]
     assert len(set(ids)) == 4                                  # one id per folder of the batch
     r.close()
-    live = snapshot(cli.repo_path)
-    drop_catalog(cli.repo_path)
-    cli("recover")
-    assert snapshot(cli.repo_path) == live
-    cli("check", "--read-data")
+    _recovers_to_the_live_catalog(cli)
 
 
 # -- apply_many == apply, event by event (what makes a batched live commit and recover agree) ----
@@ -312,8 +317,4 @@ def test_namespace_changes_and_uploads_in_one_batch_equal_one_at_a_time_and_reco
     assert [x[0] for x in audit("batch")] == ["write", "rename", "delete", "write", "rename", "write",
                                               "rename", "create", "mkdir", "write"]
     r.close()
-    live = snapshot(cli.repo_path)
-    drop_catalog(cli.repo_path)
-    cli("recover")
-    assert snapshot(cli.repo_path) == live
-    cli("check", "--read-data")
+    _recovers_to_the_live_catalog(cli)

@@ -63,9 +63,9 @@ class Call:
     def user_name(self) -> str:
         return self.user.name
 
-    def body(self) -> Body:
+    def body(self, object_checksums: bool = True) -> Body:
         if self._body is None:
-            self._body = Body(self.environ, self.headers, self.auth)
+            self._body = Body(self.environ, self.headers, self.auth, object_checksums)
         return self._body
 
     def share(self, name: str | None = None, write: bool = False):

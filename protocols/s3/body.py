@@ -53,7 +53,10 @@ class _Limited:
 class Body:
     """The decoded request body with its checks; read() until b"" (then everything passed)."""
 
-    def __init__(self, environ: dict, headers: dict[str, str], auth: "sigv4.Auth | None"):
+    def __init__(self, environ: dict, headers: dict[str, str], auth: "sigv4.Auth | None",
+                 object_checksums: bool = True):
+        # (object_checksums=False: x-amz-checksum-* headers name the object, not this body, as in
+        # CompleteMultipartUpload)
         length = environ.get("CONTENT_LENGTH") or headers.get("content-length")
         chunked_http = "chunked" in (headers.get("transfer-encoding") or "").lower()
         try:
@@ -98,7 +101,7 @@ class Body:
         self.sums = {}
         for kind in CHECKSUMS:
             v = headers.get(f"x-amz-checksum-{kind}")
-            if v is not None:
+            if v is not None and object_checksums:
                 self.sums[kind] = (v, new_checksum(kind))
         self.size = 0
         self.finished = False
@@ -129,7 +132,7 @@ class Body:
         if self.content_md5 is not None and base64.b64encode(self.md5.digest()).decode() != self.content_md5:
             raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
         for kind, (want, h) in self.sums.items():
-            if checksum_b64(h) != want:
+            if want is not None and checksum_b64(h) != want:
                 raise S3Error("BadDigest", f"The x-amz-checksum-{kind} you specified did not match the calculated checksum.")
 
     def read_all(self, limit: int) -> bytes:
@@ -151,5 +154,29 @@ class Body:
         except Exception:
             pass
 
+    def want(self, kind: str) -> None:
+        """Compute checksum `kind` over the body too (before the first read)."""
+        if kind not in self.sums:
+            self.sums[kind] = (None, new_checksum(kind))
+
+    def computed(self, kind: str) -> str | None:
+        """The base64 checksum `kind` of the whole body (after the last read), verified against
+        the client's value when it sent one; None when it was not computed."""
+        if kind in self.sums:
+            return checksum_b64(self.sums[kind][1])
+        trailer = getattr(self.stream, "trailers", {}).get(f"x-amz-checksum-{kind}")
+        return trailer
+
+    def sent(self) -> tuple[str, str] | None:
+        """(kind, value) of the checksum the client sent and that was verified (header or
+        aws-chunked trailer), after the last read."""
+        for kind, (want, _) in self.sums.items():
+            if want is not None:
+                return kind, want
+        name = getattr(self.stream, "trailer_name", None)
+        if name and name.startswith("x-amz-checksum-") and name in getattr(self.stream, "trailers", {}):
+            return name[len("x-amz-checksum-"):], self.stream.trailers[name]
+        return None
+
     def checksum_headers(self) -> list[tuple[str, str]]:
-        return [(f"x-amz-checksum-{k}", v) for k, (v, _) in self.sums.items()]
+        return [(f"x-amz-checksum-{k}", v) for k, (v, _) in self.sums.items() if v is not None]

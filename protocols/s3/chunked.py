@@ -69,13 +69,50 @@ class _CRC:
         return self.value.to_bytes(4, "big")
 
 
-CHECKSUMS = ("crc32", "crc32c", "sha1", "sha256")
+def _crc64nvme_table() -> list[int]:
+    poly = 0x9A6C9329AC4BC9B5          # CRC-64/NVME, reflected
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC64NVME: list[int] = []
+_MASK64 = (1 << 64) - 1
+
+
+class _CRC64:
+    """CRC-64/NVME (S3's CRC64NVME), table-driven pure Python: ~0.3 s per MiB, so only computed
+    when a client asks for this algorithm."""
+
+    def __init__(self):
+        if not _CRC64NVME:
+            _CRC64NVME.extend(_crc64nvme_table())
+        self.value = 0
+
+    def update(self, data: bytes) -> None:
+        c = self.value ^ _MASK64
+        t = _CRC64NVME
+        for b in data:
+            c = t[(c ^ b) & 0xFF] ^ (c >> 8)
+        self.value = c ^ _MASK64
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(8, "big")
+
+
+CHECKSUMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
 
 
 def new_checksum(kind: str):
     """A hasher for x-amz-checksum-<kind> (digest() gives the raw bytes S3 base64-encodes)."""
     if kind in ("crc32", "crc32c"):
         return _CRC(kind)
+    if kind == "crc64nvme":
+        return _CRC64()
     if kind in ("sha1", "sha256"):
         return hashlib.new(kind)
     raise ChunkError("InvalidRequest", f"unsupported checksum algorithm {kind!r}")

@@ -52,7 +52,7 @@ def _bucket(call, m, q):
 def _object(call, m, q):
     if m == "GET":
         if "attributes" in q:
-            raise S3Error("NotImplemented", "GetObjectAttributes is not supported; use HeadObject.")
+            return objects.get_attributes(call)
         if "uploadId" in q:
             return multipart.list_parts(call)
         if "retention" in q:

@@ -7,6 +7,8 @@ import hashlib
 
 from archive import errors, objects
 
+from .. import checksums
+from ..chunked import checksum_b64, new_checksum
 from ..errors import S3Error
 from ..xml import document, el, iso, owner, parse
 from ..app import Call, Response
@@ -32,8 +34,20 @@ def create(call: Call) -> Response:
     fs = call.share(write=True)
     key = call.key_path()
     meta = meta_from_headers(call.headers)
+    headers = []
+    alg_name = call.headers.get("x-amz-checksum-algorithm")
+    if alg_name:
+        alg = checksums.ALGORITHMS.get(alg_name.upper())
+        if alg is None:
+            raise S3Error("InvalidRequest", f"Checksum algorithm {alg_name} is not supported by the archive "
+                          f"(supported: {', '.join(sorted(checksums.ALGORITHMS))})")
+        kind = (call.headers.get("x-amz-checksum-type") or checksums.default_type(alg)).upper()
+        if not checksums.valid_type(alg, kind):
+            raise S3Error("InvalidRequest", f"The {kind} checksum type is not supported for {alg_name.upper()}")
+        meta["checksum"] = {"algorithm": alg, "type": kind}
+        headers = [("x-amz-checksum-algorithm", alg.upper()), ("x-amz-checksum-type", kind)]
     up = call.app.staging.create(fs.share_name, key, call.user_name, meta)
-    return Response(200, [], document("InitiateMultipartUploadResult", [
+    return Response(200, headers, document("InitiateMultipartUploadResult", [
         el("Bucket", fs.share_name), el("Key", key), el("UploadId", up.upload_id)]))
 
 
@@ -55,10 +69,21 @@ def upload_part(call: Call) -> Response:
     if "x-amz-copy-source" in call.headers:
         return _upload_part_copy(call, up, n)
     body = call.body()
-    part = call.app.staging.put_part(up.upload_id, n, body)
+    alg = _algorithm(up)
+    if alg:
+        body.want(alg)
+    part = call.app.staging.put_part(up.upload_id, n, body, checksum=(lambda: body.computed(alg)) if alg else None)
     if body.length is not None and part.size != body.length:
         raise S3Error("IncompleteBody", "You did not provide the number of bytes specified by the Content-Length")
-    return Response(200, [("ETag", quoted(part.md5))] + body.checksum_headers())
+    sums = body.checksum_headers()
+    if alg and part.checksum:
+        sums = [(k, v) for k, v in sums if k != f"x-amz-checksum-{alg}"] + [(f"x-amz-checksum-{alg}", part.checksum)]
+    return Response(200, [("ETag", quoted(part.md5))] + sums)
+
+
+def _algorithm(up) -> str | None:
+    """The checksum algorithm the upload was created with (None: no checksum kept)."""
+    return (up.meta.get("checksum") or {}).get("algorithm")
 
 
 def _upload_part_copy(call: Call, up, n: int) -> Response:
@@ -79,8 +104,19 @@ def _upload_part_copy(call: Call, up, n: int) -> Response:
         start, length = first, last - first + 1
     with _nf("NoSuchKey"):
         reader = objects.open_version(src_fs, src)
-    part = call.app.staging.put_part(up.upload_id, n, stream(reader, start, length))
-    doc = document("CopyPartResult", [el("LastModified", iso(part.modified)), el("ETag", quoted(part.md5))])
+    alg = _algorithm(up)
+    h = new_checksum(alg) if alg else None
+
+    def blocks():
+        for block in stream(reader, start, length):
+            if h is not None:
+                h.update(block)
+            yield block
+    part = call.app.staging.put_part(up.upload_id, n, blocks(), checksum=(lambda: checksum_b64(h)) if h else None)
+    fields = [el("LastModified", iso(part.modified)), el("ETag", quoted(part.md5))]
+    if alg and part.checksum:
+        fields.append(el(f"Checksum{alg.upper()}", part.checksum))
+    doc = document("CopyPartResult", fields)
     return Response(200, [("x-amz-copy-source-version-id", str(src.number))], doc)
 
 
@@ -88,16 +124,20 @@ def complete(call: Call) -> Response:
     fs = call.share(write=True)
     key = call.key_path()
     up = _upload(call, fs, key, completed=True)
-    doc = parse(call.body().read_all(4 << 20), "CompleteMultipartUpload")
+    # (x-amz-checksum-* of a Complete are the whole object's, not of this XML)
+    doc = parse(call.body(object_checksums=False).read_all(4 << 20), "CompleteMultipartUpload")
     done = call.app.staging.completed(up.upload_id)
     if done is not None:            # a retried Complete: the same answer
-        return _completed(call, fs, key, done["etag"], done["version"])
-    wanted = []
+        return _completed(call, fs, key, done["etag"], done["version"], done.get("checksum"))
+    alg = _algorithm(up)
+    wanted, sent = [], {}
     for p in doc.findall("Part"):
         try:
             wanted.append((int(p.findtext("PartNumber") or ""), (p.findtext("ETag") or "").strip().strip('"')))
         except ValueError:
             raise S3Error("MalformedXML", "PartNumber must be an integer") from None
+        if alg and p.findtext(f"Checksum{alg.upper()}"):
+            sent[wanted[-1][0]] = p.findtext(f"Checksum{alg.upper()}").strip()
     if not wanted:
         raise S3Error("MalformedXML", "The XML you provided was not well-formed or did not validate against "
                       "our published schema")
@@ -109,7 +149,7 @@ def complete(call: Call) -> Response:
             raise S3Error("InvalidPartOrder", "The list of parts was not in ascending order.")
         prev = n
         p = staged.get(n)
-        if p is None or (etag and etag != p.md5):
+        if p is None or (etag and etag != p.md5) or (n in sent and sent[n] != p.checksum):
             raise S3Error("InvalidPart", "One or more of the specified parts could not be found.", PartNumber=str(n))
         if i < len(wanted) - 1 and p.size < min_part:
             raise S3Error("EntityTooSmall", "Your proposed upload is smaller than the minimum allowed object size.",
@@ -120,19 +160,36 @@ def complete(call: Call) -> Response:
     meta = dict(up.meta)
     meta["etag"] = etag
     meta["parts"] = [staged[n].size for n, _ in wanted]
+    stored = None
+    if alg:
+        kind = up.meta["checksum"]["type"]
+        values = [(staged[n].checksum, staged[n].size) for n, _ in wanted]
+        if any(v is None for v, _ in values):
+            raise S3Error("InvalidPart", "A part of this upload has no checksum.")
+        stored = {"algorithm": alg, "type": kind, "value": checksums.object_value(alg, kind, values),
+                  "parts": [v for v, _ in values]}
+        claimed = call.headers.get(f"x-amz-checksum-{alg}")
+        claimed_type = call.headers.get("x-amz-checksum-type")
+        if claimed_type is not None and claimed_type.strip().upper() != kind:
+            raise S3Error("BadDigest", f"The upload's checksum type is {kind}, not {claimed_type.strip()}.")
+        if claimed is not None and claimed.strip() != stored["value"]:
+            raise S3Error("BadDigest", f"The x-amz-checksum-{alg} you specified did not match the calculated checksum.")
+        meta["checksum"] = stored
     with _nf("NoSuchKey"):
         objects.ensure_folders(fs, key)
         ver = call.app.staging.complete(up.upload_id, fs, key, [n for n, _ in wanted], meta_json(meta),
-                                        record={"etag": etag})
+                                        record={"etag": etag, "checksum": stored})
     call.app.ctx.event("s3", "commit", user=call.user_name, share=fs.share_name, path=key, version=ver.number,
                        size=ver.size)
-    return _completed(call, fs, key, etag, ver.number)
+    return _completed(call, fs, key, etag, ver.number, stored)
 
 
-def _completed(call: Call, fs, key: str, etag: str, number: int) -> Response:
-    return Response(200, version_header(call, number, fs.share_name), document("CompleteMultipartUploadResult", [
-        el("Location", f"/{fs.share_name}/{key}"), el("Bucket", fs.share_name), el("Key", key),
-        el("ETag", quoted(etag))]))
+def _completed(call: Call, fs, key: str, etag: str, number: int, stored: dict | None = None) -> Response:
+    fields = [el("Location", f"/{fs.share_name}/{key}"), el("Bucket", fs.share_name), el("Key", key),
+              el("ETag", quoted(etag))]
+    if stored:
+        fields += [el(f"Checksum{stored['algorithm'].upper()}", stored["value"]), el("ChecksumType", stored["type"])]
+    return Response(200, version_header(call, number, fs.share_name), document("CompleteMultipartUploadResult", fields))
 
 
 def abort(call: Call) -> Response:
@@ -158,9 +215,15 @@ def list_parts(call: Call) -> Response:
             el("StorageClass", "STANDARD"), el("PartNumberMarker", marker),
             el("NextPartNumberMarker", page[-1].number if page else marker), el("MaxParts", max_parts),
             el("IsTruncated", truncated)]
+    alg = _algorithm(up)
+    if alg:
+        body.append(el("ChecksumAlgorithm", alg.upper()))
     for p in page:
-        body.append(el("Part", children=[el("PartNumber", p.number), el("LastModified", iso(p.modified)),
-                                         el("ETag", quoted(p.md5)), el("Size", p.size)]))
+        fields = [el("PartNumber", p.number), el("LastModified", iso(p.modified)), el("ETag", quoted(p.md5)),
+                  el("Size", p.size)]
+        if alg and p.checksum:
+            fields.append(el(f"Checksum{alg.upper()}", p.checksum))
+        body.append(el("Part", children=fields))
     return Response(200, [], document("ListPartsResult", body))
 
 

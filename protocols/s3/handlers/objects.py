@@ -6,8 +6,9 @@ from urllib.parse import unquote
 
 from archive import errors, objects
 
+from .. import checksums
 from ..errors import S3Error, from_archive
-from ..xml import document, el, iso, owner, parse
+from ..xml import document, el, http_date, iso, owner, parse
 from ..app import Call, Response
 from .common import (check_conditions, etag_of, meta_from_headers, meta_json, object_headers, parse_range,
                      parse_version_id, quoted, stream, version_id)
@@ -92,6 +93,12 @@ def get_object(call: Call, head: bool = False) -> Response:
         rng = parse_range(call.headers.get("range"), size)
     status = 200
     start, length = 0, size
+    if call.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        # the whole object's checksum, or the part's; none for a byte range (it would not match)
+        if part is not None:
+            headers += checksums.headers(v.meta.get("checksum"), part=int(part))
+        elif rng is None:
+            headers += checksums.headers(v.meta.get("checksum"))
     if rng is not None:
         start, end = rng
         length = end - start + 1 if size else 0
@@ -140,6 +147,9 @@ def put_object(call: Call) -> Response:
         w.abort()
         raise
     meta["md5"] = body.md5.hexdigest()
+    sent = body.sent()
+    if sent is not None:     # verified: returned with x-amz-checksum-mode and by GetObjectAttributes
+        meta["checksum"] = {"algorithm": sent[0], "type": checksums.FULL_OBJECT, "value": sent[1]}
     w.meta = meta_json(meta)
     with _nf("NoSuchKey"):
         ver = w.commit()
@@ -300,7 +310,7 @@ def copy_object(call: Call) -> Response:
         raise S3Error("InvalidArgument", "Unknown metadata directive.")
     if directive == "REPLACE":
         meta = meta_from_headers(call.headers)
-        for k in ("md5", "etag", "parts"):
+        for k in ("md5", "etag", "parts", "checksum"):
             if k in src.meta:
                 meta[k] = src.meta[k]
     else:
@@ -352,3 +362,61 @@ def get_tagging(call: Call) -> Response:
 
 def now() -> float:
     return time.time()
+
+
+_ATTRIBUTES = {"etag", "checksum", "objectparts", "storageclass", "objectsize"}
+
+
+def get_attributes(call: Call) -> Response:
+    """GetObjectAttributes: ETag, Checksum, ObjectParts (sizes and checksums of a multipart
+    object's parts, paged by x-amz-max-parts / x-amz-part-number-marker), StorageClass, ObjectSize."""
+    fs = call.share()
+    key = call.key_path()
+    wanted = {a.strip().lower() for a in call.headers.get("x-amz-object-attributes", "").split(",") if a.strip()}
+    if not wanted or not wanted <= _ATTRIBUTES:
+        raise S3Error("InvalidArgument", "Invalid attribute name specified.", ArgumentName="x-amz-object-attributes")
+    vid = call.query.get("versionId")
+    v = resolve(call, fs, key, vid)
+    state = call.versioning(fs.share_name)
+    if v.deleted:
+        e = S3Error("NoSuchKey", "The specified key does not exist.", Key=key)
+        e.headers = [("x-amz-delete-marker", "true"), ("x-amz-version-id", version_id(v, state))]
+        raise e
+    check_conditions(call.headers, v)
+    try:
+        max_parts = min(int(call.headers.get("x-amz-max-parts") or 1000), 1000)
+        marker = int(call.headers.get("x-amz-part-number-marker") or 0)
+    except ValueError:
+        raise S3Error("InvalidArgument", "x-amz-max-parts and x-amz-part-number-marker must be integers") from None
+    if max_parts < 0 or marker < 0:
+        raise S3Error("InvalidArgument", "x-amz-max-parts and x-amz-part-number-marker must not be negative")
+    stored = v.meta.get("checksum") or None
+    body = []
+    if "etag" in wanted:
+        body.append(el("ETag", etag_of(v)))
+    if "checksum" in wanted and stored:
+        body.append(el("Checksum", children=[el(f"Checksum{stored['algorithm'].upper()}", stored["value"]),
+                                             el("ChecksumType", stored.get("type", checksums.FULL_OBJECT))]))
+    sizes = v.meta.get("parts")
+    if "objectparts" in wanted and sizes:
+        part_sums = (stored or {}).get("parts") or []
+        numbers = [n for n in range(1, len(sizes) + 1) if n > marker]
+        page = numbers[:max_parts]
+        truncated = len(numbers) > len(page)
+        fields = [el("PartsCount", len(sizes)), el("PartNumberMarker", marker),
+                  el("NextPartNumberMarker", page[-1] if page else marker), el("MaxParts", max_parts),
+                  el("IsTruncated", truncated)]
+        for n in page:
+            part = [el("PartNumber", n), el("Size", sizes[n - 1])]
+            if len(part_sums) == len(sizes):
+                part.append(el(f"Checksum{stored['algorithm'].upper()}", part_sums[n - 1]))
+            fields.append(el("Part", children=part))
+        body.append(el("ObjectParts", children=fields))
+    if "storageclass" in wanted:
+        body.append(el("StorageClass", "STANDARD"))
+    if "objectsize" in wanted:
+        body.append(el("ObjectSize", v.size))
+    headers = [("Last-Modified", http_date(v.mtime))]
+    if state.status is not None:        # (a never-versioned bucket shows no version ids)
+        headers.append(("x-amz-version-id", version_id(v, state)))
+    return Response(200, headers, document("GetObjectAttributesResponse", body))

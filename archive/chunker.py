@@ -5,6 +5,7 @@ carry of the bytes after the last cut point and only emits chunks whose end is f
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Iterator
 
 from pyfastcdc import FastCDC
@@ -12,11 +13,19 @@ from pyfastcdc import FastCDC
 DEFAULT_AVG = 64 * 1024
 
 
+@lru_cache(maxsize=8)
+def _cdc(seed: int, avg_size: int) -> FastCDC:
+    """One FastCDC per repository: building its gear tables from the seed cost more than
+    chunking a small file.  It only holds its configuration (cut_buf reads it), so every
+    upload and thread shares it."""
+    return FastCDC(avg_size, seed=seed)
+
+
 class StreamChunker:
     """Feed bytes with push(); every returned chunk is final. finish() flushes the tail."""
 
     def __init__(self, seed: int, avg_size: int = DEFAULT_AVG):
-        self._cdc = FastCDC(avg_size, seed=seed)
+        self._cdc = _cdc(seed, avg_size)
         self.max_size = self._cdc.max_size
         self._buf = bytearray()
 

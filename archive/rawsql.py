@@ -19,7 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 _PG: dict[str, str] = {}
-_KEY = "rawsql.cursor"
+CURSOR_KEY = _KEY = "rawsql.cursor"      # Catalog.raw_read puts its own cursor there
 
 
 @event.listens_for(Session, "after_transaction_end")

@@ -181,7 +181,7 @@ class ShareFS:
         if v.virtual == "snapshots":
             return Entry(SNAPSHOTS, "/" + SNAPSHOTS, "dir", 0, seconds(now_us()), 0.0, VIRTUAL_BASE, None,
                          "snapshots", True)
-        with self.repo.catalog.session() as s:
+        with self.repo.catalog.raw_read() as s:     # plain SQL only: no Session (Catalog.raw_read)
             node, kind, name = self._walk(s, v.parts, v.at)
             ctime, mtime = raw.one(s, _NODE_TIMES_SQL, (node,))
             ver = self._current_version(s, node, v.at) if kind == "file" else None
@@ -271,7 +271,9 @@ class ShareFS:
         v = self._view(path, at)
         if v.virtual:
             raise IsADirectory(f"{self._show(path)} is a folder")
-        with self.repo.catalog.session() as s:
+        # The current or a past content is found by plain SQL alone (no Session); a numbered
+        # version may need the ORM (a deleted file's last node).
+        with (self.repo.catalog.raw_read() if version is None else self.repo.catalog.session()) as s:
             row = self._file_version(s, v, version)
         return Reader(self.repo, row.id, row.size, row.etag)
 
@@ -395,7 +397,7 @@ class ShareFS:
     def _write_base(self, parts: tuple[str, ...], create: bool):
         """The current (non-deleted) version a modifying writer starts from, or None."""
         self._precheck_file_target(parts)
-        with self.repo.catalog.session() as s:
+        with self.repo.catalog.raw_read() as s:
             try:
                 node, _, _ = self._walk(s, parts, None)
             except NotFound:
@@ -406,8 +408,9 @@ class ShareFS:
         return cur if cur is not None and not cur.deleted else None
 
     def _precheck_file_target(self, parts: tuple[str, ...]) -> None:
-        """Fail before any byte is sent: missing parent, or a folder where the file should go."""
-        with self.repo.catalog.session() as s:
+        """Fail before any byte is sent: missing parent, or a folder where the file should go.
+        (Plain SQL lookups only: a raw read transaction, no Session; see Catalog.raw_read.)"""
+        with self.repo.catalog.raw_read() as s:
             parent = self._parent(s, parts)
             row = self._child(s, parent, parts[-1], None)
             if row is not None and row[1] == "dir":

@@ -13,7 +13,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import rawsql as raw
@@ -25,9 +25,6 @@ from .errors import Conflict, Corrupt
 from .chain import Txn
 from .packstore import LocalPackStore
 from .packs import T_CHUNK, T_TXN, PackDir, PackWriter
-
-_EXISTING_SQL = text("SELECT id FROM chunks WHERE id IN :ids AND orphaned_at IS NULL").bindparams(
-    bindparam("ids", expanding=True))
 
 ChunkRef = tuple[bytes, int]                      # (chunk id, plaintext length)
 
@@ -77,10 +74,17 @@ class ChunkStore:
         """Ids already stored and referenced-or-fresh (orphans are rewritten, see gc)."""
         if not ids:
             return set()
-        with self.catalog.engine.connect() as c:
-            rows = c.execute(_EXISTING_SQL, {"ids": list(set(ids))}).all()
-            c.rollback()
-        return {r[0] for r in rows}
+        ids = list(set(ids))
+        found: set[bytes] = set()
+        # Plain SQL on a pooled DBAPI connection (Catalog.raw_read): an expanding IN through
+        # SQLAlchemy cost ~0.1 ms of Python per small file, more than the rest of its prepare.
+        with self.catalog.raw_read() as r:
+            for i in range(0, len(ids), 500):
+                part = ids[i:i + 500]
+                found.update(row[0] for row in raw.run(
+                    r, f"SELECT id FROM chunks WHERE id IN ({', '.join('?' * len(part))}) AND orphaned_at IS NULL",
+                    part).fetchall())
+        return found
 
     def store_batch(self, chunks: list[bytes], seen: dict[bytes, None]) -> tuple[list[ChunkRef], list[NewChunk]]:
         """Store the chunks this upload has not seen and the store does not have; returns the

@@ -41,8 +41,19 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if getattr(_tx, "write", False) else "BEGIN")
+            # Straight on the DBAPI connection: through exec_driver_sql, building the statement's
+            # execution context cost more Python than SQLite spends on the whole transaction.
+            conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE" if getattr(_tx, "write", False) else "BEGIN")
     return engine
+
+
+class RawRead:
+    """Stands in for a Session where only `archive/rawsql.py` statements run (Catalog.raw_read)."""
+    __slots__ = ("info",)
+
+    def __init__(self, cursor, postgres: bool) -> None:
+        from .. import rawsql
+        self.info = {rawsql.CURSOR_KEY: (cursor, postgres)}
 
 
 class Catalog:
@@ -64,6 +75,23 @@ class Catalog:
             except BaseException:
                 s.rollback()
                 raise
+
+    @contextlib.contextmanager
+    def raw_read(self) -> Iterator["RawRead"]:
+        """A read-only transaction for the plain-SQL statements of `archive/rawsql.py` alone, on a
+        pooled DBAPI connection without a Session (whose set-up and commit cost more Python than
+        the one or two lookups a commit's early checks run).  Rolled back at the end."""
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            if self.is_sqlite:
+                cur.execute("BEGIN")         # one snapshot for all its statements, as a session has
+            yield RawRead(cur, not self.is_sqlite)
+        finally:
+            try:
+                conn.rollback()
+            finally:
+                conn.close()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:

@@ -30,8 +30,8 @@ class ChunkError(Exception):
 
 
 # -- checksums -------------------------------------------------------------------------------
-def _crc32c_table() -> list[int]:
-    poly = 0x82F63B78
+def _reflected_table(poly: int) -> list[int]:
+    """Byte-at-a-time table of a reflected CRC (CRC-32C, CRC-64/NVME)."""
     table = []
     for i in range(256):
         c = i
@@ -41,7 +41,7 @@ def _crc32c_table() -> list[int]:
     return table
 
 
-_CRC32C = _crc32c_table()
+_CRC32C = _reflected_table(0x82F63B78)
 
 
 class _CRC:
@@ -69,17 +69,6 @@ class _CRC:
         return self.value.to_bytes(4, "big")
 
 
-def _crc64nvme_table() -> list[int]:
-    poly = 0x9A6C9329AC4BC9B5          # CRC-64/NVME, reflected
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ poly if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
 _CRC64NVME: list[int] = []
 _MASK64 = (1 << 64) - 1
 
@@ -90,7 +79,7 @@ class _CRC64:
 
     def __init__(self):
         if not _CRC64NVME:
-            _CRC64NVME.extend(_crc64nvme_table())
+            _CRC64NVME.extend(_reflected_table(0x9A6C9329AC4BC9B5))   # CRC-64/NVME
         self.value = 0
 
     def update(self, data: bytes) -> None:

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import base64
 
-from .chunked import CHECKSUMS, new_checksum
+from .chunked import CHECKSUMS, CRC_POLY as _POLY, new_checksum
 
 #: S3's algorithm names -> ours (x-amz-checksum-<ours>).
 ALGORITHMS = {k.upper(): k for k in CHECKSUMS}
-#: Reflected polynomials of the CRCs whose full-object value can be combined from parts.
-_POLY = {"crc32": (0xEDB88320, 32), "crc32c": (0x82F63B78, 32), "crc64nvme": (0x9A6C9329AC4BC9B5, 64)}
 COMPOSITE, FULL_OBJECT = "COMPOSITE", "FULL_OBJECT"
 
 

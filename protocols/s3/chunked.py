@@ -30,8 +30,13 @@ class ChunkError(Exception):
 
 
 # -- checksums -------------------------------------------------------------------------------
+#: Reflected polynomial and width of each CRC S3 offers (checksums.py combines part CRCs with them).
+CRC_POLY = {"crc32": (0xEDB88320, 32), "crc32c": (0x82F63B78, 32), "crc64nvme": (0x9A6C9329AC4BC9B5, 64)}
+_TABLES: dict[str, list[int]] = {}
+
+
 def _reflected_table(poly: int) -> list[int]:
-    """Byte-at-a-time table of a reflected CRC (CRC-32C, CRC-64/NVME)."""
+    """Byte-at-a-time table of a reflected CRC."""
     table = []
     for i in range(256):
         c = i
@@ -41,56 +46,39 @@ def _reflected_table(poly: int) -> list[int]:
     return table
 
 
-_CRC32C = _reflected_table(0x82F63B78)
-
-
 class _CRC:
+    """CRC32 (zlib), CRC32C (google_crc32c when installed) or a table-driven pure-Python reflected
+    CRC (~0.3 s per MiB: computed only when a client asks for that algorithm)."""
+
     def __init__(self, kind: str):
         self.kind = kind
         self.value = 0
-
-    def update(self, data: bytes) -> None:
-        if self.kind == "crc32":
-            self.value = zlib.crc32(data, self.value)
-        else:
+        poly, self.width = CRC_POLY[kind]
+        self.mask = (1 << self.width) - 1
+        self.fast = None
+        if kind == "crc32":
+            self.fast = zlib.crc32
+        elif kind == "crc32c":
             try:
-                import google_crc32c  # type: ignore  # fast path when installed
-                self.value = google_crc32c.extend(self.value, bytes(data))
-                return
+                import google_crc32c  # type: ignore
+                self.fast = lambda data, value: google_crc32c.extend(value, bytes(data))
             except ImportError:
                 pass
-            c = self.value ^ 0xFFFFFFFF
-            t = _CRC32C
-            for b in data:
-                c = t[(c ^ b) & 0xFF] ^ (c >> 8)
-            self.value = c ^ 0xFFFFFFFF
-
-    def digest(self) -> bytes:
-        return self.value.to_bytes(4, "big")
-
-
-_CRC64NVME: list[int] = []
-_MASK64 = (1 << 64) - 1
-
-
-class _CRC64:
-    """CRC-64/NVME (S3's CRC64NVME), table-driven pure Python: ~0.3 s per MiB, so only computed
-    when a client asks for this algorithm."""
-
-    def __init__(self):
-        if not _CRC64NVME:
-            _CRC64NVME.extend(_reflected_table(0x9A6C9329AC4BC9B5))   # CRC-64/NVME
-        self.value = 0
+        if self.fast is None and kind not in _TABLES:
+            _TABLES[kind] = _reflected_table(poly)
 
     def update(self, data: bytes) -> None:
-        c = self.value ^ _MASK64
-        t = _CRC64NVME
+        if self.fast is not None:
+            self.value = self.fast(data, self.value)
+            return
+        c = self.value ^ self.mask
+        t = _TABLES[self.kind]
         for b in data:
             c = t[(c ^ b) & 0xFF] ^ (c >> 8)
-        self.value = c ^ _MASK64
+        self.value = c ^ self.mask
 
     def digest(self) -> bytes:
-        return self.value.to_bytes(8, "big")
+        return self.value.to_bytes(self.width // 8, "big")
 
 
 CHECKSUMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
@@ -98,10 +86,8 @@ CHECKSUMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
 
 def new_checksum(kind: str):
     """A hasher for x-amz-checksum-<kind> (digest() gives the raw bytes S3 base64-encodes)."""
-    if kind in ("crc32", "crc32c"):
+    if kind in CRC_POLY:
         return _CRC(kind)
-    if kind == "crc64nvme":
-        return _CRC64()
     if kind in ("sha1", "sha256"):
         return hashlib.new(kind)
     raise ChunkError("InvalidRequest", f"unsupported checksum algorithm {kind!r}")

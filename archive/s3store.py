@@ -107,8 +107,8 @@ class _S3Sink:
                 self._upload_id = self.store.call(lambda: self.store.client.create_multipart_upload(
                     Bucket=self.store.bucket, Key=self.store.pack_key(self.pack_id))["UploadId"],
                     f"upload of pack {self.pack_id}")
-            except Exception:
-                self._failed = True              # reported at sync; stop trying
+            except Exception as e:
+                self._failed, self._cause = True, str(e)     # reported at sync; stop trying
                 return
             self.store.active_uploads.add(self._upload_id)
         while self._written - self._queued >= self.store.part:
@@ -118,6 +118,7 @@ class _S3Sink:
             self._queued = hi
 
     _failed = False
+    _cause = "an earlier upload failed"          # what made _failed true, for whoever syncs next
 
     def _put_part(self, n: int, lo: int, hi: int, upload_id: str) -> str:
         with open(self.path, "rb") as f:
@@ -143,7 +144,8 @@ class _S3Sink:
                 return
             if self._f.closed or self._failed:
                 self._abort()
-                raise Unavailable(f"pack {self.pack_id} could not be stored earlier; nothing was committed")
+                raise Unavailable(f"pack {self.pack_id} could not be stored earlier ({self._cause}); "
+                                  "nothing was committed")
             self._f.flush()
             if self._upload_id is None:
                 with open(self.path, "rb") as body:
@@ -174,9 +176,11 @@ class _S3Sink:
                 MultipartUpload={"Parts": [{"PartNumber": p[0], "ETag": e} for p, e in zip(self._parts, etags)]}),
                 f"upload of pack {self.pack_id}")
         except FileNotFoundError:                 # NoSuchUpload: aborted (by a gc) meanwhile
+            self._cause = "its multipart upload was aborted"
             self._abort()
             raise Unavailable(f"upload of pack {self.pack_id} was lost; nothing was committed") from None
-        except BaseException:
+        except BaseException as e:
+            self._cause = str(e)
             self._abort()
             raise
         self.store.active_uploads.discard(self._upload_id)

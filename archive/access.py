@@ -82,9 +82,12 @@ class Login:
                 raise AuthFailed(self._ended)
             if gen == self.generation:
                 return self
-            if s is not None:
+            if isinstance(s, Session):
                 self._reload(s)
             else:
+                # No ORM session (none, or a plain-SQL write transaction, rawsql.write): read the
+                # users and grants in a session of their own.  Inside a write transaction that
+                # holds the catalog's write lock, it sees what that transaction sees.
                 with self.repo.catalog.session() as s2:
                     self._reload(s2)
             self.generation = gen

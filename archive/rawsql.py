@@ -13,7 +13,8 @@ reserved words ("offset", "user"), `ON CONFLICT ... DO NOTHING/UPDATE`, `RETURNI
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+import contextlib
+from typing import Any, Iterable, Iterator, Sequence
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -71,3 +72,43 @@ def many(s: Session, sql: str, rows: Iterable[Sequence[Any]]) -> None:
 
 def is_postgres(s: Session) -> bool:
     return s.get_bind().dialect.name == "postgresql"
+
+
+class RawWrite:
+    """Stands in for the Session of a write transaction whose statements are all plain SQL of
+    this module (`write`): it has the `info` a Session has (the cursor, the folder cache, the id
+    counter) and a `flush` with nothing to flush; no ORM."""
+    __slots__ = ("info",)
+
+    def __init__(self, cursor, postgres: bool) -> None:
+        self.info = {_KEY: (cursor, postgres)}
+
+    def flush(self) -> None:
+        pass
+
+
+#: PostgreSQL: one writer at a time across nodes, as Catalog.write() takes it (same key)
+_PG_WRITE_LOCK = "SELECT pg_advisory_xact_lock(7242)"
+
+
+@contextlib.contextmanager
+def write(catalog) -> Iterator[RawWrite]:
+    """A write transaction on a pooled DBAPI connection, without a Session: the same lock as
+    `Catalog.write()` (SQLite `BEGIN IMMEDIATE`, PostgreSQL the advisory transaction lock), the
+    same commit, and a rollback on any exception.  The durable commit of uploads and namespace
+    changes (GroupCommit) runs only plain SQL, and setting up, flushing and committing a
+    Session cost more Python than its statements (docs/architecture.md)."""
+    conn = catalog.engine.raw_connection()
+    try:
+        cur = conn.cursor()
+        if catalog.is_sqlite:
+            cur.execute("BEGIN IMMEDIATE")
+        else:
+            cur.execute(_PG_WRITE_LOCK)
+        yield RawWrite(cur, not catalog.is_sqlite)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.close()

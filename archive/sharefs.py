@@ -47,6 +47,7 @@ _LAST_FILE_SQL = {ci: (
     for ci in (False, True)}
 _VERSION_SQL = text("SELECT id, size, etag, deleted FROM versions WHERE node_id = :n AND number = :v")
 _LINKED_SQL = "SELECT 1 FROM dentries WHERE node_id = ? AND valid_to IS NULL LIMIT 1"
+_ANY_CHILD_SQL = "SELECT 1 FROM dentries WHERE parent_id = ? AND valid_to IS NULL LIMIT 1"
 
 
 def _list_sql(now: bool) -> str:
@@ -525,8 +526,7 @@ class ShareFS:
                 raise NotFound(f"{self._show(path)}: no such folder")
             if row[1] != "dir":
                 raise NotADirectory(f"{self._show(path)} is not a folder")
-            if s.scalar(select(m.Dentry.id).where(m.Dentry.parent_id == row[0], m.Dentry.valid_to.is_(None))
-                        .limit(1)) is not None:
+            if raw.one(s, _ANY_CHILD_SQL, (row[0],)) is not None:
                 raise NotEmpty(f"{self._show(path)} is not empty")
             return [{"op": "unlink", "at": now_us(), "parent": parent, "name": row[2]}]
         self.repo.mutate_grouped(build, audit=self._audit("rmdir", join(v.parts)))

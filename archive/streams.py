@@ -265,7 +265,7 @@ def _commit_batch(writers: list) -> list:
                                            ev["number"]))
         return rows
     try:
-        repo.mutate(build, new_chunks=new, refs=refs, audit=audit, applied=True)
+        repo.mutate(build, new_chunks=new, refs=refs, audit=audit, applied=True, plain=True)
     except BaseException:
         for w in writers:
             if isinstance(w, Writer):

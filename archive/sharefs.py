@@ -483,8 +483,13 @@ class ShareFS:
                 raise Exists(f"{self._show(v.parts)} exists")
             return [{"op": "mkdir", "at": now_us(), "share": self.share_id, "parent": parent,
                      "name": v.parts[-1], "node": self.repo.next_id(s, m.Node)}]
-        self.repo.mutate_grouped(build, audit=self._audit("mkdir", join(v.parts)))
-        return self.stat(join(v.parts))
+        ev = self.repo.mutate_grouped(build, audit=self._audit("mkdir", join(v.parts)))[0]
+        return self._made(v, ev, "dir")
+
+    def _made(self, v: _View, ev: dict, kind: str) -> Entry:
+        """The Entry of a node this ShareFS just created (mkdir, create_file), from its event:
+        what `stat` would read back right after the commit, without the read transaction."""
+        return self._entry(v, ev["name"], ev["node"], kind, ev["at"], ev["at"], None)
 
     def mkdir_many(self, paths: list[str]) -> int:
         """Create every missing folder of `paths` (and their parents) in one transaction; returns
@@ -779,8 +784,10 @@ class ShareFS:
             if old is not None:
                 return [{**ev, "op": "link", "node": old}]
             return [{**ev, "op": "create", "node": self.repo.next_id(s, m.Node)}]
-        self.repo.mutate_grouped(build, audit=self._audit("create", join(v.parts)))
-        return self.stat(join(v.parts))
+        ev = self.repo.mutate_grouped(build, audit=self._audit("create", join(v.parts)))[0]
+        if ev["op"] == "create":            # a new node, no version yet
+            return self._made(v, ev, "file")
+        return self.stat(join(v.parts))     # an old file's node linked again: its history shows
 
     def open_staged_update(self, path: str, truncate: bool = False, create: bool = True):
         """Like open_update, but the staging survives a crash: `sync()` makes every byte written

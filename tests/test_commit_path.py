@@ -102,3 +102,20 @@ def test_statements_of_one_small_commit_and_of_create_remove(repo):
         event.remove(repo.catalog.engine, "connect", traced)
         repo.catalog.engine.dispose()
     assert upload <= 23 and create <= 19 and remove <= 13, (upload, create, remove)
+
+
+@pytest.mark.parametrize("ci", [False, True])
+def test_the_entry_of_create_file_and_mkdir_is_what_stat_reads_back(repo, ci):
+    """create_file and mkdir answer from the event they committed (no read-back): the same
+    Entry as a stat right after, for a new name and for a name whose deleted file comes back."""
+    fs = repo.share("office", case_insensitive=ci)
+    made = fs.mkdir("/Dir")
+    assert made == fs.stat("/Dir") and made.is_dir
+    assert fs.mkdir("/Dir/Sub", parents=True) == fs.stat("/Dir/Sub")
+    new = fs.create_file("/Dir/Émile.txt")
+    assert new == fs.stat("/Dir/Émile.txt") and new.size == 0 and new.version is None
+    put_bytes(fs, "/Dir/old.txt", b"content")
+    fs.remove("/Dir/old.txt")
+    back = fs.create_file("/Dir/old.txt")        # continues the deleted file's history
+    assert back == fs.stat("/Dir/old.txt")
+    assert [v.number for v in fs.versions("/Dir/old.txt")] == [1, 2]

@@ -41,9 +41,12 @@ _CURRENT_AT_SQL = (f"SELECT {_VCOLS} FROM versions WHERE node_id = ? AND created
 _NODE_TIMES_SQL = "SELECT created_at, mtime FROM nodes WHERE id = ?"
 _LAST_NUMBER_SQL = "SELECT number, created_at FROM versions WHERE node_id = ? ORDER BY number DESC LIMIT 1"
 
-_LAST_FILE_SQL = {ci: (
-    "SELECT d.node_id FROM dentries d JOIN nodes n ON n.id = d.node_id WHERE d.parent_id = ? AND "
-    f"{'d.name_fold' if ci else 'd.name'} = ? AND n.kind = 'file' ORDER BY d.valid_from DESC LIMIT 1")
+# The live entry of a name, else the newest file it had (a deleted file whose history a new
+# file of that name continues): what a live-entry lookup and then a newest-file lookup found.
+_NAME_SQL = {ci: (
+    "SELECT d.node_id, n.kind, d.name, d.valid_to FROM dentries d JOIN nodes n ON n.id = d.node_id "
+    f"WHERE d.parent_id = ? AND {'d.name_fold' if ci else 'd.name'} = ? "
+    "AND (d.valid_to IS NULL OR n.kind = 'file') ORDER BY (d.valid_to IS NULL) DESC, d.valid_from DESC LIMIT 1")
     for ci in (False, True)}
 _VERSION_SQL = text("SELECT id, size, etag, deleted FROM versions WHERE node_id = :n AND number = :v")
 _LINKED_SQL = "SELECT 1 FROM dentries WHERE node_id = ? AND valid_to IS NULL LIMIT 1"
@@ -410,8 +413,9 @@ class ShareFS:
 
     def _precheck_file_target(self, parts: tuple[str, ...]) -> None:
         """Fail before any byte is sent: missing parent, or a folder where the file should go.
-        (Plain SQL lookups only: a raw read transaction, no Session; see Catalog.raw_read.)"""
-        with self.repo.catalog.raw_read() as s:
+        (Plain SQL lookups only: a read transaction without a Session, on the commit path's
+        own connections; see rawsql.read.)"""
+        with raw.read(self.repo.catalog) as s:
             parent = self._parent(s, parts)
             row = self._child(s, parent, parts[-1], None)
             if row is not None and row[1] == "dir":
@@ -424,7 +428,7 @@ class ShareFS:
         self._authorize(s)
         parent = self._parent(s, parts)
         name = parts[-1]
-        row = self._child(s, parent, name, None)
+        row, old = self._name(s, parent, name)
         at = at or now_us()
         ev = {"op": "commit", "share": self.share_id, "parent": parent, "size": size, "etag": etag,
               "origin": self.origin.as_dict(), "deleted": deleted}
@@ -435,7 +439,6 @@ class ShareFS:
             ev.update(node=node, name=stored)
         else:
             ev.update(name=name, link=True)
-            old = self._last_file_node(s, parent, name)
             if old is not None:
                 ev["node"] = old
             else:
@@ -452,13 +455,16 @@ class ShareFS:
             ev["lens"] = chunks.lens.tolist()
         return ev
 
-    def _last_file_node(self, s: Session, parent: int, name: str) -> int | None:
-        """A deleted file's node, so that re-creating the name continues its history."""
-        node = raw.scalar(s, _LAST_FILE_SQL[self.ci], (parent, fold(name) if self.ci else name))
-        if node is None:
-            return None
-        linked = raw.scalar(s, _LINKED_SQL, (node,))
-        return None if linked else node
+    def _name(self, s: Session, parent: int, name: str) -> tuple[tuple | None, int | None]:
+        """(the live entry of `name` as _child gives it, or None; else the node of the newest
+        deleted file of that name, which a new file continues unless that node is linked
+        elsewhere now (moved away), or None).  One statement where two ran before."""
+        row = raw.one(s, _NAME_SQL[self.ci], (parent, fold(name) if self.ci else name))
+        if row is None:
+            return None, None
+        if row[3] is None:
+            return row[:3], None
+        return None, (None if raw.scalar(s, _LINKED_SQL, (row[0],)) else row[0])
 
     def _audit(self, action: str, path: str):
         def rows(evs: list[dict]) -> list[dict]:
@@ -777,10 +783,10 @@ class ShareFS:
 
         def build(s: Session) -> list[dict]:
             parent = self._parent(s, v.parts)
-            if self._child(s, parent, v.parts[-1], None) is not None:
+            row, old = self._name(s, parent, v.parts[-1])
+            if row is not None:
                 raise Exists(f"{join(v.parts)} exists")
             ev = {"at": now_us(), "share": self.share_id, "parent": parent, "name": v.parts[-1]}
-            old = self._last_file_node(s, parent, v.parts[-1])
             if old is not None:
                 return [{**ev, "op": "link", "node": old}]
             return [{**ev, "op": "create", "node": self.repo.next_id(s, m.Node)}]

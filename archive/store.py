@@ -79,7 +79,7 @@ class ChunkStore:
         found: set[bytes] = set()
         # Plain SQL on a pooled DBAPI connection (Catalog.raw_read): an expanding IN through
         # SQLAlchemy cost ~0.1 ms of Python per small file, more than the rest of its prepare.
-        with self.catalog.raw_read() as r:
+        with raw.read(self.catalog) as r:
             for i in range(0, len(ids), 500):
                 part = ids[i:i + 500]
                 found.update(row[0] for row in raw.run(

@@ -423,12 +423,13 @@ class ShareFS:
 
     def commit_event(self, s: Session, parts: tuple[str, ...], size: int, mtime: int | None, etag: str,
                      chunks: list | None = None, copy_of: tuple[int, int] | None = None, deleted: bool = False,
-                     at: int | None = None) -> dict:
-        """Build the event for a new version at `parts` (inside a write transaction)."""
+                     at: int | None = None, known: tuple | None = None) -> dict:
+        """Build the event for a new version at `parts` (inside a write transaction).
+        `known`: what `_name` just gave for it in this transaction (not looked up again)."""
         self._authorize(s)
         parent = self._parent(s, parts)
         name = parts[-1]
-        row, old = self._name(s, parent, name)
+        row, old = known if known is not None else self._name(s, parent, name)
         at = at or now_us()
         ev = {"op": "commit", "share": self.share_id, "parent": parent, "size": size, "etag": etag,
               "origin": self.origin.as_dict(), "deleted": deleted}
@@ -548,12 +549,13 @@ class ShareFS:
 
         def build(s: Session) -> list[dict]:
             parent = self._parent(s, v.parts)
-            row = self._child(s, parent, v.parts[-1], None)
+            known = self._name(s, parent, v.parts[-1])
+            row = known[0]
             if row is None:
                 raise NotFound(f"{self._show(path)}: no such file")
             if row[1] == "dir":
                 raise IsADirectory(f"{self._show(path)} is a folder")
-            ev = self.commit_event(s, v.parts, 0, None, "", deleted=True)
+            ev = self.commit_event(s, v.parts, 0, None, "", deleted=True, known=known)
             ev["unlink"] = True
             return [ev]
         self.repo.mutate_grouped(build, audit=self._audit("delete", join(v.parts)))

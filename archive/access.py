@@ -44,7 +44,7 @@ def auth_generation(repo: Any, s: Session | None = None) -> int:
     statement and a connection through SQLAlchemy cost ~0.1 ms of Python each time)."""
     if s is not None:
         return raw.scalar(s, _GENERATION_SQL) or 0
-    with repo.catalog.raw_read() as r:
+    with raw.read(repo.catalog) as r:          # the commit path's idle connections
         return raw.scalar(r, _GENERATION_SQL) or 0
 
 

@@ -185,7 +185,7 @@ class ShareFS:
         if v.virtual == "snapshots":
             return Entry(SNAPSHOTS, "/" + SNAPSHOTS, "dir", 0, seconds(now_us()), 0.0, VIRTUAL_BASE, None,
                          "snapshots", True)
-        with self.repo.catalog.raw_read() as s:     # plain SQL only: no Session (Catalog.raw_read)
+        with raw.read(self.repo.catalog) as s:     # plain SQL only: no Session (rawsql.read)
             node, kind, name = self._walk(s, v.parts, v.at)
             ctime, mtime = raw.one(s, _NODE_TIMES_SQL, (node,))
             ver = self._current_version(s, node, v.at) if kind == "file" else None
@@ -277,7 +277,7 @@ class ShareFS:
             raise IsADirectory(f"{self._show(path)} is a folder")
         # The current or a past content is found by plain SQL alone (no Session); a numbered
         # version may need the ORM (a deleted file's last node).
-        with (self.repo.catalog.raw_read() if version is None else self.repo.catalog.session()) as s:
+        with (raw.read(self.repo.catalog) if version is None else self.repo.catalog.session()) as s:
             row = self._file_version(s, v, version)
         return Reader(self.repo, row.id, row.size, row.etag)
 
@@ -401,7 +401,7 @@ class ShareFS:
     def _write_base(self, parts: tuple[str, ...], create: bool):
         """The current (non-deleted) version a modifying writer starts from, or None."""
         self._precheck_file_target(parts)
-        with self.repo.catalog.raw_read() as s:
+        with raw.read(self.repo.catalog) as s:
             try:
                 node, _, _ = self._walk(s, parts, None)
             except NotFound:

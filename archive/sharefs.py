@@ -525,7 +525,7 @@ class ShareFS:
             return evs
         evs = self.repo.mutate(build, audit=lambda evs: [
             self.repo.audit_row("mkdir", self.origin, self.share_name, "(batch)", detail=f"{len(evs)} folders")]
-            if evs else [])
+            if evs else [], plain=True)
         return len(evs)
 
     def rmdir(self, path: str) -> None:
@@ -610,33 +610,43 @@ class ShareFS:
         return self._version_of(evs[-1])
 
     def set_times(self, path: str, mtime: float) -> None:
-        """Change a modification time; metadata only, no new version."""
-        self.set_times_many([(path, mtime)])
+        """Change a modification time; metadata only, no new version.  It shares durable commits
+        with uploads and namespace changes arriving meanwhile (an FTP client's MFMT after each
+        STOR, SMB's CLOSE, NFS SETATTR), as they do."""
+        views = [(self._writable_view(path), mtime)]
+        self.repo.mutate_grouped(lambda s: self._times_events(s, views), audit=self._times_audit(views))
 
     def set_times_many(self, items: list[tuple[str, float]]) -> None:
         """Several set_times in one transaction (a tree put whose files only got new mtimes)."""
         views = [(self._writable_view(path), mtime) for path, mtime in items]
 
         def build(s: Session) -> list[dict]:
-            evs = []
             s.info["parents"] = {}               # times change no folders: resolve each once
-            for v, mtime in views:
-                parent = self._parent(s, v.parts)
-                row = self._child(s, parent, v.parts[-1], None)
-                if row is None:
-                    raise NotFound(f"{self._show(v.parts)}: no such file or folder")
-                node, kind = row[0], row[1]
-                ev = {"op": "times", "at": now_us(), "node": node, "mtime": to_us(mtime)}
-                if kind == "file":
-                    cur = raw.one(s, _LAST_NUMBER_SQL, (node,))
-                    if cur is None:
-                        raise NotFound(f"{self._show(v.parts)} has no content yet")
-                    ev["number"] = cur[0]
-                evs.append(ev)
+            evs = self._times_events(s, views)
             del s.info["parents"]
             return evs
-        self.repo.mutate(build, audit=lambda evs: [self.repo.audit_row("set_times", self.origin, self.share_name,
-                                                                       join(v.parts)) for v, _ in views])
+        self.repo.mutate(build, audit=self._times_audit(views), plain=True)
+
+    def _times_events(self, s: Session, views: list) -> list[dict]:
+        evs = []
+        for v, mtime in views:
+            parent = self._parent(s, v.parts)
+            row = self._child(s, parent, v.parts[-1], None)
+            if row is None:
+                raise NotFound(f"{self._show(v.parts)}: no such file or folder")
+            node, kind = row[0], row[1]
+            ev = {"op": "times", "at": now_us(), "node": node, "mtime": to_us(mtime)}
+            if kind == "file":
+                cur = raw.one(s, _LAST_NUMBER_SQL, (node,))
+                if cur is None:
+                    raise NotFound(f"{self._show(v.parts)} has no content yet")
+                ev["number"] = cur[0]
+            evs.append(ev)
+        return evs
+
+    def _times_audit(self, views: list):
+        return lambda evs: [self.repo.audit_row("set_times", self.origin, self.share_name, join(v.parts))
+                            for v, _ in views]
 
     def set_props(self, path: str, props: dict[str, str | None]) -> None:
         v = self._writable_view(path) if split(path) else self._view(path)

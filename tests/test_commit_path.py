@@ -124,3 +124,28 @@ def test_the_entry_of_create_file_and_mkdir_is_what_stat_reads_back(repo, ci):
     back = fs.create_file("/Dir/old.txt")        # continues the deleted file's history
     assert back == fs.stat("/Dir/old.txt")
     assert [v.number for v in fs.versions("/Dir/old.txt")] == [1, 2]
+
+
+def test_set_times_shares_the_commit_path_and_refuses_what_is_not_there(repo):
+    """set_times (FTP MFMT, SMB CLOSE, NFS SETATTR) goes through GroupCommit's plain-SQL commit:
+    a file's current version and a folder get the time, one transaction each; a missing path
+    or a file without content is refused with nothing written."""
+    fs = repo.share("office")
+    fs.mkdir("/d")
+    put_bytes(fs, "/d/f", b"one")
+    put_bytes(fs, "/d/f", b"two")
+    fs.create_file("/d/empty")
+    seq = _rows(repo)["head"][1]
+    fs.set_times("/d/f", 1_500_000_000.25)
+    fs.set_times("/d", 1_400_000_000)
+    assert fs.stat("/d/f").mtime == 1_500_000_000.25 and fs.stat("/d").mtime == 1_400_000_000
+    assert [v.mtime for v in fs.versions("/d/f")][-1] == 1_500_000_000.25
+    assert fs.versions("/d/f")[0].mtime != 1_500_000_000.25       # only the current version
+    before = _rows(repo)
+    assert before["head"][1] == seq + 2
+    with pytest.raises(errors.NotFound):
+        fs.set_times("/d/nothing", 1)
+    with pytest.raises(errors.NotFound):
+        fs.set_times("/d/empty", 1)
+    assert _rows(repo) == before
+    assert [(e.action, e.path) for e in repo.audit_events()][-2:] == [("set_times", "/d/f"), ("set_times", "/d")]

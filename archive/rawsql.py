@@ -103,7 +103,7 @@ class _Idle:
     MAX = 8
 
     def __init__(self, engine) -> None:
-        self.engine = engine
+        self.engine = weakref.ref(engine)    # a strong one would keep the engine (the key) alive
         self.gen = 0
         self.conns: list = []
         self.pg = engine.dialect.name == "postgresql"
@@ -115,7 +115,7 @@ class _Idle:
         except IndexError:
             pass
         gen = self.gen
-        fairy = self.engine.raw_connection()
+        fairy = self.engine().raw_connection()
         conn = fairy.dbapi_connection
         fairy.detach()                   # ours from now on: closed by clear() or put()
         return gen, conn

@@ -149,3 +149,23 @@ def test_set_times_shares_the_commit_path_and_refuses_what_is_not_there(repo):
         fs.set_times("/d/empty", 1)
     assert _rows(repo) == before
     assert [(e.action, e.path) for e in repo.audit_events()][-2:] == [("set_times", "/d/f"), ("set_times", "/d")]
+
+
+def test_a_repository_dropped_without_close_frees_its_catalog_engine(tmp_path):
+    """The commit path's idle connections (rawsql._Idle) must not keep an engine, and with it
+    SQLite file descriptors, alive after its repository is gone (close() closes them at once)."""
+    import gc
+    import weakref
+
+    from archive import Repository
+    r = Repository.init(tmp_path / "dropped")
+    r.add_share("s")
+    fs = r.share("s")
+    put_bytes(fs, "/f", b"x")
+    assert fs.stat("/f").size == 1
+    engine = weakref.ref(r.catalog.engine)
+    r.store.close()
+    del r, fs
+    gc.collect()
+    gc.collect()
+    assert engine() is None

@@ -164,7 +164,7 @@ def profile(n: int) -> None:
                     per[fn.__qualname__] = per.get(fn.__qualname__, 0.0) + dt
             return inner
         from archive import accesskeys, objects, repository, sharefs, streams
-        for owner, names in ((repository.Repository, ("share", "shares_for")), (sharefs.ShareFS, ("open_write",)),
+        for owner, names in ((repository.Repository, ("share", "shares_for")), (sharefs.ShareFS, ("open_write", "ensure_folders")),
                              (streams.Writer, ("write", "commit", "abort")), (objects, ("ensure_folders", "current")),
                              (accesskeys, ("lookup", "can_create_shares"))):
             for name in names:

@@ -21,9 +21,11 @@ Config keys (section ``[s3]``; defaults in brackets):
 from __future__ import annotations
 
 import logging
+import select
 import threading
 from typing import Any
 
+from cheroot import server as cheroot_server
 from cheroot import wsgi
 
 from .app import S3App
@@ -38,6 +40,38 @@ DEFAULTS: dict[str, Any] = {
     "min_part_size": 5 << 20,
     "new_buckets": {},
 }
+
+
+class _Connection(cheroot_server.HTTPConnection):
+    """cheroot's connection, serving a keep-alive client's next request in the same worker when
+    it arrives within LINGER seconds (a client PUTting objects one after another sends the next
+    one about a millisecond after its reply).  cheroot alone hands every request of a kept-alive
+    connection from its selector thread through a queue to a worker: two more thread wake-ups,
+    each waiting for the GIL, per request (docs/benchmarks.md, S3, branch s3small).  A worker
+    lingers only when no other connection waits for one, at most LINGER (one poll: waking up
+    in between costs GIL hand-offs), then gives the connection back to the selector as cheroot
+    does (shutdown, timeouts, limits unchanged).  16 workers by default, so a 17th client
+    waits at most LINGER for one."""
+    LINGER = 0.005
+
+    def communicate(self) -> bool:
+        while True:
+            keep = super().communicate()
+            if not keep:
+                return False
+            if not self.rfile.has_data() and not self._next_request_soon():
+                return True
+
+    def _next_request_soon(self) -> bool:
+        server = self.server
+        try:
+            if not server.ready or server.requests.qsize:
+                return False            # shutting down, or another connection waits for a worker
+            poller = select.poll()
+            poller.register(self.socket.fileno(), select.POLLIN)
+            return bool(poller.poll(self.LINGER * 1000))
+        except (OSError, ValueError, AttributeError):
+            return False
 
 
 def _parse_listen(listen: str) -> tuple[str, int]:
@@ -71,6 +105,7 @@ class S3Adapter:
         server = wsgi.Server((self.host, self.port), self.app, numthreads=int(self.config["threads"]),
                              server_name="edge-archive-s3", shutdown_timeout=5,
                              timeout=int(self.config["timeout"]))
+        server.ConnectionClass = _Connection
         if self.config["tls"]:
             from cheroot.ssl.builtin import BuiltinSSLAdapter
             if not (self.ctx.tls_cert and self.ctx.tls_key):

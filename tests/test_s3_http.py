@@ -1,0 +1,80 @@
+"""The S3 adapter's HTTP connections: a keep-alive client's next request is served by the worker
+that just answered it (protocols.s3._Connection), without starving other clients of workers."""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+import pytest
+
+from tests.s3_helpers import make_server
+
+
+@pytest.fixture
+def small_server(tmp_path):
+    s = make_server(tmp_path, threads=2)          # fewer workers than clients below
+    yield s
+    s.adapter.stop(1.0)
+    s.repo.close()
+
+
+def test_sequential_requests_on_one_connection(small_server):
+    s3 = small_server.client(max_pool_connections=1)
+    sent = {}
+    for i in range(40):
+        data = os.urandom(100 + i * 37)
+        key = f"seq/k{i % 7}"
+        r = s3.put_object(Bucket="data", Key=key, Body=data)
+        sent.setdefault(key, []).append((r["VersionId"], data))
+        assert s3.get_object(Bucket="data", Key=key)["Body"].read() == data
+    for key, puts in sent.items():
+        assert [v for v, _ in puts] == [str(n) for n in range(1, len(puts) + 1)]
+        for vid, data in puts:
+            got = s3.get_object(Bucket="data", Key=key, VersionId=vid)["Body"].read()
+            assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+
+
+def test_more_keepalive_clients_than_workers(small_server):
+    """Six clients on their own kept-alive connections, two workers: a worker that waits for
+    its connection's next request must give way, so every client finishes (each keeps its
+    connection open and idle until all are done)."""
+    errors: list[BaseException] = []
+    done: dict[int, int] = {}
+    all_done = threading.Barrier(6, timeout=90)
+
+    def client(n: int) -> None:
+        try:
+            s3 = small_server.client(max_pool_connections=1, read_timeout=30, connect_timeout=30)
+            for i in range(15):
+                body = f"client {n} put {i}".encode()
+                s3.put_object(Bucket="data", Key=f"many/c{n}", Body=body)
+                assert s3.get_object(Bucket="data", Key=f"many/c{n}")["Body"].read() == body
+            done[n] = 15
+            all_done.wait()
+            s3.close()
+        except BaseException as e:      # reported below, in the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(150)
+    assert not errors, errors
+    assert done == {n: 15 for n in range(6)}
+    admin = small_server.admin("data")
+    assert sorted(e.name for e in admin.listdir("/many")) == [f"c{n}" for n in range(6)]
+    assert all(len(admin.versions(f"/many/c{n}")) == 15 for n in range(6))
+
+
+def test_stop_with_an_idle_keepalive_client(tmp_path):
+    s = make_server(tmp_path)
+    try:
+        s3 = s.client()
+        s3.put_object(Bucket="data", Key="idle", Body=b"x")     # the connection stays open, idle
+        s.adapter.stop(1.0)
+        assert s.adapter._server is None
+        assert not s.adapter._thread.is_alive()
+    finally:
+        s.repo.close()

@@ -78,3 +78,59 @@ def test_stop_with_an_idle_keepalive_client(tmp_path):
         assert not s.adapter._thread.is_alive()
     finally:
         s.repo.close()
+
+
+def _raw_put(server, sock, path: str, body: bytes, expect: bool = True) -> tuple[bytes, bytes]:
+    """One signed PUT on an open socket; returns (what came before the body was sent, reply)."""
+    from tests.test_s3 import _signed
+    h = _signed(server, "PUT", path, body)
+    host = server.url.split("//", 1)[1]
+    head = f"PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in h.items())
+    head += "Expect: 100-continue\r\n\r\n" if expect else "\r\n"
+    sock.sendall(head.encode())
+    interim = b""
+    if expect:
+        while b"\r\n\r\n" not in interim:          # the client waits for the 100, as botocore does
+            got = sock.recv(4096)
+            assert got, "connection closed before 100 Continue"
+            interim += got
+    sock.sendall(body)
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        got = sock.recv(4096)
+        assert got, "connection closed before the reply"
+        reply += got
+    head_end = reply.index(b"\r\n\r\n") + 4
+    length = next(int(line.split(b":", 1)[1]) for line in reply[:head_end].split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(reply) < head_end + length:             # the whole reply, so the next one starts clean
+        got = sock.recv(4096)
+        assert got, "connection closed in the reply's body"
+        reply += got
+    assert len(reply) == head_end + length
+    return interim, reply
+
+
+def test_expect_100_continue_on_a_kept_alive_connection(small_server):
+    import socket
+    host, port = small_server.url.split("//", 1)[1].split(":")
+    admin = small_server.admin("data")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        for i in range(3):
+            body = os.urandom(5000 + i)
+            interim, reply = _raw_put(small_server, sock, f"/data/cont/k{i}", body, expect=i != 1)
+            if i != 1:
+                assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+            assert reply.startswith(b"HTTP/1.1 200 "), reply
+            with admin.open_read(f"/cont/k{i}") as r:
+                assert r.read() == body
+        # refused before its body (ungranted bucket): the 100 still comes, the body is drained
+        # and the connection serves the next request
+        interim, reply = _raw_put(small_server, sock, "/secret/x", b"y" * 3000)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        assert reply.startswith(b"HTTP/1.1 403 "), reply
+        interim, reply = _raw_put(small_server, sock, "/data/cont/after", b"z" * 10)
+        assert reply.startswith(b"HTTP/1.1 200 "), reply
+    with admin.open_read("/cont/after") as r:
+        assert r.read() == b"z" * 10

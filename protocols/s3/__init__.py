@@ -42,6 +42,78 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+class _HeldContinue:
+    """The connection's writer while cheroot reads a request's headers: it holds back the
+    "100 Continue" cheroot sends at once, everything else goes out."""
+
+    def __init__(self, wfile) -> None:
+        self.wfile, self.held = wfile, None
+
+    def write(self, data) -> int:
+        if self.held is None and bytes(data[:5]) == b"HTTP/" and bytes(data).endswith(b" 100 Continue\r\n\r\n"):
+            self.held = bytes(data)
+            return len(data)
+        return self.wfile.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.wfile, name)
+
+
+class _ContinueOnRead:
+    """The connection's reader as a request body sees it: the held "100 Continue" goes out
+    before the first read (PEP 3333's second way), so a client that waits for it (boto3 sends
+    `Expect: 100-continue` with every PUT) gets it when the handler wants the body, after the
+    signature, key and folder checks; cheroot's own draining of an unread body reads through
+    here too, so the body is never awaited without the 100 having been sent."""
+
+    def __init__(self, rfile, req: "_Request") -> None:
+        self.rfile, self.req = rfile, req
+
+    def _go(self) -> None:
+        msg, self.req.held_continue = self.req.held_continue, None
+        if msg:
+            self.req.conn.wfile.write(msg)
+
+    def read(self, *a):
+        self._go()
+        return self.rfile.read(*a)
+
+    def readline(self, *a):
+        self._go()
+        return self.rfile.readline(*a)
+
+    def __getattr__(self, name: str):
+        return getattr(self.rfile, name)
+
+
+class _Request(cheroot_server.HTTPRequest):
+    """cheroot's request with "100 Continue" sent on the body's first read, not as soon as the
+    headers are read: the client's reaction to it and the handler's checks before the body
+    (signature, bucket, key, folders) no longer compete for one GIL (about half the context
+    switches of a small PUT; docs/benchmarks.md, branch s3small).  A request refused before its
+    body still gets the 100 and has its body drained, as before, so the connection stays usable."""
+    held_continue: bytes | None = None
+
+    def read_request_headers(self):
+        real = self.conn.wfile
+        hold = self.conn.wfile = _HeldContinue(real)
+        try:
+            return super().read_request_headers()
+        finally:
+            self.conn.wfile = real
+            self.held_continue = hold.held
+
+    def respond(self):
+        if self.held_continue is None:
+            return super().respond()
+        real = self.conn.rfile
+        self.conn.rfile = _ContinueOnRead(real, self)
+        try:
+            return super().respond()
+        finally:
+            self.conn.rfile = real
+
+
 class _Connection(cheroot_server.HTTPConnection):
     """cheroot's connection, serving a keep-alive client's next request in the same worker when
     it arrives within LINGER seconds (a client PUTting objects one after another sends the next
@@ -53,6 +125,7 @@ class _Connection(cheroot_server.HTTPConnection):
     does (shutdown, timeouts, limits unchanged).  16 workers by default, so a 17th client
     waits at most LINGER for one."""
     LINGER = 0.005
+    RequestHandlerClass = _Request
 
     def communicate(self) -> bool:
         while True:

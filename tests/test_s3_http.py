@@ -134,3 +134,28 @@ def test_expect_100_continue_on_a_kept_alive_connection(small_server):
         assert reply.startswith(b"HTTP/1.1 200 "), reply
     with admin.open_read("/cont/after") as r:
         assert r.read() == b"z" * 10
+
+
+def test_expect_100_continue_with_an_empty_body(small_server):
+    """Nothing to read, so no 100 goes out: the final reply comes without the client sending
+    anything more (a client that waits for the 100 or the reply is not left waiting)."""
+    import socket
+    from tests.test_s3 import _signed
+    host, port = small_server.url.split("//", 1)[1].split(":")
+    h = _signed(small_server, "PUT", "/data/cont/empty", b"")
+    head = f"PUT /data/cont/empty HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 0\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "Expect: 100-continue\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(head.encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            got = sock.recv(4096)
+            assert got, "connection closed before the reply"
+            reply += got
+    assert reply.startswith(b"HTTP/1.1 200 "), reply
+    assert small_server.admin("data").stat("/cont/empty").size == 0
+    import io
+    s3 = small_server.client()                     # boto3 sends Expect with a file-like body
+    r = s3.put_object(Bucket="data", Key="cont/empty", Body=io.BytesIO(b""))
+    assert r["VersionId"] == "2"
+    assert s3.get_object(Bucket="data", Key="cont/empty")["Body"].read() == b""

@@ -246,7 +246,7 @@ class NFS3:
         a = self.st.attrs(o)
         p.u32(NFS3_OK)
         post_op_attr(p, a, cred.uid, cred.gid)
-        p.u32(len(data)).bool(offset + len(data) >= a.size).opaque(data)
+        p.u32(len(data)).bool(offset + len(data) >= a.size).opaque_tail(data)   # sent as is, not copied
 
     def write(self, u, p, cred, address):
         o = self._fh(u, address)

@@ -153,3 +153,31 @@ def read_record(sock: socket.socket, limit: int) -> bytearray | None:
 def frame(reply: bytes | bytearray) -> bytes:
     """The reply as one last fragment."""
     return struct.pack(">I", 0x80000000 | len(reply)) + bytes(reply)
+
+
+_MARK = struct.Struct(">I")
+#: replies up to this size are joined with their mark and sent with one sendall; larger ones
+#: (READ data) go out with sendmsg from their pieces, never copied into one buffer
+JOIN_MAX = 64 * 1024
+
+
+def send_record(sock: socket.socket, reply) -> None:
+    """Send one reply as one last fragment.  `reply` is a buffer or a list of buffers (a
+    Packer's parts: the header, then a READ's data as it came from the reader)."""
+    parts = [reply] if isinstance(reply, (bytes, bytearray, memoryview)) else reply
+    size = sum(len(x) for x in parts)
+    mark = _MARK.pack(0x80000000 | size)
+    if size <= JOIN_MAX:
+        sock.sendall(mark + b"".join(parts))
+        return
+    views = [memoryview(mark)] + [memoryview(x).cast("B") for x in parts if len(x)]
+    while views:
+        sent = sock.sendmsg(views)
+        while sent:                       # a partial send: drop what went, go on from there
+            first = views[0]
+            if sent >= len(first):
+                sent -= len(first)
+                views.pop(0)
+            else:
+                views[0] = first[sent:]
+                sent = 0

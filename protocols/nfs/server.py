@@ -103,7 +103,7 @@ class RPCServer:
         if self.state.ctx is not None:
             self.state.ctx.event("nfs", "disconnect", address=address)
 
-    def _call(self, record, address: str) -> bytes | None:
+    def _call(self, record, address: str):
         with self._lock:
             self._busy += 1
         try:
@@ -113,8 +113,9 @@ class RPCServer:
                 self._busy -= 1
                 self._idle.notify_all()
 
-    def handle(self, record, address: str) -> bytes | None:
-        """The reply to one call record (None: not even an xid to answer)."""
+    def handle(self, record, address: str):
+        """The reply to one call record: a buffer or a list of buffers to send one after the
+        other (rpc.send_record); None: not even an xid to answer."""
         try:
             call = rpc.parse_call(record)
         except rpc.Denied as d:
@@ -145,13 +146,14 @@ class RPCServer:
                 if program is self.mount:
                     return rpc.accepted(call.xid, rpc.SYSTEM_ERR)
                 del p.buf[start:]
+                p.tail = None
                 p.u32(nfsstat(e))
                 for _ in range(nfs3.FAIL_WORDS[call.proc]):
                     p.u32(0)
             except Exception:
                 log.exception("nfs: procedure %d of program %d failed", call.proc, call.prog)
                 return rpc.accepted(call.xid, rpc.SYSTEM_ERR)
-            return p.bytes()
+            return p.parts()          # a READ's data stays its own piece: sent, never copied
 
         if program is self.nfs and call.proc in nfs3.NON_IDEMPOTENT:
             # (each procedure that changes something drops exactly what it changed from the
@@ -218,9 +220,9 @@ class _Connection:
                 reply = self.server._call(record, self.address)
                 del record
                 if reply is not None:
-                    data = rpc.frame(reply)
                     with self.send_lock:
-                        self.conn.sendall(data)
+                        rpc.send_record(self.conn, reply)
+                    del reply
                 with self.lock:
                     self.reading += 1
                     self.held -= size

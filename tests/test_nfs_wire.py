@@ -130,6 +130,46 @@ def test_record_limits_and_truncation():
     b.close()
 
 
+@given(st.binary(max_size=300), st.binary(max_size=40))
+def test_opaque_tail_encodes_like_opaque(head, data):
+    p = Packer().opaque(head).u32(7).opaque_tail(memoryview(data))
+    assert p.bytes() == Packer().opaque(head).u32(7).opaque(data).bytes()
+    assert b"".join(bytes(x) for x in p.parts()) == p.bytes() and p.parts()[1:2] != [p.buf]
+
+
+@settings(deadline=None, max_examples=20)
+@given(st.lists(st.integers(0, 300_000), min_size=1, max_size=4), st.integers(1, 5000))
+def test_send_record_sends_every_piece_whole_through_partial_sends(sizes, step):
+    """A large reply goes out with sendmsg in pieces; a slow reader (a small socket buffer and
+    a timeout socket: sendmsg sends part of it) must still get the exact record."""
+    pieces = [bytes([i + 1]) * n for i, n in enumerate(sizes)]
+    pieces[0] = bytearray(pieces[0])
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    a.settimeout(30)
+    got = bytearray()
+    size = sum(sizes)
+
+    def read() -> None:
+        while len(got) < 4 + size:
+            chunk = b.recv(step)
+            if not chunk:
+                return
+            got.extend(chunk)
+    t = threading.Thread(target=read)
+    t.start()
+    try:
+        rpc.send_record(a, pieces)
+        t.join(30)
+        assert struct.unpack(">I", got[:4])[0] == 0x80000000 | size
+        assert bytes(got[4:]) == b"".join(pieces)
+    finally:
+        a.close()
+        b.close()
+        t.join()
+
+
 sealer = H.Sealer(b"k" * 32)
 
 

@@ -67,8 +67,14 @@ class RPCServer:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._conns.add(conn)
-            threading.Thread(target=self._serve, args=(conn, addr[0]), name=f"nfs-{addr[0]}:{addr[1]}",
-                             daemon=True).start()
+            if self.state.ctx is not None:
+                self.state.ctx.event("nfs", "connect", address=addr[0])
+            # Two workers from the start, started here: Thread.start() waits until the new
+            # thread runs (under load, milliseconds), which a worker would otherwise do before
+            # running the connection's first call (to keep a reader while it runs).
+            c = _Connection(self, conn, addr[0], workers=2)
+            for _ in range(2):
+                threading.Thread(target=c.worker, name=f"nfs-{addr[0]}:{addr[1]}", daemon=True).start()
 
     def stop(self, grace: float) -> None:
         """Stop accepting, let calls in progress finish for `grace` seconds, close connections."""
@@ -90,12 +96,6 @@ class RPCServer:
             self._thread.join(5)
 
     # -- one connection ------------------------------------------------------------------------
-    def _serve(self, conn: socket.socket, address: str) -> None:
-        ctx = self.state.ctx
-        if ctx is not None:
-            ctx.event("nfs", "connect", address=address)
-        _Connection(self, conn, address).worker()
-
     def _closed(self, conn: socket.socket, address: str) -> None:
         with self._lock:
             self._conns.discard(conn)
@@ -166,17 +166,17 @@ class _Connection:
     """The worker threads of one connection (leader/follower): whichever worker is free reads
     the next record, and before running its call makes sure another worker is reading (up to
     MAX_INFLIGHT); no record is read while the running calls' records hold MAX_HELD bytes.  A
-    client that waits for each reply is served by two threads taking turns, with no hand-off
-    between a reading thread and a running one; replies are sent whole, one at a time.  The
-    last worker out closes the socket."""
+    client that waits for each reply is served by two threads taking turns (both started when
+    the connection is accepted), with no hand-off between a reading thread and a running one;
+    replies are sent whole, one at a time.  The last worker out closes the socket."""
 
-    def __init__(self, server: RPCServer, conn: socket.socket, address: str) -> None:
+    def __init__(self, server: RPCServer, conn: socket.socket, address: str, workers: int = 1) -> None:
         self.server, self.conn, self.address = server, conn, address
         self.read_lock = threading.Lock()
         self.send_lock = threading.Lock()
         self.lock = threading.Lock()
-        self.workers = 1             # the serving thread itself
-        self.reading = 1             # workers not running a call
+        self.workers = workers       # threads serving this connection (the caller starts them)
+        self.reading = workers       # workers not running a call
         self.held = 0                # bytes of the records being run
         self.room = threading.Condition(self.lock)     # held fell below MAX_HELD
         self.closed = False

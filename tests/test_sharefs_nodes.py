@@ -122,6 +122,38 @@ def test_synced_staging_survives_a_crash_and_unsynced_does_not(tmp_path):
     r.close()
 
 
+def test_a_sync_whose_data_fsync_fails_keeps_the_previous_journal(tmp_path, monkeypatch):
+    """sync() writes the new journal while it fsyncs the data; the journal replaces the old one
+    only when both succeeded, so a failed data fsync leaves recovery the last good state."""
+    import errno
+    r = Repository.init(tmp_path / "repo")
+    r.add_share("office")
+    fs = r.share("office", user=None, origin=Origin("nfs", "10.0.0.9", "alice"))
+    u = fs.open_staged_update("/j", create=True)
+    u.pwrite(b"first", 0)
+    u.sync()
+    journal = staging_dir(r) / f"{u.id}.json"
+    before = journal.read_bytes()
+    u.pwrite(b", second", 5)                          # (beyond what the journal covers)
+    real = os.fsync
+    data_fd = u._stage.fileno()
+
+    def fsync(fd: int) -> None:
+        if fd == data_fd:
+            raise OSError(errno.EIO, "injected data fsync failure")
+        real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError):
+        u.sync()
+    monkeypatch.setattr(os, "fsync", real)
+    assert journal.read_bytes() == before
+    r.close()                                         # "crash"
+    r = Repository.open(tmp_path / "repo")
+    assert [(s, p) for s, p, _ in recover(r)] == [("office", "/j")]
+    assert r.share("office", user=None).open_read("/j").read() == b"first"
+    r.close()
+
+
 def test_abort_removes_the_staging_files(fs):
     u = fs.open_staged_update("/x", create=True)
     u.pwrite(b"x", 0)

@@ -102,13 +102,30 @@ def test_record_marking_reassembles_fragments(frags):
     try:
         wire = b"".join(struct.pack(">I", (0x80000000 if i == len(frags) - 1 else 0) | len(f)) + f
                         for i, f in enumerate(frags))
-        t = threading.Thread(target=a.sendall, args=(wire,))
+        t = threading.Thread(target=a.sendall, args=(wire + wire,))
         t.start()
         assert bytes(rpc.read_record(b, 1 << 20)) == b"".join(frags)
+        reused = bytearray(b"\xee" * 4096)                        # into a (dirty) reused buffer
+        assert bytes(rpc.read_record(b, 1 << 20, lambda n: reused)) == b"".join(frags)
         t.join()
     finally:
         a.close()
         b.close()
+
+
+def test_a_record_buffer_something_still_views_is_never_reused():
+    from protocols.nfs import server
+    c = server._Connection(None, None, "127.0.0.1")
+    assert len(c._alloc(100)) == 100                                  # small records: their own buffer
+    buf = c._alloc(server.BIG_RECORD)
+    assert len(buf) == server.MAX_RECORD
+    view = memoryview(buf)[8:16]                                      # e.g. a WRITE's data kept somewhere
+    c._reuse(buf)
+    assert c.free == []
+    del view
+    c._reuse(buf)
+    assert c.free == [buf] and len(buf) == server.MAX_RECORD
+    assert c._alloc(server.BIG_RECORD) is buf and c.free == []
 
 
 def test_record_limits_and_truncation():

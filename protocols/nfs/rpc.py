@@ -125,9 +125,11 @@ def _recv_exact(sock: socket.socket, n: int) -> bytearray | None:
     return buf
 
 
-def read_record(sock: socket.socket, limit: int) -> bytearray | None:
+def read_record(sock: socket.socket, limit: int, alloc=None) -> bytearray | memoryview | None:
     """One whole record; None at a clean end of stream.  RecordError when a record would
-    exceed `limit` bytes or the stream ends inside one."""
+    exceed `limit` bytes or the stream ends inside one.  With `alloc` (length -> a bytearray
+    at least that long, e.g. a reused buffer), a record of one fragment (what clients send) is
+    received straight into that buffer and returned as a memoryview of its first bytes."""
     out = bytearray()
     while True:
         mark = _recv_exact(sock, 4)
@@ -139,6 +141,15 @@ def read_record(sock: socket.socket, limit: int) -> bytearray | None:
         last, length = word & 0x80000000, word & 0x7FFFFFFF
         if len(out) + length > limit:
             raise RecordError(f"record larger than {limit} bytes")
+        if length and last and alloc is not None and not out:
+            view = memoryview(alloc(length))[:length]
+            got = 0
+            while got < length:
+                k = sock.recv_into(view[got:], length - got)
+                if k == 0:
+                    raise RecordError("connection closed inside a fragment")
+                got += k
+            return view
         if length:
             frag = _recv_exact(sock, length)
             if frag is None:

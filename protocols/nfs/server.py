@@ -33,6 +33,11 @@ MAX_INFLIGHT = 32
 #: bytes of call records one connection's running calls may hold; beyond it no further call is
 #: read until one ends (memory: 32 large WRITEs would hold 32 MiB; small calls are ~200 bytes)
 MAX_HELD = 8 * 1024 * 1024
+#: records at least this large (WRITEs) are received into buffers a connection reuses, not
+#: into a new 1 MiB allocation per call (fresh pages cost page faults: more than the copy)
+BIG_RECORD = 64 * 1024
+#: big-record buffers a connection keeps for reuse (each MAX_RECORD bytes)
+KEEP_BUFFERS = 4
 
 
 class RPCServer:
@@ -180,6 +185,28 @@ class _Connection:
         self.held = 0                # bytes of the records being run
         self.room = threading.Condition(self.lock)     # held fell below MAX_HELD
         self.closed = False
+        self.free: list[bytearray] = []                # big-record buffers not in use
+
+    def _alloc(self, n: int) -> bytearray:
+        """The buffer a record of n bytes is received into (rpc.read_record)."""
+        if n < BIG_RECORD:
+            return bytearray(n)
+        with self.lock:
+            if self.free:
+                return self.free.pop()
+        return bytearray(MAX_RECORD)
+
+    def _reuse(self, buf: bytearray) -> None:
+        """Give a big record's buffer back once its call is over.  A buffer something still
+        holds a view of (bytearray refuses to resize then) is never reused."""
+        try:
+            del buf[-1:]
+        except BufferError:
+            return
+        buf.append(0)
+        with self.lock:
+            if len(self.free) < KEEP_BUFFERS:
+                self.free.append(buf)
 
     def _record(self):
         """The next call record, or None when the connection is over."""
@@ -189,7 +216,7 @@ class _Connection:
             if self.closed or self.server._stop.is_set():
                 return None
             try:
-                record = rpc.read_record(self.conn, MAX_RECORD)
+                record = rpc.read_record(self.conn, MAX_RECORD, self._alloc)
             except rpc.RecordError as e:
                 log.info("nfs: closing %s: %s", self.address, e)
                 record = None
@@ -217,12 +244,16 @@ class _Connection:
                         self.reading += 1
                         threading.Thread(target=self.worker, daemon=True,
                                          name=threading.current_thread().name).start()
+                buf = record.obj if isinstance(record, memoryview) and len(record.obj) == MAX_RECORD else None
                 reply = self.server._call(record, self.address)
                 del record
                 if reply is not None:
                     with self.send_lock:
                         rpc.send_record(self.conn, reply)
                     del reply
+                if buf is not None:
+                    self._reuse(buf)
+                    buf = None
                 with self.lock:
                     self.reading += 1
                     self.held -= size

@@ -324,3 +324,27 @@ def test_listing_windows_give_each_reader_the_whole_folder_once(n, chunk, max_it
             assert readers[r]["eof"] and readers[r]["got"] == [e.name for e in entries]
     finally:
         L.CHUNK, L.MAX_ITEMS = saved
+
+
+def test_the_commit_loop_wakes_when_the_first_session_falls_due():
+    """_next_due (what the loop sleeps) matches due(): commit_idle after a durable write,
+    EMPTY_IDLE for a created file never written, abandon_timeout with unsynced writes."""
+    from protocols.nfs.writes import EMPTY_IDLE, Session, WriteSessions
+    ws = WriteSessions(commit_idle=5, abandon_timeout=100)
+    try:
+        assert ws._next_due(0.0) == float("inf")
+        s = Session(("s", 1), None, None)
+        s.last, s.owed, s.written = 1000.0, True, True
+        ws._sessions[s.key] = s
+        assert ws._next_due(1000.0) == 5 and ws.due(1004.9) == [] and ws.due(1005.0) == [s]
+        s.written = False                                   # created, never written
+        assert ws._next_due(1000.0) == EMPTY_IDLE and ws.due(1000.0 + EMPTY_IDLE) == [s]
+        s.written, s.unsynced = True, True                  # never COMMITted: only abandoned
+        assert ws._next_due(1000.0) == 100 and ws.due(1099.0) == [] and ws.due(1100.0) == [s]
+        t = Session(("s", 2), None, None)
+        t.last, t.owed, t.written = 1002.0, True, True
+        ws._sessions[t.key] = t
+        assert ws._next_due(1000.0) == 7                    # the first of several
+    finally:
+        ws._sessions.clear()
+        ws.close()

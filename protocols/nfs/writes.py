@@ -229,8 +229,23 @@ class WriteSessions:
             except Exception:
                 log.exception("nfs: ending a write session failed")
 
+    def _next_due(self, now: float) -> float:
+        """Seconds until the first session falls due (the conditions of due()); inf if none."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        first = float("inf")
+        for s in sessions:
+            at = s.last + self.abandon_timeout
+            if s.owed and not s.unsynced:
+                at = min(at, s.last + (self.commit_idle if s.written else self.empty_idle))
+            first = min(first, at)
+        return first - now
+
     def _loop(self) -> None:
-        while not self._stop.wait(min(0.2, self.commit_idle / 4 or 0.05)):
+        # Wake when the first session falls due (not up to a tick later: a version appears
+        # commit_idle after the COMMIT), and at least every tick for sessions opened meanwhile.
+        tick = min(0.2, self.commit_idle / 4 or 0.05)
+        while not self._stop.wait(min(tick, max(0.002, self._next_due(time.monotonic())))):
             self._finish_all(self.due())
 
     def close(self) -> None:

@@ -154,6 +154,23 @@ def test_a_sync_whose_data_fsync_fails_keeps_the_previous_journal(tmp_path, monk
     r.close()
 
 
+def test_a_large_staged_update_drops_its_journal_at_commit_and_its_data_after(tmp_path, monkeypatch):
+    from archive import staging
+    monkeypatch.setattr(staging, "BACKGROUND_UNLINK", 4096)
+    r = Repository.init(tmp_path / "repo")
+    r.add_share("office")
+    fs = r.share("office", user=None)
+    u = fs.open_staged_update("/big", create=True)
+    u.pwrite(b"x" * 5000, 0)
+    u.sync()
+    assert u.commit().size == 5000
+    assert not (staging_dir(r) / f"{u.id}.json").exists()      # recovery will not commit it again
+    staging._pool("unlink", 1).submit(lambda: None).result()    # the unlinks queued before it ran
+    assert list(staging_dir(r).iterdir()) == []
+    assert fs.open_read("/big").read() == b"x" * 5000
+    r.close()
+
+
 def test_abort_removes_the_staging_files(fs):
     u = fs.open_staged_update("/x", create=True)
     u.pwrite(b"x", 0)

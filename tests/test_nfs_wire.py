@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import bisect
+import os
 import socket
 import struct
 import threading
@@ -348,3 +349,68 @@ def test_the_commit_loop_wakes_when_the_first_session_falls_due():
     finally:
         ws._sessions.clear()
         ws.close()
+
+
+def test_reads_of_one_file_wait_their_turn_lowest_offset_first():
+    from protocols.nfs.readorder import ReadOrder
+    order, ran = ReadOrder(), []
+
+    def read(key, offset):
+        with order.turn(key, offset):
+            ran.append((key, offset))
+    with order.turn("f", 0):                                  # a READ of f is running
+        threads = [threading.Thread(target=read, args=("f", off)) for off in (5 << 17, 1 << 17, 3 << 17)]
+        for t in threads:
+            t.start()
+            while len(order._files["f"].waiting) < threads.index(t) + 1:   # queued (not a timing)
+                threading.Event().wait(0.001)
+        other = threading.Thread(target=read, args=("g", 7))   # another file does not wait
+        other.start()
+        other.join(10)
+        assert ran == [("g", 7)]
+    for t in threads:
+        t.join(10)
+    assert ran[1:] == [("f", 1 << 17), ("f", 3 << 17), ("f", 5 << 17)]
+    assert order.files() == 0                                 # nothing left behind
+
+
+def test_pipelined_reads_of_one_file_all_get_their_bytes(tmp_path):
+    from nfs_helpers import NFSServer, RawRPC
+    data = os.urandom(3 * 1024 * 1024 + 777)
+    s = NFSServer(tmp_path)
+    try:
+        fs = s.fs()
+        with fs.open_write("/r.bin") as w:
+            w.write(data)
+        r = RawRPC(s.port)
+        op = lambda b: struct.pack(">I", len(b)) + b + b"\0" * ((4 - len(b) % 4) % 4)   # noqa: E731
+        _, rep = r.call(100005, 3, 1, op(b"/office"))
+        root = rep[32:32 + struct.unpack(">I", rep[28:32])[0]]
+        _, rep = r.call(100003, 3, 3, op(root) + op(b"r.bin"))
+        fh = rep[32:32 + struct.unpack(">I", rep[28:32])[0]]
+        block = 128 * 1024
+        offsets = list(range(0, len(data), block))[::-1] + [len(data) + 5]   # backwards, one past the end
+        xids = {r.send_call(100003, 3, 6, op(fh) + struct.pack(">QI", off, block)): off for off in offsets}
+        for _ in offsets:
+            rep = r.recv_record()
+            off = xids.pop(struct.unpack(">I", rep[:4])[0])
+            assert struct.unpack(">II", rep[24:32]) == (0, 1)          # NFS3_OK, attributes follow
+            count, eof, n = struct.unpack(">III", rep[116:128])     # after status and fattr3
+            assert rep[128:128 + n] == data[off:off + block] and n == count
+            assert eof == (off + block >= len(data))
+        assert xids == {}
+        r.close()
+    finally:
+        s.close()
+
+
+def test_a_read_passed_over_max_passes_times_goes_next():
+    from protocols.nfs import readorder as RO
+    far = [10 ** 9, 0, None, 0]                   # another client's READ far into the file
+    waiting = [far]
+    for i in range(RO.MAX_PASSES):
+        waiting.append([i, i + 1, None, 0])       # a client streaming through lower offsets
+        assert RO._next_of(waiting)[0] == i
+    waiting.append([RO.MAX_PASSES, 99, None, 0])
+    assert RO._next_of(waiting) is far            # it does not starve the far one
+    assert RO._next_of(waiting)[0] == RO.MAX_PASSES and waiting == []

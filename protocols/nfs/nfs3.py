@@ -23,6 +23,7 @@ from .errors import (NFS3_OK, NFS3ERR_ACCES, NFS3ERR_BAD_COOKIE, NFS3ERR_EXIST, 
 from .fattr import (SET_TO_CLIENT_TIME, SET_TO_SERVER_TIME, fattr3, post_op_attr, post_op_attr_bytes, sattr3,
                     wcc_data)
 from .listing import Item
+from .readorder import ReadOrder
 from .state import Obj, ServerState
 from .xdr import Packer, Unpacker
 
@@ -63,6 +64,7 @@ class NFS3:
         self.st = state
         names = [n.lower() for n in PROC_NAMES]
         self.procs: dict[int, Callable] = {i: getattr(self, n) for i, n in enumerate(names)}
+        self.order = ReadOrder()
 
     # -- helpers -----------------------------------------------------------------------------
     def _fh(self, u: Unpacker, address: str) -> Obj:
@@ -238,7 +240,8 @@ class NFS3:
             self._post(p, o, cred)
             return
         try:
-            data = self.st.read(o, offset, min(count, MAX_IO))
+            with self.order.turn(o.key, offset):      # pipelined READs of a file in file order
+                data = self.st.read(o, offset, min(count, MAX_IO))
         except errors.ArchiveError as e:
             self._fail(p, e)
             self._post(p, o, cred)

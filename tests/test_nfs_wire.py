@@ -121,12 +121,12 @@ def test_a_record_buffer_something_still_views_is_never_reused():
     buf = c._alloc(server.BIG_RECORD)
     assert len(buf) == server.MAX_RECORD
     view = memoryview(buf)[8:16]                                      # e.g. a WRITE's data kept somewhere
-    c._reuse(buf)
-    assert c.free == []
+    c.pool.give(buf)
+    assert c.pool.free == []
     del view
-    c._reuse(buf)
-    assert c.free == [buf] and len(buf) == server.MAX_RECORD
-    assert c._alloc(server.BIG_RECORD) is buf and c.free == []
+    c.pool.give(buf)
+    assert c.pool.free == [buf] and len(buf) == server.MAX_RECORD
+    assert c._alloc(server.BIG_RECORD) is buf and c.pool.free == []
 
 
 def test_record_limits_and_truncation():
@@ -414,3 +414,25 @@ def test_a_read_passed_over_max_passes_times_goes_next():
     waiting.append([RO.MAX_PASSES, 99, None, 0])
     assert RO._next_of(waiting) is far            # it does not starve the far one
     assert RO._next_of(waiting)[0] == RO.MAX_PASSES and waiting == []
+
+
+def test_a_call_borrows_a_buffer_of_its_connection_and_gets_it_back_after_the_reply():
+    from protocols.nfs import buffers
+    result = {}
+
+    def worker() -> None:
+        result["outside"] = buffers.borrow()                  # not a connection's worker: none
+        pool = buffers.Pool(1024, keep=1)
+        buffers.lend(pool)
+        a = buffers.borrow()
+        reply = [memoryview(a)[:10]]                          # READ data still to be sent
+        buffers.settle()
+        result["while viewed"] = list(pool.free)
+        b = buffers.borrow()
+        del reply                                             # sent and dropped
+        buffers.settle()
+        result["after"] = pool.free == [b] and b is not a and len(b) == 1024
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(10)
+    assert result == {"outside": None, "while viewed": [], "after": True}

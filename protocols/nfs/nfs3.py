@@ -16,6 +16,7 @@ from archive.clock import gmt_token, parse_gmt_token
 from archive.paths import MAX_NAME_BYTES, SNAPSHOTS
 from archive.sharefs import VIRTUAL_BASE
 
+from . import buffers
 from . import handles as H
 from .errors import (NFS3_OK, NFS3ERR_ACCES, NFS3ERR_BAD_COOKIE, NFS3ERR_EXIST, NFS3ERR_INVAL, NFS3ERR_ISDIR,
                      NFS3ERR_NAMETOOLONG, NFS3ERR_NOT_SYNC, NFS3ERR_NOTDIR, NFS3ERR_NOTSUPP, NFS3ERR_ROFS,
@@ -240,8 +241,9 @@ class NFS3:
             self._post(p, o, cred)
             return
         try:
+            into = buffers.borrow()                    # the connection's reused buffer (buffers.py)
             with self.order.turn(o.key, offset):      # pipelined READs of a file in file order
-                data = self.st.read(o, offset, min(count, MAX_IO))
+                data = self.st.read(o, offset, min(count, MAX_IO), into)
         except errors.ArchiveError as e:
             self._fail(p, e)
             self._post(p, o, cred)

@@ -19,7 +19,7 @@ import threading
 
 from archive import errors
 
-from . import mount, nfs3, rpc
+from . import buffers, mount, nfs3, rpc
 from .drc import DuplicateCache
 from .errors import NFSError, nfsstat
 from .state import ServerState
@@ -33,10 +33,10 @@ MAX_INFLIGHT = 32
 #: bytes of call records one connection's running calls may hold; beyond it no further call is
 #: read until one ends (memory: 32 large WRITEs would hold 32 MiB; small calls are ~200 bytes)
 MAX_HELD = 8 * 1024 * 1024
-#: records at least this large (WRITEs) are received into buffers a connection reuses, not
-#: into a new 1 MiB allocation per call (fresh pages cost page faults: more than the copy)
+#: records at least this large (WRITEs) are received into buffers a connection reuses
+#: (protocols/nfs/buffers.py), not into a new 1 MiB allocation per call
 BIG_RECORD = 64 * 1024
-#: big-record buffers a connection keeps for reuse (each MAX_RECORD bytes)
+#: free buffers a connection keeps for reuse (each MAX_RECORD bytes: WRITE records, READ data)
 KEEP_BUFFERS = 4
 
 
@@ -185,28 +185,11 @@ class _Connection:
         self.held = 0                # bytes of the records being run
         self.room = threading.Condition(self.lock)     # held fell below MAX_HELD
         self.closed = False
-        self.free: list[bytearray] = []                # big-record buffers not in use
+        self.pool = buffers.Pool(MAX_RECORD, KEEP_BUFFERS)   # WRITE records, READ data
 
     def _alloc(self, n: int) -> bytearray:
         """The buffer a record of n bytes is received into (rpc.read_record)."""
-        if n < BIG_RECORD:
-            return bytearray(n)
-        with self.lock:
-            if self.free:
-                return self.free.pop()
-        return bytearray(MAX_RECORD)
-
-    def _reuse(self, buf: bytearray) -> None:
-        """Give a big record's buffer back once its call is over.  A buffer something still
-        holds a view of (bytearray refuses to resize then) is never reused."""
-        try:
-            del buf[-1:]
-        except BufferError:
-            return
-        buf.append(0)
-        with self.lock:
-            if len(self.free) < KEEP_BUFFERS:
-                self.free.append(buf)
+        return bytearray(n) if n < BIG_RECORD else self.pool.take()
 
     def _record(self):
         """The next call record, or None when the connection is over."""
@@ -229,6 +212,7 @@ class _Connection:
     def worker(self) -> None:
         running = False
         size = 0
+        buffers.lend(self.pool)
         try:
             while True:
                 record = self._record()
@@ -252,8 +236,9 @@ class _Connection:
                         rpc.send_record(self.conn, reply)
                     del reply
                 if buf is not None:
-                    self._reuse(buf)
+                    self.pool.give(buf)
                     buf = None
+                buffers.settle()         # what the call borrowed for its reply (READ data)
                 with self.lock:
                     self.reading += 1
                     self.held -= size

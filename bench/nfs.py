@@ -12,6 +12,7 @@ Prints medians of --runs and the ratios Edge/ganesha (higher is better).
     python3 bench/nfs.py --size-mib 1024 --files 10000 --runs 3
     python3 bench/nfs.py --size-mib 256 --files 1000 --runs 3        # a busy machine
     python3 bench/nfs.py --size-mib 64 --runs 5 --large-only         # the large file only
+    python3 bench/nfs.py ... --serve-allocator     # malloc settings of `archivectl serve`
 
 ganesha exits unless rpcbind runs when it starts, so this starts `rpcbind` first (as root)
 if none answers on 127.0.0.1:111.  Debian packages: nfs-ganesha nfs-ganesha-vfs rpcbind
@@ -213,9 +214,15 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--depth", type=int, default=16, help="calls in flight for the pipelined small files")
     ap.add_argument("--large-only", action="store_true", help="only the large file's write and read")
+    ap.add_argument("--serve-allocator", action="store_true",
+                    help="glibc settings of `archivectl serve` (protocols/memory.py: fixed 128 KiB mmap "
+                         "threshold, 4 arenas) in this process, as in production")
     ap.add_argument("--work", default=str(ROOT / "bench" / "work" / "nfs"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.serve_allocator:
+        from protocols.memory import tune_allocator
+        tune_allocator()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     size = args.size_mib * 2 ** 20

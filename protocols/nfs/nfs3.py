@@ -241,8 +241,8 @@ class NFS3:
             self._post(p, o, cred)
             return
         try:
-            into = buffers.borrow()                    # the connection's reused buffer (buffers.py)
             with self.order.turn(o.key, offset):      # pipelined READs of a file in file order
+                into = buffers.borrow()                # the connection's reused buffer (buffers.py)
                 data = self.st.read(o, offset, min(count, MAX_IO), into)
         except errors.ArchiveError as e:
             self._fail(p, e)

@@ -11,6 +11,8 @@ Prints medians of --runs and the ratios Edge/ganesha (higher is better).
 
     python3 bench/nfs.py --size-mib 1024 --files 10000 --runs 3
     python3 bench/nfs.py --size-mib 256 --files 1000 --runs 3        # a busy machine
+    python3 bench/nfs.py --size-mib 64 --runs 5 --large-only         # the large file only
+    python3 bench/nfs.py ... --serve-allocator     # malloc settings of `archivectl serve`
 
 ganesha exits unless rpcbind runs when it starts, so this starts `rpcbind` first (as root)
 if none answers on 127.0.0.1:111.  Debian packages: nfs-ganesha nfs-ganesha-vfs rpcbind
@@ -144,7 +146,8 @@ def url(server, path: str = "") -> str:
     return f"nfs://127.0.0.1{server.export}{path}?version=3&nfsport={server.port}&mountport={server.mountport}"
 
 
-def one_run(server, big: Path, size: int, files: int, scratch: Path, depth: int = 16) -> dict[str, float]:
+def one_run(server, big: Path, size: int, files: int, scratch: Path, depth: int = 16,
+            large_only: bool = False) -> dict[str, float]:
     out: dict[str, float] = {}
     server.start()
     try:
@@ -156,6 +159,8 @@ def one_run(server, big: Path, size: int, files: int, scratch: Path, depth: int 
         out["read MiB/s"] = size / t / 2 ** 20
         assert back.stat().st_size == size
         back.unlink()
+        if large_only:
+            return out
         c = LibNFS(url(server))
         try:
             c.mkdir("/many")
@@ -208,9 +213,16 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--depth", type=int, default=16, help="calls in flight for the pipelined small files")
+    ap.add_argument("--large-only", action="store_true", help="only the large file's write and read")
+    ap.add_argument("--serve-allocator", action="store_true",
+                    help="glibc settings of `archivectl serve` (protocols/memory.py: fixed 128 KiB mmap "
+                         "threshold, 4 arenas) in this process, as in production")
     ap.add_argument("--work", default=str(ROOT / "bench" / "work" / "nfs"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.serve_allocator:
+        from protocols.memory import tune_allocator
+        tune_allocator()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     size = args.size_mib * 2 ** 20
@@ -222,8 +234,8 @@ def main() -> None:
     edge, ganesha = Edge(work), Ganesha(work)
     versions: list[float] = []
     for _ in range(args.runs):
-        results["ganesha"].append(one_run(ganesha, big, size, args.files, work, args.depth))
-        results["edge"].append(one_run(edge, big, size, args.files, work, args.depth))
+        results["ganesha"].append(one_run(ganesha, big, size, args.files, work, args.depth, args.large_only))
+        results["edge"].append(one_run(edge, big, size, args.files, work, args.depth, args.large_only))
         versions.append(until_version(edge, big, size))
     big.unlink()
     med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}

@@ -346,6 +346,49 @@ def test_unstable_write_then_commit_survives_a_crash(tmp_path):
         s2.close()
 
 
+def test_setattr_to_the_size_a_file_has_syncs_nothing_a_real_truncate_does(tmp_path):
+    """nfs-cp's CREATE (size 0) and SETATTR (size 0) of a new file change nothing: no sync
+    (no journal in the staging folder); a truncate that changes the size is synced at once and
+    survives a crash; the empty file still gets its version."""
+    from archive.staging import staging_dir
+    s = NFSServer(tmp_path, commit_idle=3600)
+    try:
+        root = _mnt(s.port, "/office")
+        r = RawRPC(s.port)
+        size0 = struct.pack(">IIIIQII", 0, 0, 0, 1, 0, 0, 0)         # sattr3 with size = 0
+        _, rep = r.call(NFS, 3, 8, _opaque(root) + _string("same.bin") + struct.pack(">I", 0) + size0)
+        fh = _create_handle(rep)
+        _, rep = r.call(NFS, 3, 2, _opaque(fh) + size0 + struct.pack(">I", 0))
+        assert struct.unpack(">I", rep[24:28])[0] == 0
+        journals = lambda: sorted(p.name for p in staging_dir(s.repo).glob("*.json"))   # noqa: E731
+        assert journals() == []
+        size7 = struct.pack(">IIIIQII", 0, 0, 0, 1, 7, 0, 0)
+        _, rep = r.call(NFS, 3, 2, _opaque(fh) + size7 + struct.pack(">I", 0))
+        assert struct.unpack(">I", rep[24:28])[0] == 0
+        assert len(journals()) == 1                   # synced before the reply
+        r.close()
+        s.adapter.server.stop(0)                      # "crash": the session is never ended
+        s.adapter.sessions._stop.set()
+        s2 = NFSServer(tmp_path, repo=s.repo)
+        try:
+            assert s2.fs().open_read("/same.bin").read() == b"\0" * 7
+        finally:
+            s2.close()
+    finally:
+        s.adapter.sessions._stop.set()
+    s3 = NFSServer(tmp_path / "b", commit_idle=0.1)
+    try:                                              # created at size 0, never written: one empty version
+        root = _mnt(s3.port, "/office")
+        r = RawRPC(s3.port)
+        _, rep = r.call(NFS, 3, 8, _opaque(root) + _string("empty.bin") + struct.pack(">I", 0) + size0)
+        assert struct.unpack(">II", rep[24:32]) == (0, 1)
+        r.close()
+        s3.stop()                                     # shutdown commits what is owed
+        assert [v.size for v in s3.fs().versions("/empty.bin")] == [0]
+    finally:
+        s3.close()
+
+
 def test_retransmitted_remove_gets_the_first_answer(srv):
     put(srv.fs(), "/once.txt", b"1")
     root = _mnt(srv.port, "/office")

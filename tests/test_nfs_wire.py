@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import bisect
+import os
 import socket
 import struct
 import threading
@@ -102,13 +103,30 @@ def test_record_marking_reassembles_fragments(frags):
     try:
         wire = b"".join(struct.pack(">I", (0x80000000 if i == len(frags) - 1 else 0) | len(f)) + f
                         for i, f in enumerate(frags))
-        t = threading.Thread(target=a.sendall, args=(wire,))
+        t = threading.Thread(target=a.sendall, args=(wire + wire,))
         t.start()
         assert bytes(rpc.read_record(b, 1 << 20)) == b"".join(frags)
+        reused = bytearray(b"\xee" * 4096)                        # into a (dirty) reused buffer
+        assert bytes(rpc.read_record(b, 1 << 20, lambda n: reused)) == b"".join(frags)
         t.join()
     finally:
         a.close()
         b.close()
+
+
+def test_a_record_buffer_something_still_views_is_never_reused():
+    from protocols.nfs import server
+    c = server._Connection(None, None, "127.0.0.1")
+    assert len(c._alloc(100)) == 100                                  # small records: their own buffer
+    buf = c._alloc(server.BIG_RECORD)
+    assert len(buf) == server.MAX_RECORD
+    view = memoryview(buf)[8:16]                                      # e.g. a WRITE's data kept somewhere
+    c.pool.give(buf)
+    assert c.pool.free == []
+    del view
+    c.pool.give(buf)
+    assert c.pool.free == [buf] and len(buf) == server.MAX_RECORD
+    assert c._alloc(server.BIG_RECORD) is buf and c.pool.free == []
 
 
 def test_record_limits_and_truncation():
@@ -128,6 +146,46 @@ def test_record_limits_and_truncation():
     a.close()
     assert rpc.read_record(b, 4096) is None
     b.close()
+
+
+@given(st.binary(max_size=300), st.binary(max_size=40))
+def test_opaque_tail_encodes_like_opaque(head, data):
+    p = Packer().opaque(head).u32(7).opaque_tail(memoryview(data))
+    assert p.bytes() == Packer().opaque(head).u32(7).opaque(data).bytes()
+    assert b"".join(bytes(x) for x in p.parts()) == p.bytes() and p.parts()[1:2] != [p.buf]
+
+
+@settings(deadline=None, max_examples=20)
+@given(st.lists(st.integers(0, 300_000), min_size=1, max_size=4), st.integers(1, 5000))
+def test_send_record_sends_every_piece_whole_through_partial_sends(sizes, step):
+    """A large reply goes out with sendmsg in pieces; a slow reader (a small socket buffer and
+    a timeout socket: sendmsg sends part of it) must still get the exact record."""
+    pieces = [bytes([i + 1]) * n for i, n in enumerate(sizes)]
+    pieces[0] = bytearray(pieces[0])
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    a.settimeout(30)
+    got = bytearray()
+    size = sum(sizes)
+
+    def read() -> None:
+        while len(got) < 4 + size:
+            chunk = b.recv(step)
+            if not chunk:
+                return
+            got.extend(chunk)
+    t = threading.Thread(target=read)
+    t.start()
+    try:
+        rpc.send_record(a, pieces)
+        t.join(30)
+        assert struct.unpack(">I", got[:4])[0] == 0x80000000 | size
+        assert bytes(got[4:]) == b"".join(pieces)
+    finally:
+        a.close()
+        b.close()
+        t.join()
 
 
 sealer = H.Sealer(b"k" * 32)
@@ -267,3 +325,114 @@ def test_listing_windows_give_each_reader_the_whole_folder_once(n, chunk, max_it
             assert readers[r]["eof"] and readers[r]["got"] == [e.name for e in entries]
     finally:
         L.CHUNK, L.MAX_ITEMS = saved
+
+
+def test_the_commit_loop_wakes_when_the_first_session_falls_due():
+    """_next_due (what the loop sleeps) matches due(): commit_idle after a durable write,
+    EMPTY_IDLE for a created file never written, abandon_timeout with unsynced writes."""
+    from protocols.nfs.writes import EMPTY_IDLE, Session, WriteSessions
+    ws = WriteSessions(commit_idle=5, abandon_timeout=100)
+    try:
+        assert ws._next_due(0.0) == float("inf")
+        s = Session(("s", 1), None, None)
+        s.last, s.owed, s.written = 1000.0, True, True
+        ws._sessions[s.key] = s
+        assert ws._next_due(1000.0) == 5 and ws.due(1004.9) == [] and ws.due(1005.0) == [s]
+        s.written = False                                   # created, never written
+        assert ws._next_due(1000.0) == EMPTY_IDLE and ws.due(1000.0 + EMPTY_IDLE) == [s]
+        s.written, s.unsynced = True, True                  # never COMMITted: only abandoned
+        assert ws._next_due(1000.0) == 100 and ws.due(1099.0) == [] and ws.due(1100.0) == [s]
+        t = Session(("s", 2), None, None)
+        t.last, t.owed, t.written = 1002.0, True, True
+        ws._sessions[t.key] = t
+        assert ws._next_due(1000.0) == 7                    # the first of several
+    finally:
+        ws._sessions.clear()
+        ws.close()
+
+
+def test_reads_of_one_file_wait_their_turn_lowest_offset_first():
+    from protocols.nfs.readorder import ReadOrder
+    order, ran = ReadOrder(), []
+
+    def read(key, offset):
+        with order.turn(key, offset):
+            ran.append((key, offset))
+    with order.turn("f", 0):                                  # a READ of f is running
+        threads = [threading.Thread(target=read, args=("f", off)) for off in (5 << 17, 1 << 17, 3 << 17)]
+        for t in threads:
+            t.start()
+            while len(order._files["f"].waiting) < threads.index(t) + 1:   # queued (not a timing)
+                threading.Event().wait(0.001)
+        other = threading.Thread(target=read, args=("g", 7))   # another file does not wait
+        other.start()
+        other.join(10)
+        assert ran == [("g", 7)]
+    for t in threads:
+        t.join(10)
+    assert ran[1:] == [("f", 1 << 17), ("f", 3 << 17), ("f", 5 << 17)]
+    assert order.files() == 0                                 # nothing left behind
+
+
+def test_pipelined_reads_of_one_file_all_get_their_bytes(tmp_path):
+    from nfs_helpers import NFSServer, RawRPC
+    data = os.urandom(3 * 1024 * 1024 + 777)
+    s = NFSServer(tmp_path)
+    try:
+        fs = s.fs()
+        with fs.open_write("/r.bin") as w:
+            w.write(data)
+        r = RawRPC(s.port)
+        op = lambda b: struct.pack(">I", len(b)) + b + b"\0" * ((4 - len(b) % 4) % 4)   # noqa: E731
+        _, rep = r.call(100005, 3, 1, op(b"/office"))
+        root = rep[32:32 + struct.unpack(">I", rep[28:32])[0]]
+        _, rep = r.call(100003, 3, 3, op(root) + op(b"r.bin"))
+        fh = rep[32:32 + struct.unpack(">I", rep[28:32])[0]]
+        block = 128 * 1024
+        offsets = list(range(0, len(data), block))[::-1] + [len(data) + 5]   # backwards, one past the end
+        xids = {r.send_call(100003, 3, 6, op(fh) + struct.pack(">QI", off, block)): off for off in offsets}
+        for _ in offsets:
+            rep = r.recv_record()
+            off = xids.pop(struct.unpack(">I", rep[:4])[0])
+            assert struct.unpack(">II", rep[24:32]) == (0, 1)          # NFS3_OK, attributes follow
+            count, eof, n = struct.unpack(">III", rep[116:128])     # after status and fattr3
+            assert rep[128:128 + n] == data[off:off + block] and n == count
+            assert eof == (off + block >= len(data))
+        assert xids == {}
+        r.close()
+    finally:
+        s.close()
+
+
+def test_a_read_passed_over_max_passes_times_goes_next():
+    from protocols.nfs import readorder as RO
+    far = [10 ** 9, 0, None, 0]                   # another client's READ far into the file
+    waiting = [far]
+    for i in range(RO.MAX_PASSES):
+        waiting.append([i, i + 1, None, 0])       # a client streaming through lower offsets
+        assert RO._next_of(waiting)[0] == i
+    waiting.append([RO.MAX_PASSES, 99, None, 0])
+    assert RO._next_of(waiting) is far            # it does not starve the far one
+    assert RO._next_of(waiting)[0] == RO.MAX_PASSES and waiting == []
+
+
+def test_a_call_borrows_a_buffer_of_its_connection_and_gets_it_back_after_the_reply():
+    from protocols.nfs import buffers
+    result = {}
+
+    def worker() -> None:
+        result["outside"] = buffers.borrow()                  # not a connection's worker: none
+        pool = buffers.Pool(1024, keep=1)
+        buffers.lend(pool)
+        a = buffers.borrow()
+        reply = [memoryview(a)[:10]]                          # READ data still to be sent
+        buffers.settle()
+        result["while viewed"] = list(pool.free)
+        b = buffers.borrow()
+        del reply                                             # sent and dropped
+        buffers.settle()
+        result["after"] = pool.free == [b] and b is not a and len(b) == 1024
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(10)
+    assert result == {"outside": None, "while viewed": [], "after": True}

@@ -122,6 +122,55 @@ def test_synced_staging_survives_a_crash_and_unsynced_does_not(tmp_path):
     r.close()
 
 
+def test_a_sync_whose_data_fsync_fails_keeps_the_previous_journal(tmp_path, monkeypatch):
+    """sync() writes the new journal while it fsyncs the data; the journal replaces the old one
+    only when both succeeded, so a failed data fsync leaves recovery the last good state."""
+    import errno
+    r = Repository.init(tmp_path / "repo")
+    r.add_share("office")
+    fs = r.share("office", user=None, origin=Origin("nfs", "10.0.0.9", "alice"))
+    u = fs.open_staged_update("/j", create=True)
+    u.pwrite(b"first", 0)
+    u.sync()
+    journal = staging_dir(r) / f"{u.id}.json"
+    before = journal.read_bytes()
+    u.pwrite(b", second", 5)                          # (beyond what the journal covers)
+    real = os.fsync
+    data_fd = u._stage.fileno()
+
+    def fsync(fd: int) -> None:
+        if fd == data_fd:
+            raise OSError(errno.EIO, "injected data fsync failure")
+        real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError):
+        u.sync()
+    monkeypatch.setattr(os, "fsync", real)
+    assert journal.read_bytes() == before
+    r.close()                                         # "crash"
+    r = Repository.open(tmp_path / "repo")
+    assert [(s, p) for s, p, _ in recover(r)] == [("office", "/j")]
+    assert r.share("office", user=None).open_read("/j").read() == b"first"
+    r.close()
+
+
+def test_a_large_staged_update_drops_its_journal_at_commit_and_its_data_after(tmp_path, monkeypatch):
+    from archive import staging
+    monkeypatch.setattr(staging, "BACKGROUND_UNLINK", 4096)
+    r = Repository.init(tmp_path / "repo")
+    r.add_share("office")
+    fs = r.share("office", user=None)
+    u = fs.open_staged_update("/big", create=True)
+    u.pwrite(b"x" * 5000, 0)
+    u.sync()
+    assert u.commit().size == 5000
+    assert not (staging_dir(r) / f"{u.id}.json").exists()      # recovery will not commit it again
+    staging._pool("unlink", 1).submit(lambda: None).result()    # the unlinks queued before it ran
+    assert list(staging_dir(r).iterdir()) == []
+    assert fs.open_read("/big").read() == b"x" * 5000
+    r.close()
+
+
 def test_abort_removes_the_staging_files(fs):
     u = fs.open_staged_update("/x", create=True)
     u.pwrite(b"x", 0)

@@ -16,6 +16,7 @@ from archive.clock import gmt_token, parse_gmt_token
 from archive.paths import MAX_NAME_BYTES, SNAPSHOTS
 from archive.sharefs import VIRTUAL_BASE
 
+from . import buffers
 from . import handles as H
 from .errors import (NFS3_OK, NFS3ERR_ACCES, NFS3ERR_BAD_COOKIE, NFS3ERR_EXIST, NFS3ERR_INVAL, NFS3ERR_ISDIR,
                      NFS3ERR_NAMETOOLONG, NFS3ERR_NOT_SYNC, NFS3ERR_NOTDIR, NFS3ERR_NOTSUPP, NFS3ERR_ROFS,
@@ -23,6 +24,7 @@ from .errors import (NFS3_OK, NFS3ERR_ACCES, NFS3ERR_BAD_COOKIE, NFS3ERR_EXIST, 
 from .fattr import (SET_TO_CLIENT_TIME, SET_TO_SERVER_TIME, fattr3, post_op_attr, post_op_attr_bytes, sattr3,
                     wcc_data)
 from .listing import Item
+from .readorder import ReadOrder
 from .state import Obj, ServerState
 from .xdr import Packer, Unpacker
 
@@ -63,6 +65,7 @@ class NFS3:
         self.st = state
         names = [n.lower() for n in PROC_NAMES]
         self.procs: dict[int, Callable] = {i: getattr(self, n) for i, n in enumerate(names)}
+        self.order = ReadOrder()
 
     # -- helpers -----------------------------------------------------------------------------
     def _fh(self, u: Unpacker, address: str) -> Obj:
@@ -238,7 +241,9 @@ class NFS3:
             self._post(p, o, cred)
             return
         try:
-            data = self.st.read(o, offset, min(count, MAX_IO))
+            with self.order.turn(o.key, offset):      # pipelined READs of a file in file order
+                into = buffers.borrow()                # the connection's reused buffer (buffers.py)
+                data = self.st.read(o, offset, min(count, MAX_IO), into)
         except errors.ArchiveError as e:
             self._fail(p, e)
             self._post(p, o, cred)
@@ -246,7 +251,7 @@ class NFS3:
         a = self.st.attrs(o)
         p.u32(NFS3_OK)
         post_op_attr(p, a, cred.uid, cred.gid)
-        p.u32(len(data)).bool(offset + len(data) >= a.size).opaque(data)
+        p.u32(len(data)).bool(offset + len(data) >= a.size).opaque_tail(data)   # sent as is, not copied
 
     def write(self, u, p, cred, address):
         o = self._fh(u, address)

@@ -125,9 +125,11 @@ def _recv_exact(sock: socket.socket, n: int) -> bytearray | None:
     return buf
 
 
-def read_record(sock: socket.socket, limit: int) -> bytearray | None:
+def read_record(sock: socket.socket, limit: int, alloc=None) -> bytearray | memoryview | None:
     """One whole record; None at a clean end of stream.  RecordError when a record would
-    exceed `limit` bytes or the stream ends inside one."""
+    exceed `limit` bytes or the stream ends inside one.  With `alloc` (length -> a bytearray
+    at least that long, e.g. a reused buffer), a record of one fragment (what clients send) is
+    received straight into that buffer and returned as a memoryview of its first bytes."""
     out = bytearray()
     while True:
         mark = _recv_exact(sock, 4)
@@ -139,6 +141,15 @@ def read_record(sock: socket.socket, limit: int) -> bytearray | None:
         last, length = word & 0x80000000, word & 0x7FFFFFFF
         if len(out) + length > limit:
             raise RecordError(f"record larger than {limit} bytes")
+        if length and last and alloc is not None and not out:
+            view = memoryview(alloc(length))[:length]
+            got = 0
+            while got < length:
+                k = sock.recv_into(view[got:], length - got)
+                if k == 0:
+                    raise RecordError("connection closed inside a fragment")
+                got += k
+            return view
         if length:
             frag = _recv_exact(sock, length)
             if frag is None:
@@ -153,3 +164,31 @@ def read_record(sock: socket.socket, limit: int) -> bytearray | None:
 def frame(reply: bytes | bytearray) -> bytes:
     """The reply as one last fragment."""
     return struct.pack(">I", 0x80000000 | len(reply)) + bytes(reply)
+
+
+_MARK = struct.Struct(">I")
+#: replies up to this size are joined with their mark and sent with one sendall; larger ones
+#: (READ data) go out with sendmsg from their pieces, never copied into one buffer
+JOIN_MAX = 64 * 1024
+
+
+def send_record(sock: socket.socket, reply) -> None:
+    """Send one reply as one last fragment.  `reply` is a buffer or a list of buffers (a
+    Packer's parts: the header, then a READ's data as it came from the reader)."""
+    parts = [reply] if isinstance(reply, (bytes, bytearray, memoryview)) else reply
+    size = sum(len(x) for x in parts)
+    mark = _MARK.pack(0x80000000 | size)
+    if size <= JOIN_MAX:
+        sock.sendall(mark + b"".join(parts))
+        return
+    views = [memoryview(mark)] + [memoryview(x).cast("B") for x in parts if len(x)]
+    while views:
+        sent = sock.sendmsg(views)
+        while sent:                       # a partial send: drop what went, go on from there
+            first = views[0]
+            if sent >= len(first):
+                sent -= len(first)
+                views.pop(0)
+            else:
+                views[0] = first[sent:]
+                sent = 0

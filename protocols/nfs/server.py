@@ -19,7 +19,7 @@ import threading
 
 from archive import errors
 
-from . import mount, nfs3, rpc
+from . import buffers, mount, nfs3, rpc
 from .drc import DuplicateCache
 from .errors import NFSError, nfsstat
 from .state import ServerState
@@ -33,6 +33,11 @@ MAX_INFLIGHT = 32
 #: bytes of call records one connection's running calls may hold; beyond it no further call is
 #: read until one ends (memory: 32 large WRITEs would hold 32 MiB; small calls are ~200 bytes)
 MAX_HELD = 8 * 1024 * 1024
+#: records at least this large (WRITEs) are received into buffers a connection reuses
+#: (protocols/nfs/buffers.py), not into a new 1 MiB allocation per call
+BIG_RECORD = 64 * 1024
+#: free buffers a connection keeps for reuse (each MAX_RECORD bytes: WRITE records, READ data)
+KEEP_BUFFERS = 4
 
 
 class RPCServer:
@@ -67,8 +72,14 @@ class RPCServer:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._conns.add(conn)
-            threading.Thread(target=self._serve, args=(conn, addr[0]), name=f"nfs-{addr[0]}:{addr[1]}",
-                             daemon=True).start()
+            if self.state.ctx is not None:
+                self.state.ctx.event("nfs", "connect", address=addr[0])
+            # Two workers from the start, started here: Thread.start() waits until the new
+            # thread runs (under load, milliseconds), which a worker would otherwise do before
+            # running the connection's first call (to keep a reader while it runs).
+            c = _Connection(self, conn, addr[0], workers=2)
+            for _ in range(2):
+                threading.Thread(target=c.worker, name=f"nfs-{addr[0]}:{addr[1]}", daemon=True).start()
 
     def stop(self, grace: float) -> None:
         """Stop accepting, let calls in progress finish for `grace` seconds, close connections."""
@@ -90,12 +101,6 @@ class RPCServer:
             self._thread.join(5)
 
     # -- one connection ------------------------------------------------------------------------
-    def _serve(self, conn: socket.socket, address: str) -> None:
-        ctx = self.state.ctx
-        if ctx is not None:
-            ctx.event("nfs", "connect", address=address)
-        _Connection(self, conn, address).worker()
-
     def _closed(self, conn: socket.socket, address: str) -> None:
         with self._lock:
             self._conns.discard(conn)
@@ -103,7 +108,7 @@ class RPCServer:
         if self.state.ctx is not None:
             self.state.ctx.event("nfs", "disconnect", address=address)
 
-    def _call(self, record, address: str) -> bytes | None:
+    def _call(self, record, address: str):
         with self._lock:
             self._busy += 1
         try:
@@ -113,8 +118,9 @@ class RPCServer:
                 self._busy -= 1
                 self._idle.notify_all()
 
-    def handle(self, record, address: str) -> bytes | None:
-        """The reply to one call record (None: not even an xid to answer)."""
+    def handle(self, record, address: str):
+        """The reply to one call record: a buffer or a list of buffers to send one after the
+        other (rpc.send_record); None: not even an xid to answer."""
         try:
             call = rpc.parse_call(record)
         except rpc.Denied as d:
@@ -145,13 +151,14 @@ class RPCServer:
                 if program is self.mount:
                     return rpc.accepted(call.xid, rpc.SYSTEM_ERR)
                 del p.buf[start:]
+                p.tail = None
                 p.u32(nfsstat(e))
                 for _ in range(nfs3.FAIL_WORDS[call.proc]):
                     p.u32(0)
             except Exception:
                 log.exception("nfs: procedure %d of program %d failed", call.proc, call.prog)
                 return rpc.accepted(call.xid, rpc.SYSTEM_ERR)
-            return p.bytes()
+            return p.parts()          # a READ's data stays its own piece: sent, never copied
 
         if program is self.nfs and call.proc in nfs3.NON_IDEMPOTENT:
             # (each procedure that changes something drops exactly what it changed from the
@@ -164,20 +171,25 @@ class _Connection:
     """The worker threads of one connection (leader/follower): whichever worker is free reads
     the next record, and before running its call makes sure another worker is reading (up to
     MAX_INFLIGHT); no record is read while the running calls' records hold MAX_HELD bytes.  A
-    client that waits for each reply is served by two threads taking turns, with no hand-off
-    between a reading thread and a running one; replies are sent whole, one at a time.  The
-    last worker out closes the socket."""
+    client that waits for each reply is served by two threads taking turns (both started when
+    the connection is accepted), with no hand-off between a reading thread and a running one;
+    replies are sent whole, one at a time.  The last worker out closes the socket."""
 
-    def __init__(self, server: RPCServer, conn: socket.socket, address: str) -> None:
+    def __init__(self, server: RPCServer, conn: socket.socket, address: str, workers: int = 1) -> None:
         self.server, self.conn, self.address = server, conn, address
         self.read_lock = threading.Lock()
         self.send_lock = threading.Lock()
         self.lock = threading.Lock()
-        self.workers = 1             # the serving thread itself
-        self.reading = 1             # workers not running a call
+        self.workers = workers       # threads serving this connection (the caller starts them)
+        self.reading = workers       # workers not running a call
         self.held = 0                # bytes of the records being run
         self.room = threading.Condition(self.lock)     # held fell below MAX_HELD
         self.closed = False
+        self.pool = buffers.Pool(MAX_RECORD, KEEP_BUFFERS)   # WRITE records, READ data
+
+    def _alloc(self, n: int) -> bytearray:
+        """The buffer a record of n bytes is received into (rpc.read_record)."""
+        return bytearray(n) if n < BIG_RECORD else self.pool.take()
 
     def _record(self):
         """The next call record, or None when the connection is over."""
@@ -187,7 +199,7 @@ class _Connection:
             if self.closed or self.server._stop.is_set():
                 return None
             try:
-                record = rpc.read_record(self.conn, MAX_RECORD)
+                record = rpc.read_record(self.conn, MAX_RECORD, self._alloc)
             except rpc.RecordError as e:
                 log.info("nfs: closing %s: %s", self.address, e)
                 record = None
@@ -200,6 +212,7 @@ class _Connection:
     def worker(self) -> None:
         running = False
         size = 0
+        buffers.lend(self.pool)
         try:
             while True:
                 record = self._record()
@@ -215,12 +228,17 @@ class _Connection:
                         self.reading += 1
                         threading.Thread(target=self.worker, daemon=True,
                                          name=threading.current_thread().name).start()
+                buf = record.obj if isinstance(record, memoryview) and len(record.obj) == MAX_RECORD else None
                 reply = self.server._call(record, self.address)
                 del record
                 if reply is not None:
-                    data = rpc.frame(reply)
                     with self.send_lock:
-                        self.conn.sendall(data)
+                        rpc.send_record(self.conn, reply)
+                    del reply
+                if buf is not None:
+                    self.pool.give(buf)
+                    buf = None
+                buffers.settle()         # what the call borrowed for its reply (READ data)
                 with self.lock:
                     self.reading += 1
                     self.held -= size

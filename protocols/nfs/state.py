@@ -196,7 +196,9 @@ class ServerState:
         return attrs
 
     # -- reading -----------------------------------------------------------------------------
-    def read(self, o: Obj, offset: int, count: int) -> bytes:
+    def read(self, o: Obj, offset: int, count: int, into: bytearray | None = None):
+        """Bytes of `o` at offset (a memoryview of `into` when given and the data comes from a
+        committed version: read in place, no new buffer)."""
         e = o.entry
         if not o.at_us:
             s = self.sessions.get(o.key)
@@ -221,4 +223,7 @@ class ServerState:
         lock, reader = hit
         with lock:
             reader.seek(offset)
-            return reader.read(count)
+            if into is None:
+                return reader.read(count)
+            view = memoryview(into)[:count]
+            return view[:reader.readinto(view)]

@@ -4,7 +4,8 @@ Every WRITE to a file lands in that file's `StagedUpdate` (archive.staging), kep
     * UNSTABLE writes go to the staging file; COMMIT fsyncs it and its journal, so from the
       COMMIT reply on they survive a crash (archive.staging.recover commits them at start).
     * FILE_SYNC / DATA_SYNC writes are synced before the reply.
-    * A truncating SETATTR is synced at once (SETATTR is synchronous in NFSv3).
+    * A truncating SETATTR is synced at once (SETATTR is synchronous in NFSv3); one to the
+      size the file already has changes nothing and needs no sync.
 A new archive version is committed when the file has been idle for `commit_idle` seconds
 after its data became durable (a COMMIT or a stable write) with no unsynced write since;
 and at shutdown.  A file created and never written gets an empty version after EMPTY_IDLE.  Unsynced data of a client that never COMMITs is dropped after
@@ -106,6 +107,13 @@ class WriteSessions:
     def truncate(self, key: tuple, fs, path: str, size: int) -> Session:
         s = self._open(key, fs, path)
         try:
+            if size == s.upd.size and not s.unsynced:
+                # Nothing changes (nfs-cp's CREATE and SETATTR to size 0 of a new file): what a
+                # crash would leave (the last sync, or the state the session started from)
+                # already has this size, so no sync (data, journal and folder fsyncs).
+                s.owed = True
+                s.last = time.monotonic()
+                return s
             s.upd.truncate(size)
             s.written = True
             s.upd.sync()
@@ -221,8 +229,23 @@ class WriteSessions:
             except Exception:
                 log.exception("nfs: ending a write session failed")
 
+    def _next_due(self, now: float) -> float:
+        """Seconds until the first session falls due (the conditions of due()); inf if none."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        first = float("inf")
+        for s in sessions:
+            at = s.last + self.abandon_timeout
+            if s.owed and not s.unsynced:
+                at = min(at, s.last + (self.commit_idle if s.written else self.empty_idle))
+            first = min(first, at)
+        return first - now
+
     def _loop(self) -> None:
-        while not self._stop.wait(min(0.2, self.commit_idle / 4 or 0.05)):
+        # Wake when the first session falls due (not up to a tick later: a version appears
+        # commit_idle after the COMMIT), and at least every tick for sessions opened meanwhile.
+        tick = min(0.2, self.commit_idle / 4 or 0.05)
+        while not self._stop.wait(min(tick, max(0.002, self._next_due(time.monotonic())))):
             self._finish_all(self.due())
 
     def close(self) -> None:

@@ -24,12 +24,14 @@ def _pad(n: int) -> int:
 
 
 class Packer:
-    """Appends XDR items to a bytearray."""
+    """Appends XDR items to a bytearray; a large opaque at the end of a message can stay a
+    separate piece (`opaque_tail`), sent after `buf` without being copied into it."""
 
-    __slots__ = ("buf",)
+    __slots__ = ("buf", "tail")
 
     def __init__(self) -> None:
         self.buf = bytearray()
+        self.tail: list | None = None
 
     def u32(self, v: int) -> "Packer":
         self.buf += _U32.pack(v & 0xFFFFFFFF)
@@ -64,8 +66,20 @@ class Packer:
     def string(self, s: str) -> "Packer":
         return self.opaque(s.encode("utf-8", "surrogateescape"))
 
+    def opaque_tail(self, data: bytes | bytearray | memoryview) -> "Packer":
+        """Variable-length opaque as the message's last item: its length goes into `buf`, the
+        bytes themselves (and the padding) become the tail, not copied (a READ's data).  Nothing
+        may be packed after it."""
+        self.u32(len(data))
+        self.tail = [data, b"\0" * _pad(len(data))] if len(data) % 4 else [data]
+        return self
+
+    def parts(self) -> list:
+        """The message as buffers to send one after the other: `buf`, then the tail."""
+        return [self.buf, *self.tail] if self.tail else [self.buf]
+
     def bytes(self) -> bytes:
-        return bytes(self.buf)
+        return b"".join(self.parts()) if self.tail else bytes(self.buf)
 
 
 class Unpacker:

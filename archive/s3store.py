@@ -233,6 +233,7 @@ class S3PackStore(PackStore):
         self._last_block: dict[str, int] = {}          # per pack: last block read (sequential reads)
         self._inflight: dict[str, tuple[Future, int]] = {}     # block name -> (its GET, first block of the GET)
         self._fetching = threading.Lock()
+        self._unwritten = 0                            # GETs a reader handed to the pool to cache
         self._ends: dict[str, int] = {}                # pack sizes learnt from short GETs
         self.active_uploads: set[str] = set()           # this node's multipart uploads in progress
         self.uploads = ThreadPoolExecutor(max_workers=UPLOADERS, thread_name_prefix="s3-upload")
@@ -319,11 +320,13 @@ class S3PackStore(PackStore):
             lo, hi = max(offset - i * BLOCK, 0), min(end - i * BLOCK, BLOCK)
             got = self.cache.read(f"{pack_id}.{i}", lo, hi - lo)       # just the bytes asked for
             if got is None:
-                got = self._block(pack_id, i, last)[lo:hi]
+                got = self._block(pack_id, i, last)[lo:hi]      # a view of the GET's bytes
             parts.append(got)
             if len(got) < hi - lo:                      # the pack ended
                 break
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        # one copy at most: a view into a GET's buffer is not handed out (it would keep the
+        # whole GET alive as long as any chunk decoded from it)
+        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
 
     def _block(self, pack_id: str, i: int, last: int) -> bytes:
         """Block i of a pack: from the cache, from a GET already on its way, or fetched now
@@ -348,30 +351,63 @@ class S3PackStore(PackStore):
             else:
                 mine = None
         if mine is not None:
-            self._fetch(pack_id, i, mine, pending[0])
+            self._fetch(pack_id, i, mine, pending[0], reader=True)
         data = pending[0].result()
         k = i - pending[1]
-        return data[k * BLOCK:(k + 1) * BLOCK]
+        return memoryview(data)[k * BLOCK:(k + 1) * BLOCK]
 
-    def _fetch(self, pack_id: str, i: int, j: int, fut: Future) -> None:
-        """One GET of blocks i..j into the cache; its waiters get the bytes (or the error)."""
+    def _fetch(self, pack_id: str, i: int, j: int, fut: Future, reader: bool = False) -> None:
+        """One GET of blocks i..j; its waiters get the bytes (or the error) as soon as they
+        arrive, and the blocks go into the cache after that, while the readers decode (a
+        cache write costs about what the GET does): here in a read-ahead thread, in the pool
+        when a `reader` fetches for itself.  Until written the blocks stay in flight, so a
+        reader coming meanwhile takes them from the GET instead of fetching them again."""
         try:
             data = self._get(pack_id, i * BLOCK, (j + 1) * BLOCK)
             if len(data) < (j + 1 - i) * BLOCK:         # the pack ends here: read ahead no further
                 self._ends[pack_id] = min(self._ends.get(pack_id, 1 << 62), i * BLOCK + len(data))
                 _trim(self._ends)
-            for k in range(i, j + 1):
-                block = data[(k - i) * BLOCK:(k - i + 1) * BLOCK]
-                if block:
-                    self.cache.put(f"{pack_id}.{k}", block)
-            _resolve(fut, data)
         except BaseException as e:
             _resolve(fut, None, e)
+            self._cache_blocks(pack_id, i, j, fut, None)
+            return
+        _resolve(fut, data)
+        if reader:
+            with self._fetching:                        # memory: a few GETs wait to be written at most
+                handoff = self._unwritten < READERS
+                self._unwritten += handoff
+            if handoff:
+                try:
+                    self.readers.submit(self._cache_blocks, pack_id, i, j, fut, data, True)
+                    return
+                except RuntimeError:                    # closing: not cached
+                    data = None
+                with self._fetching:
+                    self._unwritten -= 1
+        self._cache_blocks(pack_id, i, j, fut, data)
+
+    def _cache_blocks(self, pack_id: str, i: int, j: int, fut: Future, data: bytes | None,
+                      handed: bool = False) -> None:
+        """Write a GET's blocks into the cache, then take them off the in-flight list."""
+        try:
+            self._write_blocks(pack_id, i, j, data)
         finally:
             with self._fetching:
+                self._unwritten -= handed
                 for k in range(i, j + 1):
                     if self._inflight.get(f"{pack_id}.{k}", (None,))[0] is fut:
                         del self._inflight[f"{pack_id}.{k}"]
+
+    def _write_blocks(self, pack_id: str, i: int, j: int, data: bytes | None) -> None:
+        if data is not None:
+            view = memoryview(data)
+            for k in range(i, j + 1):
+                block = view[(k - i) * BLOCK:(k - i + 1) * BLOCK]
+                if block:
+                    try:
+                        self.cache.put(f"{pack_id}.{k}", block)
+                    except OSError:             # the cache disk: a miss later, never an error
+                        pass
 
     def _read_ahead(self, pack_id: str, start: int) -> None:
         """Keep up to READAHEAD blocks (at most a quarter of the cache) fetched or on their way

@@ -493,3 +493,59 @@ def test_gc_spares_a_slow_upload_that_still_sends_parts(s3, tmp_path):
     assert [u["UploadId"] for u in _uploads(store)] == [uid]
     assert store.reclaim_uploads(grace=0) == 1 and _uploads(store) == []
     r.close()
+
+
+def test_a_fetched_block_reaches_its_reader_before_the_cache_write_and_is_cached_after(s3, tmp_path):
+    """A cold read does not wait for the cache write of the blocks it fetched (the write costs
+    about what the GET does): the reader gets the GET's bytes at once; the blocks are in the
+    cache once the write ends, and reading them again sends no request."""
+    import threading
+    url = s3.url()
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("office")
+    data = _bytes(6 * 1024 * 1024, seed=41)
+    put(a, "/cold.bin", data)
+    a.close()
+    b = _node(url, tmp_path, "b", catalog)
+    store = b.packstore
+    pack = max(store.list(), key=store.size)
+    gate, writing = threading.Event(), threading.Event()
+    real_put = store.cache.put
+
+    def held_put(name, block):
+        writing.set()
+        gate.wait(60)
+        real_put(name, block)
+    store.cache.put = held_put
+    got: list = []
+    off = 2 * BLOCK + 4321                      # a random read: one GET of its block, no read-ahead
+    reader = threading.Thread(target=lambda: got.append(store.read_range(pack, off, 100_000)))
+    reader.start()
+    assert writing.wait(60)                     # the GET is done and its block is being written
+    reader.join(30)
+    try:
+        assert not reader.is_alive(), "the reader waited for the cache write"
+        assert got[0] == data_at(b, off, 100_000)
+    finally:
+        gate.set()
+        reader.join()
+    store.cache.put = real_put
+    for _ in range(600):                        # the write ends in the fetching thread
+        if store.cache.has(f"{pack}.2") and not store._inflight:
+            break
+        threading.Event().wait(0.05)
+    before = store.requests
+    assert store.read_range(pack, off, 100_000) == got[0]
+    assert store.requests == before             # served by the cache
+    with b.share("office").open_read("/cold.bin") as r:
+        assert r.read() == data
+    b.close()
+
+
+def data_at(repo: Repository, off: int, n: int) -> bytes:
+    """The bytes at `off` of the biggest pack, read by a fresh local scan of the whole object."""
+    store = repo.packstore
+    with store.open_stream(max(store.list(), key=store.size)) as f:
+        f.seek(off)
+        return f.read(n)

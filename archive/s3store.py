@@ -234,7 +234,7 @@ class S3PackStore(PackStore):
         self._inflight: dict[str, tuple[Future, int]] = {}     # block name -> (its GET, first block of the GET)
         self._fetching = threading.Lock()
         self._unwritten = 0                            # GETs a reader handed to the pool to cache
-        self._ends: dict[str, int] = {}                # pack sizes learnt from short GETs
+        self._ends: dict[str, int] = {}                # pack sizes learnt from GETs (Content-Range, short reads)
         self.active_uploads: set[str] = set()           # this node's multipart uploads in progress
         self.uploads = ThreadPoolExecutor(max_workers=UPLOADERS, thread_name_prefix="s3-upload")
         self.readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="s3-read")
@@ -297,6 +297,10 @@ class S3PackStore(PackStore):
             r = self.call(lambda: self.client.get_object(Bucket=self.bucket, Key=self.pack_key(pack_id),
                                                          Range=f"bytes={start}-{end - 1}"),
                           f"read of pack {pack_id}")
+            total = str(r.get("ContentRange") or "").rpartition("/")[2]
+            if total.isdigit():        # "bytes 0-4194303/67155000": the pack's size, for free
+                self._ends[pack_id] = int(total)
+                _trim(self._ends)
             return r["Body"].read()
         except FileNotFoundError:
             raise Corrupt(f"pack {pack_id} is missing") from None
@@ -313,7 +317,12 @@ class S3PackStore(PackStore):
         prev = self._last_block.pop(pack_id, None)
         self._last_block[pack_id] = last                # most recent last: the oldest are dropped
         _trim(self._last_block)
-        if (prev is None and first == 0) or (prev is not None and first - 2 <= prev < last):
+        ahead = (prev is None and first == 0) or (prev is not None and first - 2 <= prev < last)
+        # A read from the start of a pack whose size is unknown here reads ahead only once its
+        # own GET is back and has told the size (Content-Range): a small pack costs one GET,
+        # not one plus a few past its end.
+        blind = ahead and pack_id not in self._ends and pack_id not in self.known
+        if ahead and not blind:
             self._read_ahead(pack_id, last + 1)         # reading on through the pack, into a new block
         parts = []
         for i in range(first, last + 1):
@@ -324,6 +333,8 @@ class S3PackStore(PackStore):
             parts.append(got)
             if len(got) < hi - lo:                      # the pack ended
                 break
+        if blind:
+            self._read_ahead(pack_id, last + 1)
         # one copy at most: a view into a GET's buffer is not handed out (it would keep the
         # whole GET alive as long as any chunk decoded from it)
         return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
@@ -415,14 +426,15 @@ class S3PackStore(PackStore):
         ahead = min(READAHEAD, self.cache.limit // BLOCK // 4)
         size = self.known.get(pack_id, (None,))[0] or self._ends.get(pack_id)
         stop = start + ahead
-        if size is not None:
-            stop = min(stop, (size + BLOCK - 1) // BLOCK)
+        last = None if size is None else (size + BLOCK - 1) // BLOCK    # blocks in the pack
+        if last is not None:
+            stop = min(stop, last)
         runs = []
         with self._fetching:
-            # whole RUN-aligned groups, so topping up as the reader moves one block on is one
-            # 4 MiB GET every 4 blocks, not one 1 MiB GET per block
+            # whole RUN-aligned groups (cut at the pack's end only), so topping up as the reader
+            # moves one block on is one 4 MiB GET every 4 blocks, not one 1 MiB GET per block
             for g in range(start // RUN, (stop + RUN - 1) // RUN):
-                hi = (g + 1) * RUN if size is None else min((g + 1) * RUN, stop)
+                hi = (g + 1) * RUN if last is None else min((g + 1) * RUN, last)
                 missing = [k for k in range(max(start, g * RUN), hi)
                            if f"{pack_id}.{k}" not in self._inflight and not self.cache.has(f"{pack_id}.{k}")]
                 if not missing or (size is None and g * RUN >= stop):

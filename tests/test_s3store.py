@@ -549,3 +549,36 @@ def data_at(repo: Repository, off: int, n: int) -> bytes:
     with store.open_stream(max(store.list(), key=store.size)) as f:
         f.seek(off)
         return f.read(n)
+
+
+@pytest.mark.parametrize("mib", [0, 6, 21])
+def test_a_cold_read_of_a_whole_pack_sends_no_get_past_its_end(s3, tmp_path, mib):
+    """A reader going through a pack it never saw reads ahead by whole 4 MiB GETs, and stops
+    at the pack's end, which the first GET's Content-Range tells (no listing, no HEAD): a
+    small pack costs one GET."""
+    from archive.s3store import RUN
+    url = s3.url()
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("office")
+    data = _bytes(mib * 1024 * 1024 or 300_000, seed=42)
+    put(a, "/whole.bin", data)
+    a.close()
+    b = _node(url, tmp_path, "b", catalog)
+    store = b.packstore
+    gets = _watch(store.client, "GetObject")
+    with b.share("office").open_read("/whole.bin") as r:
+        assert r.read() == data
+    if not mib:
+        assert len(gets) == 1, gets                                        # one pack, one GET
+    sizes = {}
+    for key in {p["Key"] for p, _ in gets}:
+        sizes[key] = store.client.head_object(Bucket=store.bucket, Key=key)["ContentLength"]
+    ranges = [(p["Key"], *map(int, p["Range"][6:].split("-"))) for p, _ in gets]
+    big = max(sizes, key=sizes.get)
+    assert sizes[big] > len(data)
+    assert all(lo < sizes[key] for key, lo, _ in ranges), ranges          # nothing past the end
+    mine = sorted((lo, hi) for key, lo, hi in ranges if key == big)
+    assert sum(hi + 1 - lo for lo, hi in mine) < sizes[big] + RUN * BLOCK   # each byte about once
+    assert len(mine) <= sizes[big] // (RUN * BLOCK) + 3                     # by whole runs, not blocks
+    b.close()

@@ -582,3 +582,50 @@ def test_a_cold_read_of_a_whole_pack_sends_no_get_past_its_end(s3, tmp_path, mib
     assert sum(hi + 1 - lo for lo, hi in mine) < sizes[big] + RUN * BLOCK   # each byte about once
     assert len(mine) <= sizes[big] // (RUN * BLOCK) + 3                     # by whole runs, not blocks
     b.close()
+
+
+def test_readers_hand_at_most_readers_gets_to_the_pool_for_caching(s3, tmp_path):
+    """Memory stays bounded when the cache disk is slower than the GETs: a reader hands the
+    cache write of what it fetched to the pool only while fewer than READERS such GETs wait;
+    past that it writes them itself before going on."""
+    import threading
+    from archive.s3store import READERS
+    url = s3.url()
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("office")
+    data = _bytes((READERS + 3) * BLOCK, seed=43)
+    put(a, "/many.bin", data)
+    a.close()
+    b = _node(url, tmp_path, "b", catalog)
+    store = b.packstore
+    pack = max(store.list(), key=store.size)
+    gate = threading.Event()
+    writers: list = []
+    entered = threading.Semaphore(0)
+    real_put = store.cache.put
+
+    def held_put(name, block):
+        writers.append(threading.current_thread().name)
+        entered.release()
+        gate.wait(60)
+        real_put(name, block)
+    store.cache.put = held_put
+    # random reads, one block each, going backwards (no read-ahead): READERS + 1 GETs
+    offs = [(READERS + 2 - k) * BLOCK + 10 for k in range(READERS + 1)]
+    try:
+        got = [store.read_range(pack, off, 1000) for off in offs[:-1]]
+        for _ in range(READERS):
+            assert entered.acquire(timeout=60)
+        assert all(w.startswith("s3-read") for w in writers), writers          # all in the pool
+        last: list = []
+        t = threading.Thread(name="reader-last", target=lambda: last.append(store.read_range(pack, offs[-1], 1000)))
+        t.start()
+        assert entered.acquire(timeout=60)
+        assert writers[-1] == "reader-last", writers          # the reader writes this one itself
+    finally:
+        gate.set()
+    t.join(60)
+    store.cache.put = real_put
+    assert got + last == [data_at(b, off, 1000) for off in offs]
+    b.close()

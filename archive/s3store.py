@@ -233,7 +233,6 @@ class S3PackStore(PackStore):
         self._last_block: dict[str, int] = {}          # per pack: last block read (sequential reads)
         self._inflight: dict[str, tuple[Future, int]] = {}     # block name -> (its GET, first block of the GET)
         self._fetching = threading.Lock()
-        self._unwritten = 0                            # GETs a reader handed to the pool to cache
         self._ends: dict[str, int] = {}                # pack sizes learnt from GETs (Content-Range, short reads)
         self.active_uploads: set[str] = set()           # this node's multipart uploads in progress
         self.uploads = ThreadPoolExecutor(max_workers=UPLOADERS, thread_name_prefix="s3-upload")
@@ -362,17 +361,17 @@ class S3PackStore(PackStore):
             else:
                 mine = None
         if mine is not None:
-            self._fetch(pack_id, i, mine, pending[0], reader=True)
+            self._fetch(pack_id, i, mine, pending[0])
         data = pending[0].result()
         k = i - pending[1]
         return memoryview(data)[k * BLOCK:(k + 1) * BLOCK]
 
-    def _fetch(self, pack_id: str, i: int, j: int, fut: Future, reader: bool = False) -> None:
+    def _fetch(self, pack_id: str, i: int, j: int, fut: Future) -> None:
         """One GET of blocks i..j; its waiters get the bytes (or the error) as soon as they
-        arrive, and the blocks go into the cache after that, while the readers decode (a
-        cache write costs about what the GET does): here in a read-ahead thread, in the pool
-        when a `reader` fetches for itself.  Until written the blocks stay in flight, so a
-        reader coming meanwhile takes them from the GET instead of fetching them again."""
+        arrive, and the blocks go into the cache after that: a reader waiting on a read-ahead
+        GET decodes while the read-ahead thread writes the cache.  Until written the blocks
+        stay in flight, so a reader coming meanwhile takes them from the GET, not a new one."""
+        data = None
         try:
             data = self._get(pack_id, i * BLOCK, (j + 1) * BLOCK)
             if len(data) < (j + 1 - i) * BLOCK:         # the pack ends here: read ahead no further
@@ -380,45 +379,22 @@ class S3PackStore(PackStore):
                 _trim(self._ends)
         except BaseException as e:
             _resolve(fut, None, e)
-            self._cache_blocks(pack_id, i, j, fut, None)
-            return
-        _resolve(fut, data)
-        if reader:
-            with self._fetching:                        # memory: a few GETs wait to be written at most
-                handoff = self._unwritten < READERS
-                self._unwritten += handoff
-            if handoff:
-                try:
-                    self.readers.submit(self._cache_blocks, pack_id, i, j, fut, data, True)
-                    return
-                except RuntimeError:                    # closing: not cached
-                    data = None
-                with self._fetching:
-                    self._unwritten -= 1
-        self._cache_blocks(pack_id, i, j, fut, data)
-
-    def _cache_blocks(self, pack_id: str, i: int, j: int, fut: Future, data: bytes | None,
-                      handed: bool = False) -> None:
-        """Write a GET's blocks into the cache, then take them off the in-flight list."""
         try:
-            self._write_blocks(pack_id, i, j, data)
+            if data is not None:
+                _resolve(fut, data)
+                view = memoryview(data)
+                for k in range(i, j + 1):
+                    block = view[(k - i) * BLOCK:(k - i + 1) * BLOCK]
+                    if block:
+                        try:
+                            self.cache.put(f"{pack_id}.{k}", block)
+                        except OSError:         # the cache disk: a miss later, never an error
+                            pass
         finally:
             with self._fetching:
-                self._unwritten -= handed
                 for k in range(i, j + 1):
                     if self._inflight.get(f"{pack_id}.{k}", (None,))[0] is fut:
                         del self._inflight[f"{pack_id}.{k}"]
-
-    def _write_blocks(self, pack_id: str, i: int, j: int, data: bytes | None) -> None:
-        if data is not None:
-            view = memoryview(data)
-            for k in range(i, j + 1):
-                block = view[(k - i) * BLOCK:(k - i + 1) * BLOCK]
-                if block:
-                    try:
-                        self.cache.put(f"{pack_id}.{k}", block)
-                    except OSError:             # the cache disk: a miss later, never an error
-                        pass
 
     def _read_ahead(self, pack_id: str, start: int) -> None:
         """Keep up to READAHEAD blocks (at most a quarter of the cache) fetched or on their way

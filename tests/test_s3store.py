@@ -495,10 +495,11 @@ def test_gc_spares_a_slow_upload_that_still_sends_parts(s3, tmp_path):
     r.close()
 
 
-def test_a_fetched_block_reaches_its_reader_before_the_cache_write_and_is_cached_after(s3, tmp_path):
-    """A cold read does not wait for the cache write of the blocks it fetched (the write costs
-    about what the GET does): the reader gets the GET's bytes at once; the blocks are in the
-    cache once the write ends, and reading them again sends no request."""
+def test_a_read_ahead_block_reaches_its_reader_before_the_cache_write_and_is_cached_after(s3, tmp_path):
+    """A reader waiting for a block that read-ahead is fetching gets the GET's bytes at once,
+    not after the read-ahead thread has written them into the cache (that write costs about
+    what the GET does); the blocks are in the cache once the write ends, and reading them
+    again sends no request."""
     import threading
     url = s3.url()
     catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
@@ -514,30 +515,31 @@ def test_a_fetched_block_reaches_its_reader_before_the_cache_write_and_is_cached
     real_put = store.cache.put
 
     def held_put(name, block):
-        writing.set()
-        gate.wait(60)
+        if threading.current_thread().name.startswith("s3-read"):    # read-ahead threads only
+            writing.set()
+            gate.wait(60)
         real_put(name, block)
     store.cache.put = held_put
     got: list = []
-    off = 2 * BLOCK + 4321                      # a random read: one GET of its block, no read-ahead
-    reader = threading.Thread(target=lambda: got.append(store.read_range(pack, off, 100_000)))
-    reader.start()
-    assert writing.wait(60)                     # the GET is done and its block is being written
-    reader.join(30)
     try:
-        assert not reader.is_alive(), "the reader waited for the cache write"
-        assert got[0] == data_at(b, off, 100_000)
+        first = store.read_range(pack, 0, 1000)             # reading from the start: read-ahead
+        assert writing.wait(60)                             # a read-ahead GET is back, held in its write
+        reader = threading.Thread(target=lambda: got.append(store.read_range(pack, BLOCK + 4321, 100_000)))
+        reader.start()
+        reader.join(30)
+        assert not reader.is_alive(), "the reader waited for the read-ahead's cache write"
     finally:
         gate.set()
-        reader.join()
+    reader.join()
     store.cache.put = real_put
-    for _ in range(600):                        # the write ends in the fetching thread
-        if store.cache.has(f"{pack}.2") and not store._inflight:
+    assert first == data_at(b, 0, 1000) and got[0] == data_at(b, BLOCK + 4321, 100_000)
+    for _ in range(600):                                    # the writes end in the read-ahead threads
+        if store.cache.has(f"{pack}.1") and not store._inflight:
             break
         threading.Event().wait(0.05)
     before = store.requests
-    assert store.read_range(pack, off, 100_000) == got[0]
-    assert store.requests == before             # served by the cache
+    assert store.read_range(pack, BLOCK + 4321, 100_000) == got[0]
+    assert store.requests == before                         # served by the cache
     with b.share("office").open_read("/cold.bin") as r:
         assert r.read() == data
     b.close()
@@ -581,51 +583,4 @@ def test_a_cold_read_of_a_whole_pack_sends_no_get_past_its_end(s3, tmp_path, mib
     mine = sorted((lo, hi) for key, lo, hi in ranges if key == big)
     assert sum(hi + 1 - lo for lo, hi in mine) < sizes[big] + RUN * BLOCK   # each byte about once
     assert len(mine) <= sizes[big] // (RUN * BLOCK) + 3                     # by whole runs, not blocks
-    b.close()
-
-
-def test_readers_hand_at_most_readers_gets_to_the_pool_for_caching(s3, tmp_path):
-    """Memory stays bounded when the cache disk is slower than the GETs: a reader hands the
-    cache write of what it fetched to the pool only while fewer than READERS such GETs wait;
-    past that it writes them itself before going on."""
-    import threading
-    from archive.s3store import READERS
-    url = s3.url()
-    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
-    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
-    a.add_share("office")
-    data = _bytes((READERS + 3) * BLOCK, seed=43)
-    put(a, "/many.bin", data)
-    a.close()
-    b = _node(url, tmp_path, "b", catalog)
-    store = b.packstore
-    pack = max(store.list(), key=store.size)
-    gate = threading.Event()
-    writers: list = []
-    entered = threading.Semaphore(0)
-    real_put = store.cache.put
-
-    def held_put(name, block):
-        writers.append(threading.current_thread().name)
-        entered.release()
-        gate.wait(60)
-        real_put(name, block)
-    store.cache.put = held_put
-    # random reads, one block each, going backwards (no read-ahead): READERS + 1 GETs
-    offs = [(READERS + 2 - k) * BLOCK + 10 for k in range(READERS + 1)]
-    try:
-        got = [store.read_range(pack, off, 1000) for off in offs[:-1]]
-        for _ in range(READERS):
-            assert entered.acquire(timeout=60)
-        assert all(w.startswith("s3-read") for w in writers), writers          # all in the pool
-        last: list = []
-        t = threading.Thread(name="reader-last", target=lambda: last.append(store.read_range(pack, offs[-1], 1000)))
-        t.start()
-        assert entered.acquire(timeout=60)
-        assert writers[-1] == "reader-last", writers          # the reader writes this one itself
-    finally:
-        gate.set()
-    t.join(60)
-    store.cache.put = real_put
-    assert got + last == [data_at(b, off, 1000) for off in offs]
     b.close()

@@ -71,6 +71,10 @@ class BlockCache:
             self.hits += 1
         return data
 
+    def size(self, name: str) -> int | None:
+        """The size of a cached entry (no hit or miss counted, no LRU move), or None."""
+        return self._index.get(name)
+
     def has(self, name: str) -> bool:
         """Whether an entry is cached (no hit or miss counted, no LRU move)."""
         return name in self._index

@@ -329,6 +329,10 @@ class S3PackStore(PackStore):
             got = self.cache.read(f"{pack_id}.{i}", lo, hi - lo)       # just the bytes asked for
             if got is None:
                 got = self._block(pack_id, i, last)[lo:hi]      # a view of the GET's bytes
+            elif blind:                                 # a short cached block is the pack's last
+                short = self.cache.size(f"{pack_id}.{i}")
+                if short is not None and short < BLOCK:
+                    self._ends[pack_id] = i * BLOCK + short
             parts.append(got)
             if len(got) < hi - lo:                      # the pack ended
                 break

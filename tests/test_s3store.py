@@ -584,3 +584,24 @@ def test_a_cold_read_of_a_whole_pack_sends_no_get_past_its_end(s3, tmp_path, mib
     assert sum(hi + 1 - lo for lo, hi in mine) < sizes[big] + RUN * BLOCK   # each byte about once
     assert len(mine) <= sizes[big] // (RUN * BLOCK) + 3                     # by whole runs, not blocks
     b.close()
+
+
+def test_a_node_restarted_on_its_cache_reads_a_cached_small_pack_with_no_request(s3, tmp_path):
+    """The cache folder outlives the process: a small pack read before the restart is read
+    again without a request (its one cached block, shorter than a block, tells where the pack
+    ends, so no read-ahead goes past it)."""
+    url = s3.url()
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("office")
+    data = _bytes(300_000, seed=44)
+    put(a, "/small.bin", data)
+    a.close()
+    for run in range(2):
+        b = _node(url, tmp_path, "b", catalog)
+        gets = _watch(b.packstore.client, "GetObject")
+        with b.share("office").open_read("/small.bin") as r:
+            assert r.read() == data
+        b.packstore.readers.shutdown(wait=True)                 # read-ahead GETs, if any, done
+        assert len(gets) == (1 if run == 0 else 0), gets
+        b.close()

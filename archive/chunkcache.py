@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
+import itertools
 from collections import OrderedDict
 from pathlib import Path
 
@@ -24,6 +24,8 @@ class BlockCache:
         self._index: OrderedDict[str, int] = OrderedDict()
         self._total = 0
         self.hits = self.misses = 0
+        self._seq = itertools.count()            # temporary names (next() is atomic under the GIL)
+        self._dirs: set[str] = set()             # subfolders known to exist
         root.mkdir(parents=True, exist_ok=True)
         found = []
         for p in root.glob("*/*"):
@@ -69,21 +71,38 @@ class BlockCache:
             self.hits += 1
         return data
 
+    def size(self, name: str) -> int | None:
+        """The size of a cached entry (no hit or miss counted, no LRU move), or None."""
+        return self._index.get(name)
+
     def has(self, name: str) -> bool:
         """Whether an entry is cached (no hit or miss counted, no LRU move)."""
         return name in self._index
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data) -> None:
+        """Cache `data` (bytes or a memoryview) under `name`: written aside, renamed into place."""
         if len(data) > self.limit:
             return
-        path = self._path(name)
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f"{name}.{uuid.uuid4().hex[:8]}.tmp")
+        path = self._file(name)
+        if name[:2] not in self._dirs:
+            os.makedirs(f"{self._root}/{name[:2]}", exist_ok=True)
+            self._dirs.add(name[:2])
+        tmp = f"{path}.{next(self._seq)}.{os.getpid()}.tmp"
         try:
-            tmp.write_bytes(data)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except OSError:              # a full cache disk makes a miss, never an error
-            tmp.unlink(missing_ok=True)
+            self._dirs.discard(name[:2])        # (or its folder was removed: made again next time)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
             return
         self._admit(name, len(data))
 

@@ -233,7 +233,7 @@ class S3PackStore(PackStore):
         self._last_block: dict[str, int] = {}          # per pack: last block read (sequential reads)
         self._inflight: dict[str, tuple[Future, int]] = {}     # block name -> (its GET, first block of the GET)
         self._fetching = threading.Lock()
-        self._ends: dict[str, int] = {}                # pack sizes learnt from short GETs
+        self._ends: dict[str, int] = {}                # pack sizes learnt from GETs (Content-Range, short reads)
         self.active_uploads: set[str] = set()           # this node's multipart uploads in progress
         self.uploads = ThreadPoolExecutor(max_workers=UPLOADERS, thread_name_prefix="s3-upload")
         self.readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="s3-read")
@@ -296,6 +296,10 @@ class S3PackStore(PackStore):
             r = self.call(lambda: self.client.get_object(Bucket=self.bucket, Key=self.pack_key(pack_id),
                                                          Range=f"bytes={start}-{end - 1}"),
                           f"read of pack {pack_id}")
+            total = str(r.get("ContentRange") or "").rpartition("/")[2]
+            if total.isdigit():        # "bytes 0-4194303/67155000": the pack's size, for free
+                self._ends[pack_id] = int(total)
+                _trim(self._ends)
             return r["Body"].read()
         except FileNotFoundError:
             raise Corrupt(f"pack {pack_id} is missing") from None
@@ -312,18 +316,31 @@ class S3PackStore(PackStore):
         prev = self._last_block.pop(pack_id, None)
         self._last_block[pack_id] = last                # most recent last: the oldest are dropped
         _trim(self._last_block)
-        if (prev is None and first == 0) or (prev is not None and first - 2 <= prev < last):
+        ahead = (prev is None and first == 0) or (prev is not None and first - 2 <= prev < last)
+        # A read from the start of a pack whose size is unknown here reads ahead only once its
+        # own GET is back and has told the size (Content-Range): a small pack costs one GET,
+        # not one plus a few past its end.
+        blind = ahead and pack_id not in self._ends and pack_id not in self.known
+        if ahead and not blind:
             self._read_ahead(pack_id, last + 1)         # reading on through the pack, into a new block
         parts = []
         for i in range(first, last + 1):
             lo, hi = max(offset - i * BLOCK, 0), min(end - i * BLOCK, BLOCK)
             got = self.cache.read(f"{pack_id}.{i}", lo, hi - lo)       # just the bytes asked for
             if got is None:
-                got = self._block(pack_id, i, last)[lo:hi]
+                got = self._block(pack_id, i, last)[lo:hi]      # a view of the GET's bytes
+            elif blind:                                 # a short cached block is the pack's last
+                short = self.cache.size(f"{pack_id}.{i}")
+                if short is not None and short < BLOCK:
+                    self._ends[pack_id] = i * BLOCK + short
             parts.append(got)
             if len(got) < hi - lo:                      # the pack ended
                 break
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        if blind:
+            self._read_ahead(pack_id, last + 1)
+        # one copy at most: a view into a GET's buffer is not handed out (it would keep the
+        # whole GET alive as long as any chunk decoded from it)
+        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
 
     def _block(self, pack_id: str, i: int, last: int) -> bytes:
         """Block i of a pack: from the cache, from a GET already on its way, or fetched now
@@ -351,22 +368,32 @@ class S3PackStore(PackStore):
             self._fetch(pack_id, i, mine, pending[0])
         data = pending[0].result()
         k = i - pending[1]
-        return data[k * BLOCK:(k + 1) * BLOCK]
+        return memoryview(data)[k * BLOCK:(k + 1) * BLOCK]
 
     def _fetch(self, pack_id: str, i: int, j: int, fut: Future) -> None:
-        """One GET of blocks i..j into the cache; its waiters get the bytes (or the error)."""
+        """One GET of blocks i..j; its waiters get the bytes (or the error) as soon as they
+        arrive, and the blocks go into the cache after that: a reader waiting on a read-ahead
+        GET decodes while the read-ahead thread writes the cache.  Until written the blocks
+        stay in flight, so a reader coming meanwhile takes them from the GET, not a new one."""
+        data = None
         try:
             data = self._get(pack_id, i * BLOCK, (j + 1) * BLOCK)
             if len(data) < (j + 1 - i) * BLOCK:         # the pack ends here: read ahead no further
                 self._ends[pack_id] = min(self._ends.get(pack_id, 1 << 62), i * BLOCK + len(data))
                 _trim(self._ends)
-            for k in range(i, j + 1):
-                block = data[(k - i) * BLOCK:(k - i + 1) * BLOCK]
-                if block:
-                    self.cache.put(f"{pack_id}.{k}", block)
-            _resolve(fut, data)
         except BaseException as e:
             _resolve(fut, None, e)
+        try:
+            if data is not None:
+                _resolve(fut, data)
+                view = memoryview(data)
+                for k in range(i, j + 1):
+                    block = view[(k - i) * BLOCK:(k - i + 1) * BLOCK]
+                    if block:
+                        try:
+                            self.cache.put(f"{pack_id}.{k}", block)
+                        except OSError:         # the cache disk: a miss later, never an error
+                            pass
         finally:
             with self._fetching:
                 for k in range(i, j + 1):
@@ -379,14 +406,15 @@ class S3PackStore(PackStore):
         ahead = min(READAHEAD, self.cache.limit // BLOCK // 4)
         size = self.known.get(pack_id, (None,))[0] or self._ends.get(pack_id)
         stop = start + ahead
-        if size is not None:
-            stop = min(stop, (size + BLOCK - 1) // BLOCK)
+        last = None if size is None else (size + BLOCK - 1) // BLOCK    # blocks in the pack
+        if last is not None:
+            stop = min(stop, last)
         runs = []
         with self._fetching:
-            # whole RUN-aligned groups, so topping up as the reader moves one block on is one
-            # 4 MiB GET every 4 blocks, not one 1 MiB GET per block
+            # whole RUN-aligned groups (cut at the pack's end only), so topping up as the reader
+            # moves one block on is one 4 MiB GET every 4 blocks, not one 1 MiB GET per block
             for g in range(start // RUN, (stop + RUN - 1) // RUN):
-                hi = (g + 1) * RUN if size is None else min((g + 1) * RUN, stop)
+                hi = (g + 1) * RUN if last is None else min((g + 1) * RUN, last)
                 missing = [k for k in range(max(start, g * RUN), hi)
                            if f"{pack_id}.{k}" not in self._inflight and not self.cache.has(f"{pack_id}.{k}")]
                 if not missing or (size is None and g * RUN >= stop):

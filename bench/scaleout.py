@@ -5,7 +5,9 @@
 Engines are the test suite's: a throwaway PostgreSQL cluster and `rclone serve s3` on
 loopback (tests/pg_helpers.py, tests/s3_helpers.py).  Every figure is the median of 3 runs.
   store    ingest and restore of the corpora (bench/corpora.py: random and text) with the S3
-           store vs the local store; restore with a cold cache (new node) and a warm one
+           store vs the local store; restore with a cold cache (new node) and a warm one; CPU
+           seconds per MiB of this process and of rclone next to the rates (a busy machine
+           makes wall times noisy, CPU time much less)
   nodes    N small files committed concurrently through two nodes (two processes, 16
            threads each) on one bucket and one PostgreSQL: files/s, latency, requests per
            upload, catalog bytes per version
@@ -72,6 +74,23 @@ def restore(repo: Repository, files: list[Path], base: Path, sums: dict[str, str
     return time.perf_counter() - t
 
 
+def _peer_cpu(s3: RcloneS3) -> float:
+    """CPU seconds `rclone serve s3` has used so far (user + system, from /proc)."""
+    try:
+        f = Path(f"/proc/{s3.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, AttributeError, IndexError, ValueError):
+        return float("nan")
+
+
+def _timed(s3: RcloneS3, cpu: dict, key: str, fn, *args) -> float:
+    """Run fn (which returns its wall time) and note the CPU it cost: this process and the peer."""
+    c, p = time.process_time(), _peer_cpu(s3)
+    wall = fn(*args)
+    cpu.setdefault(key, []).append((time.process_time() - c, _peer_cpu(s3) - p))
+    return wall
+
+
 def bench_store(tmp: Path, s3: RcloneS3, mib: int) -> dict:
     corpora = [C.SingleFile("random", mib * MiB, "random", 1), C.SingleFile("text", mib * MiB // 2, "text", 2)]
     out = {}
@@ -84,29 +103,34 @@ def bench_store(tmp: Path, s3: RcloneS3, mib: int) -> dict:
         sums = {"/" + str(p.relative_to(tree)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
         res: dict[str, list[float]] = {k: [] for k in ("local_ingest", "local_restore", "s3_ingest",
                                                        "s3_restore_cold", "s3_restore_warm")}
+        cpu: dict[str, list[tuple[float, float]]] = {}
         for run in range(3):
             d = tmp / f"{corpus.name}-{run}"
             local = Repository.init(d / "local")
             local.add_share("bench")
-            res["local_ingest"].append(ingest(local, files, tree))
-            res["local_restore"].append(restore(local, files, tree, sums))
+            res["local_ingest"].append(_timed(s3, cpu, "local_ingest", ingest, local, files, tree))
+            res["local_restore"].append(_timed(s3, cpu, "local_restore", restore, local, files, tree, sums))
             local.close()
             url = s3.url()
             cat = f"sqlite:///{d / 's3cat.sqlite'}"
             node = Repository.init(url, catalog_url=cat, cache=str(d / "cache-a"), cache_size=4 << 30)
             node.add_share("bench")
-            res["s3_ingest"].append(ingest(node, files, tree))
+            res["s3_ingest"].append(_timed(s3, cpu, "s3_ingest", ingest, node, files, tree))
             node.close()
             other = Repository.open(url, catalog_url=cat, cache=str(d / "cache-b"), cache_size=4 << 30)
-            res["s3_restore_cold"].append(restore(other, files, tree, sums))
-            res["s3_restore_warm"].append(restore(other, files, tree, sums))
+            res["s3_restore_cold"].append(_timed(s3, cpu, "s3_restore_cold", restore, other, files, tree, sums))
+            res["s3_restore_warm"].append(_timed(s3, cpu, "s3_restore_warm", restore, other, files, tree, sums))
             other.close()
             shutil.rmtree(d, ignore_errors=True)
         m = {k: size / MiB / med(v) for k, v in res.items()}
         out[corpus.name] = {"bytes": size, "MiB/s": m, "ratios": {
             "ingest s3/local": m["s3_ingest"] / m["local_ingest"],
             "restore cold s3/local": m["s3_restore_cold"] / m["local_restore"],
-            "restore warm s3/local": m["s3_restore_warm"] / m["local_restore"]}}
+            "restore warm s3/local": m["s3_restore_warm"] / m["local_restore"]},
+            # medians, CPU milliseconds per MiB: this process (the archive, boto3) and rclone (the peer)
+            "cpu_ms_per_MiB": {k: {"archive": round(1000 * med([c for c, _ in v]) / (size / MiB), 2),
+                                   "peer": round(1000 * med([p for _, p in v]) / (size / MiB), 2)}
+                               for k, v in cpu.items()}}
     return out
 
 

@@ -493,3 +493,115 @@ def test_gc_spares_a_slow_upload_that_still_sends_parts(s3, tmp_path):
     assert [u["UploadId"] for u in _uploads(store)] == [uid]
     assert store.reclaim_uploads(grace=0) == 1 and _uploads(store) == []
     r.close()
+
+
+def test_a_read_ahead_block_reaches_its_reader_before_the_cache_write_and_is_cached_after(s3, tmp_path):
+    """A reader waiting for a block that read-ahead is fetching gets the GET's bytes at once,
+    not after the read-ahead thread has written them into the cache (that write costs about
+    what the GET does); the blocks are in the cache once the write ends, and reading them
+    again sends no request."""
+    import threading
+    url = s3.url()
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("office")
+    data = _bytes(6 * 1024 * 1024, seed=41)
+    put(a, "/cold.bin", data)
+    a.close()
+    b = _node(url, tmp_path, "b", catalog)
+    store = b.packstore
+    pack = max(store.list(), key=store.size)
+    gate, writing = threading.Event(), threading.Event()
+    real_put = store.cache.put
+
+    def held_put(name, block):
+        if threading.current_thread().name.startswith("s3-read"):    # read-ahead threads only
+            writing.set()
+            gate.wait(60)
+        real_put(name, block)
+    store.cache.put = held_put
+    got: list = []
+    try:
+        first = store.read_range(pack, 0, 1000)             # reading from the start: read-ahead
+        assert writing.wait(60)                             # a read-ahead GET is back, held in its write
+        reader = threading.Thread(target=lambda: got.append(store.read_range(pack, BLOCK + 4321, 100_000)))
+        reader.start()
+        reader.join(30)
+        assert not reader.is_alive(), "the reader waited for the read-ahead's cache write"
+    finally:
+        gate.set()
+    reader.join()
+    store.cache.put = real_put
+    assert first == data_at(b, 0, 1000) and got[0] == data_at(b, BLOCK + 4321, 100_000)
+    for _ in range(600):                                    # the writes end in the read-ahead threads
+        if store.cache.has(f"{pack}.1") and not store._inflight:
+            break
+        threading.Event().wait(0.05)
+    before = store.requests
+    assert store.read_range(pack, BLOCK + 4321, 100_000) == got[0]
+    assert store.requests == before                         # served by the cache
+    with b.share("office").open_read("/cold.bin") as r:
+        assert r.read() == data
+    b.close()
+
+
+def data_at(repo: Repository, off: int, n: int) -> bytes:
+    """The bytes at `off` of the biggest pack, read by a fresh local scan of the whole object."""
+    store = repo.packstore
+    with store.open_stream(max(store.list(), key=store.size)) as f:
+        f.seek(off)
+        return f.read(n)
+
+
+@pytest.mark.parametrize("mib", [0, 6, 21])
+def test_a_cold_read_of_a_whole_pack_sends_no_get_past_its_end(s3, tmp_path, mib):
+    """A reader going through a pack it never saw reads ahead by whole 4 MiB GETs, and stops
+    at the pack's end, which the first GET's Content-Range tells (no listing, no HEAD): a
+    small pack costs one GET."""
+    from archive.s3store import RUN
+    url = s3.url()
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("office")
+    data = _bytes(mib * 1024 * 1024 or 300_000, seed=42)
+    put(a, "/whole.bin", data)
+    a.close()
+    b = _node(url, tmp_path, "b", catalog)
+    store = b.packstore
+    gets = _watch(store.client, "GetObject")
+    with b.share("office").open_read("/whole.bin") as r:
+        assert r.read() == data
+    if not mib:
+        assert len(gets) == 1, gets                                        # one pack, one GET
+    sizes = {}
+    for key in {p["Key"] for p, _ in gets}:
+        sizes[key] = store.client.head_object(Bucket=store.bucket, Key=key)["ContentLength"]
+    ranges = [(p["Key"], *map(int, p["Range"][6:].split("-"))) for p, _ in gets]
+    big = max(sizes, key=sizes.get)
+    assert sizes[big] > len(data)
+    assert all(lo < sizes[key] for key, lo, _ in ranges), ranges          # nothing past the end
+    mine = sorted((lo, hi) for key, lo, hi in ranges if key == big)
+    assert sum(hi + 1 - lo for lo, hi in mine) < sizes[big] + RUN * BLOCK   # each byte about once
+    assert len(mine) <= sizes[big] // (RUN * BLOCK) + 3                     # by whole runs, not blocks
+    b.close()
+
+
+def test_a_node_restarted_on_its_cache_reads_a_cached_small_pack_with_no_request(s3, tmp_path):
+    """The cache folder outlives the process: a small pack read before the restart is read
+    again without a request (its one cached block, shorter than a block, tells where the pack
+    ends, so no read-ahead goes past it)."""
+    url = s3.url()
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("office")
+    data = _bytes(300_000, seed=44)
+    put(a, "/small.bin", data)
+    a.close()
+    for run in range(2):
+        b = _node(url, tmp_path, "b", catalog)
+        gets = _watch(b.packstore.client, "GetObject")
+        with b.share("office").open_read("/small.bin") as r:
+            assert r.read() == data
+        b.packstore.readers.shutdown(wait=True)                 # read-ahead GETs, if any, done
+        assert len(gets) == (1 if run == 0 else 0), gets
+        b.close()

@@ -779,7 +779,10 @@ class ShareFS:
             if old is not None:
                 return [{**ev, "op": "link", "node": old}]
             return [{**ev, "op": "create", "node": self.repo.next_id(s, m.Node)}]
-        self.repo.mutate_grouped(build, audit=self._audit("create", join(v.parts)))
+        evs = self.repo.mutate_grouped(build, audit=self._audit("create", join(v.parts)))
+        if evs and evs[0].get("op") == "create":     # a new node: its entry is known, no second read
+            ev = evs[0]
+            return self._entry(v, ev["name"], ev["node"], "file", ev["at"], ev["at"], None)
         return self.stat(join(v.parts))
 
     def open_staged_update(self, path: str, truncate: bool = False, create: bool = True):
@@ -788,11 +791,19 @@ class ShareFS:
         crash left behind.  NFS uses it for UNSTABLE writes + COMMIT and FILE_SYNC writes."""
         from .staging import StagedUpdate
         v = self._writable_view(path)
-        base = self._write_base(v.parts, create)
-        try:
-            node = self.stat(join(v.parts)).node_id
-        except NotFound:
-            node = None
+        with self.repo.catalog.raw_read() as s:      # one read: what _write_base and stat would read
+            parent = self._parent(s, v.parts)
+            row = self._child(s, parent, v.parts[-1], None)
+            if row is None:
+                if not create:
+                    raise NotFound(f"{self._show(v.parts)}: no such file or folder")
+                node, base = None, None
+            elif row[1] == "dir":
+                raise IsADirectory(f"{self._show(v.parts)} is a folder")
+            else:
+                node = row[0]
+                cur = self._current_version(s, node, None)
+                base = cur if cur is not None and not cur.deleted else None
         return StagedUpdate(self, v.parts, base, truncate, node)
 
 

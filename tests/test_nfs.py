@@ -775,6 +775,50 @@ def test_pipelined_small_files_get_one_version_each_sharing_commits(tmp_path):
         s.repo.close()
 
 
+def _create(port: int, dirfh: bytes, name: str) -> bytes:
+    r = RawRPC(port)
+    _, rep = r.call(NFS, 3, 8, _opaque(dirfh) + _string(name) + struct.pack(">I", 0) + _sattr_none())
+    r.close()
+    return _create_handle(rep)
+
+
+def test_created_files_never_written_get_an_empty_version_and_no_staging_before_a_write(tmp_path):
+    """CREATE makes the name (durably) and only notes that the file owes a version: no staged
+    update (a staging file) is opened until a WRITE, a truncate or an mtime change.  A file
+    never written gets one empty version after the empty-file idle time or at shutdown, one
+    whose mtime a client set keeps that time, and a removed one gets none."""
+    s = NFSServer(tmp_path)
+    try:
+        s.adapter.sessions.empty_idle = 0.5
+        staged = s.repo.tmp / "staged"
+        root = _mnt(s.port, "/office")
+        a = _create(s.port, root, "a.txt")
+        b = _create(s.port, root, "b.txt")
+        _create(s.port, root, "gone.txt")
+        assert not staged.exists() or list(staged.iterdir()) == []         # no staged update yet
+        assert _getattr_size(s.port, a) == 0 and [e.name for e in s.fs().listdir("/")] == ["a.txt", "b.txt",
+                                                                                            "gone.txt"]
+        setattr_mtime = _opaque(b) + struct.pack(">IIIIII", 0, 0, 0, 0, 0, 2) + struct.pack(">III", 1_700_000_000,
+                                                                                               0, 0)
+        assert _nfs_status(s.port, 2, setattr_mtime) == 0
+        assert _nfs_status(s.port, 12, _opaque(root) + _string("gone.txt")) == 0
+        fs = s.fs()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (fs.versions("/a.txt") and fs.versions("/b.txt")):
+            time.sleep(0.05)
+        assert [(v.number, v.size, v.origin.protocol) for v in fs.versions("/a.txt")] == [(1, 0, "nfs")]
+        assert [(v.number, v.size, v.mtime) for v in fs.versions("/b.txt")] == [(1, 0, 1_700_000_000)]
+        assert fs.stat("/b.txt").mtime == 1_700_000_000
+        s.adapter.sessions.empty_idle = 3600
+        _create(s.port, root, "late.txt")
+        s.stop()
+        assert [(v.number, v.size) for v in fs.versions("/late.txt")] == [(1, 0)]     # at shutdown
+        assert [v.size for v in fs.versions("/gone.txt") if not v.deleted] == []
+        assert fs.versions("/a.txt")[-1].number == 1                                 # nothing twice
+    finally:
+        s.repo.close()
+
+
 def test_writes_in_flight_to_one_file_make_one_version(srv):
     names = [f"/doc{n}.bin" for n in range(8)]
     for name in names:

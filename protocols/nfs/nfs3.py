@@ -308,7 +308,7 @@ class NFS3:
             if attrs is not None and attrs.size is not None:
                 self.st.sessions.truncate(o.key, o.fs, o.path, attrs.size)
             elif e.version is None:
-                self.st.sessions.touch(o.key, o.fs, o.path)
+                self.st.sessions.touch(o.key, o.fs, o.path)      # no staged update until a WRITE
             return o
         self._diropres(p, cred, d, make, name)
 

@@ -412,6 +412,46 @@ def test_readdirplus_pages_across_windows_of_two_listers_while_the_folder_change
         assert size == 40 and _getattr_size(srv.port, fh) == 40
 
 
+def _first_entry_owner(port: int, fh: bytes, uid: int) -> tuple[str, int, int]:
+    """(name, size, owner uid) of the first entry of a READDIRPLUS page asked as `uid`."""
+    body = struct.pack(">I", 0) + _string("test") + struct.pack(">III", uid, uid, 0)
+    r = RawRPC(port)
+    _, rep = r.call(NFS, 3, 17, _opaque(fh) + struct.pack(">Q", 0) + b"\0" * 8 + struct.pack(">II", 4000, 4000),
+                    cred=struct.pack(">II", 1, len(body)) + body)
+    r.close()
+    assert struct.unpack(">I", rep[24:28])[0] == 0
+    pos = 28 + 4 + (84 if struct.unpack(">I", rep[28:32])[0] else 0) + 8 + 4 + 8
+    n = struct.unpack(">I", rep[pos:pos + 4])[0]
+    name = rep[pos + 4:pos + 4 + n].decode()
+    pos += 4 + n + (4 - n % 4) % 4 + 8 + 4                                        # cookie, attributes follow
+    return name, struct.unpack(">Q", rep[pos + 20:pos + 28])[0], struct.unpack(">I", rep[pos + 12:pos + 16])[0]
+
+
+def test_readdirplus_pages_follow_pending_writes_and_each_callers_ids(srv):
+    """Entries of a listing window keep their encoded entry3plus between listers: the attributes
+    still show a WRITE not yet committed, the committed version after it, and each caller's
+    uid as the owner (all_squash reports the caller's ids)."""
+    fs = srv.fs()
+    fs.mkdir("/w")
+    put(fs, "/w/a.txt", b"hello")
+    root = _mnt(srv.port, "/office")
+    w = _lookup(srv.port, root, "w")
+    a = _lookup(srv.port, w, "a.txt")
+    assert _readdirplus(srv.port, w, 0, 4000)[0] == [("a.txt", 5, a)]
+    assert _first_entry_owner(srv.port, w, 1234) == ("a.txt", 5, 1234)
+    assert _first_entry_owner(srv.port, w, 0) == ("a.txt", 5, 0)
+    r = RawRPC(srv.port)                           # UNSTABLE: pending in the write session
+    _, rep = r.call(NFS, 3, 7, _opaque(a) + struct.pack(">QII", 0, 12, 0) + _opaque(b"hello world!"))
+    r.close()
+    assert struct.unpack(">I", rep[24:28])[0] == 0
+    assert _readdirplus(srv.port, w, 0, 4000)[0] == [("a.txt", 12, a)]
+    assert _first_entry_owner(srv.port, w, 77) == ("a.txt", 12, 77)
+    assert _nfs_status(srv.port, 21, _opaque(a) + struct.pack(">QI", 0, 0)) == 0     # COMMIT
+    assert [v.size for v in srv.wait_versions("/w/a.txt", 2)] == [5, 12]
+    assert _readdirplus(srv.port, w, 0, 4000)[0] == [("a.txt", 12, a)]
+    assert _first_entry_owner(srv.port, w, 1234) == ("a.txt", 12, 1234)
+
+
 def test_this_servers_changes_show_at_once_through_its_caches(srv):
     """Handles, names and listings are cached; every change made over NFS drops what it
     touched at once: renamed and removed names, a renamed folder's descendants (their paths),

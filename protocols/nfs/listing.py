@@ -38,11 +38,15 @@ def name_xdr(name: str) -> bytes:
 
 
 class Item:
-    """One listed entry with its encodings (shared by READDIR and READDIRPLUS pages)."""
-    __slots__ = ("entry", "head", "handle")
+    """One listed entry with its encodings (shared by READDIR and READDIRPLUS pages).  `plus`
+    keeps the whole entry3plus of the last READDIRPLUS that listed it, with what its attributes
+    depended on (the caller's uid/gid, the export's read-only flag), so the next lister of the
+    window sends it again without encoding anything (not kept while its file has pending writes)."""
+    __slots__ = ("entry", "head", "handle", "plus")
 
     def __init__(self, entry: Any, handle: bytes) -> None:
         self.entry = entry
+        self.plus: tuple[Any, bytes] | None = None
         # entry3/entry3plus up to the cookie: TRUE, fileid, name, cookie (= node id)
         self.head = _HEAD.pack(1, entry.node_id) + name_xdr(entry.name) + _U64.pack(entry.node_id)
         # post-op handle of entry3plus: TRUE, opaque handle

@@ -442,12 +442,21 @@ class NFS3:
             eof, snap = True, d.kind == H.SNAPSHOTS
             attrs = self.st.child_attrs(d)
             uid, gid = cred.uid, cred.gid
+            # an entry3plus depends on the entry, the caller's ids, the export's read-only flag
+            # and pending writes: encoded once per window item while the ids and flag stay
+            pkey, peek, sid = (uid, gid, d.export.read_only), self.st.sessions.peek, d.fs.share_id
             for batch in self._batches(d, cookie):
                 for it in batch:
                     if plus:
-                        item = it.head + post_op_attr_bytes(
-                            attrs(it.entry, parse_gmt_token(it.entry.name) or 0 if snap else d.at_us),
-                            uid, gid) + it.handle
+                        cached = it.plus
+                        if cached is not None and cached[0] == pkey and peek((sid, it.entry.node_id)) is None:
+                            item = cached[1]
+                        else:
+                            item = it.head + post_op_attr_bytes(
+                                attrs(it.entry, parse_gmt_token(it.entry.name) or 0 if snap else d.at_us),
+                                uid, gid) + it.handle
+                            if peek((sid, it.entry.node_id)) is None:
+                                it.plus = (pkey, item)
                     else:
                         item = it.head
                     if len(item) > room:

@@ -531,8 +531,9 @@ class ShareFS:
             return [{"op": "unlink", "at": now_us(), "parent": parent, "name": row[2]}]
         self.repo.mutate_grouped(build, audit=self._audit("rmdir", join(v.parts)))
 
-    def remove(self, path: str) -> None:
-        """Delete a file: a tombstone version; the history stays and `restore` brings it back."""
+    def remove(self, path: str) -> int:
+        """Delete a file: a tombstone version; the history stays and `restore` brings it back.
+        Returns the file's node id (NFS forgets what it cached of it)."""
         v = self._writable_view(path)
 
         def build(s: Session) -> list[dict]:
@@ -545,7 +546,7 @@ class ShareFS:
             ev = self.commit_event(s, v.parts, 0, None, "", deleted=True)
             ev["unlink"] = True
             return [ev]
-        self.repo.mutate_grouped(build, audit=self._audit("delete", join(v.parts)))
+        return self.repo.mutate_grouped(build, audit=self._audit("delete", join(v.parts)))[0]["node"]
 
     def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
         """Move a file or folder; the node (identity, history, inode) moves with it."""

@@ -452,6 +452,37 @@ def test_readdirplus_pages_follow_pending_writes_and_each_callers_ids(srv):
     assert _first_entry_owner(srv.port, w, 1234) == ("a.txt", 12, 1234)
 
 
+def test_remove_of_a_file_with_committed_writes_pending_leaves_no_version_after_it(tmp_path):
+    """REMOVE ends the file's write session first (its COMMITted data never becomes a version
+    after the tombstone); a folder answers ISDIR and a missing name NOENT, with or without
+    sessions open."""
+    s = NFSServer(tmp_path, commit_idle=3600)
+    try:
+        root = _mnt(s.port, "/office")
+        s.fs().mkdir("/d")
+        for busy in (False, True):
+            if busy:
+                _create(s.port, root, "other.txt")                  # another file owes a version
+            assert s.adapter.sessions.busy() is busy
+            assert _nfs_status(s.port, 12, _opaque(root) + _string("d")) == 21           # ISDIR
+            assert _nfs_status(s.port, 12, _opaque(root) + _string("nope")) == 2         # NOENT
+            fh = _create(s.port, root, f"f{int(busy)}.txt")
+            r = RawRPC(s.port)
+            _, rep = r.call(NFS, 3, 7, _opaque(fh) + struct.pack(">QII", 0, 4, 0) + _opaque(b"data"))
+            r.close()
+            assert _nfs_status(s.port, 21, _opaque(fh) + struct.pack(">QI", 0, 0)) == 0   # COMMIT
+            assert _nfs_status(s.port, 12, _opaque(root) + _string(f"f{int(busy)}.txt")) == 0
+            assert _nfs_status(s.port, 1, _opaque(fh)) == 70                            # STALE
+        s.stop()
+        fs = s.fs()
+        for name in ("/f0.txt", "/f1.txt"):
+            assert [v.size for v in fs.versions(name) if not v.deleted] == [], name
+            assert not fs.exists(name)
+        assert [v.size for v in fs.versions("/other.txt")] == [0]
+    finally:
+        s.repo.close()
+
+
 def test_this_servers_changes_show_at_once_through_its_caches(srv):
     """Handles, names and listings are cached; every change made over NFS drops what it
     touched at once: renamed and removed names, a renamed folder's descendants (their paths),

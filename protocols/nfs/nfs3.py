@@ -340,17 +340,22 @@ class NFS3:
 
         def work() -> None:
             self._writable(d)
-            e = d.fs.stat(path)
+            share, touched = d.fs.share_id, [d.entry.node_id]
             try:
                 if dir:
+                    touched.append(d.fs.stat(path).node_id)
                     d.fs.rmdir(path)
                     return
-                if e.is_dir:
-                    raise NFSError(NFS3ERR_ISDIR)
-                self.st.sessions.discard((d.fs.share_id, e.node_id))
-                d.fs.remove(path)
+                sessions = self.st.sessions
+                if sessions.busy():        # the file's pending writes go first (no version after
+                    e = d.fs.stat(path)    # its tombstone); with none open, no lookup before
+                    touched.append(e.node_id)
+                    if e.is_dir:
+                        raise NFSError(NFS3ERR_ISDIR)
+                    sessions.discard((share, e.node_id))
+                touched.append(d.fs.remove(path))
             finally:
-                self.st.changed(d.fs.share_id, d.entry.node_id, e.node_id)
+                self.st.changed(share, *touched)
         self._status_wcc(p, cred, (d,), work)
 
     def rename(self, u, p, cred, address):

@@ -69,6 +69,10 @@ class WriteSessions:
         with self._lock:
             return self._sessions.get(key)
 
+    def busy(self) -> bool:
+        """Any session open, or a created file owing a version (REMOVE must end its file's)."""
+        return bool(self._sessions or self._created)
+
     def peek(self, key: tuple) -> Session | None:
         """get() without the lock (a dict read is atomic): once per READDIRPLUS entry."""
         return self._sessions.get(key)

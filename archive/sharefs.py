@@ -47,6 +47,12 @@ _LAST_FILE_SQL = {ci: (
     for ci in (False, True)}
 _VERSION_SQL = text("SELECT id, size, etag, deleted FROM versions WHERE node_id = :n AND number = :v")
 _LINKED_SQL = "SELECT 1 FROM dentries WHERE node_id = ? AND valid_to IS NULL LIMIT 1"
+_NODE_SHARE_SQL = "SELECT share_id FROM nodes WHERE id = ?"
+#: where a node is linked (now / at an instant): node_path walks these upward
+_UP_SQL = {True: "SELECT parent_id, name FROM dentries WHERE node_id = ? AND valid_to IS NULL "
+                 "ORDER BY valid_from DESC LIMIT 1",
+           False: "SELECT parent_id, name FROM dentries WHERE node_id = ? AND valid_from <= ? AND "
+                  "(valid_to IS NULL OR valid_to > ?) ORDER BY valid_from DESC LIMIT 1"}
 
 
 def _list_sql(now: bool) -> str:
@@ -728,21 +734,17 @@ class ShareFS:
         dentries upward.  NotFound when the node is not in this share or not linked then
         (removed, or not yet created): the handle is stale."""
         at_us = to_us(at)
-        alive = "valid_to IS NULL" if at_us is None else \
-            "valid_from <= :at AND (valid_to IS NULL OR valid_to > :at)"
-        up = text(f"SELECT parent_id, name FROM dentries WHERE node_id = :n AND {alive} "
-                  "ORDER BY valid_from DESC LIMIT 1")
+        up = _UP_SQL[at_us is None]
         names: list[str] = []
-        with self.repo.catalog.engine.connect() as c:
-            share = c.execute(text("SELECT share_id FROM nodes WHERE id = :n"), {"n": node_id}).scalar()
+        with self.repo.catalog.raw_read() as s:         # plain SQL (an NFS handle's every miss)
+            share = raw.scalar(s, _NODE_SHARE_SQL, (node_id,))
             node = node_id
             while node != self.root and share == self.share_id and len(names) <= 1024:
-                row = c.execute(up, {"n": node, "at": at_us}).first()
+                row = raw.one(s, up, (node,) if at_us is None else (node, at_us, at_us))
                 if row is None:
                     break
                 names.append(row[1])
                 node = row[0]
-            c.rollback()
         if share != self.share_id or node != self.root:
             raise NotFound(f"node {node_id} is not in share {self.share_name!r}" + (" then" if at_us else " now"))
         return join(tuple(reversed(names)))

@@ -28,8 +28,9 @@ from typing import Any, Callable, Iterator
 CHUNK = 512
 MAX_ITEMS = 4096
 MAX_WINDOWS = 32
-_HEAD = struct.Struct(">IQ")           # entry follows (TRUE), fileid
 _U64 = struct.Struct(">Q")
+_HEAD_NAME = struct.Struct(">IQI")      # entry follows, fileid, name length
+_PADS = (b"", b"\0\0\0", b"\0\0", b"\0")
 
 
 def name_xdr(name: str) -> bytes:
@@ -48,9 +49,11 @@ class Item:
         self.entry = entry
         self.plus: tuple[Any, bytes] | None = None
         # entry3/entry3plus up to the cookie: TRUE, fileid, name, cookie (= node id)
-        self.head = _HEAD.pack(1, entry.node_id) + name_xdr(entry.name) + _U64.pack(entry.node_id)
+        raw = entry.name.encode("utf-8", "surrogateescape")
+        n, node = len(raw), entry.node_id
+        self.head = b"".join((_HEAD_NAME.pack(1, node, n), raw, _PADS[n % 4], _U64.pack(node)))
         # post-op handle of entry3plus: TRUE, opaque handle
-        self.handle = struct.pack(">II", 1, len(handle)) + handle + b"\0" * (-len(handle) % 4)
+        self.handle = struct.pack(">II", 1, len(handle)) + handle + _PADS[len(handle) % 4]
 
 
 class Window:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 VERSION = 1
 NODE, SNAPSHOTS = 0, 1
@@ -26,8 +26,8 @@ class BadHandle(ValueError):
     """Not a handle this server issued (length, version or MAC)."""
 
 
-@dataclass(frozen=True)
-class Handle:
+class Handle(NamedTuple):
+    """A decoded handle (a NamedTuple: one per call, ~4x cheaper to make than a frozen dataclass)."""
     kind: int
     share: int
     node: int

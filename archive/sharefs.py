@@ -51,6 +51,12 @@ _NAME_SQL = {ci: (
 _VERSION_SQL = text("SELECT id, size, etag, deleted FROM versions WHERE node_id = :n AND number = :v")
 _LINKED_SQL = "SELECT 1 FROM dentries WHERE node_id = ? AND valid_to IS NULL LIMIT 1"
 _ANY_CHILD_SQL = "SELECT 1 FROM dentries WHERE parent_id = ? AND valid_to IS NULL LIMIT 1"
+_NODE_SHARE_SQL = "SELECT share_id FROM nodes WHERE id = ?"
+#: where a node is linked (now / at an instant): node_path walks these upward
+_UP_SQL = {True: "SELECT parent_id, name FROM dentries WHERE node_id = ? AND valid_to IS NULL "
+                 "ORDER BY valid_from DESC LIMIT 1",
+           False: "SELECT parent_id, name FROM dentries WHERE node_id = ? AND valid_from <= ? AND "
+                  "(valid_to IS NULL OR valid_to > ?) ORDER BY valid_from DESC LIMIT 1"}
 
 
 def _list_sql(now: bool) -> str:
@@ -577,8 +583,9 @@ class ShareFS:
             return [{"op": "unlink", "at": now_us(), "parent": parent, "name": row[2]}]
         self.repo.mutate_grouped(build, audit=self._audit("rmdir", join(v.parts)))
 
-    def remove(self, path: str) -> None:
-        """Delete a file: a tombstone version; the history stays and `restore` brings it back."""
+    def remove(self, path: str) -> int:
+        """Delete a file: a tombstone version; the history stays and `restore` brings it back.
+        Returns the file's node id (NFS forgets what it cached of it)."""
         v = self._writable_view(path)
 
         def build(s: Session) -> list[dict]:
@@ -592,7 +599,7 @@ class ShareFS:
             ev = self.commit_event(s, v.parts, 0, None, "", deleted=True, known=known)
             ev["unlink"] = True
             return [ev]
-        self.repo.mutate_grouped(build, audit=self._audit("delete", join(v.parts)))
+        return self.repo.mutate_grouped(build, audit=self._audit("delete", join(v.parts)))[0]["node"]
 
     def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
         """Move a file or folder; the node (identity, history, inode) moves with it."""
@@ -784,21 +791,17 @@ class ShareFS:
         dentries upward.  NotFound when the node is not in this share or not linked then
         (removed, or not yet created): the handle is stale."""
         at_us = to_us(at)
-        alive = "valid_to IS NULL" if at_us is None else \
-            "valid_from <= :at AND (valid_to IS NULL OR valid_to > :at)"
-        up = text(f"SELECT parent_id, name FROM dentries WHERE node_id = :n AND {alive} "
-                  "ORDER BY valid_from DESC LIMIT 1")
+        up = _UP_SQL[at_us is None]
         names: list[str] = []
-        with self.repo.catalog.engine.connect() as c:
-            share = c.execute(text("SELECT share_id FROM nodes WHERE id = :n"), {"n": node_id}).scalar()
+        with raw.read(self.repo.catalog) as s:         # plain SQL (an NFS handle's every miss)
+            share = raw.scalar(s, _NODE_SHARE_SQL, (node_id,))
             node = node_id
             while node != self.root and share == self.share_id and len(names) <= 1024:
-                row = c.execute(up, {"n": node, "at": at_us}).first()
+                row = raw.one(s, up, (node,) if at_us is None else (node, at_us, at_us))
                 if row is None:
                     break
                 names.append(row[1])
                 node = row[0]
-            c.rollback()
         if share != self.share_id or node != self.root:
             raise NotFound(f"node {node_id} is not in share {self.share_name!r}" + (" then" if at_us else " now"))
         return join(tuple(reversed(names)))
@@ -847,11 +850,19 @@ class ShareFS:
         crash left behind.  NFS uses it for UNSTABLE writes + COMMIT and FILE_SYNC writes."""
         from .staging import StagedUpdate
         v = self._writable_view(path)
-        base = self._write_base(v.parts, create)
-        try:
-            node = self.stat(join(v.parts)).node_id
-        except NotFound:
-            node = None
+        with raw.read(self.repo.catalog) as s:      # one read: what _write_base and stat would read
+            parent = self._parent(s, v.parts)
+            row = self._child(s, parent, v.parts[-1], None)
+            if row is None:
+                if not create:
+                    raise NotFound(f"{self._show(v.parts)}: no such file or folder")
+                node, base = None, None
+            elif row[1] == "dir":
+                raise IsADirectory(f"{self._show(v.parts)} is a folder")
+            else:
+                node = row[0]
+                cur = self._current_version(s, node, None)
+                base = cur if cur is not None and not cur.deleted else None
         return StagedUpdate(self, v.parts, base, truncate, node)
 
 

@@ -455,6 +455,77 @@ def test_readdirplus_pages_across_windows_of_two_listers_while_the_folder_change
         assert size == 40 and _getattr_size(srv.port, fh) == 40
 
 
+def _first_entry_owner(port: int, fh: bytes, uid: int) -> tuple[str, int, int]:
+    """(name, size, owner uid) of the first entry of a READDIRPLUS page asked as `uid`."""
+    body = struct.pack(">I", 0) + _string("test") + struct.pack(">III", uid, uid, 0)
+    r = RawRPC(port)
+    _, rep = r.call(NFS, 3, 17, _opaque(fh) + struct.pack(">Q", 0) + b"\0" * 8 + struct.pack(">II", 4000, 4000),
+                    cred=struct.pack(">II", 1, len(body)) + body)
+    r.close()
+    assert struct.unpack(">I", rep[24:28])[0] == 0
+    pos = 28 + 4 + (84 if struct.unpack(">I", rep[28:32])[0] else 0) + 8 + 4 + 8
+    n = struct.unpack(">I", rep[pos:pos + 4])[0]
+    name = rep[pos + 4:pos + 4 + n].decode()
+    pos += 4 + n + (4 - n % 4) % 4 + 8 + 4                                        # cookie, attributes follow
+    return name, struct.unpack(">Q", rep[pos + 20:pos + 28])[0], struct.unpack(">I", rep[pos + 12:pos + 16])[0]
+
+
+def test_readdirplus_pages_follow_pending_writes_and_each_callers_ids(srv):
+    """Entries of a listing window keep their encoded entry3plus between listers: the attributes
+    still show a WRITE not yet committed, the committed version after it, and each caller's
+    uid as the owner (all_squash reports the caller's ids)."""
+    fs = srv.fs()
+    fs.mkdir("/w")
+    put(fs, "/w/a.txt", b"hello")
+    root = _mnt(srv.port, "/office")
+    w = _lookup(srv.port, root, "w")
+    a = _lookup(srv.port, w, "a.txt")
+    assert _readdirplus(srv.port, w, 0, 4000)[0] == [("a.txt", 5, a)]
+    assert _first_entry_owner(srv.port, w, 1234) == ("a.txt", 5, 1234)
+    assert _first_entry_owner(srv.port, w, 0) == ("a.txt", 5, 0)
+    r = RawRPC(srv.port)                           # UNSTABLE: pending in the write session
+    _, rep = r.call(NFS, 3, 7, _opaque(a) + struct.pack(">QII", 0, 12, 0) + _opaque(b"hello world!"))
+    r.close()
+    assert struct.unpack(">I", rep[24:28])[0] == 0
+    assert _readdirplus(srv.port, w, 0, 4000)[0] == [("a.txt", 12, a)]
+    assert _first_entry_owner(srv.port, w, 77) == ("a.txt", 12, 77)
+    assert _nfs_status(srv.port, 21, _opaque(a) + struct.pack(">QI", 0, 0)) == 0     # COMMIT
+    assert [v.size for v in srv.wait_versions("/w/a.txt", 2)] == [5, 12]
+    assert _readdirplus(srv.port, w, 0, 4000)[0] == [("a.txt", 12, a)]
+    assert _first_entry_owner(srv.port, w, 1234) == ("a.txt", 12, 1234)
+
+
+def test_remove_of_a_file_with_committed_writes_pending_leaves_no_version_after_it(tmp_path):
+    """REMOVE ends the file's write session first (its COMMITted data never becomes a version
+    after the tombstone); a folder answers ISDIR and a missing name NOENT, with or without
+    sessions open."""
+    s = NFSServer(tmp_path, commit_idle=3600)
+    try:
+        root = _mnt(s.port, "/office")
+        s.fs().mkdir("/d")
+        for busy in (False, True):
+            if busy:
+                _create(s.port, root, "other.txt")                  # another file owes a version
+            assert s.adapter.sessions.busy() is busy
+            assert _nfs_status(s.port, 12, _opaque(root) + _string("d")) == 21           # ISDIR
+            assert _nfs_status(s.port, 12, _opaque(root) + _string("nope")) == 2         # NOENT
+            fh = _create(s.port, root, f"f{int(busy)}.txt")
+            r = RawRPC(s.port)
+            _, rep = r.call(NFS, 3, 7, _opaque(fh) + struct.pack(">QII", 0, 4, 0) + _opaque(b"data"))
+            r.close()
+            assert _nfs_status(s.port, 21, _opaque(fh) + struct.pack(">QI", 0, 0)) == 0   # COMMIT
+            assert _nfs_status(s.port, 12, _opaque(root) + _string(f"f{int(busy)}.txt")) == 0
+            assert _nfs_status(s.port, 1, _opaque(fh)) == 70                            # STALE
+        s.stop()
+        fs = s.fs()
+        for name in ("/f0.txt", "/f1.txt"):
+            assert [v.size for v in fs.versions(name) if not v.deleted] == [], name
+            assert not fs.exists(name)
+        assert [v.size for v in fs.versions("/other.txt")] == [0]
+    finally:
+        s.repo.close()
+
+
 def test_this_servers_changes_show_at_once_through_its_caches(srv):
     """Handles, names and listings are cached; every change made over NFS drops what it
     touched at once: renamed and removed names, a renamed folder's descendants (their paths),
@@ -814,6 +885,50 @@ def test_pipelined_small_files_get_one_version_each_sharing_commits(tmp_path):
             assert fs.open_read(p).read() == data
         # ended side by side, the 32 versions share durable commits (one each, in turn, before)
         assert commits < len(files) // 2, commits
+    finally:
+        s.repo.close()
+
+
+def _create(port: int, dirfh: bytes, name: str) -> bytes:
+    r = RawRPC(port)
+    _, rep = r.call(NFS, 3, 8, _opaque(dirfh) + _string(name) + struct.pack(">I", 0) + _sattr_none())
+    r.close()
+    return _create_handle(rep)
+
+
+def test_created_files_never_written_get_an_empty_version_and_no_staging_before_a_write(tmp_path):
+    """CREATE makes the name (durably) and only notes that the file owes a version: no staged
+    update (a staging file) is opened until a WRITE, a truncate or an mtime change.  A file
+    never written gets one empty version after the empty-file idle time or at shutdown, one
+    whose mtime a client set keeps that time, and a removed one gets none."""
+    s = NFSServer(tmp_path)
+    try:
+        s.adapter.sessions.empty_idle = 0.5
+        staged = s.repo.tmp / "staged"
+        root = _mnt(s.port, "/office")
+        a = _create(s.port, root, "a.txt")
+        b = _create(s.port, root, "b.txt")
+        _create(s.port, root, "gone.txt")
+        assert not staged.exists() or list(staged.iterdir()) == []         # no staged update yet
+        assert _getattr_size(s.port, a) == 0 and [e.name for e in s.fs().listdir("/")] == ["a.txt", "b.txt",
+                                                                                            "gone.txt"]
+        setattr_mtime = _opaque(b) + struct.pack(">IIIIII", 0, 0, 0, 0, 0, 2) + struct.pack(">III", 1_700_000_000,
+                                                                                               0, 0)
+        assert _nfs_status(s.port, 2, setattr_mtime) == 0
+        assert _nfs_status(s.port, 12, _opaque(root) + _string("gone.txt")) == 0
+        fs = s.fs()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (fs.versions("/a.txt") and fs.versions("/b.txt")):
+            time.sleep(0.05)
+        assert [(v.number, v.size, v.origin.protocol) for v in fs.versions("/a.txt")] == [(1, 0, "nfs")]
+        assert [(v.number, v.size, v.mtime) for v in fs.versions("/b.txt")] == [(1, 0, 1_700_000_000)]
+        assert fs.stat("/b.txt").mtime == 1_700_000_000
+        s.adapter.sessions.empty_idle = 3600
+        _create(s.port, root, "late.txt")
+        s.stop()
+        assert [(v.number, v.size) for v in fs.versions("/late.txt")] == [(1, 0)]     # at shutdown
+        assert [v.size for v in fs.versions("/gone.txt") if not v.deleted] == []
+        assert fs.versions("/a.txt")[-1].number == 1                                 # nothing twice
     finally:
         s.repo.close()
 

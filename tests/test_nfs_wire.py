@@ -198,6 +198,18 @@ def test_handles_round_trip(kind, share, node, at, gen):
     assert len(raw) <= 64 and sealer.decode(raw) == h
 
 
+@given(u32s, u64s, u64s, u64s)
+def test_kept_node_handles_equal_freshly_sealed_ones(share, node, at, gen):
+    small = H.Sealer(b"k" * 32)
+    small.SEALED_LIMIT = 2
+    for _ in range(2):                       # sealed, then served from the kept ones
+        for n, g in ((node, gen), (node, gen ^ 1), (node ^ 1, gen)):   # 3 > limit: dropped
+            raw = small.encode_node(share, n, at, g)
+            assert raw == sealer.encode(H.Handle(H.NODE, share, n, at, g))
+            assert sealer.decode(raw) == H.Handle(H.NODE, share, n, at, g)
+    assert len(small._sealed) <= 2
+
+
 @given(u64s, st.integers(0, H.SIZE - 1), st.integers(1, 255))
 def test_any_altered_handle_is_refused(node, pos, flip):
     raw = bytearray(sealer.encode(H.Handle(H.NODE, 1, node, 0, 7)))

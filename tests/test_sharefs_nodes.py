@@ -66,6 +66,7 @@ def test_listdir_after_resumes_even_when_the_name_is_gone(fs):
 def test_create_file_has_no_version_until_the_update_commits(fs):
     e = fs.create_file("/new.bin")
     assert e.size == 0 and e.version is None
+    assert e == fs.stat("/new.bin")            # the entry it returns is what a stat reads
     assert fs.versions("/new.bin") == []
     with pytest.raises(errors.Exists):
         fs.create_file("/new.bin")
@@ -81,7 +82,12 @@ def test_create_file_continues_a_deleted_files_history(fs):
     e = put_bytes(fs, "/f", b"1")
     fs.remove("/f")
     again = fs.create_file("/f")
-    assert again.node_id == e.node_id
+    assert again.node_id == e.node_id and again == fs.stat("/f")
+    with pytest.raises(errors.NotFound):
+        fs.open_staged_update("/nope", create=False)
+    fs.mkdir("/d")
+    with pytest.raises(errors.IsADirectory):
+        fs.open_staged_update("/d")
     u = fs.open_staged_update("/f")
     u.pwrite(b"22", 0)
     assert u.commit().number == 3

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 VERSION = 1
 NODE, SNAPSHOTS = 0, 1
@@ -26,8 +26,8 @@ class BadHandle(ValueError):
     """Not a handle this server issued (length, version or MAC)."""
 
 
-@dataclass(frozen=True)
-class Handle:
+class Handle(NamedTuple):
+    """A decoded handle (a NamedTuple: one per call, ~4x cheaper to make than a frozen dataclass)."""
     kind: int
     share: int
     node: int
@@ -38,9 +38,14 @@ class Handle:
 class Sealer:
     """Encodes and verifies handles with one secret key."""
 
+    #: sealed node handles kept (a READDIRPLUS window, LOOKUP and CREATE replies hand out the
+    #: same handles again and again; a hit is a dict lookup instead of a keyed BLAKE2b)
+    SEALED_LIMIT = 65_536
+
     def __init__(self, key: bytes) -> None:
         self.key = key
         self._key = key[:64]
+        self._sealed: dict[tuple[int, int, int, int], bytes] = {}
 
     def _mac(self, body: bytes) -> bytes:
         # A keyed BLAKE2b of the 30-byte body, 128 bits: ~2 us, so every call checks it (a
@@ -53,9 +58,17 @@ class Sealer:
         return body + self._mac(body)
 
     def encode_node(self, share: int, node: int, at_us: int, gen: int) -> bytes:
-        """encode(Handle(NODE, ...)) without the dataclass (one per READDIRPLUS entry)."""
-        body = _BODY.pack(VERSION, NODE, share, node, at_us, gen & 0xFFFFFFFFFFFFFFFF)
-        return body + hashlib.blake2b(body, key=self._key, digest_size=16).digest()
+        """encode(Handle(NODE, ...)) without the dataclass (one per READDIRPLUS entry), sealed
+        once per (share, node, instant, generation) while it stays among the kept ones."""
+        key = (share, node, at_us, gen)
+        raw = self._sealed.get(key)
+        if raw is None:
+            body = _BODY.pack(VERSION, NODE, share, node, at_us, gen & 0xFFFFFFFFFFFFFFFF)
+            raw = body + hashlib.blake2b(body, key=self._key, digest_size=16).digest()
+            if len(self._sealed) >= self.SEALED_LIMIT:
+                self._sealed.clear()
+            self._sealed[key] = raw
+        return raw
 
     def decode(self, raw: bytes) -> Handle:
         raw = bytes(raw)

@@ -28,8 +28,9 @@ from typing import Any, Callable, Iterator
 CHUNK = 512
 MAX_ITEMS = 4096
 MAX_WINDOWS = 32
-_HEAD = struct.Struct(">IQ")           # entry follows (TRUE), fileid
 _U64 = struct.Struct(">Q")
+_HEAD_NAME = struct.Struct(">IQI")      # entry follows, fileid, name length
+_PADS = (b"", b"\0\0\0", b"\0\0", b"\0")
 
 
 def name_xdr(name: str) -> bytes:
@@ -38,15 +39,21 @@ def name_xdr(name: str) -> bytes:
 
 
 class Item:
-    """One listed entry with its encodings (shared by READDIR and READDIRPLUS pages)."""
-    __slots__ = ("entry", "head", "handle")
+    """One listed entry with its encodings (shared by READDIR and READDIRPLUS pages).  `plus`
+    keeps the whole entry3plus of the last READDIRPLUS that listed it, with what its attributes
+    depended on (the caller's uid/gid, the export's read-only flag), so the next lister of the
+    window sends it again without encoding anything (not kept while its file has pending writes)."""
+    __slots__ = ("entry", "head", "handle", "plus")
 
     def __init__(self, entry: Any, handle: bytes) -> None:
         self.entry = entry
+        self.plus: tuple[Any, bytes] | None = None
         # entry3/entry3plus up to the cookie: TRUE, fileid, name, cookie (= node id)
-        self.head = _HEAD.pack(1, entry.node_id) + name_xdr(entry.name) + _U64.pack(entry.node_id)
+        raw = entry.name.encode("utf-8", "surrogateescape")
+        n, node = len(raw), entry.node_id
+        self.head = b"".join((_HEAD_NAME.pack(1, node, n), raw, _PADS[n % 4], _U64.pack(node)))
         # post-op handle of entry3plus: TRUE, opaque handle
-        self.handle = struct.pack(">II", 1, len(handle)) + handle + b"\0" * (-len(handle) % 4)
+        self.handle = struct.pack(">II", 1, len(handle)) + handle + _PADS[len(handle) % 4]
 
 
 class Window:

@@ -313,7 +313,7 @@ class NFS3:
             if attrs is not None and attrs.size is not None:
                 self.st.sessions.truncate(o.key, o.fs, o.path, attrs.size)
             elif e.version is None:
-                self.st.sessions.touch(o.key, o.fs, o.path)
+                self.st.sessions.touch(o.key, o.fs, o.path)      # no staged update until a WRITE
             return o
         self._diropres(p, cred, d, make, name)
 
@@ -345,17 +345,22 @@ class NFS3:
 
         def work() -> None:
             self._writable(d)
-            e = d.fs.stat(path)
+            share, touched = d.fs.share_id, [d.entry.node_id]
             try:
                 if dir:
+                    touched.append(d.fs.stat(path).node_id)
                     d.fs.rmdir(path)
                     return
-                if e.is_dir:
-                    raise NFSError(NFS3ERR_ISDIR)
-                self.st.sessions.discard((d.fs.share_id, e.node_id))
-                d.fs.remove(path)
+                sessions = self.st.sessions
+                if sessions.busy():        # the file's pending writes go first (no version after
+                    e = d.fs.stat(path)    # its tombstone); with none open, no lookup before
+                    touched.append(e.node_id)
+                    if e.is_dir:
+                        raise NFSError(NFS3ERR_ISDIR)
+                    sessions.discard((share, e.node_id))
+                touched.append(d.fs.remove(path))
             finally:
-                self.st.changed(d.fs.share_id, d.entry.node_id, e.node_id)
+                self.st.changed(share, *touched)
         self._status_wcc(p, cred, (d,), work)
 
     def rename(self, u, p, cred, address):
@@ -447,12 +452,21 @@ class NFS3:
             eof, snap = True, d.kind == H.SNAPSHOTS
             attrs = self.st.child_attrs(d)
             uid, gid = cred.uid, cred.gid
+            # an entry3plus depends on the entry, the caller's ids, the export's read-only flag
+            # and pending writes: encoded once per window item while the ids and flag stay
+            pkey, peek, sid = (uid, gid, d.export.read_only), self.st.sessions.peek, d.fs.share_id
             for batch in self._batches(d, cookie):
                 for it in batch:
                     if plus:
-                        item = it.head + post_op_attr_bytes(
-                            attrs(it.entry, parse_gmt_token(it.entry.name) or 0 if snap else d.at_us),
-                            uid, gid) + it.handle
+                        cached = it.plus
+                        if cached is not None and cached[0] == pkey and peek((sid, it.entry.node_id)) is None:
+                            item = cached[1]
+                        else:
+                            item = it.head + post_op_attr_bytes(
+                                attrs(it.entry, parse_gmt_token(it.entry.name) or 0 if snap else d.at_us),
+                                uid, gid) + it.handle
+                            if peek((sid, it.entry.node_id)) is None:
+                                it.plus = (pkey, item)
                     else:
                         item = it.head
                     if len(item) > room:

@@ -26,6 +26,7 @@ RESOLVE_TTL = 1.0
 #: seconds a folder listing window serves READDIR(PLUS) pages (names are re-validated against
 #: the folder's mtime on every page; only other protocols' attribute changes wait this long)
 LIST_TTL = 3.0
+_SNAP_PREFIX = "/" + SNAPSHOTS
 
 
 @dataclass
@@ -109,6 +110,8 @@ class ServerState:
 
     # -- handles -----------------------------------------------------------------------------
     def handle_for(self, fs, entry: Entry, at_us: int) -> bytes:
+        if not entry.path.startswith(_SNAP_PREFIX):      # the common case: a node of the share
+            return self.sealer.encode_node(fs.share_id, entry.node_id, at_us, H.generation(entry.ctime))
         parts = entry.path.strip("/").split("/") if entry.path != "/" else []
         if parts == [SNAPSHOTS]:
             return self.sealer.encode(H.Handle(H.SNAPSHOTS, fs.share_id, 0, 0, 0))

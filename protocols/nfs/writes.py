@@ -8,7 +8,9 @@ Every WRITE to a file lands in that file's `StagedUpdate` (archive.staging), kep
       size the file already has changes nothing and needs no sync.
 A new archive version is committed when the file has been idle for `commit_idle` seconds
 after its data became durable (a COMMIT or a stable write) with no unsynced write since;
-and at shutdown.  A file created and never written gets an empty version after EMPTY_IDLE.  Unsynced data of a client that never COMMITs is dropped after
+and at shutdown.  A file created and never written gets an empty version after EMPTY_IDLE: CREATE
+only notes it (`created`), and the staged update (a staging file, catalog reads) is opened by the
+first WRITE, truncate or mtime change, or when the empty version falls due.  Unsynced data of a client that never COMMITs is dropped after
 `abandon_timeout` seconds (and at shutdown): the client was never told it was safe, and the
 write verifier changes with every server start, so a live client resends it.
 
@@ -57,6 +59,8 @@ class WriteSessions:
         self.on_commit = on_commit
         self._lock = threading.Lock()
         self._sessions: dict[tuple, Session] = {}
+        #: files created with no session yet: key -> (ShareFS, when), owed an empty version
+        self._created: dict[tuple, tuple[Any, float]] = {}
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._thread = threading.Thread(target=self._loop, name="nfs-commits", daemon=True)
@@ -65,6 +69,10 @@ class WriteSessions:
     def get(self, key: tuple) -> Session | None:
         with self._lock:
             return self._sessions.get(key)
+
+    def busy(self) -> bool:
+        """Any session open, or a created file owing a version (REMOVE must end its file's)."""
+        return bool(self._sessions or self._created)
 
     def peek(self, key: tuple) -> Session | None:
         """get() without the lock (a dict read is atomic): once per READDIRPLUS entry."""
@@ -81,6 +89,8 @@ class WriteSessions:
                 fresh = Session(key, fs, fs.open_staged_update(path, create=True))
                 with self._lock:
                     s = self._sessions.setdefault(key, fresh)
+                    if self._created.pop(key, None) is not None:
+                        s.owed = True     # created over NFS: a version even if nothing is written
                 if s is not fresh:    # another call opened it meanwhile: use that one
                     fresh.upd.abort()
             s.lock.acquire()
@@ -124,14 +134,42 @@ class WriteSessions:
         finally:
             s.lock.release()
 
-    def touch(self, key: tuple, fs, path: str) -> Session:
-        """A session for a just-created file, so it gets a version (empty if nothing follows)."""
-        s = self._open(key, fs, path)
+    def touch(self, key: tuple, fs, path: str) -> None:
+        """A file was just created: it gets a version (empty if nothing follows).  No staged
+        update yet: the first write opens it (an empty file needs none until its version)."""
+        with self._lock:
+            if key not in self._sessions:
+                self._created[key] = (fs, time.monotonic())
+
+    def _created_due(self, now: float, every: bool = False) -> list[Session]:
+        """Sessions for created files still unwritten after empty_idle (all of them: `every`),
+        so their empty versions are committed like any session's."""
+        with self._lock:
+            keys = [k for k, (_, t) in self._created.items() if every or now - t >= self.empty_idle]
+        out = []
+        for key in keys:
+            s = self._open_created(key)
+            if s is not None:
+                s.last = 0.0                   # due at once
+                s.lock.release()
+                out.append(s)
+        return out
+
+    def _open_created(self, key: tuple) -> Session | None:
+        """The session of a file noted by `touch`, opened at the file's current path (locked by
+        the caller); None when nothing is owed any more (removed, or written by someone else)."""
+        hit = self._created.get(key)
+        if hit is None:
+            return None
         try:
-            s.owed = True
-            return s
-        finally:
-            s.lock.release()
+            e = hit[0].stat_node(key[1])
+            if e.is_dir or e.version is not None:
+                raise LookupError("not an unwritten file any more")
+            return self._open(key, hit[0], e.path)
+        except Exception:
+            with self._lock:
+                self._created.pop(key, None)
+            return None
 
     def sync(self, key: tuple) -> None:
         """COMMIT: everything written so far becomes durable."""
@@ -150,7 +188,10 @@ class WriteSessions:
     def set_mtime(self, key: tuple, mtime: float) -> bool:
         s = self.get(key)
         if s is None:
-            return False
+            s = self._open_created(key)       # a created file keeps the time for its version
+            if s is None:
+                return False
+            s.lock.release()
         with s.lock:
             if s.closed:
                 return False
@@ -162,6 +203,7 @@ class WriteSessions:
         """The file was removed: its pending data goes with it (no version)."""
         with self._lock:
             s = self._sessions.pop(key, None)
+            self._created.pop(key, None)
         if s is not None:
             with s.lock:
                 s.closed = True
@@ -243,15 +285,19 @@ class WriteSessions:
 
     def _loop(self) -> None:
         # Wake when the first session falls due (not up to a tick later: a version appears
-        # commit_idle after the COMMIT), and at least every tick for sessions opened meanwhile.
+        # commit_idle after the COMMIT), and at least every tick for sessions opened meanwhile
+        # and for created files that owe their empty version.
         tick = min(0.2, self.commit_idle / 4 or 0.05)
         while not self._stop.wait(min(tick, max(0.002, self._next_due(time.monotonic())))):
+            if self._created:
+                self._created_due(time.monotonic())
             self._finish_all(self.due())
 
     def close(self) -> None:
         """Shutdown: commit what is owed, drop writes that were never made durable."""
         self._stop.set()
         self._thread.join()
+        self._created_due(0.0, every=True)
         with self._lock:
             sessions = list(self._sessions.values())
         self._finish_all(sessions)

@@ -24,6 +24,8 @@ class CLIContext:
         self.catalog_url = cfg.catalog_url(self.config)
         self.store_options = cfg.store_options(self.config)
         self._repo: Repository | None = None
+        self._lean = None
+        self._pw: str | None = None
 
     def encrypted(self) -> bool:
         from ..packstore import open_store
@@ -41,6 +43,23 @@ class CLIContext:
             raise click.ClickException("this repository is encrypted: set EDGE_ARCHIVE_PASSWORD")
         return click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
 
+    def repo_password(self) -> str | None:
+        """The passphrase of this (encrypted) repository, asked at most once per command."""
+        if self._pw is None:
+            self._pw = self.password()
+        return self._pw
+
+    def lean(self):
+        """The repository opened for the lean read path (archive/cli/lean.py), or None where that
+        path does not apply (the command then opens the Repository, as always)."""
+        if self._lean is None:
+            from .lean import Fallback, LeanRepo
+            try:
+                self._lean = LeanRepo(self.repo_path, self.catalog_url, self.repo_password)
+            except Fallback:
+                self._lean = False
+        return self._lean or None
+
     def open_repo(self) -> Repository:
         if self._repo is None:
             if isinstance(self.repo_path, Path) and self.repo_path == cfg.default_repo_path() and \
@@ -51,7 +70,7 @@ class CLIContext:
                     "--repo DIR or EDGE_ARCHIVE_REPO")
             self._check_catalog()
             from ..repository import Repository
-            pw = self.password() if self.encrypted() else None
+            pw = self.repo_password() if self.encrypted() else None
             self._repo = Repository.open(self.repo_path, password=pw, catalog_url=self.catalog_url,
                                          **self.store_options)
         return self._repo
@@ -79,6 +98,9 @@ class CLIContext:
         return self.open_repo().share(name, origin=origin)
 
     def close(self) -> None:
+        if self._lean:
+            self._lean.close()
+            self._lean = None
         if self._repo is not None:
             self._repo.close()
             self._repo = None

@@ -177,3 +177,26 @@ def test_large_file_and_old_catalog_take_the_full_path(tree, monkeypatch):
         lean.LeanRepo(cli.repo_path, "postgresql://x/y", lambda: "pw")
     with pytest.raises(lean.Fallback):
         lean.LeanRepo(Path(cli.repo_path.parent / "nothing"), None, lambda: "pw")
+
+
+def test_a_fallback_takes_the_unwrapped_key_once(tree, monkeypatch):
+    """The key the lean path unwrapped is handed to the full path's Repository.open (no second
+    scrypt), once, and only for the same keyfile and passphrase."""
+    from archive import keys
+    cli, _ = tree
+    lr = lean.LeanRepo(cli.repo_path, None, lambda: "pw")
+    lr.close()
+    data = (cli.repo_path / "keys.json").read_bytes()
+    calls = []
+    real = keys._scrypt
+    monkeypatch.setattr(keys, "_scrypt", lambda *a: calls.append(a) or real(*a))
+    with pytest.raises(keys.BadPassword):
+        keys.parse_keyfile(data, "wrong")                    # another passphrase: derived, refused
+    assert len(calls) == 1
+    repo = Repository.open(cli.repo_path, password="pw")     # takes the handed-over key
+    try:
+        assert repo.key == lr.key and len(calls) == 1
+    finally:
+        repo.close()
+    assert keys.parse_keyfile(data, "pw") == lr.key and len(calls) == 2     # once only
+    assert not keys._handed

@@ -73,9 +73,11 @@ class LeanRepo:
         db = path / "catalog.sqlite"
         if not db.is_file():
             raise Fallback("no catalog file")
-        from ..keys import parse_keyfile
+        from ..keys import hand_over, parse_keyfile
         self.path = path
-        self.key = parse_keyfile(keys, password() if config.get("encrypted") else None)
+        pw = password() if config.get("encrypted") else None
+        self.key = parse_keyfile(keys, pw)
+        hand_over(keys, pw, self.key)        # a Fallback then opens the Repository without a second scrypt
         try:
             self.conn = sqlite_connect(db)
         except sqlite3.Error:

@@ -200,3 +200,19 @@ def test_a_fallback_takes_the_unwrapped_key_once(tree, monkeypatch):
         repo.close()
     assert keys.parse_keyfile(data, "pw") == lr.key and len(calls) == 2     # once only
     assert not keys._handed
+
+
+def test_a_catalog_that_does_not_read_goes_the_full_way(tree):
+    """A catalog the lean path cannot read (here: not a database) is the full path's to report;
+    the lean path neither crashes nor prints."""
+    cli, _ = tree
+    db = cli.repo_path / "catalog.sqlite"
+    for side in ("-wal", "-shm"):
+        Path(f"{db}{side}").unlink(missing_ok=True)
+    db.write_bytes(b"not a database at all" * 200)
+    with pytest.raises(lean.FALLBACK):
+        lean.LeanRepo(cli.repo_path, None, lambda: "pw")
+    p = cli("ls", "/s", ok=False)
+    assert p.returncode != 0 and not p.stdout
+    p = cli("ls", "/", ok=False)
+    assert p.returncode != 0 and not p.stdout

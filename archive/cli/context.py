@@ -55,10 +55,10 @@ class CLIContext:
         """The repository opened for the lean read path (archive/cli/lean.py), or None where that
         path does not apply (the command then opens the Repository, as always)."""
         if self._lean is None:
-            from .lean import Fallback, LeanRepo
+            from .lean import FALLBACK, LeanRepo
             try:
                 self._lean = LeanRepo(self.repo_path, self.catalog_url, self.repo_password)
-            except Fallback:
+            except FALLBACK:
                 self._lean = False
         return self._lean or None
 

@@ -213,11 +213,11 @@ def _lean_get(obj: CLIContext, src: str, dest: str) -> bool:
     lean = obj.lean()
     if lean is None:
         return False
-    from .lean import Fallback
+    from .lean import FALLBACK
     share, rel = split_archive_path(src)
     try:
         entry, data = lean.share(share).read(split(rel))
-    except Fallback:
+    except FALLBACK:
         return False
     if dest == "-":
         sys.stdout.buffer.write(data)
@@ -293,16 +293,20 @@ def _lean_ls(obj: CLIContext, path: str, as_json: bool) -> bool:
     lean = obj.lean()
     if lean is None:
         return False
-    from .lean import Fallback
+    from .lean import FALLBACK
     if not split(path):
-        _print_shares(lean.list_shares(), as_json)
+        try:
+            shares = lean.list_shares()
+        except FALLBACK:
+            return False
+        _print_shares(shares, as_json)
         return True
     share, rel = split_archive_path(path)
     try:
         fs = lean.share(share)
         parts = split(rel)
         e = fs.stat(parts)
-    except Fallback:
+    except FALLBACK:
         return False
     _print_entries(fs.listdir(parts, e.node_id) if e.is_dir else iter([e]), as_json)
     return True

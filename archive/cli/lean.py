@@ -56,6 +56,11 @@ class Fallback(Exception):
     """Not a case the lean path answers: run the full path (which reports any error itself)."""
 
 
+#: what the CLI hands to the full path: the lean path's own refusals and a catalog that does not
+#: read as expected here (the full path reports it in its words)
+FALLBACK = (Fallback, sqlite3.Error)
+
+
 class LeanRepo:
     """A local repository opened for reading its catalog; close() it."""
 
@@ -82,15 +87,21 @@ class LeanRepo:
             self.conn = sqlite_connect(db)
         except sqlite3.Error:
             raise Fallback("catalog does not open") from None
-        self.cur = self.conn.cursor()
-        self.cur.execute("BEGIN")            # one snapshot for every statement of the command
-        if schema_revision(self.cur) != SCHEMA_HEAD:
+        try:
+            self.cur = self.conn.cursor()
+            self.cur.execute("BEGIN")            # one snapshot for every statement of the command
+            head = schema_revision(self.cur) == SCHEMA_HEAD
+        except sqlite3.Error:
+            head = False
+        if not head:
             self.close()
-            raise Fallback("catalog schema is not this release's")
+            raise Fallback("catalog schema is not this release's (or the catalog does not read)")
 
     def close(self) -> None:
         try:
             self.conn.rollback()
+        except sqlite3.Error:
+            pass
         finally:
             self.conn.close()
 

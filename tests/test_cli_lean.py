@@ -212,7 +212,10 @@ def test_a_catalog_that_does_not_read_goes_the_full_way(tree):
     db.write_bytes(b"not a database at all" * 200)
     with pytest.raises(lean.FALLBACK):
         lean.LeanRepo(cli.repo_path, None, lambda: "pw")
-    p = cli("ls", "/s", ok=False)
-    assert p.returncode != 0 and not p.stdout
-    p = cli("ls", "/", ok=False)
-    assert p.returncode != 0 and not p.stdout
+    for args in (("ls", "/s"), ("ls", "/"), ("get", "/s/a/x.txt", "-"), ("put", "-", "/s/new")):
+        p = cli(*args, ok=False, input=b"data")
+        assert p.returncode == 1 and not p.stdout, args
+        assert b"catalog cannot be read (file is not a database)" in p.stderr, (args, p.stderr)
+        assert b"archivectl recover" in p.stderr and b"Traceback" not in p.stderr, args
+    cli("recover")                                 # what the message points to
+    assert cli("get", "/s/a/x.txt", "-").stdout == b"second, longer"

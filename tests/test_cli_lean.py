@@ -219,3 +219,21 @@ def test_a_catalog_that_does_not_read_goes_the_full_way(tree):
         assert b"archivectl recover" in p.stderr and b"Traceback" not in p.stderr, args
     cli("recover")                                 # what the message points to
     assert cli("get", "/s/a/x.txt", "-").stdout == b"second, longer"
+
+
+def test_lean_reads_do_not_wait_for_a_writer(tree):
+    """A writer holding the catalog's write lock (a long commit of `serve`) does not hold up the
+    lean path's reads (WAL snapshot), and they see the last committed state."""
+    cli, big = tree
+    repo = Repository.open(cli.repo_path, password="pw")
+    try:
+        with repo.catalog.write() as s:
+            s.connection()                                    # BEGIN IMMEDIATE: the write lock
+            p = subprocess.run([sys.executable, "-m", "archive", "get", "/s/a/big.bin", "-"],
+                               capture_output=True, env=cli.env, timeout=30)
+            assert p.returncode == 0 and p.stdout == big, p.stderr
+            p = subprocess.run([sys.executable, "-m", "archive", "ls", "/s/a"],
+                               capture_output=True, env=cli.env, timeout=30)
+            assert p.returncode == 0 and b"big.bin" in p.stdout, p.stderr
+    finally:
+        repo.close()

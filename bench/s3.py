@@ -4,6 +4,12 @@ Not a test: prints medians and ratios (Edge / rclone; >1 means Edge is faster).
 
     python3 bench/s3.py                                   # 1 GiB, 10,000 small PUTs, 3 runs
     python3 bench/s3.py --big-mib 256 --small 2000 --runs 3   # while the machine is busy
+    python3 bench/s3.py --radosgw                         # also single-node Ceph radosgw
+
+`--radosgw` adds Ceph's RADOS gateway (Debian `radosgw ceph-mon ceph-osd`, one monitor and one
+memstore OSD on loopback, started by tests/ceph_rgw.sh as the test suite does): an object store
+sites really run, next to rclone's plain folder. Its memstore holds 2 GiB, so every run deletes
+its large objects before the next.
 
 Workloads (one boto3 client, loopback; both servers check SigV4):
   big PUT single      put_object of one incompressible file (one request, streamed)
@@ -89,6 +95,29 @@ class Rclone:
         self.proc.wait(10)
 
 
+class Radosgw:
+    """Single-node Ceph radosgw (memstore OSD): tests/ceph_rgw.sh, the test suite's script."""
+    name = "radosgw"
+
+    def __init__(self, work: Path):
+        for tool in ("ceph-mon", "ceph-osd", "radosgw"):
+            if shutil.which(tool) is None:
+                raise SystemExit(f"{tool} is not installed (Debian radosgw ceph-mon ceph-osd)")
+        self.dir = work / "rgw"
+        port = free_port()
+        p = subprocess.run(["bash", str(ROOT / "tests" / "ceph_rgw.sh"), str(self.dir), str(free_port()), str(port),
+                            KEY, SECRET], capture_output=True, text=True, timeout=300)
+        if "ready" not in p.stdout:
+            self.stop()
+            raise SystemExit(f"radosgw did not start: {p.stdout}{p.stderr}")
+        self.url = f"http://127.0.0.1:{port}"
+        client(self.url).create_bucket(Bucket="bench")
+
+    def stop(self) -> None:
+        for pid in self.dir.glob("*.pid"):
+            subprocess.run(["kill", "-9", pid.read_text().strip()], capture_output=True)
+
+
 def client(url: str):
     return boto3.client("s3", endpoint_url=url, aws_access_key_id=KEY, aws_secret_access_key=SECRET,
                         region_name="us-east-1",
@@ -132,6 +161,7 @@ def bench_server(srv, big: Path, small: list[bytes], run: int) -> dict[str, floa
             n += len(page.get("Contents", []))
         assert n == len(small), n
     out["listing (keys/s)"] = len(small) / timed(listing)
+    c.delete_objects(Bucket="bench", Delete={"Objects": [{"Key": f"big{run}"}, {"Key": f"mp{run}"}]})
     return out
 
 
@@ -220,6 +250,7 @@ def main() -> None:
     ap.add_argument("--big-mib", type=int, default=1024)
     ap.add_argument("--small", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--radosgw", action="store_true", help="also measure single-node Ceph radosgw")
     args = ap.parse_args()
     if args.profile:
         return profile(args.profile)
@@ -231,7 +262,8 @@ def main() -> None:
                 f.write(os.urandom(MiB))
         small = [os.urandom(1024 + (i * 37) % 3072) for i in range(args.small)]
         results: dict[str, dict[str, list[float]]] = {}
-        for cls in (Edge, Rclone):
+        peers = [Rclone, Radosgw] if args.radosgw else [Rclone]
+        for cls in [Edge, *peers]:
             d = work / cls.name
             d.mkdir()
             srv = cls(d)
@@ -243,10 +275,16 @@ def main() -> None:
                 srv.stop()
         print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; "
               f"{args.big_mib} MiB, {args.small} small objects, medians of {args.runs}")
-        print("| workload | Edge | rclone | ratio |\n|---|---:|---:|---:|")
+        names = [p.name for p in peers]
+        print("| workload | Edge | " + " | ".join(f"{n} | ratio vs {n}" for n in names) + " |")
+        print("|---|---:|" + "---:|---:|" * len(names))
         for k, by in results.items():
-            e, r = statistics.median(by["edge"]), statistics.median(by["rclone"])
-            print(f"| {k} | {e:.1f} | {r:.1f} | {e / r:.2f} |")
+            e = statistics.median(by["edge"])
+            cells = []
+            for n in names:
+                r = statistics.median(by[n])
+                cells += [f"{r:.1f}", f"{e / r:.2f}"]
+            print(f"| {k} | {e:.1f} | " + " | ".join(cells) + " |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

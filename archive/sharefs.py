@@ -515,6 +515,40 @@ class ShareFS:
             if evs else [])
         return len(evs)
 
+    def ensure_folders(self, path: str, target: bool = False) -> int:
+        """Create the folders a file path's "/"s imply that are missing (S3 PUT of "a/b/c" makes
+        folders a and a/b); returns how many were created.  `target=True` also fails, as
+        ``open_write``'s early check does, when a folder is where the file should go, so the
+        caller may then ``open_write(path, check=False)``.
+
+        When the folders exist (the common case) this is one plain-SQL read (Catalog.raw_read),
+        no write transaction; a path without "/" needs no folder at all.  A folder removed after
+        this check is not a race the caller loses silently: the commit resolves the parent again
+        inside its own write transaction (``commit_event`` -> ``_parent``) and fails with
+        NotFound, as a write into a missing folder always does."""
+        parts = self._writable_view(path).parts
+        if len(parts) <= 1 and not target:
+            return 0
+        missing = False
+        with self.repo.catalog.raw_read() as s:
+            try:
+                parent, kind, _ = self._walk(s, parts[:-1], None)
+            except (NotFound, NotADirectory):
+                missing = True        # missing, or a file in the way (mkdir_many says which)
+            else:
+                if kind != "dir":
+                    missing = True
+                elif target:
+                    row = self._child(s, parent, parts[-1], None)
+                    if row is not None and row[1] == "dir":
+                        raise IsADirectory(f"{self._show(parts)} is a folder")
+        if not missing:
+            return 0
+        made = self.mkdir_many([join(parts[:-1])])
+        if target:
+            self._precheck_file_target(parts)
+        return made
+
     def rmdir(self, path: str) -> None:
         v = self._writable_view(path)
 

@@ -493,6 +493,50 @@ def test_bad_checksum_trailer(server, s3):
     assert s3.get_object(Bucket="data", Key="crc")["Body"].read() == data
 
 
+def test_folder_removed_while_a_put_streams(server, s3):
+    """A PUT makes its key's folders, then streams the body; another client removes the folder
+    meanwhile: the commit (which resolves the folder again in its write transaction) fails with
+    NoSuchKey and leaves no version, and the next PUT makes the folder again."""
+    import http.client
+    from urllib.parse import urlsplit
+    body = os.urandom(64_000)
+    h = _signed(server, "PUT", "/data/race/dir/obj", body)
+    u = urlsplit(server.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    conn.putrequest("PUT", "/data/race/dir/obj", skip_accept_encoding=True)
+    for k, v in h.items():
+        conn.putheader(k, v)
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders()
+    conn.send(body[:1000])
+    admin = server.admin("data")
+    for _ in range(3000):          # the server has made the folders and waits for the rest of the body
+        if admin.exists("/race/dir"):
+            break
+        time.sleep(0.01)
+    admin.rmdir("/race/dir")
+    conn.send(body[1000:])
+    r = conn.getresponse()
+    assert (r.status, b"<Code>NoSuchKey</Code>" in r.read()) == (404, True)
+    conn.close()
+    assert not admin.exists("/race/dir") and admin.exists("/race")
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="data", Key="race/dir/obj")
+    assert code(e.value) == "NoSuchKey"
+    r = s3.put_object(Bucket="data", Key="race/dir/obj", Body=body)
+    assert r["VersionId"] == "1"
+    assert s3.get_object(Bucket="data", Key="race/dir/obj")["Body"].read() == body
+    # keys without "/" and keys whose folders exist: no folder work, same bytes and versions
+    s3.put_object(Bucket="data", Key="race-top", Body=b"top")
+    r2 = s3.put_object(Bucket="data", Key="race/dir/obj", Body=b"second")
+    assert r2["VersionId"] == "2"
+    assert [e.name for e in admin.listdir("/race")] == ["dir"]
+    assert s3.get_object(Bucket="data", Key="race-top")["Body"].read() == b"top"
+    with pytest.raises(ClientError) as e:              # a folder where the object should go
+        s3.put_object(Bucket="data", Key="race/dir", Body=b"x")
+    assert code(e.value) == "ObjectNameConflict"
+
+
 @pytest.mark.parametrize("key,want", [("a/../b", "InvalidObjectName"), ("a\x00b", None),
                                       ("x" * 300, "InvalidObjectName"), ("y/" * 600, "KeyTooLongError"),
                                       ("a//b", "InvalidObjectName"), (".snapshots/x", "InvalidObjectName")])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import calendar
+import functools
 import hashlib
 import hmac
 import re
@@ -88,7 +89,12 @@ def parse_query(qs: str) -> list[tuple[str, str]]:
     return out
 
 
+@functools.lru_cache(maxsize=1024)
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """The day's key of a secret (four HMACs), derived once per (secret, date, region, service):
+    a client signs every request of a day with the same one.  Whether the access key still
+    exists is not cached here: the caller looks the secret up first (and a revoked key fails
+    there)."""
     k = hmac.new(("AWS4" + secret).encode(), date.encode(), hashlib.sha256).digest()
     for part in (region, service, "aws4_request"):
         k = hmac.new(k, part.encode(), hashlib.sha256).digest()
@@ -131,9 +137,16 @@ def canonical_paths(raw_path: str) -> list[str]:
     return [raw_path] if canon == raw_path else [raw_path, canon]
 
 
+@functools.lru_cache(maxsize=256)
+def _amz_time(value: str) -> float:
+    return calendar.timegm(time.strptime(value, "%Y%m%dT%H%M%SZ"))
+
+
 def parse_amz_date(value: str) -> float:
+    """Seconds since the epoch of an X-Amz-Date (requests of one second share the text: the
+    strptime result is kept; a malformed value raises and is never cached)."""
     try:
-        return calendar.timegm(time.strptime(value, "%Y%m%dT%H%M%SZ"))
+        return _amz_time(value)
     except (ValueError, TypeError):
         raise SignatureError("AccessDenied", f"bad X-Amz-Date {value!r}") from None
 

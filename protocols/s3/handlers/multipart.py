@@ -176,7 +176,7 @@ def complete(call: Call) -> Response:
             raise S3Error("BadDigest", f"The x-amz-checksum-{alg} you specified did not match the calculated checksum.")
         meta["checksum"] = stored
     with _nf("NoSuchKey"):
-        objects.ensure_folders(fs, key)
+        fs.ensure_folders(key)
         ver = call.app.staging.complete(up.upload_id, fs, key, [n for n, _ in wanted], meta_json(meta),
                                         record={"etag": etag, "checksum": stored})
     call.app.ctx.event("s3", "commit", user=call.user_name, share=fs.share_name, path=key, version=ver.number,

@@ -133,8 +133,8 @@ def put_object(call: Call) -> Response:
     check_write_conditions(call, fs, key)
     meta = meta_from_headers(call.headers)
     with _nf("NoSuchKey"):
-        objects.ensure_folders(fs, key)
-        w = fs.open_write(key)
+        fs.ensure_folders(key, target=True)     # one plain read when the folders exist
+        w = fs.open_write(key, check=False)     # ensure_folders(target=True) made open_write's check
     try:
         while True:
             data = body.read()
@@ -320,7 +320,7 @@ def copy_object(call: Call) -> Response:
                           "itself without changing the object's metadata, storage class, website redirect "
                           "location or encryption attributes.")
     with _nf("NoSuchKey"):
-        objects.ensure_folders(fs, key)
+        fs.ensure_folders(key)
         ver = objects.copy_version(src_fs, src, fs, key, meta)
     etag = etag_of(objects.ObjectVersion(key, src.node, ver.number, src.size, ver.created_at, ver.mtime, False,
                                          src.etag, meta))

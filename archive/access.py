@@ -44,7 +44,7 @@ def auth_generation(repo: Any, s: Session | None = None) -> int:
     statement and a connection through SQLAlchemy cost ~0.1 ms of Python each time)."""
     if s is not None:
         return raw.scalar(s, _GENERATION_SQL) or 0
-    with repo.catalog.raw_read() as r:
+    with raw.read(repo.catalog) as r:          # the commit path's idle connections
         return raw.scalar(r, _GENERATION_SQL) or 0
 
 
@@ -82,9 +82,12 @@ class Login:
                 raise AuthFailed(self._ended)
             if gen == self.generation:
                 return self
-            if s is not None:
+            if isinstance(s, Session):
                 self._reload(s)
             else:
+                # No ORM session (none, or a plain-SQL write transaction, rawsql.write): read the
+                # users and grants in a session of their own.  Inside a write transaction that
+                # holds the catalog's write lock, it sees what that transaction sees.
                 with self.repo.catalog.session() as s2:
                     self._reload(s2)
             self.generation = gen

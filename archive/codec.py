@@ -43,10 +43,10 @@ class Codec:
             loc.d = zstandard.ZstdDecompressor()
         return loc
 
-    def encode(self, rtype: int, rid: bytes, data) -> tuple[int, bytes]:
-        """Return (flags, payload) for plaintext `data`."""
+    def encode(self, rtype: int, rid: bytes, data, compress: bool = True) -> tuple[int, bytes]:
+        """Return (flags, payload) for plaintext `data` (`compress=False`: not even tried)."""
         flags = 0
-        payload = self._compress(data)
+        payload = self._compress(data) if compress else None
         if payload is not None and len(payload) < len(data):
             flags |= FLAG_ZSTD
         else:

@@ -172,6 +172,9 @@ class PackDir:
 
     def __init__(self, root: "Path | PackStore"):
         self.store = root if isinstance(root, PackStore) else LocalPackStore(Path(root).parent)
+        # Every commit asks whether its pack still exists: for a plain local store, one stat of a
+        # string path (a pathlib path built and stat'ed cost ~15 us, a twentieth of the commit).
+        self._local = f"{self.store.packs}{os.sep}" if type(self.store) is LocalPackStore else None
 
     def list(self) -> list[str]:
         return self.store.list()
@@ -187,6 +190,8 @@ class PackDir:
         return self.store.mtime(pack_id)
 
     def exists(self, pack_id: str) -> bool:
+        if self._local is not None:
+            return os.path.exists(f"{self._local}{pack_id[:2]}{os.sep}{pack_id}.pack")
         return self.store.exists(pack_id)
 
     def delete(self, pack_id: str) -> None:

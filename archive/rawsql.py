@@ -13,7 +13,10 @@ reserved words ("offset", "user"), `ON CONFLICT ... DO NOTHING/UPDATE`, `RETURNI
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+import contextlib
+import threading
+import weakref
+from typing import Any, Iterable, Iterator, Sequence
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -71,3 +74,115 @@ def many(s: Session, sql: str, rows: Iterable[Sequence[Any]]) -> None:
 
 def is_postgres(s: Session) -> bool:
     return s.get_bind().dialect.name == "postgresql"
+
+
+class RawWrite:
+    """Stands in for the Session of a write transaction whose statements are all plain SQL of
+    this module (`write`): it has the `info` a Session has (the cursor, the folder cache, the id
+    counter) and a `flush` with nothing to flush; no ORM."""
+    __slots__ = ("info",)
+
+    def __init__(self, cursor, postgres: bool) -> None:
+        self.info = {_KEY: (cursor, postgres)}
+
+    def flush(self) -> None:
+        pass
+
+
+#: PostgreSQL: one writer at a time across nodes, as Catalog.write() takes it (same key)
+_PG_WRITE_LOCK = "SELECT pg_advisory_xact_lock(7242)"
+
+
+class _Idle:
+    """Idle DBAPI connections of one engine for the plain-SQL transactions of the commit path
+    (`read`, `write`), taken out of the engine's pool once and kept on a stack: a client
+    committing file after file gets back the connection it just used.  The pool's checkout and
+    checkin (events, weak references, the reset) cost ~8 us each, three times per small commit.
+    At most MAX stay idle; `engine.dispose()` (Catalog.close) closes them, and a connection a
+    transaction left in doubt (its rollback failed) is closed, not reused."""
+    MAX = 8
+
+    def __init__(self, engine) -> None:
+        self.engine = weakref.ref(engine)    # a strong one would keep the engine (the key) alive
+        self.gen = 0
+        self.conns: list = []
+        self.pg = engine.dialect.name == "postgresql"
+        event.listen(engine, "engine_disposed", self.clear)
+
+    def get(self) -> tuple[int, Any]:
+        try:
+            return self.conns.pop()
+        except IndexError:
+            pass
+        gen = self.gen
+        fairy = self.engine().raw_connection()
+        conn = fairy.dbapi_connection
+        fairy.detach()                   # ours from now on: closed by clear() or put()
+        return gen, conn
+
+    def put(self, item: tuple[int, Any]) -> None:
+        if item[0] == self.gen and len(self.conns) < self.MAX:
+            self.conns.append(item)
+        else:
+            item[1].close()
+
+    def clear(self, *_) -> None:
+        self.gen += 1
+        conns, self.conns = self.conns, []
+        for _gen, conn in conns:
+            conn.close()
+
+
+_IDLE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_IDLE_LOCK = threading.Lock()
+
+
+def _idle(catalog) -> _Idle:
+    engine = catalog.engine
+    got = _IDLE.get(engine)
+    if got is None:
+        with _IDLE_LOCK:
+            got = _IDLE.get(engine)
+            if got is None:
+                got = _IDLE[engine] = _Idle(engine)
+    return got
+
+
+@contextlib.contextmanager
+def _txn(catalog, begin: str | None, commit: bool) -> Iterator[RawWrite]:
+    idle = _idle(catalog)
+    item = idle.get()
+    conn = item[1]
+    try:
+        cur = conn.cursor()
+        if begin:
+            cur.execute(begin)
+        yield RawWrite(cur, idle.pg)
+        if commit:
+            conn.commit()
+        else:
+            conn.rollback()
+    except BaseException:
+        try:
+            conn.rollback()
+        except BaseException:
+            conn.close()               # in doubt (a lost PostgreSQL connection): never reused
+            raise
+        idle.put(item)
+        raise
+    idle.put(item)
+
+
+def read(catalog) -> "contextlib.AbstractContextManager[RawWrite]":
+    """A read transaction (one snapshot, rolled back at the end) for plain SQL of this module:
+    what `Catalog.raw_read` does, on the commit path's own idle connections."""
+    return _txn(catalog, None if _idle(catalog).pg else "BEGIN", commit=False)
+
+
+def write(catalog) -> "contextlib.AbstractContextManager[RawWrite]":
+    """A write transaction on a DBAPI connection, without a Session: the same lock as
+    `Catalog.write()` (SQLite `BEGIN IMMEDIATE`, PostgreSQL the advisory transaction lock), the
+    same commit, and a rollback on any exception.  The durable commit of uploads and namespace
+    changes (GroupCommit) runs only plain SQL, and setting up, flushing and committing a
+    Session cost more Python than its statements (docs/architecture.md)."""
+    return _txn(catalog, _PG_WRITE_LOCK if _idle(catalog).pg else "BEGIN IMMEDIATE", commit=True)

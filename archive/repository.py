@@ -138,19 +138,23 @@ class Repository:
     # -- the one way to change the catalog -------------------------------------------------------
     def mutate(self, build: Callable[[Session], list[dict]], new_chunks: list[NewChunk] | None = None,
                audit: Callable[[list[dict]], list[dict]] | None = None, refs=None,
-               applied: bool = False) -> list[dict]:
+               applied: bool = False, plain: bool = False) -> list[dict]:
         """Validate, build and apply events (and the chunk rows and audit records) inside a write
         transaction, then make them durable in the packs as one transaction record chained to the
         catalog's head, and move the head to it before that same transaction commits.
 
         `applied`: the builder already applied each event as it built it (batches whose later
-        events depend on earlier ones); they are still written to the packs before commit."""
+        events depend on earlier ones); they are still written to the packs before commit.
+        `plain`: the builder, its events and its audit run only plain SQL (archive/rawsql.py),
+        so the transaction goes without a Session (`rawsql.write`; GroupCommit's uploads and
+        namespace changes); the statements, the lock and the order of the durable steps are
+        the same."""
         if new_chunks and not isinstance(self.packstore, LocalPackStore) and \
                 sum(c[3] for c in new_chunks) > PRESYNC_BYTES:
             # Upload the bulk of the data before taking the catalog's write lock, which every
             # node shares: inside it, only the small pack holding the events is PUT.
             self.store.sync()
-        with self.catalog.write() as s:
+        with (raw.write(self.catalog) if plain else self.catalog.write()) as s:
             evs = build(s)
             # Everything that can refuse the transaction runs before its record is written, so a
             # record in the packs is one the catalog commit follows unless the process dies.

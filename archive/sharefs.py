@@ -41,12 +41,16 @@ _CURRENT_AT_SQL = (f"SELECT {_VCOLS} FROM versions WHERE node_id = ? AND created
 _NODE_TIMES_SQL = "SELECT created_at, mtime FROM nodes WHERE id = ?"
 _LAST_NUMBER_SQL = "SELECT number, created_at FROM versions WHERE node_id = ? ORDER BY number DESC LIMIT 1"
 
-_LAST_FILE_SQL = {ci: (
-    "SELECT d.node_id FROM dentries d JOIN nodes n ON n.id = d.node_id WHERE d.parent_id = ? AND "
-    f"{'d.name_fold' if ci else 'd.name'} = ? AND n.kind = 'file' ORDER BY d.valid_from DESC LIMIT 1")
+# The live entry of a name, else the newest file it had (a deleted file whose history a new
+# file of that name continues): what a live-entry lookup and then a newest-file lookup found.
+_NAME_SQL = {ci: (
+    "SELECT d.node_id, n.kind, d.name, d.valid_to FROM dentries d JOIN nodes n ON n.id = d.node_id "
+    f"WHERE d.parent_id = ? AND {'d.name_fold' if ci else 'd.name'} = ? "
+    "AND (d.valid_to IS NULL OR n.kind = 'file') ORDER BY (d.valid_to IS NULL) DESC, d.valid_from DESC LIMIT 1")
     for ci in (False, True)}
 _VERSION_SQL = text("SELECT id, size, etag, deleted FROM versions WHERE node_id = :n AND number = :v")
 _LINKED_SQL = "SELECT 1 FROM dentries WHERE node_id = ? AND valid_to IS NULL LIMIT 1"
+_ANY_CHILD_SQL = "SELECT 1 FROM dentries WHERE parent_id = ? AND valid_to IS NULL LIMIT 1"
 
 
 def _list_sql(now: bool) -> str:
@@ -181,7 +185,7 @@ class ShareFS:
         if v.virtual == "snapshots":
             return Entry(SNAPSHOTS, "/" + SNAPSHOTS, "dir", 0, seconds(now_us()), 0.0, VIRTUAL_BASE, None,
                          "snapshots", True)
-        with self.repo.catalog.raw_read() as s:     # plain SQL only: no Session (Catalog.raw_read)
+        with raw.read(self.repo.catalog) as s:     # plain SQL only: no Session (rawsql.read)
             node, kind, name = self._walk(s, v.parts, v.at)
             ctime, mtime = raw.one(s, _NODE_TIMES_SQL, (node,))
             ver = self._current_version(s, node, v.at) if kind == "file" else None
@@ -273,7 +277,7 @@ class ShareFS:
             raise IsADirectory(f"{self._show(path)} is a folder")
         # The current or a past content is found by plain SQL alone (no Session); a numbered
         # version may need the ORM (a deleted file's last node).
-        with (self.repo.catalog.raw_read() if version is None else self.repo.catalog.session()) as s:
+        with (raw.read(self.repo.catalog) if version is None else self.repo.catalog.session()) as s:
             row = self._file_version(s, v, version)
         return Reader(self.repo, row.id, row.size, row.etag)
 
@@ -397,7 +401,7 @@ class ShareFS:
     def _write_base(self, parts: tuple[str, ...], create: bool):
         """The current (non-deleted) version a modifying writer starts from, or None."""
         self._precheck_file_target(parts)
-        with self.repo.catalog.raw_read() as s:
+        with raw.read(self.repo.catalog) as s:
             try:
                 node, _, _ = self._walk(s, parts, None)
             except NotFound:
@@ -409,8 +413,9 @@ class ShareFS:
 
     def _precheck_file_target(self, parts: tuple[str, ...]) -> None:
         """Fail before any byte is sent: missing parent, or a folder where the file should go.
-        (Plain SQL lookups only: a raw read transaction, no Session; see Catalog.raw_read.)"""
-        with self.repo.catalog.raw_read() as s:
+        (Plain SQL lookups only: a read transaction without a Session, on the commit path's
+        own connections; see rawsql.read.)"""
+        with raw.read(self.repo.catalog) as s:
             parent = self._parent(s, parts)
             row = self._child(s, parent, parts[-1], None)
             if row is not None and row[1] == "dir":
@@ -418,12 +423,13 @@ class ShareFS:
 
     def commit_event(self, s: Session, parts: tuple[str, ...], size: int, mtime: int | None, etag: str,
                      chunks: list | None = None, copy_of: tuple[int, int] | None = None, deleted: bool = False,
-                     at: int | None = None) -> dict:
-        """Build the event for a new version at `parts` (inside a write transaction)."""
+                     at: int | None = None, known: tuple | None = None) -> dict:
+        """Build the event for a new version at `parts` (inside a write transaction).
+        `known`: what `_name` just gave for it in this transaction (not looked up again)."""
         self._authorize(s)
         parent = self._parent(s, parts)
         name = parts[-1]
-        row = self._child(s, parent, name, None)
+        row, old = known if known is not None else self._name(s, parent, name)
         at = at or now_us()
         ev = {"op": "commit", "share": self.share_id, "parent": parent, "size": size, "etag": etag,
               "origin": self.origin.as_dict(), "deleted": deleted}
@@ -434,7 +440,6 @@ class ShareFS:
             ev.update(node=node, name=stored)
         else:
             ev.update(name=name, link=True)
-            old = self._last_file_node(s, parent, name)
             if old is not None:
                 ev["node"] = old
             else:
@@ -451,13 +456,16 @@ class ShareFS:
             ev["lens"] = chunks.lens.tolist()
         return ev
 
-    def _last_file_node(self, s: Session, parent: int, name: str) -> int | None:
-        """A deleted file's node, so that re-creating the name continues its history."""
-        node = raw.scalar(s, _LAST_FILE_SQL[self.ci], (parent, fold(name) if self.ci else name))
-        if node is None:
-            return None
-        linked = raw.scalar(s, _LINKED_SQL, (node,))
-        return None if linked else node
+    def _name(self, s: Session, parent: int, name: str) -> tuple[tuple | None, int | None]:
+        """(the live entry of `name` as _child gives it, or None; else the node of the newest
+        deleted file of that name, which a new file continues unless that node is linked
+        elsewhere now (moved away), or None).  One statement where two ran before."""
+        row = raw.one(s, _NAME_SQL[self.ci], (parent, fold(name) if self.ci else name))
+        if row is None:
+            return None, None
+        if row[3] is None:
+            return row[:3], None
+        return None, (None if raw.scalar(s, _LINKED_SQL, (row[0],)) else row[0])
 
     def _audit(self, action: str, path: str):
         def rows(evs: list[dict]) -> list[dict]:
@@ -482,8 +490,13 @@ class ShareFS:
                 raise Exists(f"{self._show(v.parts)} exists")
             return [{"op": "mkdir", "at": now_us(), "share": self.share_id, "parent": parent,
                      "name": v.parts[-1], "node": self.repo.next_id(s, m.Node)}]
-        self.repo.mutate_grouped(build, audit=self._audit("mkdir", join(v.parts)))
-        return self.stat(join(v.parts))
+        ev = self.repo.mutate_grouped(build, audit=self._audit("mkdir", join(v.parts)))[0]
+        return self._made(v, ev, "dir")
+
+    def _made(self, v: _View, ev: dict, kind: str) -> Entry:
+        """The Entry of a node this ShareFS just created (mkdir, create_file), from its event:
+        what `stat` would read back right after the commit, without the read transaction."""
+        return self._entry(v, ev["name"], ev["node"], kind, ev["at"], ev["at"], None)
 
     def mkdir_many(self, paths: list[str]) -> int:
         """Create every missing folder of `paths` (and their parents) in one transaction; returns
@@ -512,7 +525,7 @@ class ShareFS:
             return evs
         evs = self.repo.mutate(build, audit=lambda evs: [
             self.repo.audit_row("mkdir", self.origin, self.share_name, "(batch)", detail=f"{len(evs)} folders")]
-            if evs else [])
+            if evs else [], plain=True)
         return len(evs)
 
     def ensure_folders(self, path: str, target: bool = False) -> int:
@@ -559,8 +572,7 @@ class ShareFS:
                 raise NotFound(f"{self._show(path)}: no such folder")
             if row[1] != "dir":
                 raise NotADirectory(f"{self._show(path)} is not a folder")
-            if s.scalar(select(m.Dentry.id).where(m.Dentry.parent_id == row[0], m.Dentry.valid_to.is_(None))
-                        .limit(1)) is not None:
+            if raw.one(s, _ANY_CHILD_SQL, (row[0],)) is not None:
                 raise NotEmpty(f"{self._show(path)} is not empty")
             return [{"op": "unlink", "at": now_us(), "parent": parent, "name": row[2]}]
         self.repo.mutate_grouped(build, audit=self._audit("rmdir", join(v.parts)))
@@ -571,12 +583,13 @@ class ShareFS:
 
         def build(s: Session) -> list[dict]:
             parent = self._parent(s, v.parts)
-            row = self._child(s, parent, v.parts[-1], None)
+            known = self._name(s, parent, v.parts[-1])
+            row = known[0]
             if row is None:
                 raise NotFound(f"{self._show(path)}: no such file")
             if row[1] == "dir":
                 raise IsADirectory(f"{self._show(path)} is a folder")
-            ev = self.commit_event(s, v.parts, 0, None, "", deleted=True)
+            ev = self.commit_event(s, v.parts, 0, None, "", deleted=True, known=known)
             ev["unlink"] = True
             return [ev]
         self.repo.mutate_grouped(build, audit=self._audit("delete", join(v.parts)))
@@ -631,33 +644,43 @@ class ShareFS:
         return self._version_of(evs[-1])
 
     def set_times(self, path: str, mtime: float) -> None:
-        """Change a modification time; metadata only, no new version."""
-        self.set_times_many([(path, mtime)])
+        """Change a modification time; metadata only, no new version.  It shares durable commits
+        with uploads and namespace changes arriving meanwhile (an FTP client's MFMT after each
+        STOR, SMB's CLOSE, NFS SETATTR), as they do."""
+        views = [(self._writable_view(path), mtime)]
+        self.repo.mutate_grouped(lambda s: self._times_events(s, views), audit=self._times_audit(views))
 
     def set_times_many(self, items: list[tuple[str, float]]) -> None:
         """Several set_times in one transaction (a tree put whose files only got new mtimes)."""
         views = [(self._writable_view(path), mtime) for path, mtime in items]
 
         def build(s: Session) -> list[dict]:
-            evs = []
             s.info["parents"] = {}               # times change no folders: resolve each once
-            for v, mtime in views:
-                parent = self._parent(s, v.parts)
-                row = self._child(s, parent, v.parts[-1], None)
-                if row is None:
-                    raise NotFound(f"{self._show(v.parts)}: no such file or folder")
-                node, kind = row[0], row[1]
-                ev = {"op": "times", "at": now_us(), "node": node, "mtime": to_us(mtime)}
-                if kind == "file":
-                    cur = raw.one(s, _LAST_NUMBER_SQL, (node,))
-                    if cur is None:
-                        raise NotFound(f"{self._show(v.parts)} has no content yet")
-                    ev["number"] = cur[0]
-                evs.append(ev)
+            evs = self._times_events(s, views)
             del s.info["parents"]
             return evs
-        self.repo.mutate(build, audit=lambda evs: [self.repo.audit_row("set_times", self.origin, self.share_name,
-                                                                       join(v.parts)) for v, _ in views])
+        self.repo.mutate(build, audit=self._times_audit(views), plain=True)
+
+    def _times_events(self, s: Session, views: list) -> list[dict]:
+        evs = []
+        for v, mtime in views:
+            parent = self._parent(s, v.parts)
+            row = self._child(s, parent, v.parts[-1], None)
+            if row is None:
+                raise NotFound(f"{self._show(v.parts)}: no such file or folder")
+            node, kind = row[0], row[1]
+            ev = {"op": "times", "at": now_us(), "node": node, "mtime": to_us(mtime)}
+            if kind == "file":
+                cur = raw.one(s, _LAST_NUMBER_SQL, (node,))
+                if cur is None:
+                    raise NotFound(f"{self._show(v.parts)} has no content yet")
+                ev["number"] = cur[0]
+            evs.append(ev)
+        return evs
+
+    def _times_audit(self, views: list):
+        return lambda evs: [self.repo.audit_row("set_times", self.origin, self.share_name, join(v.parts))
+                            for v, _ in views]
 
     def set_props(self, path: str, props: dict[str, str | None]) -> None:
         v = self._writable_view(path) if split(path) else self._view(path)
@@ -806,15 +829,17 @@ class ShareFS:
 
         def build(s: Session) -> list[dict]:
             parent = self._parent(s, v.parts)
-            if self._child(s, parent, v.parts[-1], None) is not None:
+            row, old = self._name(s, parent, v.parts[-1])
+            if row is not None:
                 raise Exists(f"{join(v.parts)} exists")
             ev = {"at": now_us(), "share": self.share_id, "parent": parent, "name": v.parts[-1]}
-            old = self._last_file_node(s, parent, v.parts[-1])
             if old is not None:
                 return [{**ev, "op": "link", "node": old}]
             return [{**ev, "op": "create", "node": self.repo.next_id(s, m.Node)}]
-        self.repo.mutate_grouped(build, audit=self._audit("create", join(v.parts)))
-        return self.stat(join(v.parts))
+        ev = self.repo.mutate_grouped(build, audit=self._audit("create", join(v.parts)))[0]
+        if ev["op"] == "create":            # a new node, no version yet
+            return self._made(v, ev, "file")
+        return self.stat(join(v.parts))     # an old file's node linked again: its history shows
 
     def open_staged_update(self, path: str, truncate: bool = False, create: bool = True):
         """Like open_update, but the staging survives a crash: `sync()` makes every byte written

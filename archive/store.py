@@ -26,6 +26,7 @@ from .chain import Txn
 from .packstore import LocalPackStore
 from .packs import T_CHUNK, T_TXN, PackDir, PackWriter
 
+SMALL_TXN = 2048          # bytes of a transaction record's JSON below which it is not compressed
 ChunkRef = tuple[bytes, int]                      # (chunk id, plaintext length)
 
 
@@ -78,7 +79,7 @@ class ChunkStore:
         found: set[bytes] = set()
         # Plain SQL on a pooled DBAPI connection (Catalog.raw_read): an expanding IN through
         # SQLAlchemy cost ~0.1 ms of Python per small file, more than the rest of its prepare.
-        with self.catalog.raw_read() as r:
+        with raw.read(self.catalog) as r:
             for i in range(0, len(ids), 500):
                 part = ids[i:i + 500]
                 found.update(row[0] for row in raw.run(
@@ -105,7 +106,9 @@ class ChunkStore:
     def write_txn(self, txn: "Txn") -> None:
         """One record holding a whole catalog transaction (durable at the next sync())."""
         data = txn.payload()
-        flags, payload = self.codec.encode(T_TXN, txn.rid, data)
+        # A small record (one upload or namespace change: ~0.5 KiB of JSON) is stored as it is:
+        # zstd saved ~150 bytes of it for ~12 us, a tenth of the commit's Python.
+        flags, payload = self.codec.encode(T_TXN, txn.rid, data, compress=len(data) > SMALL_TXN)
         self.writer.append(T_TXN, txn.rid, flags, len(data), payload)
 
     def sync(self) -> None:

@@ -265,7 +265,7 @@ def _commit_batch(writers: list) -> list:
                                            ev["number"]))
         return rows
     try:
-        repo.mutate(build, new_chunks=new, refs=refs, audit=audit, applied=True)
+        repo.mutate(build, new_chunks=new, refs=refs, audit=audit, applied=True, plain=True)
     except BaseException:
         for w in writers:
             if isinstance(w, Writer):
@@ -314,6 +314,12 @@ class GroupCommit:
 
     def commit(self, writer: "Writer | Mutation"):
         """Commit a prepared Writer (returns its Version) or a Mutation (returns its events)."""
+        with self._cv:
+            solo = not self._leading and not self._pending
+            if solo:
+                self._leading = True
+        if solo:
+            return self._commit_alone(writer)
         fut: Future = Future()
         with self._cv:
             self._pending.append((writer, fut))
@@ -332,6 +338,21 @@ class GroupCommit:
                     self._leading = False
                     self._cv.notify_all()
         result = fut.result()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _commit_alone(self, writer: "Writer | Mutation"):
+        """Nobody leads and nobody waits: commit on this thread as a batch of one, without the
+        Future and the wake-ups of a hand-off (one client writing files one after another).
+        Whoever arrives meanwhile queues and waits as usual, and leads after this commit."""
+        try:
+            result = _commit_batch([writer])[0]
+        finally:
+            with self._cv:
+                self._leading = False
+                if self._pending:
+                    self._cv.notify_all()
         if isinstance(result, BaseException):
             raise result
         return result

@@ -9,8 +9,13 @@ Prints, for an unencrypted local repository on SQLite:
   mkdir     `mkdir_many` of N folders (10 x N/10 nested), set_times_many of the same folders
   namespace T threads (clients) each creating and removing files in a folder of its own, one
             change at a time (NFS CREATE/REMOVE): ms per change and durable commits per change
+  create    one client creating and removing files one after another (NFS CREATE/REMOVE, SMB
+            CLOSE): ms and CPU per namespace change
 `single` also prints the CPU time per commit (process time, all threads): the Python part,
-apart from fsync latency, which varies with the machine's load.
+apart from fsync latency, which varies with the machine's load.  `--stub-fsync` makes fsync a
+no-op and SQLite `synchronous=OFF` (nothing is durable: only to measure the CPU of the code).
+The script runs against whichever `archive` package is first on PYTHONPATH (same-run A/B:
+`PYTHONPATH=/tmp/base python bench/core_write.py` vs the tree's own).
 Statements are counted at the SQLite driver (sqlite3 trace callback), so raw DBAPI
 statements count as much as SQLAlchemy ones; BEGIN/COMMIT/SAVEPOINT included.
 """
@@ -49,6 +54,16 @@ def _head_seq(repo) -> int:
         return s.execute(text("SELECT seq FROM chain_head WHERE id = 1")).scalar()
 
 
+def create_remove(fs, n: int) -> tuple[float, float]:
+    """ms and CPU ms per namespace change of one client: create_file then remove, n times."""
+    fs.mkdir("/cr")
+    t, c = time.perf_counter(), time.process_time()
+    for i in range(n):
+        fs.create_file(f"/cr/f{i}")
+        fs.remove(f"/cr/f{i}")
+    return (time.perf_counter() - t) / (2 * n) * 1000, (time.process_time() - c) / (2 * n) * 1000
+
+
 def namespace(fs, threads: int, per_thread: int) -> tuple[float, float]:
     """ms per namespace change and durable commits per change, `threads` clients at once."""
     for t in range(threads):
@@ -68,10 +83,17 @@ def namespace(fs, threads: int, per_thread: int) -> tuple[float, float]:
     return (time.perf_counter() - t0) / changes * 1000, (_head_seq(fs.repo) - seq0) / changes
 
 
-def run(files: int, singles: int, dirs: int, profile: bool, ns_threads: int = 8, ns_each: int = 100) -> dict:
+def run(files: int, singles: int, dirs: int, profile: bool, ns_threads: int = 8, ns_each: int = 100,
+        stub_fsync: bool = False, creates: int = 300) -> dict:
     work = Path(tempfile.mkdtemp(prefix="core-write-"))
     repo = Repository.init(work / "repo")
     repo.add_share("s")
+    if stub_fsync:
+        os.fsync = lambda fd: None
+
+        @event.listens_for(repo.catalog.engine, "connect")
+        def _no_sync(dbapi_conn, _rec):
+            dbapi_conn.execute("PRAGMA synchronous=OFF")
     cnt = Counter(repo.catalog.engine)
     fs = repo.share("s")
     payloads = [os.urandom(200) + b"x" * (i % 4000) for i in range(max(files, singles))]
@@ -121,6 +143,9 @@ def run(files: int, singles: int, dirs: int, profile: bool, ns_threads: int = 8,
     fs.set_times_many([(p, 1_700_000_000.0) for p in paths])
     out["set_times_s"] = time.perf_counter() - t
     out["set_times_stmts"] = cnt.n - n0
+    n0 = cnt.n
+    out["create_ms"], out["create_cpu_ms"] = create_remove(fs, creates)
+    out["create_stmts"] = (cnt.n - n0) / (2 * creates)
     out["ns_ms"], out["ns_commits"] = namespace(fs, ns_threads, ns_each)
     repo.close()
     if prof:
@@ -135,14 +160,18 @@ def main(argv=None) -> int:
     ap.add_argument("--dirs", type=int, default=2000)
     ap.add_argument("--ns-threads", type=int, default=8)
     ap.add_argument("--ns-each", type=int, default=100)
+    ap.add_argument("--creates", type=int, default=300)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--stub-fsync", action="store_true")
     a = ap.parse_args(argv)
-    r = run(a.files, a.singles, a.dirs, a.profile, a.ns_threads, a.ns_each)
-    print(f"single commit: {r['single_ms']:.2f} ms/file ({r['single_cpu_ms']:.2f} ms CPU), "
+    r = run(a.files, a.singles, a.dirs, a.profile, a.ns_threads, a.ns_each, a.stub_fsync, a.creates)
+    print(f"single commit: {r['single_ms']:.3f} ms/file ({r['single_cpu_ms']:.3f} ms CPU), "
           f"{r['single_stmts']:.1f} statements/file")
     print(f"batch of {a.files}: {r['batch_ms']:.3f} ms/file, {r['batch_stmts']:.1f} statements/file")
     print(f"mkdir_many {r['mkdir_made']} folders: {r['mkdir_s']:.2f} s, {r['mkdir_stmts']} statements")
     print(f"set_times_many {a.dirs}: {r['set_times_s']:.2f} s, {r['set_times_stmts']} statements")
+    print(f"create+remove, 1 client: {r['create_ms']:.3f} ms/change ({r['create_cpu_ms']:.3f} ms CPU), "
+          f"{r['create_stmts']:.1f} statements/change")
     print(f"namespace, {a.ns_threads} clients: {r['ns_ms']:.2f} ms/change, "
           f"{r['ns_commits']:.2f} durable commits/change")
     return 0

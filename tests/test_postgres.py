@@ -17,6 +17,11 @@ from test_ftp import (  # noqa: F401
     test_mkd_rmd_and_bad_folder_operations, test_appe_makes_new_version_with_appended_bytes, srv)
 from test_webdav import (  # noqa: F401
     test_litmus_all_suites_pass_without_skips, test_put_get_versions_and_etag)
+from test_commit_path import (  # noqa: F401  (the plain-SQL commit path, on psycopg)
+    test_a_grant_changed_behind_a_stale_login_is_honoured_inside_the_commit,
+    test_a_commit_that_fails_at_its_durable_step_leaves_no_row_and_the_next_one_works,
+    test_the_entry_of_create_file_and_mkdir_is_what_stat_reads_back,
+    test_set_times_shares_the_commit_path_and_refuses_what_is_not_there)
 import webdav_helpers
 from pg_helpers import writer_process
 

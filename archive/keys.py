@@ -88,6 +88,16 @@ def prefetch(keyfile: bytes, password: str | None) -> None:
     job.start()
 
 
+_handed: dict[tuple[bytes, str | None], "MasterKey"] = {}
+
+
+def hand_over(keyfile: bytes, password: str | None, key: "MasterKey") -> None:
+    """Keep a key just unwrapped from `keyfile` for the next `parse_keyfile` of the same file and
+    passphrase in this process, which takes it instead of paying the scrypt again (the CLI's lean
+    read path, when it hands a command over to the full path)."""
+    _handed[(keyfile, password)] = key
+
+
 def _kdf(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     with _prefetch_lock:
         job = _prefetched.pop((password, salt, n, r, p), None)     # handed over once, then forgotten
@@ -137,6 +147,10 @@ def read_keyfile(path: Path, password: str | None) -> MasterKey:
 
 
 def parse_keyfile(data: bytes, password: str | None) -> MasterKey:
+    if _handed:
+        key = _handed.pop((data, password), None)     # handed over once, then forgotten
+        if key is not None:
+            return key
     doc = json.loads(data)
     if not doc["encrypted"]:
         return MasterKey.from_bytes(base64.b64decode(doc["key"]), False)

@@ -20,6 +20,8 @@ Workloads (the same intent for every tool):
   ``borg list REPO``, ``restic snapshots``): open the repository, unlock the key, read a catalog.
 * ``get``: one small file to stdout (``archivectl get /bench/one.txt -``,
   ``borg extract --stdout REPO::a0 one.txt``, ``restic dump latest /one.txt``).
+  Edge Archive answers ``ls`` and ``get`` of a local repository through the CLI's lean read
+  path (archive/cli/lean.py: stdlib sqlite3, no SQLAlchemy); ``put`` opens the Repository.
 * ``put``: one small file with new bytes (``archivectl put``, ``borg create``, ``restic
   backup`` of a folder holding only that file); the file is rewritten before every round.
 

@@ -322,7 +322,8 @@ def test_a_command_loads_only_what_it_uses(cli):
     assert _loaded_by(cli, "nosuch")["heavy"] == []
     # ls of an encrypted repository at the current schema: no protocol stack, no Alembic
     env_cli = type(cli)(cli.repo_path, env={"EDGE_ARCHIVE_PASSWORD": "pw"})
-    assert _loaded_by(env_cli, "ls", "/s") == {"rc": 0, "heavy": ["sqlalchemy"]}
+    assert _loaded_by(env_cli, "ls", "/s") == {"rc": 0, "heavy": []}          # the lean read path
+    assert _loaded_by(env_cli, "put", "-", "/s/f")["heavy"] == ["sqlalchemy"]
 
 
 def test_command_table_lists_every_builtin_command():

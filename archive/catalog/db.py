@@ -3,24 +3,30 @@
 SQLite runs in WAL mode with a busy timeout so several processes (one systemd unit per
 protocol) share it; write transactions start with BEGIN IMMEDIATE so two writers queue for the
 lock up front instead of deadlocking on a read-to-write upgrade.
+
+SQLAlchemy is imported when a Catalog is made, not with this module: the CLI's lean read path
+(archive/cli/lean.py) needs only `SCHEMA_HEAD`, `missing_catalog` and `sqlite_connect`, and
+`archivectl ls` must not pay ~0.25 s of CPU for an ORM it does not use (docs/benchmarks.md).
 """
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterator
-
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from typing import TYPE_CHECKING, Iterator
 
 from ..errors import ArchiveError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
 
 _tx = threading.local()
 
 
 def make_engine(url: str) -> Engine:
+    from sqlalchemy import create_engine, event
     sqlite = url.startswith("sqlite")
     kwargs = {"future": True}
     if sqlite:
@@ -60,6 +66,7 @@ class Catalog:
     """Owns the engine; hands out read sessions and write sessions (one transaction each)."""
 
     def __init__(self, url: str):
+        from sqlalchemy.orm import sessionmaker
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -104,6 +111,7 @@ class Catalog:
                 _tx.write = prev
                 if not self.is_sqlite:
                     # One writer at a time, as SQLite's write lock gives: ids are allocated as max+1.
+                    from sqlalchemy import text
                     s.execute(text("SELECT pg_advisory_xact_lock(7242)"))
                 try:
                     yield s
@@ -130,6 +138,7 @@ SCHEMA_HEAD = "0007"      # the newest file in migrations/versions (a test keeps
 
 
 def _current_revision(catalog: Catalog) -> str | None:
+    from sqlalchemy import text
     try:
         with catalog.engine.connect() as conn:
             row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
@@ -185,6 +194,27 @@ def missing_catalog(repo_dir: Path) -> Path | None:
     return None if db.exists() else db
 
 
+def sqlite_connect(db: Path) -> sqlite3.Connection:
+    """A stdlib connection to an existing SQLite catalog, set up as `make_engine` sets up its own
+    (autocommit: the caller emits BEGIN; busy timeout), for plain-SQL reads without SQLAlchemy.
+    Never creates the file (sqlite3.OperationalError when it is missing)."""
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=rw", uri=True, timeout=60, isolation_level=None,
+                           check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=60000")
+    return conn
+
+
+def schema_revision(cursor) -> str | None:
+    """The catalog's schema revision (Alembic's version table) on a DBAPI cursor; None if none."""
+    try:
+        cursor.execute("SELECT version_num FROM alembic_version")
+        row = cursor.fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
 def sql_now_check(catalog: Catalog) -> None:
+    from sqlalchemy import text
     with catalog.engine.connect() as c:
         c.execute(text("SELECT 1"))

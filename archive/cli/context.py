@@ -1,6 +1,8 @@
 """What every archivectl command shares: the config, the repository path, the passphrase."""
 from __future__ import annotations
 
+import contextlib
+import gc
 import getpass
 import json
 import os
@@ -24,6 +26,8 @@ class CLIContext:
         self.catalog_url = cfg.catalog_url(self.config)
         self.store_options = cfg.store_options(self.config)
         self._repo: Repository | None = None
+        self._lean = None
+        self._pw: str | None = None
 
     def encrypted(self) -> bool:
         from ..packstore import open_store
@@ -41,6 +45,23 @@ class CLIContext:
             raise click.ClickException("this repository is encrypted: set EDGE_ARCHIVE_PASSWORD")
         return click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
 
+    def repo_password(self) -> str | None:
+        """The passphrase of this (encrypted) repository, asked at most once per command."""
+        if self._pw is None:
+            self._pw = self.password()
+        return self._pw
+
+    def lean(self):
+        """The repository opened for the lean read path (archive/cli/lean.py), or None where that
+        path does not apply (the command then opens the Repository, as always)."""
+        if self._lean is None:
+            from .lean import FALLBACK, LeanRepo
+            try:
+                self._lean = LeanRepo(self.repo_path, self.catalog_url, self.repo_password)
+            except FALLBACK:
+                self._lean = False
+        return self._lean or None
+
     def open_repo(self) -> Repository:
         if self._repo is None:
             if isinstance(self.repo_path, Path) and self.repo_path == cfg.default_repo_path() and \
@@ -50,10 +71,11 @@ class CLIContext:
                     "create it with `archivectl init` or a first `archivectl serve`, or name another with "
                     "--repo DIR or EDGE_ARCHIVE_REPO")
             self._check_catalog()
-            from ..repository import Repository
-            pw = self.password() if self.encrypted() else None
-            self._repo = Repository.open(self.repo_path, password=pw, catalog_url=self.catalog_url,
-                                         **self.store_options)
+            pw = self.repo_password() if self.encrypted() else None
+            with _gc_paused():
+                from ..repository import Repository      # SQLAlchemy and the core: most of a write's start
+                self._repo = Repository.open(self.repo_path, password=pw, catalog_url=self.catalog_url,
+                                             **self.store_options)
         return self._repo
 
     def lost_catalog(self) -> Path | None:
@@ -79,9 +101,28 @@ class CLIContext:
         return self.open_repo().share(name, origin=origin)
 
     def close(self) -> None:
+        if self._lean:
+            self._lean.close()
+            self._lean = None
         if self._repo is not None:
             self._repo.close()
             self._repo = None
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """The cyclic garbage collector paused while the core's modules load, what they made frozen
+    after (as main.py does for the command's own module): they allocate many long-lived objects
+    and free none, and each collection would walk them all again (~0.05 s of CPU per command)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def emit_json(data: Any) -> None:

@@ -6,6 +6,7 @@ in batches so a tree of many small files costs few transactions.
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import sys
@@ -16,7 +17,6 @@ import click
 from ..clock import iso, to_us
 from ..errors import Exists, InvalidPath, IsADirectory, NotFound
 from ..paths import join, split, split_archive_path
-from ..streams import commit_many
 from .context import CLIContext, emit_json, progress
 from .main import cli
 
@@ -102,6 +102,7 @@ def _is_dir(fs, rel: str) -> bool:
 
 
 def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
+    from ..streams import commit_many
     files = []
     folders = [rel]
     for dirpath, dirnames, filenames in os.walk(root):
@@ -177,6 +178,8 @@ def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
 @click.pass_obj
 def get(obj: CLIContext, src: str, dest: str, version: int | None, at: str | None) -> None:
     """Fetch SRC (/<share>/<path>, file or folder) into DEST (- for stdout)."""
+    if version is None and at is None and _lean_get(obj, src, dest):
+        return
     fs, rel = _fs(obj, src)
     entry = fs.stat(rel, at=_at(at) / 1e6 if at else None) if version is None else None
     if entry is not None and entry.is_dir:
@@ -194,6 +197,37 @@ def get(obj: CLIContext, src: str, dest: str, version: int | None, at: str | Non
     if target.is_dir():
         target = target / split(rel)[-1]
     _write_file(reader, target, entry.mtime if entry else None, split(rel)[-1])
+
+
+class _Held(io.BytesIO):
+    """A file's content already in memory, read as a Reader is."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.size = len(data)
+
+
+def _lean_get(obj: CLIContext, src: str, dest: str) -> bool:
+    """`get` of a small file's current content through the lean read path (archive/cli/lean.py);
+    False, having written nothing, when that path does not answer."""
+    lean = obj.lean()
+    if lean is None:
+        return False
+    from .lean import FALLBACK
+    share, rel = split_archive_path(src)
+    try:
+        entry, data = lean.share(share).read(split(rel))
+    except FALLBACK:
+        return False
+    if dest == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return True
+    target = Path(dest)
+    if target.is_dir():
+        target = target / split(rel)[-1]
+    _write_file(_Held(data), target, entry.mtime, split(rel)[-1])
+    return True
 
 
 def _copy(reader, out, bar) -> None:
@@ -242,18 +276,51 @@ def _entry_json(e) -> dict:
 @click.pass_obj
 def ls(obj: CLIContext, path: str, at: str | None, as_json: bool) -> None:
     """List a folder (/ lists the shares)."""
+    if at is None and _lean_ls(obj, path, as_json):
+        return
     if not split(path):
-        shares = obj.open_repo().list_shares()
-        if as_json:
-            emit_json([{"name": s.name, "kind": "share"} for s in shares])
-        else:
-            for s in shares:
-                click.echo(f"{s.name}/")
+        _print_shares([s.name for s in obj.open_repo().list_shares()], as_json)
         return
     fs, rel = _fs(obj, path)
     atv = _at(at) / 1e6 if at else None
     e = fs.stat(rel, at=atv)
-    entries = fs.listdir(rel, at=atv) if e.is_dir else iter([e])
+    _print_entries(fs.listdir(rel, at=atv) if e.is_dir else iter([e]), as_json)
+
+
+def _lean_ls(obj: CLIContext, path: str, as_json: bool) -> bool:
+    """`ls` of the current state through the lean read path (archive/cli/lean.py); False,
+    having printed nothing, when that path does not answer."""
+    lean = obj.lean()
+    if lean is None:
+        return False
+    from .lean import FALLBACK
+    if not split(path):
+        try:
+            shares = lean.list_shares()
+        except FALLBACK:
+            return False
+        _print_shares(shares, as_json)
+        return True
+    share, rel = split_archive_path(path)
+    try:
+        fs = lean.share(share)
+        parts = split(rel)
+        e = fs.stat(parts)
+    except FALLBACK:
+        return False
+    _print_entries(fs.listdir(parts, e.node_id) if e.is_dir else iter([e]), as_json)
+    return True
+
+
+def _print_shares(names: list[str], as_json: bool) -> None:
+    if as_json:
+        emit_json([{"name": n, "kind": "share"} for n in names])
+    else:
+        for n in names:
+            click.echo(f"{n}/")
+
+
+def _print_entries(entries, as_json: bool) -> None:
     if as_json:
         emit_json([_entry_json(x) for x in entries])
         return

@@ -150,6 +150,17 @@ def _load_commands() -> None:
 EXIT = {NotFound: 3, PermissionDenied: 4, BadPassword: 5}
 
 
+def _unreadable_catalog(e: BaseException) -> str | None:
+    """What SQLite said, when `e` is a SQLite catalog that does not read (not a database,
+    malformed, locked past the busy timeout), raw or wrapped by SQLAlchemy; None otherwise
+    (SQL errors of the program itself keep their traceback)."""
+    import sqlite3
+    dbapi = getattr(e, "orig", None) if type(e).__module__.startswith("sqlalchemy") else e
+    if type(dbapi) in (sqlite3.DatabaseError, sqlite3.OperationalError):
+        return str(dbapi)
+    return None
+
+
 def main() -> None:
     global _gc_paused
     if gc.isenabled():
@@ -168,6 +179,13 @@ def main() -> None:
         sys.exit(next((code for cls, code in EXIT.items() if isinstance(e, cls)), 1))
     except (ValueError, OSError) as e:
         click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except Exception as e:
+        cause = _unreadable_catalog(e)
+        if cause is None:
+            raise
+        click.echo(f"error: the catalog cannot be read ({cause}); if it is damaged, `archivectl recover` "
+                   "rebuilds it from the packs (the damaged file is moved aside, not deleted)", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -18,7 +18,7 @@ from .clock import gmt_token, now_us, parse_gmt_token, seconds, to_us
 from .errors import (Conflict, Exists, InvalidPath, IsADirectory, NotADirectory, NotEmpty, NotFound,
                      PermissionDenied, ReadOnly)
 from .paths import SNAPSHOTS, fold, join, split
-from .types import Entry, Origin, Version, entry_of
+from .types import Entry, Origin, Version, listed_entry
 
 VIRTUAL_BASE = 1 << 62        # node ids of virtual folders (.snapshots, its tokens)
 
@@ -244,14 +244,8 @@ class ShareFS:
             more = len(rows) > lim
             if more:
                 del rows[lim:]
-            for name, nid, kind, ctime, nmtime, number, size, vmtime, etag in rows:
-                if kind == "dir":
-                    yield entry_of((name, f"{base}/{name}", "dir", 0, nmtime / 1_000_000, ctime / 1_000_000,
-                                    nid, None, f"d{nid}-{nmtime}", ro))
-                else:
-                    yield entry_of((name, f"{base}/{name}", "file", size or 0,
-                                    (vmtime if vmtime is not None else nmtime) / 1_000_000, ctime / 1_000_000,
-                                    nid, number, etag or "", ro))
+            for row in rows:
+                yield listed_entry(base, row, ro)
             if not more:
                 return
             after = rows[-1][0]

@@ -46,6 +46,19 @@ def entry_of(values: tuple) -> Entry:
     return e
 
 
+def listed_entry(base: str, row: tuple, ro: bool) -> Entry:
+    """The Entry of one row of the folder-listing query (name, node id, kind, ctime, node mtime,
+    version number, size, version mtime, etag; times in microseconds), under the folder `base`:
+    ShareFS.listdir and the CLI's lean listing build the same entries from the same SQL."""
+    name, nid, kind, ctime, nmtime, number, size, vmtime, etag = row
+    if kind == "dir":
+        return entry_of((name, f"{base}/{name}", "dir", 0, nmtime / 1_000_000, ctime / 1_000_000,
+                         nid, None, f"d{nid}-{nmtime}", ro))
+    return entry_of((name, f"{base}/{name}", "file", size or 0,
+                     (vmtime if vmtime is not None else nmtime) / 1_000_000, ctime / 1_000_000,
+                     nid, number, etag or "", ro))
+
+
 @dataclass(frozen=True)
 class Version:
     number: int

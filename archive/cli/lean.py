@@ -26,7 +26,7 @@ from typing import Iterator
 
 from ..catalog.db import SCHEMA_HEAD, schema_revision, sqlite_connect
 from ..paths import SNAPSHOTS, join
-from ..types import Entry, entry_of
+from ..types import Entry, entry_of, listed_entry
 
 FORMAT = 1                 # repository.FORMAT (a test keeps them equal)
 GET_MAX = 8 * 1024 * 1024  # a larger file streams through the Reader (it is held whole here)
@@ -158,14 +158,8 @@ class LeanShare:
         after = ""
         while True:
             rows = self.repo.cur.execute(LIST_SQL, (node, after, LIST_PAGE)).fetchall()
-            for name, nid, kind, ctime, nmtime, number, size, vmtime, etag in rows:
-                if kind == "dir":
-                    yield entry_of((name, f"{base}/{name}", "dir", 0, nmtime / 1_000_000, ctime / 1_000_000,
-                                    nid, None, f"d{nid}-{nmtime}", False))
-                else:
-                    yield entry_of((name, f"{base}/{name}", "file", size or 0,
-                                    (vmtime if vmtime is not None else nmtime) / 1_000_000, ctime / 1_000_000,
-                                    nid, number, etag or "", False))
+            for row in rows:
+                yield listed_entry(base, row, False)
             if len(rows) < LIST_PAGE:
                 return
             after = rows[-1][0]

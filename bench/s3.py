@@ -8,8 +8,9 @@ Not a test: prints medians and ratios (Edge / rclone; >1 means Edge is faster).
 
 `--radosgw` adds Ceph's RADOS gateway (Debian `radosgw ceph-mon ceph-osd`, one monitor and one
 memstore OSD on loopback, started by tests/ceph_rgw.sh as the test suite does): an object store
-sites really run, next to rclone's plain folder. Its memstore holds 2 GiB, so every run deletes
-its large objects before the next.
+sites really run, next to rclone's plain folder. Its in-memory OSD is sized for every run's two
+large objects plus 1 GiB (radosgw reclaims deleted objects only hours later; a full memstore
+stalls PUTs until the client times out).
 
 Workloads (one boto3 client, loopback; both servers check SigV4):
   big PUT single      put_object of one incompressible file (one request, streamed)
@@ -98,6 +99,7 @@ class Rclone:
 class Radosgw:
     """Single-node Ceph radosgw (memstore OSD): tests/ceph_rgw.sh, the test suite's script."""
     name = "radosgw"
+    memstore_bytes = 2 << 30
 
     def __init__(self, work: Path):
         for tool in ("ceph-mon", "ceph-osd", "radosgw"):
@@ -106,7 +108,8 @@ class Radosgw:
         self.dir = work / "rgw"
         port = free_port()
         p = subprocess.run(["bash", str(ROOT / "tests" / "ceph_rgw.sh"), str(self.dir), str(free_port()), str(port),
-                            KEY, SECRET], capture_output=True, text=True, timeout=300)
+                            KEY, SECRET], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "EDGE_RGW_MEMSTORE_BYTES": str(self.memstore_bytes)})
         if "ready" not in p.stdout:
             self.stop()
             raise SystemExit(f"radosgw did not start: {p.stdout}{p.stderr}")
@@ -285,6 +288,7 @@ def main() -> None:
         small = [os.urandom(1024 + (i * 37) % 3072) for i in range(args.small)]
         results: dict[str, dict[str, list[float]]] = {}
         peers = [Rclone, Radosgw] if args.radosgw else [Rclone]
+        Radosgw.memstore_bytes = max(2 << 30, (2 * args.big_mib * args.runs + 1024) * MiB)
         for cls in [Edge, *peers]:
             d = work / cls.name
             d.mkdir()

@@ -2,6 +2,7 @@
 # A single-node Ceph RADOS gateway for one end-to-end test: one monitor, one memstore OSD,
 # no cephx, everything under DIR on loopback.  Usage: ceph_rgw.sh DIR MON_PORT RGW_PORT ACCESS SECRET
 # Prints "ready" when radosgw answers.  Stop with: kill $(cat DIR/*.pid)
+# EDGE_RGW_MEMSTORE_BYTES sizes the in-memory OSD (default 2 GiB; bench/s3.py --radosgw asks for more).
 set -euo pipefail
 dir=$1 monport=$2 rgwport=$3 access=$4 secret=$5
 mkdir -p "$dir"/{run,log,mon,osd0,rgw}
@@ -24,7 +25,7 @@ osd pool default pgp num = 8
 mon allow pool size one = true
 mon max pg per osd = 1000
 osd objectstore = memstore
-memstore device bytes = 2147483648
+memstore device bytes = ${EDGE_RGW_MEMSTORE_BYTES:-2147483648}
 osd data = $dir/osd\$id
 mon data = $dir/mon
 run dir = $dir/run

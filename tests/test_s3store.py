@@ -49,6 +49,17 @@ def put(repo: Repository, path: str, data: bytes):
     return repo.share("office").stat(path)
 
 
+def _stored_then_cold(s3, tmp: Path, path: str, data: bytes) -> Repository:
+    """`data` written at `path` by node a (closed again), and node b with an empty cache."""
+    url = s3.url()
+    catalog = f"sqlite:///{tmp / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp / "cache-a"))
+    a.add_share("office")
+    put(a, path, data)
+    a.close()
+    return _node(url, tmp, "b", catalog)
+
+
 def test_identity_and_packs_live_in_the_bucket(s3, tmp_path):
     url = s3.url(bucket="ident", prefix="site-a/archive")
     r = Repository.init(url, password="pw", encrypt=True, catalog_url=f"sqlite:///{tmp_path}/c.sqlite",
@@ -411,14 +422,8 @@ def test_a_node_killed_mid_upload_leaves_nothing_readers_see_and_gc_aborts_it(s3
 
 def test_concurrent_readers_of_one_block_get_the_same_bytes_from_one_get(s3, tmp_path):
     import threading
-    url = s3.url()
-    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
-    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
-    a.add_share("office")
     data = _bytes(6 * 1024 * 1024, seed=40)
-    put(a, "/shared.bin", data)
-    a.close()
-    b = _node(url, tmp_path, "b", catalog)
+    b = _stored_then_cold(s3, tmp_path, "/shared.bin", data)
     store = b.packstore
     gets = _watch(store.client, "GetObject")
     pack = max(store.list(), key=store.size)
@@ -501,14 +506,8 @@ def test_a_read_ahead_block_reaches_its_reader_before_the_cache_write_and_is_cac
     what the GET does); the blocks are in the cache once the write ends, and reading them
     again sends no request."""
     import threading
-    url = s3.url()
-    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
-    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
-    a.add_share("office")
     data = _bytes(6 * 1024 * 1024, seed=41)
-    put(a, "/cold.bin", data)
-    a.close()
-    b = _node(url, tmp_path, "b", catalog)
+    b = _stored_then_cold(s3, tmp_path, "/cold.bin", data)
     store = b.packstore
     pack = max(store.list(), key=store.size)
     gate, writing = threading.Event(), threading.Event()
@@ -559,14 +558,8 @@ def test_a_cold_read_of_a_whole_pack_sends_no_get_past_its_end(s3, tmp_path, mib
     at the pack's end, which the first GET's Content-Range tells (no listing, no HEAD): a
     small pack costs one GET."""
     from archive.s3store import RUN
-    url = s3.url()
-    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
-    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
-    a.add_share("office")
     data = _bytes(mib * 1024 * 1024 or 300_000, seed=42)
-    put(a, "/whole.bin", data)
-    a.close()
-    b = _node(url, tmp_path, "b", catalog)
+    b = _stored_then_cold(s3, tmp_path, "/whole.bin", data)
     store = b.packstore
     gets = _watch(store.client, "GetObject")
     with b.share("office").open_read("/whole.bin") as r:

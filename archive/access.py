@@ -15,16 +15,18 @@ lockouts happen, so every protocol gets them by calling it.
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
-from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from . import rawsql as raw
-from .catalog import models as m
+from .lazysql import models as m
+from .lazysql import select
 from .errors import AuthFailed, PermissionDenied
 from .types import ANONYMOUS, Origin, User
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 class LoginThrottled(AuthFailed):
@@ -36,6 +38,13 @@ class LoginThrottled(AuthFailed):
 
 
 _GENERATION_SQL = "SELECT generation FROM auth_state WHERE id = 1"
+
+
+def _is_session(s: Any) -> bool:
+    """An ORM Session (not a plain-SQL transaction of rawsql, not None); never imports SQLAlchemy:
+    without it loaded, nothing can be a Session."""
+    orm = sys.modules.get("sqlalchemy.orm")
+    return orm is not None and isinstance(s, orm.Session)
 
 
 def auth_generation(repo: Any, s: Session | None = None) -> int:
@@ -82,7 +91,7 @@ class Login:
                 raise AuthFailed(self._ended)
             if gen == self.generation:
                 return self
-            if isinstance(s, Session):
+            if _is_session(s):
                 self._reload(s)
             else:
                 # No ORM session (none, or a plain-SQL write transaction, rawsql.write): read the

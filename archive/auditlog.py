@@ -12,7 +12,7 @@ import logging
 import threading
 from typing import Any
 
-from .catalog import models as m
+from .lazysql import models as m
 
 log = logging.getLogger("edge_archive.audit")
 

@@ -15,10 +15,13 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING
 
 from . import rawsql as raw
 from .clock import now_us
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 FORMAT = 1
 

@@ -7,21 +7,22 @@ order through the same `apply`, so a catalog rebuilt from packs matches the one 
 """
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import insert, select, update
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from . import rawsql as raw
-from .catalog import models as m
+from .lazysql import insert, select, table, update
+from .lazysql import models as m
 from .paths import fold
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 Event = dict[str, Any]
 
 # Core tables: ORM-enabled DML costs several times more per statement, and a tree put runs
 # a dozen of these per file.
-nodes, shares, dentries = m.Node.__table__, m.Share.__table__, m.Dentry.__table__
-versions, version_chunks = m.Version.__table__, m.VersionChunk.__table__
+nodes, shares, dentries = table("nodes"), table("shares"), table("dentries")
+versions, version_chunks = table("versions"), table("version_chunks")
 
 
 def apply(s: Session, ev: Event) -> None:
@@ -234,7 +235,7 @@ _APPLY = {
 AUTH_OPS = frozenset({"user", "user_del", "grant", "share", "share_set"})
 #: events that change a share's namespace at ev["at"] (what `.snapshots` lists)
 NAMESPACE_OPS = frozenset({"mkdir", "commit", "unlink", "link", "rename", "create"})
-auth_state, share_changes = m.AuthState.__table__, m.ShareChange.__table__
+auth_state, share_changes = table("auth_state"), table("share_changes")
 
 
 def _after(s: Session, ev: Event) -> None:

@@ -16,19 +16,34 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import event
-from sqlalchemy.orm import Session
+if TYPE_CHECKING:          # SQLAlchemy is imported only by a process that makes a Session
+    from sqlalchemy.orm import Session
 
 _PG: dict[str, str] = {}
 CURSOR_KEY = _KEY = "rawsql.cursor"      # Catalog.raw_read puts its own cursor there
+_hooked = False
+_HOOK_LOCK = threading.Lock()
 
 
-@event.listens_for(Session, "after_transaction_end")
-def _forget(session: Session, _transaction) -> None:
-    """A cursor is cached for one transaction of a session: the next one may run on another
-    pooled connection."""
+def hook_sessions() -> None:
+    """Forget a session's cached cursor at the end of each of its transactions (the next one may
+    run on another pooled connection).  Catalog calls this before it makes its first Session:
+    this module itself must not import SQLAlchemy (the commit path runs without it)."""
+    global _hooked
+    if _hooked:
+        return
+    with _HOOK_LOCK:
+        if _hooked:
+            return
+        from sqlalchemy import event
+        from sqlalchemy.orm import Session
+        event.listen(Session, "after_transaction_end", _forget)
+        _hooked = True
+
+
+def _forget(session: "Session", _transaction) -> None:
     session.info.pop(_KEY, None)
 
 
@@ -94,20 +109,20 @@ _PG_WRITE_LOCK = "SELECT pg_advisory_xact_lock(7242)"
 
 
 class _Idle:
-    """Idle DBAPI connections of one engine for the plain-SQL transactions of the commit path
-    (`read`, `write`), taken out of the engine's pool once and kept on a stack: a client
-    committing file after file gets back the connection it just used.  The pool's checkout and
-    checkin (events, weak references, the reset) cost ~8 us each, three times per small commit.
-    At most MAX stay idle; `engine.dispose()` (Catalog.close) closes them, and a connection a
-    transaction left in doubt (its rollback failed) is closed, not reused."""
+    """Idle DBAPI connections of one catalog for the plain-SQL transactions of the commit path
+    (`read`, `write`), made by `Catalog.dbapi_connect` (stdlib sqlite3 in its native mode, else
+    taken out of the engine's pool once) and kept on a stack: a client committing file after
+    file gets back the connection it just used.  The pool's checkout and checkin (events, weak
+    references, the reset) cost ~8 us each, three times per small commit.  At most MAX stay
+    idle; Catalog.close (and the engine's dispose, and the end of native mode) closes them, and
+    a connection a transaction left in doubt (its rollback failed) is closed, not reused."""
     MAX = 8
 
-    def __init__(self, engine) -> None:
-        self.engine = weakref.ref(engine)    # a strong one would keep the engine (the key) alive
+    def __init__(self, catalog) -> None:
+        self.catalog = weakref.ref(catalog)    # a strong one would keep the catalog (the key) alive
         self.gen = 0
         self.conns: list = []
-        self.pg = engine.dialect.name == "postgresql"
-        event.listen(engine, "engine_disposed", self.clear)
+        self.pg = catalog.is_postgres
 
     def get(self) -> tuple[int, Any]:
         try:
@@ -115,10 +130,7 @@ class _Idle:
         except IndexError:
             pass
         gen = self.gen
-        fairy = self.engine().raw_connection()
-        conn = fairy.dbapi_connection
-        fairy.detach()                   # ours from now on: closed by clear() or put()
-        return gen, conn
+        return gen, self.catalog().dbapi_connect()
 
     def put(self, item: tuple[int, Any]) -> None:
         if item[0] == self.gen and len(self.conns) < self.MAX:
@@ -133,18 +145,16 @@ class _Idle:
             conn.close()
 
 
-_IDLE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _IDLE_LOCK = threading.Lock()
 
 
 def _idle(catalog) -> _Idle:
-    engine = catalog.engine
-    got = _IDLE.get(engine)
+    got = catalog._raw_idle
     if got is None:
         with _IDLE_LOCK:
-            got = _IDLE.get(engine)
+            got = catalog._raw_idle
             if got is None:
-                got = _IDLE[engine] = _Idle(engine)
+                got = catalog._raw_idle = _Idle(catalog)
     return got
 
 

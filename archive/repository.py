@@ -16,21 +16,20 @@ import os
 import socket
 import threading
 import uuid
+from collections import namedtuple
 from pathlib import Path
-from typing import Callable, Iterator
-
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import access, chain, events, faults
 from . import rawsql as raw
 from .auditlog import AuditQueue
-from .catalog import models as m
 from .catalog.db import Catalog, migrate, missing_catalog, sqlite_url
 from .chunker import DEFAULT_AVG
 from .clock import now_us, seconds, to_us
 from .codec import Codec
 from .errors import AuthFailed, Exists, InvalidPath, NotFound, PermissionDenied
+from .lazysql import func, select
+from .lazysql import models as m
 from .keys import MasterKey, keyfile_bytes, parse_keyfile
 from .packs import PackDir
 from .packstore import LocalPackStore, PackStore, open_store
@@ -40,9 +39,15 @@ from .store import ChunkStore, NewChunk
 from .throttle import LoginThrottle
 from .types import ANONYMOUS, AuditRecord, Origin, ShareInfo, User, UserInfo
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
 FORMAT = 1
 PRESYNC_BYTES = 1 << 20
 _AUDIT_COLS = ("at", "user", "protocol", "address", "action", "share", "path", "version", "detail")
+#: what ShareFS takes of a share's row (Repository.share)
+_ShareRow = namedtuple("_ShareRow", "id name root_node quota")
+_SHARE_SQL = "SELECT id, name, root_node, quota FROM shares WHERE name = ?"
 _INS_AUDIT = ('INSERT INTO audit (at, "user", protocol, address, action, share, path, version, detail) '
               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
@@ -190,16 +195,18 @@ class Repository:
 
     @staticmethod
     def next_id(s: Session, model) -> int:
-        """A fresh id for a new row of `model` (nodes, shares) inside a write transaction.
+        """A fresh id for a new row of `model` (nodes, shares; or its table's name, which needs no
+        models: the commit path's "nodes") inside a write transaction.
 
         Ids are max + 1 under the catalog's write lock; the first call of a transaction asks
         the catalog, later ones count on from there (so a builder that allocates several ids
         before applying its events gets distinct ones, and a batch of 2,000 folders asks once).
         Only valid inside the one write transaction whose session holds it."""
-        key = ("next_id", model.__tablename__)
+        name = model if isinstance(model, str) else model.__tablename__
+        key = ("next_id", name)
         nxt = s.info.get(key)
         if nxt is None:
-            nxt = (raw.scalar(s, f"SELECT max(id) FROM {model.__tablename__}") or 0) + 1
+            nxt = (raw.scalar(s, f"SELECT max(id) FROM {name}") or 0) + 1
         s.info[key] = nxt + 1
         return nxt
 
@@ -256,11 +263,17 @@ class Repository:
               case_insensitive: bool = False):
         """A ShareFS for `user` (None: administrator); raises NotFound or PermissionDenied."""
         from .sharefs import ShareFS
-        with self.catalog.session() as s:
-            row = self._share_row(s, name)
-            mode = "rw"
-            uname = None
-            if user is not None:
+        mode = "rw"
+        uname = None
+        if user is None:          # the administrator: one plain-SQL lookup, no Session (a CLI put's path)
+            with raw.read(self.catalog) as r:
+                got = raw.one(r, _SHARE_SQL, (name,))
+            if got is None:
+                raise NotFound(f"no share {name!r}")
+            row = _ShareRow(*got)
+        else:
+            with self.catalog.session() as s:
+                row = self._share_row(s, name)
                 uname = user if isinstance(user, str) else user.name
                 mode = self._grant_mode(s, uname, row)
                 if mode is None:

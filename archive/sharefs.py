@@ -7,18 +7,19 @@ Paths are share-relative; `/.snapshots/@GMT-…/` is a virtual read-only view of
 from __future__ import annotations
 
 from collections import namedtuple
-from typing import Iterator
-
-from sqlalchemy import and_, case, func, or_, select, text
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Iterator
 
 from . import rawsql as raw
-from .catalog import models as m
+from .lazysql import and_, case, func, lazy_text, or_, select
+from .lazysql import models as m
 from .clock import gmt_token, now_us, parse_gmt_token, seconds, to_us
 from .errors import (Conflict, Exists, InvalidPath, IsADirectory, NotADirectory, NotEmpty, NotFound,
                      PermissionDenied, ReadOnly)
 from .paths import SNAPSHOTS, fold, join, split
 from .types import Entry, Origin, Version, listed_entry
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 VIRTUAL_BASE = 1 << 62        # node ids of virtual folders (.snapshots, its tokens)
 
@@ -33,7 +34,10 @@ def _child_sql(ci: bool, now: bool) -> str:
 # The hottest lookups run as plain SQL on the DBAPI cursor (archive/rawsql.py): one path component
 # costs a few microseconds instead of a SQLAlchemy statement's ~100.
 _CHILD_SQL = {(ci, now): _child_sql(ci, now) for ci in (False, True) for now in (False, True)}
-VersionRow = namedtuple("VersionRow", [c.name for c in m.Version.__table__.columns])
+#: the columns of m.Version, in the table's order (spelled out: the models import SQLAlchemy;
+#: tests/test_commit_path.py keeps the two in step)
+VersionRow = namedtuple("VersionRow", ["id", "node_id", "number", "size", "mtime", "created_at", "deleted", "etag",
+                                       "origin_protocol", "origin_user", "origin_address", "meta"])
 _VCOLS = ", ".join(f'"{c}"' for c in VersionRow._fields)
 _CURRENT_SQL = f"SELECT {_VCOLS} FROM versions WHERE node_id = ? ORDER BY number DESC LIMIT 1"
 _CURRENT_AT_SQL = (f"SELECT {_VCOLS} FROM versions WHERE node_id = ? AND created_at <= ? "
@@ -48,7 +52,10 @@ _NAME_SQL = {ci: (
     f"WHERE d.parent_id = ? AND {'d.name_fold' if ci else 'd.name'} = ? "
     "AND (d.valid_to IS NULL OR n.kind = 'file') ORDER BY (d.valid_to IS NULL) DESC, d.valid_from DESC LIMIT 1")
     for ci in (False, True)}
-_VERSION_SQL = text("SELECT id, size, etag, deleted FROM versions WHERE node_id = :n AND number = :v")
+_VERSION_SQL = lazy_text("SELECT id, size, etag, deleted FROM versions WHERE node_id = :n AND number = :v")
+_USAGE_SQL = ("SELECT coalesce(sum(v.size), 0) FROM dentries d JOIN nodes n ON n.id = d.node_id "
+              "JOIN versions v ON v.node_id = n.id AND v.number = (SELECT max(number) FROM versions WHERE node_id = n.id) "
+              "WHERE n.share_id = ? AND n.kind = 'file' AND d.valid_to IS NULL")
 _LINKED_SQL = "SELECT 1 FROM dentries WHERE node_id = ? AND valid_to IS NULL LIMIT 1"
 _ANY_CHILD_SQL = "SELECT 1 FROM dentries WHERE parent_id = ? AND valid_to IS NULL LIMIT 1"
 _NODE_SHARE_SQL = "SELECT share_id FROM nodes WHERE id = ?"
@@ -363,11 +370,8 @@ class ShareFS:
 
     def usage(self) -> tuple[int, int | None]:
         """Logical bytes of the share's current files, and its quota."""
-        with self.repo.catalog.session() as s:
-            used = s.execute(text("""
-                SELECT coalesce(sum(v.size), 0) FROM dentries d JOIN nodes n ON n.id = d.node_id
-                JOIN versions v ON v.node_id = n.id AND v.number = (SELECT max(number) FROM versions WHERE node_id = n.id)
-                WHERE n.share_id = :s AND n.kind = 'file' AND d.valid_to IS NULL"""), {"s": self.share_id}).scalar()
+        with raw.read(self.repo.catalog) as s:      # plain SQL: a put to a share with a quota needs no Session
+            used = raw.scalar(s, _USAGE_SQL, (self.share_id,))
         return int(used), self.quota
 
     # -- writing -----------------------------------------------------------------------------
@@ -443,7 +447,7 @@ class ShareFS:
             if old is not None:
                 ev["node"] = old
             else:
-                ev.update(node=self.repo.next_id(s, m.Node), new_node=True)
+                ev.update(node=self.repo.next_id(s, "nodes"), new_node=True)
         last = None if ev.get("new_node") else raw.one(s, _LAST_NUMBER_SQL, (ev["node"],))
         ev["number"] = (last[0] + 1) if last else 1
         ev["at"] = max(at, (last[1] + 1) if last else 0)
@@ -489,7 +493,7 @@ class ShareFS:
             if self._child(s, parent, v.parts[-1], None) is not None:
                 raise Exists(f"{self._show(v.parts)} exists")
             return [{"op": "mkdir", "at": now_us(), "share": self.share_id, "parent": parent,
-                     "name": v.parts[-1], "node": self.repo.next_id(s, m.Node)}]
+                     "name": v.parts[-1], "node": self.repo.next_id(s, "nodes")}]
         ev = self.repo.mutate_grouped(build, audit=self._audit("mkdir", join(v.parts)))[0]
         return self._made(v, ev, "dir")
 
@@ -518,7 +522,7 @@ class ShareFS:
                     cache[(self.share_id, self.ci, parts)] = row[0]
                     continue
                 ev = {"op": "mkdir", "at": now_us(), "share": self.share_id, "parent": parent,
-                      "name": parts[-1], "node": self.repo.next_id(s, m.Node)}
+                      "name": parts[-1], "node": self.repo.next_id(s, "nodes")}
                 cache[(self.share_id, self.ci, parts)] = ev["node"]
                 evs.append(ev)
             del s.info["parents"]
@@ -746,7 +750,7 @@ class ShareFS:
             if linked is None:
                 return [{"op": "link", "at": now_us(), "parent": parent, "name": parts[-1], "node": node}]
             return [{"op": "mkdir", "at": now_us(), "share": self.share_id, "parent": parent,
-                     "name": parts[-1], "node": self.repo.next_id(s, m.Node)}]
+                     "name": parts[-1], "node": self.repo.next_id(s, "nodes")}]
         self.repo.mutate(build, audit=self._audit("restore", join(parts)))
 
     def _restore_file(self, parts: tuple[str, ...], node: int, version: int | None, at: int | None) -> bool:
@@ -832,7 +836,7 @@ class ShareFS:
             ev = {"at": now_us(), "share": self.share_id, "parent": parent, "name": v.parts[-1]}
             if old is not None:
                 return [{**ev, "op": "link", "node": old}]
-            return [{**ev, "op": "create", "node": self.repo.next_id(s, m.Node)}]
+            return [{**ev, "op": "create", "node": self.repo.next_id(s, "nodes")}]
         ev = self.repo.mutate_grouped(build, audit=self._audit("create", join(v.parts)))[0]
         if ev["op"] == "create":            # a new node, no version yet
             return self._made(v, ev, "file")

@@ -13,15 +13,13 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from . import rawsql as raw
-from .catalog import models as m
 from .catalog.db import Catalog
 from .clock import now_us
 from .codec import FLAG_AEAD, Codec
 from .errors import Conflict, Corrupt
+from .lazysql import models as m
+from .lazysql import select
 from .chain import Txn
 from .packstore import LocalPackStore
 from .packs import T_CHUNK, T_TXN, PackDir, PackWriter

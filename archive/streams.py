@@ -16,13 +16,13 @@ from collections import OrderedDict, deque
 from concurrent.futures import Future
 
 import blake3
-from sqlalchemy import select, text
 
 from . import events, readpath
-from .catalog import models as m
 from .chunker import StreamChunker
 from .clock import to_us
 from .errors import ArchiveError, Corrupt, QuotaExceeded
+from .lazysql import models as m
+from .lazysql import lazy_text, select
 from .store import ChunkList, ChunkRef, NewChunk
 
 BATCH = 4 * 1024 * 1024
@@ -33,7 +33,7 @@ REGISTER_EVERY = 2048        # new chunks (~160 MiB) between early chunk-row reg
 WINDOW = 512
 
 # The chunk rows of a version from the chunk holding :p on (a Reader's window).
-_WINDOW_SQL = text("""
+_WINDOW_SQL = lazy_text("""
     SELECT vc.offset, vc.length, vc.chunk_id, c.pack_id, c.offset, c.length, c.raw_len
     FROM version_chunks vc LEFT JOIN chunks c ON c.id = vc.chunk_id
     WHERE vc.version_id = :v AND vc.offset >= coalesce(

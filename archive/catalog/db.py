@@ -4,15 +4,23 @@ SQLite runs in WAL mode with a busy timeout so several processes (one systemd un
 protocol) share it; write transactions start with BEGIN IMMEDIATE so two writers queue for the
 lock up front instead of deadlocking on a read-to-write upgrade.
 
-SQLAlchemy is imported when a Catalog is made, not with this module: the CLI's lean read path
-(archive/cli/lean.py) needs only `SCHEMA_HEAD`, `missing_catalog` and `sqlite_connect`, and
-`archivectl ls` must not pay ~0.25 s of CPU for an ORM it does not use (docs/benchmarks.md).
+SQLAlchemy is imported when a Catalog first needs its engine (a Session, an ORM query, Alembic),
+not with this module nor with the Catalog: the CLI's lean read path (archive/cli/lean.py) needs
+only `SCHEMA_HEAD`, `missing_catalog` and `sqlite_connect`, and `archive/rawsql.py`'s plain-SQL
+transactions (the durable commit of uploads) run on DBAPI connections.  For a local SQLite
+catalog already at this release's schema (`migrate` checks it with stdlib sqlite3), those
+connections are stdlib `sqlite3` ones made here with the engine's own settings (`NATIVE_PRAGMAS`),
+so `archivectl put` of a small file never imports SQLAlchemy (~0.25 s of CPU, docs/benchmarks.md).
+The first use of `Catalog.engine` ends that mode for good: every connection then comes from the
+engine as before (one path per process phase, and what tests hook on the engine sees them all).
+PostgreSQL, a catalog URL with options, and a schema Alembic must upgrade always use the engine.
 """
 from __future__ import annotations
 
 import contextlib
 import sqlite3
 import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -24,13 +32,26 @@ if TYPE_CHECKING:
 
 _tx = threading.local()
 
+#: what every connection to a SQLite catalog runs first: the engine's (make_engine) and the
+#: stdlib ones of the commit path (Catalog.dbapi_connect) alike
+NATIVE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=60000", "PRAGMA synchronous=FULL",
+                  "PRAGMA foreign_keys=ON")
+_SQLITE_TIMEOUT = 60
+
+
+def _set_pragmas(dbapi_conn) -> None:
+    cur = dbapi_conn.cursor()
+    for pragma in NATIVE_PRAGMAS:
+        cur.execute(pragma)
+    cur.close()
+
 
 def make_engine(url: str) -> Engine:
     from sqlalchemy import create_engine, event
     sqlite = url.startswith("sqlite")
     kwargs = {"future": True}
     if sqlite:
-        kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        kwargs["connect_args"] = {"timeout": _SQLITE_TIMEOUT, "check_same_thread": False}
         kwargs["pool_size"] = 16
         kwargs["max_overflow"] = 64
     engine = create_engine(url, **kwargs)
@@ -38,12 +59,7 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):
             dbapi_conn.isolation_level = None        # we emit BEGIN ourselves
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=60000")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
+            _set_pragmas(dbapi_conn)
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):
@@ -63,18 +79,81 @@ class RawRead:
 
 
 class Catalog:
-    """Owns the engine; hands out read sessions and write sessions (one transaction each)."""
+    """Owns the engine (made on first use); hands out read sessions and write sessions (one
+    transaction each), and DBAPI connections for archive/rawsql.py (`dbapi_connect`)."""
 
     def __init__(self, url: str):
-        from sqlalchemy.orm import sessionmaker
         self.url = url
-        self.engine = make_engine(url)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.is_sqlite = url.startswith("sqlite")
+        self.is_postgres = url.startswith("postgresql")
+        self._engine: "Engine | None" = None
+        self._sessions = None
+        self._lock = threading.Lock()
+        #: the SQLite file the commit path opens with stdlib sqlite3 while no engine exists (set
+        #: by `migrate` once it has seen the schema at head; None: connections come from the engine)
+        self.native: Path | None = None
+        self._raw_idle = None        # archive/rawsql.py's idle connections of this catalog
+
+    def native_file(self) -> Path | None:
+        """The catalog's file when the URL is a plain local SQLite file (no options, not in memory)."""
+        prefix = "sqlite:///"
+        if not self.url.startswith(prefix) or "?" in self.url or self._engine is not None:
+            return None
+        rest = self.url[len(prefix):]
+        return Path(rest) if rest and rest != ":memory:" else None
+
+    @property
+    def engine(self) -> "Engine":
+        engine = self._engine
+        if engine is None:
+            with self._lock:
+                engine = self._engine
+                if engine is None:
+                    engine = self._make_engine()
+        return engine
+
+    def _make_engine(self) -> "Engine":
+        from sqlalchemy import event
+        from sqlalchemy.orm import sessionmaker
+
+        from .. import rawsql
+        rawsql.hook_sessions()
+        engine = make_engine(self.url)
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        ref = weakref.ref(self)
+
+        def _disposed(*_):
+            cat = ref()
+            if cat is not None:
+                cat._clear_idle()
+        event.listen(engine, "engine_disposed", _disposed)
+        self._engine = engine
+        # From now on the commit path takes its connections from the engine too; the stdlib ones
+        # still idle are closed (one in use is closed when its transaction ends).
+        self.native = None
+        self._clear_idle()
+        return engine
+
+    def dbapi_connect(self):
+        """A new DBAPI connection of this catalog for plain-SQL transactions (the caller owns
+        and closes it): stdlib sqlite3 in native mode, else one detached from the engine's pool."""
+        native = self.native
+        if native is not None:
+            return sqlite_connect(native, write=True)
+        fairy = self.engine.raw_connection()
+        conn = fairy.dbapi_connection
+        fairy.detach()                   # the caller's from now on
+        return conn
+
+    def _clear_idle(self) -> None:
+        idle = self._raw_idle
+        if idle is not None:
+            idle.clear()
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
         """A read (or lightweight) session; commits on success."""
+        self.engine                   # made (with the sessionmaker) on first use
         with self._sessions() as s:
             try:
                 yield s
@@ -87,7 +166,13 @@ class Catalog:
     def raw_read(self) -> Iterator["RawRead"]:
         """A read-only transaction for the plain-SQL statements of `archive/rawsql.py` alone, on a
         pooled DBAPI connection without a Session (whose set-up and commit cost more Python than
-        the one or two lookups a commit's early checks run).  Rolled back at the end."""
+        the one or two lookups a commit's early checks run).  Rolled back at the end.
+        In native mode, on the commit path's own idle connections (rawsql.read)."""
+        if self.native is not None:
+            from .. import rawsql
+            with rawsql.read(self) as s:
+                yield s
+            return
         conn = self.engine.raw_connection()
         try:
             cur = conn.cursor()
@@ -103,6 +188,7 @@ class Catalog:
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
         """A write transaction that takes the database's write lock at its start."""
+        self.engine                   # made (with the sessionmaker) on first use
         prev = getattr(_tx, "write", False)
         _tx.write = True
         try:
@@ -123,7 +209,10 @@ class Catalog:
             _tx.write = prev
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.native = None
+        self._clear_idle()
+        if self._engine is not None:
+            self._engine.dispose()
 
 
 def sqlite_url(path: Path) -> str:
@@ -151,7 +240,23 @@ def _current_revision(catalog: Catalog) -> str | None:
 def migrate(catalog: Catalog) -> None:
     """Bring the catalog schema to this release's head with Alembic; refuse a newer schema.
 
-    The common case (already at head) is one query: Alembic is imported only to upgrade."""
+    The common case (already at head) is one query: Alembic is imported only to upgrade.  For
+    a local SQLite file that query runs on stdlib sqlite3, and a catalog at head is then put in
+    native mode (Catalog.native) without making the engine; anything else goes through it."""
+    native = catalog.native_file()
+    if native is not None:
+        try:
+            conn = sqlite_connect(native)
+        except sqlite3.Error:           # no file yet (a new repository), unreadable: the engine says
+            conn = None
+        if conn is not None:
+            try:
+                head = schema_revision(conn.cursor()) == SCHEMA_HEAD
+            finally:
+                conn.close()
+            if head:
+                catalog.native = native
+                return
     if _current_revision(catalog) == SCHEMA_HEAD:
         return
     from alembic import command
@@ -194,13 +299,21 @@ def missing_catalog(repo_dir: Path) -> Path | None:
     return None if db.exists() else db
 
 
-def sqlite_connect(db: Path) -> sqlite3.Connection:
+def sqlite_connect(db: Path, write: bool = False) -> sqlite3.Connection:
     """A stdlib connection to an existing SQLite catalog, set up as `make_engine` sets up its own
-    (autocommit: the caller emits BEGIN; busy timeout), for plain-SQL reads without SQLAlchemy.
+    (autocommit: the caller emits BEGIN; busy timeout), for plain SQL without SQLAlchemy; with
+    `write`, every pragma of the engine's connections (WAL, synchronous=FULL, foreign keys).
     Never creates the file (sqlite3.OperationalError when it is missing)."""
-    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=rw", uri=True, timeout=60, isolation_level=None,
-                           check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout=60000")
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=rw", uri=True, timeout=_SQLITE_TIMEOUT,
+                           isolation_level=None, check_same_thread=False)
+    try:
+        if write:
+            _set_pragmas(conn)
+        else:
+            conn.execute("PRAGMA busy_timeout=60000")
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

@@ -73,7 +73,7 @@ class CLIContext:
             self._check_catalog()
             pw = self.repo_password() if self.encrypted() else None
             with _gc_paused():
-                from ..repository import Repository      # SQLAlchemy and the core: most of a write's start
+                from ..repository import Repository      # the core (SQLAlchemy only if the catalog needs it)
                 self._repo = Repository.open(self.repo_path, password=pw, catalog_url=self.catalog_url,
                                              **self.store_options)
         return self._repo

@@ -21,7 +21,8 @@ Workloads (the same intent for every tool):
 * ``get``: one small file to stdout (``archivectl get /bench/one.txt -``,
   ``borg extract --stdout REPO::a0 one.txt``, ``restic dump latest /one.txt``).
   Edge Archive answers ``ls`` and ``get`` of a local repository through the CLI's lean read
-  path (archive/cli/lean.py: stdlib sqlite3, no SQLAlchemy); ``put`` opens the Repository.
+  path (archive/cli/lean.py: stdlib sqlite3, no SQLAlchemy); ``put`` opens the Repository,
+  whose commit runs on stdlib sqlite3 too (the catalog's native mode: no SQLAlchemy either).
 * ``put``: one small file with new bytes (``archivectl put``, ``borg create``, ``restic
   backup`` of a folder holding only that file); the file is rewritten before every round.
 

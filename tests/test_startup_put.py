@@ -166,3 +166,17 @@ def test_version_row_columns_are_the_models():
     from archive.catalog import models as m
     from archive.sharefs import VersionRow
     assert list(VersionRow._fields) == [c.name for c in m.Version.__table__.columns]
+
+
+def test_concurrent_puts_on_the_native_path_queue_for_the_lock(made):
+    """Several CLI puts at once (each on its own stdlib connection, BEGIN IMMEDIATE, the busy
+    timeout): every one is acknowledged and becomes exactly one version, none is lost."""
+    procs = [subprocess.Popen([sys.executable, "-m", "archive", "put", "-", "/s/same.txt"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=made.env) for _ in range(4)]
+    outs = [p.communicate(f"writer {i}".encode(), timeout=120) for i, p in enumerate(procs)]
+    assert [p.returncode for p in procs] == [0] * 4, outs
+    numbers = sorted(int(o.split(b"version ")[1].split()[0]) for o, _ in outs)
+    assert numbers == [1, 2, 3, 4]
+    vs = _versions(made, "/s/same.txt")
+    assert [v["version"] for v in vs] == [1, 2, 3, 4] and {v["size"] for v in vs} == {8}
+    assert made("get", "/s/same.txt", "-").stdout in {f"writer {i}".encode() for i in range(4)}

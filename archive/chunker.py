@@ -10,7 +10,13 @@ from typing import Iterator
 
 from pyfastcdc import FastCDC
 
+#: Average chunk size of new repositories (`init --chunk-avg`).  64 KiB was re-measured against
+#: 32 / 96 / 128 / 256 KiB (docs/benchmarks.md, "textcodec"): larger chunks store versioned data
+#: worse (the versions corpus is the one stored-size target they would lose) and win < 1 % on text.
 DEFAULT_AVG = 64 * 1024
+#: The chunk size of a repository whose config.json names none: what every version wrote before
+#: the size was recorded.  Never change it with DEFAULT_AVG, or such repositories stop deduplicating.
+LEGACY_AVG = 64 * 1024
 
 
 @lru_cache(maxsize=8)

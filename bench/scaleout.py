@@ -166,7 +166,7 @@ def peer_ceiling(s3, url: str, size: int, tmp: Path, before: set[str]) -> dict:
         packs = [(p, store.size(p)) for p in store.list() if p not in before]
         body = os.urandom(max((n for _, n in packs), default=0))
         out: dict = {"packs": len(packs), "pack_MiB": round(sum(n for _, n in packs) / MiB, 2)}
-        requests = 0
+        requests, heads = 0, []
         t, c0, p0 = time.perf_counter(), time.process_time(), _peer_cpu(s3)
         with ThreadPoolExecutor(S3.UPLOADERS) as pool:
             jobs = []
@@ -188,10 +188,13 @@ def peer_ceiling(s3, url: str, size: int, tmp: Path, before: set[str]) -> dict:
                 if uid is not None:
                     c.complete_multipart_upload(Bucket=b, Key=key, UploadId=uid, MultipartUpload={
                         "Parts": [{"PartNumber": k, "ETag": e} for (k, _, _), e in zip(parts, etags)]})
-                c.head_object(Bucket=b, Key=key)
+                h = time.perf_counter()
+                c.head_object(Bucket=b, Key=key)       # rclone hashes a fresh object on its first HEAD
+                heads.append(time.perf_counter() - h)
                 requests += 1
         out["ingest_MiB/s"] = size / MiB / (time.perf_counter() - t)
         out["ingest_requests_per_MiB"] = requests / (size / MiB)
+        out["head_s"] = sum(heads)                  # of which: the HEADs after the uploads
         out["ingest_cpu_ms_per_MiB"] = {"archive": 1000 * (time.process_time() - c0) / (size / MiB),
                                         "peer": 1000 * (_peer_cpu(s3) - p0) / (size / MiB)}
         requests = 0
@@ -270,7 +273,7 @@ def bench_store(tmp: Path, s3, mib: int, ceiling: bool = False) -> dict:
             "requests_per_MiB": {k: round(med(v) / (size / MiB), 3) for k, v in reqs.items()}}
         if peer:
             pm = {k: med([x[k] for x in peer]) for k in ("ingest_MiB/s", "cold_MiB/s", "ingest_requests_per_MiB",
-                                                         "cold_requests_per_MiB", "packs", "pack_MiB")}
+                                                         "cold_requests_per_MiB", "packs", "pack_MiB", "head_s")}
             for op in ("ingest", "cold"):
                 pm[f"{op}_cpu_ms_per_MiB"] = {k: round(med([x[f"{op}_cpu_ms_per_MiB"][k] for x in peer]), 2)
                                               for k in ("archive", "peer")}

@@ -96,7 +96,27 @@ def _peer_cpu(s3) -> float:
 
 
 class Rclone(RcloneS3):
+    """The test suite's `rclone serve s3`, with extra flags (--rclone-flag) when asked."""
     name = "rclone"
+    flags: list[str] = []
+
+    def _start(self) -> "Rclone":
+        if not self.flags:
+            return super()._start()
+        import socket
+        from s3store_helpers import ACCESS, SECRET, rclone_binary
+        self.proc = subprocess.Popen(
+            [rclone_binary(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}", "--auth-key", f"{ACCESS},{SECRET}",
+             "--config", "/dev/null", *self.flags, str(self.root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                self.started_once = True
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"rclone serve s3 did not start on 127.0.0.1:{self.port}")
 
     def pids(self) -> list[int]:
         return [self.proc.pid]
@@ -404,14 +424,17 @@ def main() -> None:
     ap.add_argument("--peer-ceiling", action="store_true",
                     help="store: also time boto3 alone sending the store's requests (the peer's ceiling)")
     ap.add_argument("--radosgw", action="store_true", help="store: also against single-node Ceph radosgw")
+    ap.add_argument("--rclone-flag", action="append", default=[],
+                    help="extra flag for `rclone serve s3` (e.g. --rclone-flag=--etag-hash= : no MD5 per HEAD)")
     a = ap.parse_args()
+    Rclone.flags = a.rclone_flag
     only = a.only.split(",")
     WORK.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-scaleout-", dir=WORK))
     pg, s3 = PgCluster().start(), Rclone().start()
     os.environ.update(s3.env())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    res: dict = {"commit": commit, "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
+    res: dict = {"commit": commit, "rclone_flags": a.rclone_flag, "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
                  "load": os.getloadavg()}
     try:
         if "store" in only:

@@ -431,7 +431,9 @@ def main() -> None:
     only = a.only.split(",")
     WORK.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-scaleout-", dir=WORK))
-    pg, s3 = PgCluster().start(), Rclone().start()
+    # PostgreSQL only for the sections that use it (its initdb takes minutes on a loaded machine)
+    pg = PgCluster().start() if {"nodes", "catalog"} & set(only) else None
+    s3 = Rclone().start()
     os.environ.update(s3.env())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     res: dict = {"commit": commit, "rclone_flags": a.rclone_flag, "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
@@ -456,7 +458,8 @@ def main() -> None:
             res["catalog"] = bench_catalog(tmp, pg, a.list)
     finally:
         s3.close()
-        pg.stop()
+        if pg is not None:
+            pg.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     path = WORK / f"scaleout-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(res, indent=1))

@@ -171,14 +171,16 @@ def _timed(s3: RcloneS3, cpu: dict, key: str, fn, *args) -> float:
     return wall
 
 
-def peer_ceiling(s3, url: str, size: int, tmp: Path, before: set[str]) -> dict:
+def peer_ceiling(s3, url: str, size: int, tmp: Path, before: set[str], read: set[str]) -> dict:
     """boto3 alone, with the store's own client and settings, sending the requests the store
     sends for the packs of `url` (see the module docstring); MiB of the corpus (`size` bytes) per
     second.  ingest: each pack uploaded again under ceiling/ as the store uploads it (one PUT
     below a part, else PART-size parts, UPLOADERS in flight across packs as the store's pool
     has them, then the completion) and the HEAD of the commit's check; cold: each pack read as
     a cold reader reads it (its first block alone, then RUN-block GETs, READERS in flight).
-    Packs in `before` (written by init and add_share, before the timed ingest) are left out."""
+    Packs in `before` (written by init and add_share, before the timed ingest) are left out;
+    only the packs in `read` (those the cold restore fetched: the packs holding chunks) get the
+    HEAD and the GETs, as in the store (the small pack of the commit's transaction holds no chunk)."""
     from archive import s3store as S3
     store = S3.S3PackStore.from_url(url, tmp / "ceiling-cache", 1 << 30, {})
     c, b = store.client, store.bucket
@@ -208,10 +210,11 @@ def peer_ceiling(s3, url: str, size: int, tmp: Path, before: set[str]) -> dict:
                 if uid is not None:
                     c.complete_multipart_upload(Bucket=b, Key=key, UploadId=uid, MultipartUpload={
                         "Parts": [{"PartNumber": k, "ETag": e} for (k, _, _), e in zip(parts, etags)]})
-                h = time.perf_counter()
-                c.head_object(Bucket=b, Key=key)       # rclone hashes a fresh object on its first HEAD
-                heads.append(time.perf_counter() - h)
-                requests += 1
+                if key.rsplit("/", 1)[1][:-5] in read:
+                    h = time.perf_counter()
+                    c.head_object(Bucket=b, Key=key)       # rclone hashes a fresh object on its first HEAD
+                    heads.append(time.perf_counter() - h)
+                    requests += 1
         out["ingest_MiB/s"] = size / MiB / (time.perf_counter() - t)
         out["ingest_requests_per_MiB"] = requests / (size / MiB)
         out["head_s"] = sum(heads)                  # of which: the HEADs after the uploads
@@ -221,6 +224,8 @@ def peer_ceiling(s3, url: str, size: int, tmp: Path, before: set[str]) -> dict:
         t, c0, p0 = time.perf_counter(), time.process_time(), _peer_cpu(s3)
         with ThreadPoolExecutor(S3.READERS) as pool:
             for p, n in packs:
+                if p not in read:
+                    continue
                 key = store.pack_key(p)
                 first = min(S3.BLOCK, n)
                 assert len(c.get_object(Bucket=b, Key=key, Range=f"bytes=0-{first - 1}")["Body"].read()) == first
@@ -276,10 +281,11 @@ def bench_store(tmp: Path, s3, mib: int, ceiling: bool = False) -> dict:
             n0 = other.packstore.requests
             res["s3_restore_cold"].append(_timed(s3, cpu, "s3_restore_cold", restore, other, files, tree, sums))
             reqs.setdefault("s3_restore_cold", []).append(other.packstore.requests - n0)
+            read = {name.split(".")[0] for name in list(other.packstore.cache._index)}   # packs fetched
             res["s3_restore_warm"].append(_timed(s3, cpu, "s3_restore_warm", restore, other, files, tree, sums))
             other.close()
             if ceiling:
-                peer.append(peer_ceiling(s3, url, size, d, before))
+                peer.append(peer_ceiling(s3, url, size, d, before, read))
             shutil.rmtree(d, ignore_errors=True)
         m = {k: size / MiB / med(v) for k, v in res.items()}
         out[corpus.name] = {"bytes": size, "MiB/s": m, "ratios": {

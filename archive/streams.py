@@ -57,6 +57,19 @@ def content_etag(repo, refs: ChunkList, size: int) -> str:
     return h.hexdigest()[:32]
 
 
+def small_etag(repo, data) -> str:
+    """The etag `data` (a whole file held in memory) would get as a version: it is cut and its
+    chunk ids hashed exactly as a Writer does, but nothing is looked up, compressed or stored.
+    A tree upload compares it with the current version's etag first, so a file that only got
+    a new mtime (a re-extracted archive) costs a read and a hash, not a Writer."""
+    ch = StreamChunker(repo.key.seed, repo.chunk_avg)
+    chunks = ch.push(data, BATCH) + ch.finish()        # as Writer.write, then Writer.prepare
+    refs = ChunkList()
+    chunk_id = repo.store.codec.chunk_id
+    refs.extend((chunk_id(c), len(c)) for c in chunks)
+    return content_etag(repo, refs, len(data))
+
+
 class Writer:
     """Write sequentially, then commit() (one new version) or abort() (none)."""
 

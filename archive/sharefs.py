@@ -257,7 +257,7 @@ class ShareFS:
         """What a tree upload compares against: per folder (validated parts), its live entries
         as name -> (kind, size, mtime in us, etag) of the newest version, all in one read
         transaction (one listing query per folder; each folder resolved from its parent's node).
-        A folder that does not exist (or is a file) maps to {}."""
+        A folder that does not exist (or is a file) is left out."""
         sql = _LIST_SQL[True]
         nodes: dict[tuple[str, ...], int | None] = {(): self.root}
         out: dict[tuple[str, ...], dict[str, tuple]] = {}
@@ -273,7 +273,6 @@ class ShareFS:
                             got = nodes[parts[:i]] = row[0] if row is not None and row[1] == "dir" else None
                         node = got
                 if node is None:
-                    out[parts] = {}
                     continue
                 out[parts] = {r[0]: (r[2], r[6] or 0, r[7] if r[7] is not None else r[4], r[8] or "")
                               for r in raw.run(s, sql, (node, "", 1 << 62)).fetchall()}

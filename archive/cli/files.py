@@ -151,8 +151,11 @@ def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
         raise click.ClickException(f"{rel} is a file, not a folder")
     folders, files = _scan(root, base)
     total = sum(st.st_size for _, _, st in files)
-    fs.mkdir_many([join(f) for f in folders if f])          # every folder in one transaction
     current = fs.current_files(folders)                      # every listing in one read transaction
+    missing = [f for f in folders if f not in current]
+    if missing:
+        fs.mkdir_many([join(f) for f in missing])            # every new folder in one transaction
+        current.update((f, {}) for f in missing)
     stored = skipped = same = 0
     pending, pending_bytes = [], 0
     touched: list[tuple[str, float]] = []

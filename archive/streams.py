@@ -70,6 +70,33 @@ def small_etag(repo, data) -> str:
     return content_etag(repo, refs, len(data))
 
 
+def prepare_many(items: list[tuple["Writer", bytes]]) -> list["Writer"]:
+    """Prepare fresh Writers of small files held whole in memory (a tree upload), all at once:
+    each file is cut as Writer.write would cut it, and ONE store_batch stores the chunks of all
+    of them (one existence query instead of a read transaction per file; a chunk two of the
+    files share is stored once).  The new chunks' locations go with the first Writer, so the
+    Writers must be committed in the same commit_many batch (the chunk rows are registered by
+    that transaction, and its verify_refs checks the reused ones).  Runs on any thread; a
+    failure aborts every Writer of the group."""
+    writers = [w for w, _ in items]
+    try:
+        cut = [w._take(data) for w, data in items]
+        repo = writers[0].repo
+        refs, new = repo.store.store_batch([c for cs in cut for c in cs], {})
+        pos = 0
+        for w, cs in zip(writers, cut):
+            w._refs.extend(refs[pos:pos + len(cs)])
+            pos += len(cs)
+        writers[0]._new.extend(new)
+        for w in writers:
+            w.prepare()
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    return writers
+
+
 class Writer:
     """Write sequentially, then commit() (one new version) or abort() (none)."""
 
@@ -121,6 +148,16 @@ class Writer:
             self.abort()
             raise
         return n
+
+    def _take(self, data) -> list[bytes]:
+        """All of a fresh Writer's content at once: its chunks, cut as write() then prepare()
+        would cut them, for the caller to store (prepare_many)."""
+        if self._state != "open" or self.size or self._futures:
+            raise ArchiveError(f"_take on a {self._state} or already written upload")
+        self.size = len(data)
+        if self._room is not None and self.size > self._room:
+            raise QuotaExceeded(f"share {self.fs.share_name!r} is over its quota")
+        return self._chunker.push(data, BATCH) + self._chunker.finish()
 
     def _submit(self, chunks: list[bytes]) -> None:
         while len(self._futures) >= IN_FLIGHT:

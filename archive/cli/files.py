@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections import deque
 import shutil
 import sys
 from pathlib import Path
@@ -25,6 +26,9 @@ BATCH_FILES = 1024             # new versions per commit_many transaction
 TIMES_BATCH = 8192            # new mtimes (same bytes) per set_times_many transaction
 BATCH_BYTES = 32 * 1024 * 1024
 SMALL = 256 * 1024            # read whole and hashed before a Writer is made
+GROUP_FILES = 128             # small files stored together (streams.prepare_many) ...
+GROUP_BYTES = 4 * 1024 * 1024  # ... up to this many bytes
+GROUPS_IN_FLIGHT = 2          # groups being stored in the pool while the next files are read
 
 
 def _fs(obj: CLIContext, path: str):
@@ -145,7 +149,7 @@ def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
     version's gets no new version, only its new mtime.  A small file is read whole and hashed
     before anything is stored; a large one streams through a Writer, and its content hash is
     compared once its chunks are stored."""
-    from ..streams import commit_many, small_etag
+    from ..streams import commit_many, prepare_many, small_etag
     base = split(rel)
     if base and _is_file(fs, rel):
         raise click.ClickException(f"{rel} is a file, not a folder")
@@ -159,6 +163,27 @@ def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
     stored = skipped = same = 0
     pending, pending_bytes = [], 0
     touched: list[tuple[str, float]] = []
+    group: list = []                 # (fresh Writer, bytes) of small files, stored together
+    group_bytes = 0
+    inflight: deque = deque()        # prepare_many of earlier groups, in the chunk pool
+
+    def queue(ws) -> None:
+        nonlocal pending_bytes
+        pending.extend(ws)           # a group goes into one commit batch (prepare_many)
+        pending_bytes += sum(w.size for w in ws)
+        if len(pending) >= BATCH_FILES or pending_bytes >= BATCH_BYTES:
+            flush(times=False)
+
+    def settle(keep: int) -> None:
+        while len(inflight) > keep:
+            queue(inflight.popleft().result())
+
+    def send() -> None:
+        nonlocal group, group_bytes
+        if group:
+            inflight.append(fs.repo.store.pool.submit(prepare_many, group))
+            group, group_bytes = [], 0
+        settle(GROUPS_IN_FLIGHT)
 
     def flush(times: bool = True):
         nonlocal pending, pending_bytes, touched
@@ -182,32 +207,33 @@ def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
                 with open(path, "rb") as f:
                     data = f.read()
                 bar.update(len(data))
-                w = None
                 if cur is None or cur[1] != len(data) or small_etag(fs.repo, data) != cur[3]:
-                    w = fs.open_write(join(parts), mtime=st.st_mtime, check=False)   # folder just listed
-                    w.write(data)
-                    w.prepare()
+                    # chunked, stored and sealed with others in the pool while the next are read
+                    group.append((fs.open_write(join(parts), mtime=st.st_mtime, check=False), data))
+                    group_bytes += len(data)
+                    stored += 1
+                    if len(group) >= GROUP_FILES or group_bytes >= GROUP_BYTES:
+                        send()
+                    continue
             else:
                 with open(path, "rb") as f:
                     w = _put_stream(fs, join(parts), f, st.st_mtime, bar, check=False)
                 w.prepare()
-                if cur is not None and cur[3] == w.etag:
-                    w.abort()
-                    w = None
-            if w is not None:
-                pending.append(w)
-                pending_bytes += w.size
-                stored += 1
-            elif cur[2] == mtime_us:
+                if cur is None or cur[3] != w.etag:
+                    stored += 1
+                    queue([w])
+                    continue
+                w.abort()
+            if cur[2] == mtime_us:
                 skipped += 1                 # --checksum: same bytes, same mtime: nothing to record
             else:
                 # Same bytes under a new mtime (a re-extracted archive): no new version.
                 touched.append((join(parts), st.st_mtime))
                 same += 1
-            if len(pending) >= BATCH_FILES or pending_bytes >= BATCH_BYTES:
-                flush(times=False)
-            elif len(touched) >= TIMES_BATCH:
-                flush()
+                if len(touched) >= TIMES_BATCH:
+                    flush()
+        send()
+        settle(0)
         flush()
     click.echo(f"{stored} files stored, {skipped + same} unchanged"
                + (f" ({same} with a new mtime only)" if same else ""))

@@ -23,6 +23,7 @@ from .catalog import models as m
 from .chunker import StreamChunker
 from .clock import to_us
 from .errors import ArchiveError, Corrupt, QuotaExceeded
+from .paths import fold
 from .store import ChunkList, ChunkRef, NewChunk
 
 BATCH = 4 * 1024 * 1024
@@ -273,10 +274,40 @@ def _commit_batch(writers: list) -> list:
     outcome: list = [None] * len(writers)
     new = [c for w in writers if isinstance(w, Writer) for c in w._new]
     refs = [w._refs for w in writers if isinstance(w, Writer)]
+    keys = {(w.fs.share_id, tuple(map(fold, w.parts)) if w.fs.ci else w.parts)
+            for w in writers if isinstance(w, Writer)}
+    distinct = len(writers) > 1 and len(keys) == len(writers)      # no Mutation, no path twice
+
+    def build_all(s):
+        """Uploads of distinct paths only (a tree put): every event is built first (they read
+        nothing another one changes), then all are applied as one run (events.apply_many:
+        executemany).  None, having applied nothing, when two of them landed on one node (a
+        deleted file's history continued under two names): the sequential build then
+        decides as it always did."""
+        evs, nodes = [], set()
+        for i, w in enumerate(writers):
+            try:
+                ev = w.event(s)
+            except ArchiveError as e:
+                outcome[i] = e
+                continue
+            if ev["node"] in nodes:
+                return None
+            nodes.add(ev["node"])
+            evs.append(ev)
+            outcome[i] = ev
+        events.apply_many(s, evs)
+        return evs
 
     def build(s):
         evs = []
         cache = s.info["parents"] = {}  # uploads change no folders: resolve each once
+        if distinct:
+            got = build_all(s)
+            if got is not None:
+                del s.info["parents"]
+                return got
+            outcome[:] = [None] * len(writers)
         for i, w in enumerate(writers):
             # Building an event only reads (and allocates ids), so an item refused here left
             # nothing to roll back: no savepoint per item.  Applying raises no ArchiveError;

@@ -677,8 +677,16 @@ class ShareFS:
         self.repo.mutate_grouped(lambda s: self._times_events(s, views), audit=self._times_audit(views))
 
     def set_times_many(self, items: list[tuple[str, float]]) -> None:
-        """Several set_times in one transaction (a tree put whose files only got new mtimes)."""
-        views = [(self._writable_view(path), mtime) for path, mtime in items]
+        """Several set_times in one transaction (a tree put whose files only got new mtimes).
+        A path may also be a tuple of components already validated by check_name (a tree put's
+        own): the checks of a writable path (share writable, the login's grant, not a snapshot)
+        then run once, for the first item, rather than parsing every path again."""
+        views = []
+        for path, mtime in items:
+            if isinstance(path, tuple) and views and path and path[0] != SNAPSHOTS:
+                views.append((_View(path, None, False), mtime))
+            else:
+                views.append((self._writable_view(join(path) if isinstance(path, tuple) else path), mtime))
 
         def build(s: Session) -> list[dict]:
             s.info["parents"] = {}               # times change no folders: resolve each once

@@ -162,7 +162,7 @@ def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
         current.update((f, {}) for f in missing)
     stored = skipped = same = 0
     pending, pending_bytes = [], 0
-    touched: list[tuple[str, float]] = []
+    touched: list[tuple[tuple, float]] = []
     group: list = []                 # (fresh Writer, bytes) of small files, stored together
     group_bytes = 0
     inflight: deque = deque()        # prepare_many of earlier groups, in the chunk pool
@@ -228,7 +228,7 @@ def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
                 skipped += 1                 # --checksum: same bytes, same mtime: nothing to record
             else:
                 # Same bytes under a new mtime (a re-extracted archive): no new version.
-                touched.append((join(parts), st.st_mtime))
+                touched.append((parts, st.st_mtime))
                 same += 1
                 if len(touched) >= TIMES_BATCH:
                     flush()

@@ -66,6 +66,14 @@ def test_put_imports_no_sqlalchemy_and_versions_shows_it(made, tmp_path):
     assert writes == [("write", "s", "/new/deep/one.txt", 1, "cli"), ("write", "s", "/new/deep/one.txt", 2, "cli"),
                       ("write", "s", "/new/stdin.bin", 1, "cli")]
     assert cli("check", "--read-data").returncode == 0
+    # a folder: listing and batch commit are plain SQL as well
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_bytes(b"a")
+    (tree / "sub" / "b.txt").write_bytes(b"bb")
+    rc, out, err, mods = _run(cli, "put", str(tree), "/s/tree")
+    assert rc == 0 and b"2 files stored" in out and not {"sqlalchemy", "models"} & mods, (err, sorted(mods))
+    assert cli("get", "/s/tree/sub/b.txt", "-").stdout == b"bb"
     # a share with a quota: its usage is read with plain SQL too, and the quota still refuses
     cli("share", "add", "q", "--quota", "1K")
     rc, out, err, mods = _run(cli, "put", "-", "/q/small", input=b"x" * 600)

@@ -84,6 +84,24 @@ def test_sequential_and_random_reads_return_the_exact_bytes(efs):
     r.close()
 
 
+def test_reads_interleaved_with_other_files_keep_their_bytes(efs):
+    """Coalesced reads land in reused buffers (readpath.Buffers): a block one Reader holds
+    decoded (views into its buffer for raw chunks) is never overwritten by another file's read."""
+    a, b = random.Random(11).randbytes(3 << 20), random.Random(12).randbytes(3 << 20)
+    put_bytes(efs, "/a", a)
+    put_bytes(efs, "/b", b)
+    ra = efs.open_read("/a")
+    got = ra.read(100_000)                    # block 0 decoded, the next ones read ahead
+    for _ in range(3):
+        assert efs.open_read("/b").read() == b
+    rb, got_b = efs.open_read("/b"), b""
+    while chunk := ra.read(70_001):
+        got += chunk
+        got_b += rb.read(50_000)
+    assert got == a
+    assert got_b == b[:len(got_b)]
+
+
 def test_one_chunk_and_empty_files(efs):
     put_bytes(efs, "/small", b"tiny file")
     put_bytes(efs, "/empty", b"")

@@ -71,9 +71,11 @@ class Buffers:
     (0.54 -> 1.3 ms).  A buffer handed out is kept (at most `keep_bytes` per size class) and
     handed out again only when no memoryview of it is left (a bytearray refuses to resize while
     it is exported, which `_free` tries), so the decoded chunks (memoryviews into it for a chunk
-    stored raw) stay valid for as long as anything holds them."""
+    stored raw) stay valid for as long as anything holds them.  What is kept stays allocated
+    for the life of the process: at most 8 MiB per size class (256 KiB to 4 MiB, and larger
+    for an oversized record), more busy buffers than that are allocated and freed as before."""
 
-    def __init__(self, keep_bytes: int = 16 * 1024 * 1024, smallest: int = 256 * 1024) -> None:
+    def __init__(self, keep_bytes: int = 8 * 1024 * 1024, smallest: int = 256 * 1024) -> None:
         self.keep_bytes, self.smallest = keep_bytes, smallest
         self.lock = threading.Lock()
         self.kept: dict[int, list[bytearray]] = {}

@@ -236,12 +236,12 @@ def _write(target, pieces, mtime: float) -> None:
         raise
 
 
-def _restore_batch(src: TreeSource, batch: list) -> None:
+def _restore_batch(src: TreeSource, batch: list, bar=None) -> None:
     """Restore files (entry, target) together: one catalog query for all their chunk lists, the
     files ordered by where their first chunk lies, adjacent records (of one file or of
     consecutive ones) read with one pread, decoding RUNS_AHEAD reads ahead (`src.submit`).  A
     file's chunks are written as they come, so a batch of one large file holds at most
-    RUNS_AHEAD + 1 reads in memory."""
+    RUNS_AHEAD + 1 reads in memory; `bar.update(n)` is told of every n bytes written."""
     store = src.store
     params = {}
     for i, (e, _) in enumerate(batch):
@@ -286,6 +286,8 @@ def _restore_batch(src: TreeSource, batch: list) -> None:
             p = got.popleft()
             total += len(p)
             yield p
+            if bar is not None:
+                bar.update(len(p))
         if total != e.size:
             raise src.missing(e, "has chunks that do not add up to its size")
     for e, target in order:
@@ -299,10 +301,11 @@ def restore_tree(fs, rel: str, dest, at: float | None, large) -> int:
     return restore(TreeSource(fs, at), rel, dest, large)
 
 
-def restore(src: TreeSource, rel: str, dest, large=None, top=None) -> int:
+def restore(src: TreeSource, rel: str, dest, large=None, top=None, progress=None) -> int:
     """restore_tree from any TreeSource (`top`: the entry of `rel`, for its listdir); without
     `large`, a file above BATCH_FILE_MAX is a batch of its own (its chunks streamed to disk as
-    they are decoded)."""
+    they are decoded), shown by `progress(entry)` when given (a context manager giving a bar
+    with update(n), as click.progressbar)."""
     from .paths import join, split
     dest.mkdir(parents=True, exist_ok=True)
     count = 0
@@ -322,8 +325,11 @@ def restore(src: TreeSource, rel: str, dest, large=None, top=None) -> int:
                     large(e, d / e.name)
                 elif e.version is None:
                     raise src.missing(e, "has no content")
-                else:
+                elif progress is None:
                     _restore_batch(src, [(e, d / e.name)])
+                else:
+                    with progress(e) as bar:
+                        _restore_batch(src, [(e, d / e.name)], bar)
                 continue
             batch.append((e, d / e.name))
             size += e.size

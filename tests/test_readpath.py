@@ -165,6 +165,30 @@ def test_tree_restore_writes_bytes_and_mtimes_and_streams_large_files(efs, tmp_p
     assert not [x for x in out.rglob(".*partial")]
 
 
+def test_restore_without_a_reader_streams_large_files_and_reports_their_progress(efs, tmp_path, monkeypatch):
+    monkeypatch.setattr(readpath, "BATCH_FILE_MAX", 200_000)
+    monkeypatch.setattr(readpath, "RUNS_AHEAD", 1)
+    big, small = _data(1_500_000, seed=3), _data(5_000, seed=4)
+    efs.mkdir("/p")
+    put_bytes(efs, "/p/big", big)
+    put_bytes(efs, "/p/small", small)
+    seen: dict = {}
+
+    class Bar:
+        def __init__(self, e):
+            self.name = e.name
+        def __enter__(self):
+            return self
+        def __exit__(self, *exc):
+            return False
+        def update(self, n):
+            seen[self.name] = seen.get(self.name, 0) + n
+    n = readpath.restore(readpath.TreeSource(efs.fs), efs.base + "/p", tmp_path / "o", progress=Bar)
+    assert n == 2
+    assert (tmp_path / "o" / "big").read_bytes() == big and (tmp_path / "o" / "small").read_bytes() == small
+    assert seen == {"big": len(big)}
+
+
 def test_tree_restore_of_a_damaged_file_fails_and_leaves_no_partial_file(efs, tmp_path):
     efs.mkdir("/t")
     put_bytes(efs, "/t/a", random.Random(1005).randbytes(300_000))

@@ -267,7 +267,7 @@ def _lean_get_tree(fs, rel: str, top, dest: Path) -> None:
 
     src = Lean()
     try:
-        count = restore(src, rel, dest, top=top)
+        count = restore(src, rel, dest, top=top, progress=lambda e: progress(e.size, e.name))
     finally:
         if src.pool is not None:
             src.pool.shutdown(wait=True, cancel_futures=True)

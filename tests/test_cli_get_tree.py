@@ -1,5 +1,5 @@
-"""`archivectl get` of a folder through the lean path (archive/cli/files.py `_lean_get_tree`,
-archive/readpath.py `restore`): the same files, bytes and mtimes as the full path (ShareFS),
+"""`archivectl get` of a folder, or of a file above the lean path's 8 MiB, through the lean
+path (archive/cli/files.py `_lean_restore`, archive/readpath.py `restore`): the same files, bytes and mtimes as the full path (ShareFS),
 without SQLAlchemy; whatever it does not answer (a damaged chunk) goes the full way, which
 reports the error and leaves no file with wrong bytes."""
 from __future__ import annotations
@@ -55,16 +55,34 @@ def test_lean_restore_streams_a_file_above_the_batch_limit(tree, monkeypatch, tm
     monkeypatch.setattr(keys, "_handed", type(keys._handed)())   # LeanRepo hands its key over: not to later tests
     monkeypatch.setattr(readpath, "BATCH_FILE_MAX", 100_000)
     monkeypatch.setattr(readpath, "RUNS_AHEAD", 1)
-    from archive.cli.files import _lean_get_tree
+    from archive.cli.files import _lean_restore
     lr = lean.LeanRepo(cli.repo_path, None, lambda: "pw")
     try:
         fs = lr.share("s")
-        _lean_get_tree(fs, "/", fs.stat(()), tmp_path / "out")
+        _lean_restore(fs, None, lambda src: src.restore("/", tmp_path / "out", fs.stat(())))
     finally:
         lr.close()
     assert (tmp_path / "out" / "b3.bin").read_bytes() == data
     assert (tmp_path / "out" / "a" / "big.bin").read_bytes() == big
     assert not list((tmp_path / "out").rglob(".*partial"))
+
+
+def test_a_file_above_the_small_file_limit_streams_on_the_lean_path(tree):
+    cli, _ = tree
+    data = random.Random(9).randbytes(lean.GET_MAX + 300_000)
+    cli("put", "-", "/s/a/large.bin", input=data)
+    out = cli.repo_path.parent / "got"
+    out.mkdir()
+    rc, _, mods = _modules_after(cli, "get", "/s/a/large.bin", str(out))
+    assert rc == 0 and "sqlalchemy" not in mods, sorted(mods)
+    assert (out / "large.bin").read_bytes() == data
+    repo = Repository.open(cli.repo_path, password="pw")
+    try:
+        assert (out / "large.bin").stat().st_mtime == repo.share("s").stat("/a/large.bin").mtime
+    finally:
+        repo.close()
+    rc, piped, mods = _modules_after(cli, "get", "/s/a/large.bin", "-")     # stdout: the Reader
+    assert rc == 0 and piped == data and "sqlalchemy" in mods
 
 
 def test_a_damaged_chunk_in_a_tree_get_is_an_error_and_no_file(tree):

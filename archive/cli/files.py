@@ -208,13 +208,13 @@ class _Held(io.BytesIO):
 
 
 def _lean_get(obj: CLIContext, src: str, dest: str) -> bool:
-    """`get` of a small file's current content, or of a folder's current tree, through the lean
-    read path (archive/cli/lean.py); False when that path does not answer (having written nothing,
+    """`get` of a file's current content, or of a folder's current tree, through the lean read
+    path (archive/cli/lean.py); False when that path does not answer (having written nothing,
     or files the full path then writes again)."""
     lean = obj.lean()
     if lean is None:
         return False
-    from .lean import FALLBACK
+    from .lean import FALLBACK, GET_MAX
     share, rel = split_archive_path(src)
     try:
         fs = lean.share(share)
@@ -222,7 +222,13 @@ def _lean_get(obj: CLIContext, src: str, dest: str) -> bool:
         if top.is_dir:
             if dest == "-":
                 return False                  # the full path words the error
-            _lean_get_tree(fs, rel, top, Path(dest))
+            _lean_restore(fs, dest, lambda src: src.restore(rel, Path(dest), top))
+            return True
+        if top.size > GET_MAX and dest != "-":
+            target = Path(dest)
+            if target.is_dir():
+                target = target / split(rel)[-1]
+            _lean_restore(fs, None, lambda src: src.restore_file(top, target))
             return True
         entry, data = fs.read(split(rel))
     except FALLBACK:
@@ -238,11 +244,12 @@ def _lean_get(obj: CLIContext, src: str, dest: str) -> bool:
     return True
 
 
-def _lean_get_tree(fs, rel: str, top, dest: Path) -> None:
-    """The tree restore of archive/readpath.py on the lean path's catalog connection (one read
-    snapshot) and pack reader: no SQLAlchemy, no Repository.  Raises Fallback (a chunk not where
-    the catalog says, a deleted or empty version): the full path then restores the whole tree."""
-    from ..readpath import TreeSource, restore
+def _lean_restore(fs, dest: str | None, run) -> None:
+    """Run `run(source)` with the tree restore of archive/readpath.py on the lean path's catalog
+    connection (one read snapshot) and pack reader: no SQLAlchemy, no Repository.  It raises
+    Fallback (a chunk not where the catalog says, a deleted or empty version): the full path then
+    writes everything again (each file is renamed into place whole)."""
+    from ..readpath import TreeSource, _restore_batch, restore
     from .lean import Fallback, _Store
 
     class Lean(TreeSource):
@@ -265,13 +272,22 @@ def _lean_get_tree(fs, rel: str, top, dest: Path) -> None:
         def missing(self, e, why: str) -> Exception:
             return Fallback(f"{e.path} {why}")
 
+        def restore(self, rel: str, target: Path, top) -> int:
+            return restore(self, rel, target, top=top, progress=lambda e: progress(e.size, e.name))
+
+        def restore_file(self, e, target: Path) -> int:
+            with progress(e.size, e.name) as bar:
+                _restore_batch(self, [(e, target)], bar)
+            return 1
+
     src = Lean()
     try:
-        count = restore(src, rel, dest, top=top, progress=lambda e: progress(e.size, e.name))
+        count = run(src)
     finally:
         if src.pool is not None:
             src.pool.shutdown(wait=True, cancel_futures=True)
-    click.echo(f"{count} files fetched into {dest}", err=True)
+    if dest is not None:
+        click.echo(f"{count} files fetched into {dest}", err=True)
 
 
 def _copy(reader, out, bar) -> None:

@@ -91,6 +91,8 @@ def test_large_write_and_read_back_identical(srv):
         vs = srv.wait_versions("/big.bin", 1)
         assert [v.number for v in vs] == [1] and vs[0].size == len(data)
         assert c.read_file("/big.bin") == data                   # from the committed version
+        # READs in flight (the kernel client's read-ahead): at most MAX_READS run, in file order
+        assert Pipeline(c, 32).read_file("/big.bin", len(data), block=96 * 1024) == data
     finally:
         c.close()
     assert srv.fs().open_read("/big.bin").read() == data

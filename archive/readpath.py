@@ -15,11 +15,15 @@ raises Corrupt rather than return wrong bytes.
 """
 from __future__ import annotations
 
+import os
+import threading
+from collections import deque
 from typing import Sequence
 
 from .codec import FLAG_AEAD
 from .errors import Corrupt
 from .packs import REC, REC_MAGIC, T_CHUNK
+from .packstore import LocalPackStore
 
 #: the most bytes one coalesced pread fetches (and a block of read-ahead holds)
 RUN_BYTES = 4 * 1024 * 1024
@@ -57,6 +61,62 @@ def runs(rows: Sequence[Row], limit: int = RUN_BYTES, gap: int = RUN_GAP) -> lis
     return out
 
 
+class Buffers:
+    """Buffers the coalesced preads of a local pack store land in, reused once nothing views
+    them any more.
+
+    Why: `archivectl serve` fixes glibc's mmap threshold at 128 KiB (protocols/memory.py), so a
+    fresh 1 MiB `bytes` per pread was a new mapping whose pages faulted in one by one and went
+    back to the kernel when freed: measured here, that doubled the core's CPU per MiB read
+    (0.54 -> 1.3 ms).  A buffer handed out is kept (at most `keep_bytes` per size class) and
+    handed out again only when no memoryview of it is left (a bytearray refuses to resize while
+    it is exported, which `_free` tries), so the decoded chunks (memoryviews into it for a chunk
+    stored raw) stay valid for as long as anything holds them.  What is kept stays allocated
+    for the life of the process: at most 8 MiB per size class (256 KiB to 4 MiB, and larger
+    for an oversized record), more busy buffers than that are allocated and freed as before."""
+
+    def __init__(self, keep_bytes: int = 8 * 1024 * 1024, smallest: int = 256 * 1024) -> None:
+        self.keep_bytes, self.smallest = keep_bytes, smallest
+        self.lock = threading.Lock()
+        self.kept: dict[int, list[bytearray]] = {}
+
+    @staticmethod
+    def _free(buf: bytearray) -> bool:
+        try:
+            del buf[-1:]
+        except BufferError:
+            return False
+        buf.append(0)
+        return True
+
+    def view(self, n: int) -> memoryview:
+        """A writable view of n bytes; the buffer stays busy for as long as a view of it lives."""
+        size = self.smallest
+        while size < n:
+            size *= 2
+        with self.lock:
+            kept = self.kept.setdefault(size, [])
+            for buf in kept:
+                if self._free(buf):
+                    return memoryview(buf)[:n]     # exported before the lock is let go
+            buf = bytearray(size)
+            if len(kept) * size < self.keep_bytes:
+                kept.append(buf)
+            return memoryview(buf)[:n]
+
+
+BUFFERS = Buffers()
+
+
+def read_range(packs, pack_id: str, offset: int, length: int) -> memoryview:
+    """The bytes of a pack range: read into a reused buffer (`Buffers`) from a local pack store,
+    through the store's read_range from any other."""
+    if isinstance(packs, LocalPackStore):
+        view = BUFFERS.view(length)
+        return view[:os.preadv(packs._fd(pack_id), [view], offset)]
+    return memoryview(packs.read_range(pack_id, offset, length))
+
+
 def decode_record(codec, encrypted: bool, rec: memoryview, cid: bytes, raw_len: int):
     """The verified plaintext of one chunk record held in `rec` (header + payload); a
     memoryview into `rec` for a chunk stored raw in a plain repository (no copy)."""
@@ -85,7 +145,7 @@ def load_run(store, run: Sequence[Row]) -> list:
     encrypted = codec.key.encrypted
     base = first[4]
     try:
-        buf = memoryview(store.packdir.store.read_range(first[3], base, run[-1][4] + run[-1][5] - base))
+        buf = read_range(store.packdir.store, first[3], base, run[-1][4] + run[-1][5] - base)
     except Corrupt:                           # the pack is gone (gc): each chunk looks itself up
         buf = memoryview(b"")
     out = []
@@ -102,7 +162,8 @@ def load_run(store, run: Sequence[Row]) -> list:
 
 # -- restoring a tree ----------------------------------------------------------------------------
 
-#: files of at most this size are restored in batches; larger ones stream through a Reader
+#: files of at most this size are restored in batches; larger ones stream through a Reader (or
+#: are a batch of their own, `restore`)
 BATCH_FILE_MAX = 8 * 1024 * 1024
 #: a batch ends at this many files or this many bytes (what it holds in memory at most)
 BATCH_FILES = 512
@@ -111,19 +172,47 @@ BATCH_BYTES = 32 * 1024 * 1024
 RUNS_AHEAD = 4
 
 
-def _batch_sql(n: int):
-    from sqlalchemy import text
+def _batch_sql(n: int) -> str:
+    """Every chunk row of n (node, version number) pairs, with named parameters :n<i>, :v<i>
+    (SQLAlchemy's text() and sqlite3 both take them)."""
     pairs = ", ".join(f"(:n{i}, :v{i})" for i in range(n))
     # Joined from the list (not `(node_id, number) IN (VALUES ...)`, which SQLite answers with
     # a scan of every version): one index lookup per file.
-    return text(f"""
+    return f"""
         WITH w(n, num) AS (VALUES {pairs})
         SELECT v.node_id, v.number, v.deleted, vc.offset, vc.length, vc.chunk_id,
                c.pack_id, c.offset, c.length, c.raw_len
         FROM w JOIN versions v ON v.node_id = w.n AND v.number = w.num
         LEFT JOIN version_chunks vc ON vc.version_id = v.id
         LEFT JOIN chunks c ON c.id = vc.chunk_id
-        ORDER BY v.node_id, vc.offset""")
+        ORDER BY v.node_id, vc.offset"""
+
+
+class TreeSource:
+    """What a tree restore reads: a share's listing, its catalog and its chunk store.  This one
+    is a ShareFS at `at` (None: now); the CLI's lean path (archive/cli/files.py) gives its own."""
+
+    def __init__(self, fs, at: float | None = None) -> None:
+        self.fs, self.at = fs, at
+        self.store = fs.repo.store
+
+    def listdir(self, rel: str, entry):
+        """The entries of the folder `rel` (`entry`: its own entry, None for the top)."""
+        return self.fs.listdir(rel, at=self.at)
+
+    def query(self, sql: str, params: dict) -> list:
+        from sqlalchemy import text
+        with self.fs.repo.catalog.engine.connect() as c:
+            rows = c.execute(text(sql), params).all()
+            c.rollback()
+        return rows
+
+    def submit(self, fn, *args):
+        return self.store.pool.submit(fn, *args)
+
+    def missing(self, e, why: str) -> Exception:
+        from .errors import NotFound
+        return NotFound(f"{self.fs._show(e.path)} version {e.version} {why}")
 
 
 def _write(target, pieces, mtime: float) -> None:
@@ -147,18 +236,17 @@ def _write(target, pieces, mtime: float) -> None:
         raise
 
 
-def _restore_batch(fs, batch: list) -> None:
-    """Restore small files (entry, target) together: one catalog query for all their chunk
-    lists, the files ordered by where their first chunk lies, adjacent records (of one file or
-    of consecutive ones) read with one pread, decoding a few reads ahead in the thread pool."""
-    from .errors import NotFound
-    store = fs.repo.store
+def _restore_batch(src: TreeSource, batch: list, bar=None) -> None:
+    """Restore files (entry, target) together: one catalog query for all their chunk lists, the
+    files ordered by where their first chunk lies, adjacent records (of one file or of
+    consecutive ones) read with one pread, decoding RUNS_AHEAD reads ahead (`src.submit`).  A
+    file's chunks are written as they come, so a batch of one large file holds at most
+    RUNS_AHEAD + 1 reads in memory; `bar.update(n)` is told of every n bytes written."""
+    store = src.store
     params = {}
     for i, (e, _) in enumerate(batch):
         params[f"n{i}"], params[f"v{i}"] = e.node_id, e.version
-    with fs.repo.catalog.engine.connect() as c:
-        rows = c.execute(_batch_sql(len(batch)), params).all()
-        c.rollback()
+    rows = src.query(_batch_sql(len(batch)), params)
     chunks: dict[tuple[int, int], list] = {}
     deleted = set()
     for node, number, dele, off, ln, cid, pack, poff, plen, raw in rows:
@@ -169,7 +257,8 @@ def _restore_batch(fs, batch: list) -> None:
             lst.append((off, ln, cid, pack, poff, plen, raw))
     for e, _ in batch:
         if (e.node_id, e.version) not in chunks or (e.node_id, e.version) in deleted:
-            raise NotFound(f"{fs._show(e.path)} version {e.version} is gone")
+            raise src.missing(e, "is gone")
+
     def where(item) -> tuple:
         lst = chunks[(item[0].node_id, item[0].version)]
         return (lst[0][3] or "", lst[0][4] or 0) if lst else ("", 0)
@@ -178,50 +267,75 @@ def _restore_batch(fs, batch: list) -> None:
     plan = runs(flat)
     pending: list = []           # futures of the runs, in order
     nxt = 0
-    got: list = []               # decoded chunks not yet written, in order
+    got: deque = deque()         # decoded chunks not yet written, in order
 
     def more() -> None:
         nonlocal nxt
         while nxt < len(plan) and len(pending) < RUNS_AHEAD:
-            pending.append(store.pool.submit(load_run, store, plan[nxt]))
+            pending.append(src.submit(load_run, store, plan[nxt]))
             nxt += 1
         got.extend(pending.pop(0).result())
+
+    def pieces(e, n: int):
+        """The file's n chunks as they are decoded; raises if they do not add up to its size
+        (before _write renames the file into place)."""
+        total = 0
+        for _ in range(n):
+            if not got:
+                more()
+            p = got.popleft()
+            total += len(p)
+            yield p
+            if bar is not None:
+                bar.update(len(p))
+        if total != e.size:
+            raise src.missing(e, "has chunks that do not add up to its size")
     for e, target in order:
-        n = len(chunks[(e.node_id, e.version)])
-        while len(got) < n:
-            more()
-        pieces, got[:n] = got[:n], []
-        if sum(len(p) for p in pieces) != e.size:
-            raise NotFound(f"{fs._show(e.path)} version {e.version}: its chunks do not add up to its size")
-        _write(target, pieces, e.mtime)
+        _write(target, pieces(e, len(chunks[(e.node_id, e.version)])), e.mtime)
 
 
 def restore_tree(fs, rel: str, dest, at: float | None, large) -> int:
-    """Write the tree under `rel` (as it was `at`) into the local folder `dest`; returns the
-    number of files.  Small files go in batches (`_restore_batch`); each file above
-    BATCH_FILE_MAX is handed to `large(entry, target)`, which streams it through a Reader."""
+    """Write the tree under `rel` of the ShareFS `fs` (as it was `at`) into the local folder
+    `dest`; returns the number of files.  Small files go in batches (`_restore_batch`); each file
+    above BATCH_FILE_MAX is handed to `large(entry, target)`, which streams it through a Reader."""
+    return restore(TreeSource(fs, at), rel, dest, large)
+
+
+def restore(src: TreeSource, rel: str, dest, large=None, top=None, progress=None) -> int:
+    """restore_tree from any TreeSource (`top`: the entry of `rel`, for its listdir); without
+    `large`, a file above BATCH_FILE_MAX is a batch of its own (its chunks streamed to disk as
+    they are decoded), shown by `progress(entry)` when given (a context manager giving a bar
+    with update(n), as click.progressbar)."""
     from .paths import join, split
     dest.mkdir(parents=True, exist_ok=True)
     count = 0
     batch: list = []
     size = 0
-    stack = [(rel, dest)]
+    stack = [(rel, dest, top)]
     while stack:
-        r, d = stack.pop()
-        for e in fs.listdir(r, at=at):
+        r, d, entry = stack.pop()
+        for e in src.listdir(r, entry):
             if e.is_dir:
                 (d / e.name).mkdir(exist_ok=True)
-                stack.append((join(split(r) + (e.name,)), d / e.name))
+                stack.append((join(split(r) + (e.name,)), d / e.name, e))
                 continue
             count += 1
             if e.size > BATCH_FILE_MAX or e.version is None:
-                large(e, d / e.name)
+                if large is not None:
+                    large(e, d / e.name)
+                elif e.version is None:
+                    raise src.missing(e, "has no content")
+                elif progress is None:
+                    _restore_batch(src, [(e, d / e.name)])
+                else:
+                    with progress(e) as bar:
+                        _restore_batch(src, [(e, d / e.name)], bar)
                 continue
             batch.append((e, d / e.name))
             size += e.size
             if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
-                _restore_batch(fs, batch)
+                _restore_batch(src, batch)
                 batch, size = [], 0
     if batch:
-        _restore_batch(fs, batch)
+        _restore_batch(src, batch)
     return count

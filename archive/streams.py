@@ -470,6 +470,8 @@ class Reader(io.RawIOBase):
         self._pos = 0
         self._next = 0                     # where a sequential read would continue
         self._win: list[tuple] = []        # (offset, length, chunk id, pack, poff, plen, raw_len)
+        self._hint = 0                     # the window row a sequential read wants next
+        self._prefetched = None            # the block whose read-ahead was last started
         self._blk_of: list[int] = []       # window row -> block number
         self._blocks: list[tuple[int, int]] = []   # block -> (first row, end row)
         self._cache: OrderedDict[int, object] = OrderedDict()   # block's file offset -> chunks | Future
@@ -499,6 +501,8 @@ class Reader(io.RawIOBase):
         if not rows:
             raise Corrupt(f"version {self.version_id} has no chunk at offset {pos}")
         self._win = [tuple(r) for r in rows]
+        self._hint = 0
+        self._prefetched = None
         self._blocks, self._blk_of = [], []
         i = 0
         for run in readpath.runs(self._win, self.READ_BLOCK):
@@ -508,6 +512,12 @@ class Reader(io.RawIOBase):
 
     def _index(self, pos: int) -> int:
         w = self._win
+        i = self._hint                         # a sequential read: the row after the last one,
+        if i < len(w) and w[i][0] <= pos < w[i][0] + w[i][1]:
+            self._hint = i + 1
+            return i
+        if 0 < i <= len(w) and w[i - 1][0] <= pos < w[i - 1][0] + w[i - 1][1]:
+            return i - 1                       # or the rest of the last one
         if not w or pos < w[0][0] or pos >= w[-1][0] + w[-1][1]:
             self._load_window(pos)
             w = self._win
@@ -518,6 +528,7 @@ class Reader(io.RawIOBase):
                 lo = mid
             else:
                 hi = mid - 1
+        self._hint = lo + 1
         return lo
 
     def _block_rows(self, b: int) -> list[tuple]:
@@ -562,13 +573,16 @@ class Reader(io.RawIOBase):
                     self._cache.pop(key, None)
                     raise
                 self._cache[key] = got
-        if sequential:
+        if sequential and self._prefetched != key:     # once per block, not per chunk
+            self._prefetched = key
             self._prefetch(b)
         return got[i - first]
 
     def _pieces(self, n: int):
         """Yield (data, start, take) covering up to n bytes from the position on."""
         sequential = self._pos == self._next
+        if not sequential:
+            self._prefetched = None
         while n > 0 and self._pos < self.size:
             i = self._index(self._pos)
             off, ln = self._win[i][0], self._win[i][1]

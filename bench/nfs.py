@@ -1,7 +1,8 @@
 """NFS benchmark: Edge Archive's NFSv3 adapter vs nfs-ganesha (VFS backend, plain folder).
 
 Same machine, same run, same clients, loopback only:
-  * large file: `nfs-cp` local -> server (write) and server -> /dev/null-ish file (read);
+  * large file: `nfs-cp` local -> server (write) and server -> /dev/null-ish file (read), and
+    read again with --depth 128 KiB READs in flight (libnfs' async API, as the kernel client);
     for Edge the write is also timed until its version is committed (commit_idle = 0.2 s);
   * many files: libnfs (the library behind nfs-cp, through ctypes) creates N small files,
     `nfs-ls` lists the folder, libnfs removes them; then the same create and remove with
@@ -159,6 +160,16 @@ def one_run(server, big: Path, size: int, files: int, scratch: Path, depth: int 
         out["read MiB/s"] = size / t / 2 ** 20
         assert back.stat().st_size == size
         back.unlink()
+        # the same file read with READs in flight (libnfs' async API), as the kernel client's
+        # read-ahead sends them
+        c = LibNFS(url(server))
+        try:
+            t0 = time.perf_counter()
+            got = Pipeline(c, depth).read_file("/big.bin", size)
+            out[f"read MiB/s, {depth} x 128 KiB in flight"] = size / (time.perf_counter() - t0) / 2 ** 20
+            assert got == big.read_bytes()
+        finally:
+            c.close()
         if large_only:
             return out
         c = LibNFS(url(server))

@@ -284,6 +284,7 @@ class Pipeline:
         self._POLLIN, self._POLLOUT = select.POLLIN, select.POLLOUT
         P, I, U64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64
         for fn, args in {"nfs_creat_async": [P, ctypes.c_char_p, I, _NFS_CB, P],
+                         "nfs_pread_async": [P, P, U64, U64, _NFS_CB, P],
                          "nfs_pwrite_async": [P, P, U64, U64, P, _NFS_CB, P],
                          "nfs_close_async": [P, P, _NFS_CB, P],
                          "nfs_unlink_async": [P, ctypes.c_char_p, _NFS_CB, P],
@@ -300,7 +301,7 @@ class Pipeline:
         if err < 0:
             self.errors.append(f"{step[0]}: {ctypes.cast(data, ctypes.c_char_p).value!r}")
             return
-        step[1](data)
+        step[1](ctypes.string_at(data, err) if step[0].startswith("read ") else data)
 
     def _queue(self, fn: str, *args: Any, then: Callable[[Any], None], what: str) -> None:
         token = next(self._tokens)
@@ -344,6 +345,24 @@ class Pipeline:
         self._run([(lambda off, d: lambda: self._queue("nfs_pwrite_async", fh, off, len(d), d,
                                                         then=lambda _r: None, what=f"write at {off}"))(o, d)
                    for o, d in pieces])
+
+    def read_file(self, path: str, size: int, block: int = 128 * 1024) -> bytes:
+        """The file's `size` bytes read with `block`-sized READs, `depth` in flight (the
+        kernel client's read-ahead; nfs-cp waits for each reply)."""
+        fh = self.c.open(path)
+        out = bytearray(size)
+
+        def into(off: int) -> Callable[[bytes], None]:
+            def got(data: bytes) -> None:
+                out[off:off + len(data)] = data
+            return got
+        try:
+            self._run([(lambda off: lambda: self._queue("nfs_pread_async", fh, off, min(block, size - off),
+                                                         then=into(off), what=f"read {off}"))(o)
+                       for o in range(0, size, block)])
+        finally:
+            self.c.close_file(fh)
+        return bytes(out)
 
     def unlink_files(self, paths: list[str]) -> None:
         self._run([(lambda p: lambda: self._queue("nfs_unlink_async", p.encode(), then=lambda _d: None,

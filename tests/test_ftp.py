@@ -163,6 +163,25 @@ def test_rest_resumes_download(srv):
     ftp.quit()
 
 
+def test_a_download_of_many_reads_is_byte_identical(srv):
+    """RETR reads 1 MiB at a time into buffers the transfer reuses (protocols/ftp/files.py;
+    asynchat drops its view of one before it asks for the next, a buffer still viewed is never
+    reused): every byte arrives as stored, the short last read too, with slow partial sends."""
+    data = os.urandom(5 * 1024 * 1024 + 4321)
+    srv.put("/five.bin", data)
+    ftp = srv.client()
+    ftp.voidcmd("TYPE I")
+    out = bytearray()
+    with ftp.transfercmd("RETR /office/five.bin") as conn:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        while block := conn.recv(7_777):
+            out += block
+    ftp.voidresp()
+    assert bytes(out) == data
+    assert retr(ftp, "/office/five.bin", rest=3_000_001) == data[3_000_001:]
+    ftp.quit()
+
+
 def test_rest_stor_resumes_an_upload(srv):
     srv.put("/part.bin", b"0123456789")
     ftp = srv.client()

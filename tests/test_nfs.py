@@ -91,6 +91,8 @@ def test_large_write_and_read_back_identical(srv):
         vs = srv.wait_versions("/big.bin", 1)
         assert [v.number for v in vs] == [1] and vs[0].size == len(data)
         assert c.read_file("/big.bin") == data                   # from the committed version
+        # READs in flight (the kernel client's read-ahead): at most MAX_READS run, in file order
+        assert Pipeline(c, 32).read_file("/big.bin", len(data), block=96 * 1024) == data
     finally:
         c.close()
     assert srv.fs().open_read("/big.bin").read() == data
@@ -602,6 +604,40 @@ def test_calls_in_flight_on_one_connection_run_at_once(srv):
     assert struct.unpack(">I", first[24:28])[0] == 0 and again == first
     assert [e.name for e in srv.fs().listdir("/")] == [f"f{i:02d}" for i in range(12)]
     assert [v.deleted for v in srv.fs().versions("/p.txt")] == [False, True]
+
+
+def test_pipelined_reads_run_at_most_max_reads_at_once(srv):
+    """READs in flight on one connection run server.MAX_READS at a time (they take turns per
+    file anyway; more threads cost more than they overlap): no further call is read meanwhile,
+    and every one is answered."""
+    from protocols.nfs import server
+    nfs = srv.adapter.server.nfs
+    gate, lock = threading.Event(), threading.Lock()
+    running = [0]
+    real_read = nfs.procs[6]
+
+    def held(*args):
+        with lock:
+            running[0] += 1
+        gate.wait(30)                                          # (an empty reply body)
+    nfs.procs[6] = held
+    r = RawRPC(srv.port)
+    try:
+        n = 12
+        for i in range(n):
+            r.send_call(NFS, 3, 6, xid=300 + i)
+        end = time.monotonic() + 20
+        while running[0] < server.MAX_READS and time.monotonic() < end:
+            time.sleep(0.01)
+        time.sleep(0.5)                                        # no further READ is taken
+        assert running[0] == server.MAX_READS < n
+        gate.set()
+        assert sorted(_xid(r.recv_record()) for _ in range(n)) == list(range(300, 300 + n))
+        assert running[0] == n
+    finally:
+        nfs.procs[6] = real_read
+        gate.set()
+        r.close()
 
 
 def test_many_small_calls_run_at_once_large_ones_within_a_byte_budget(srv):

@@ -84,6 +84,24 @@ def test_sequential_and_random_reads_return_the_exact_bytes(efs):
     r.close()
 
 
+def test_reads_interleaved_with_other_files_keep_their_bytes(efs):
+    """Coalesced reads land in reused buffers (readpath.Buffers): a block one Reader holds
+    decoded (views into its buffer for raw chunks) is never overwritten by another file's read."""
+    a, b = random.Random(11).randbytes(3 << 20), random.Random(12).randbytes(3 << 20)
+    put_bytes(efs, "/a", a)
+    put_bytes(efs, "/b", b)
+    ra = efs.open_read("/a")
+    got = ra.read(100_000)                    # block 0 decoded, the next ones read ahead
+    for _ in range(3):
+        assert efs.open_read("/b").read() == b
+    rb, got_b = efs.open_read("/b"), b""
+    while chunk := ra.read(70_001):
+        got += chunk
+        got_b += rb.read(50_000)
+    assert got == a
+    assert got_b == b[:len(got_b)]
+
+
 def test_one_chunk_and_empty_files(efs):
     put_bytes(efs, "/small", b"tiny file")
     put_bytes(efs, "/empty", b"")
@@ -145,6 +163,30 @@ def test_tree_restore_writes_bytes_and_mtimes_and_streams_large_files(efs, tmp_p
         if p != "/t/big":
             assert local.stat().st_mtime == 1_700_000_000 + len(data)
     assert not [x for x in out.rglob(".*partial")]
+
+
+def test_restore_without_a_reader_streams_large_files_and_reports_their_progress(efs, tmp_path, monkeypatch):
+    monkeypatch.setattr(readpath, "BATCH_FILE_MAX", 200_000)
+    monkeypatch.setattr(readpath, "RUNS_AHEAD", 1)
+    big, small = _data(1_500_000, seed=3), _data(5_000, seed=4)
+    efs.mkdir("/p")
+    put_bytes(efs, "/p/big", big)
+    put_bytes(efs, "/p/small", small)
+    seen: dict = {}
+
+    class Bar:
+        def __init__(self, e):
+            self.name = e.name
+        def __enter__(self):
+            return self
+        def __exit__(self, *exc):
+            return False
+        def update(self, n):
+            seen[self.name] = seen.get(self.name, 0) + n
+    n = readpath.restore(readpath.TreeSource(efs.fs), efs.base + "/p", tmp_path / "o", progress=Bar)
+    assert n == 2
+    assert (tmp_path / "o" / "big").read_bytes() == big and (tmp_path / "o" / "small").read_bytes() == small
+    assert seen == {"big": len(big)}
 
 
 def test_tree_restore_of_a_damaged_file_fails_and_leaves_no_partial_file(efs, tmp_path):

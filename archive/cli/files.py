@@ -277,15 +277,29 @@ class _Held(io.BytesIO):
 
 
 def _lean_get(obj: CLIContext, src: str, dest: str) -> bool:
-    """`get` of a small file's current content through the lean read path (archive/cli/lean.py);
-    False, having written nothing, when that path does not answer."""
+    """`get` of a file's current content, or of a folder's current tree, through the lean read
+    path (archive/cli/lean.py); False when that path does not answer (having written nothing,
+    or files the full path then writes again)."""
     lean = obj.lean()
     if lean is None:
         return False
-    from .lean import FALLBACK
+    from .lean import FALLBACK, GET_MAX
     share, rel = split_archive_path(src)
     try:
-        entry, data = lean.share(share).read(split(rel))
+        fs = lean.share(share)
+        top = fs.stat(split(rel))
+        if top.is_dir:
+            if dest == "-":
+                return False                  # the full path words the error
+            _lean_restore(fs, dest, lambda src: src.restore(rel, Path(dest), top))
+            return True
+        if top.size > GET_MAX and dest != "-":
+            target = Path(dest)
+            if target.is_dir():
+                target = target / split(rel)[-1]
+            _lean_restore(fs, None, lambda src: src.restore_file(top, target))
+            return True
+        entry, data = fs.read(split(rel))
     except FALLBACK:
         return False
     if dest == "-":
@@ -297,6 +311,52 @@ def _lean_get(obj: CLIContext, src: str, dest: str) -> bool:
         target = target / split(rel)[-1]
     _write_file(_Held(data), target, entry.mtime, split(rel)[-1])
     return True
+
+
+def _lean_restore(fs, dest: str | None, run) -> None:
+    """Run `run(source)` with the tree restore of archive/readpath.py on the lean path's catalog
+    connection (one read snapshot) and pack reader: no SQLAlchemy, no Repository.  It raises
+    Fallback (a chunk not where the catalog says, a deleted or empty version): the full path then
+    writes everything again (each file is renamed into place whole)."""
+    from ..readpath import TreeSource, _restore_batch, restore
+    from .lean import Fallback, _Store
+
+    class Lean(TreeSource):
+        def __init__(self) -> None:
+            self.store = _Store(fs.repo)
+            self.pool = None
+
+        def listdir(self, r: str, entry):
+            return fs.listdir(split(r), entry.node_id)
+
+        def query(self, sql: str, params: dict) -> list:
+            return fs.repo.cur.execute(sql, params).fetchall()
+
+        def submit(self, fn, *args):
+            if self.pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+                self.pool = ThreadPoolExecutor(2, thread_name_prefix="restore")
+            return self.pool.submit(fn, *args)
+
+        def missing(self, e, why: str) -> Exception:
+            return Fallback(f"{e.path} {why}")
+
+        def restore(self, rel: str, target: Path, top) -> int:
+            return restore(self, rel, target, top=top, progress=lambda e: progress(e.size, e.name))
+
+        def restore_file(self, e, target: Path) -> int:
+            with progress(e.size, e.name) as bar:
+                _restore_batch(self, [(e, target)], bar)
+            return 1
+
+    src = Lean()
+    try:
+        count = run(src)
+    finally:
+        if src.pool is not None:
+            src.pool.shutdown(wait=True, cancel_futures=True)
+    if dest is not None:
+        click.echo(f"{count} files fetched into {dest}", err=True)
 
 
 def _copy(reader, out, bar) -> None:

@@ -38,6 +38,13 @@ MAX_HELD = 8 * 1024 * 1024
 BIG_RECORD = 64 * 1024
 #: free buffers a connection keeps for reuse (each MAX_RECORD bytes: WRITE records, READ data)
 KEEP_BUFFERS = 4
+#: READs of one connection running (or waiting for their file's turn, readorder.py) at once;
+#: beyond it no further call is read until one ends.  A client pipelining READs (the kernel
+#: client's read-ahead) gets them served one file-order stream at a time anyway, and 32
+#: threads taking turns cost more than they overlap: measured, 32 READs of 128 KiB in flight
+#: 264-312 MiB/s with up to 32 running, 442-460 with 4 (docs/benchmarks.md, readpath2)
+MAX_READS = 4
+_READ_CALL = (nfs3.PROGRAM.to_bytes(4, "big"), (6).to_bytes(4, "big"))   # prog, proc NFSPROC3_READ
 
 
 class RPCServer:
@@ -170,7 +177,8 @@ class RPCServer:
 class _Connection:
     """The worker threads of one connection (leader/follower): whichever worker is free reads
     the next record, and before running its call makes sure another worker is reading (up to
-    MAX_INFLIGHT); no record is read while the running calls' records hold MAX_HELD bytes.  A
+    MAX_INFLIGHT); no record is read while the running calls' records hold MAX_HELD bytes, or
+    while MAX_READS READs run.  A
     client that waits for each reply is served by two threads taking turns (both started when
     the connection is accepted), with no hand-off between a reading thread and a running one;
     replies are sent whole, one at a time.  The last worker out closes the socket."""
@@ -183,6 +191,7 @@ class _Connection:
         self.workers = workers       # threads serving this connection (the caller starts them)
         self.reading = workers       # workers not running a call
         self.held = 0                # bytes of the records being run
+        self.reads = 0               # READ calls being run
         self.room = threading.Condition(self.lock)     # held fell below MAX_HELD
         self.closed = False
         self.pool = buffers.Pool(MAX_RECORD, KEEP_BUFFERS)   # WRITE records, READ data
@@ -195,7 +204,7 @@ class _Connection:
         """The next call record, or None when the connection is over."""
         with self.read_lock:
             with self.room:          # the running calls hold too much: read on when one ends
-                self.room.wait_for(lambda: self.held < MAX_HELD)
+                self.room.wait_for(lambda: self.held < MAX_HELD and self.reads < MAX_READS)
             if self.closed or self.server._stop.is_set():
                 return None
             try:
@@ -210,7 +219,7 @@ class _Connection:
             return record
 
     def worker(self) -> None:
-        running = False
+        running = read = False
         size = 0
         buffers.lend(self.pool)
         try:
@@ -219,9 +228,11 @@ class _Connection:
                 if record is None:
                     return
                 size = len(record)
+                read = record[12:16] == _READ_CALL[0] and record[20:24] == _READ_CALL[1]
                 with self.lock:
                     self.reading -= 1
                     self.held += size
+                    self.reads += read
                     running = True
                     if self.reading == 0 and self.workers < MAX_INFLIGHT and self.held < MAX_HELD:
                         self.workers += 1
@@ -242,6 +253,8 @@ class _Connection:
                 with self.lock:
                     self.reading += 1
                     self.held -= size
+                    self.reads -= read
+                    read = False
                     running = False
                     self.room.notify()
         except OSError:                  # the reply could not be sent: the connection is broken
@@ -255,6 +268,7 @@ class _Connection:
                 self.workers -= 1
                 if running:
                     self.held -= size
+                    self.reads -= read
                     self.room.notify()
                 else:
                     self.reading -= 1

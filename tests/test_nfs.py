@@ -350,7 +350,7 @@ def test_setattr_to_the_size_a_file_has_syncs_nothing_a_real_truncate_does(tmp_p
     """nfs-cp's CREATE (size 0) and SETATTR (size 0) of a new file change nothing: no sync
     (no journal in the staging folder); a truncate that changes the size is synced at once and
     survives a crash; the empty file still gets its version."""
-    from archive.staging import staging_dir
+    from archive.staging import synced_updates
     s = NFSServer(tmp_path, commit_idle=3600)
     try:
         root = _mnt(s.port, "/office")
@@ -360,7 +360,7 @@ def test_setattr_to_the_size_a_file_has_syncs_nothing_a_real_truncate_does(tmp_p
         fh = _create_handle(rep)
         _, rep = r.call(NFS, 3, 2, _opaque(fh) + size0 + struct.pack(">I", 0))
         assert struct.unpack(">I", rep[24:28])[0] == 0
-        journals = lambda: sorted(p.name for p in staging_dir(s.repo).glob("*.json"))   # noqa: E731
+        journals = lambda: synced_updates(s.repo)     # noqa: E731
         assert journals() == []
         size7 = struct.pack(">IIIIQII", 0, 0, 0, 1, 7, 0, 0)
         _, rep = r.call(NFS, 3, 2, _opaque(fh) + size7 + struct.pack(">I", 0))

@@ -103,7 +103,14 @@ def test_staged_update_commits_at_the_renamed_path(fs):
     assert not fs.exists("/n")
 
 
-def test_synced_staging_survives_a_crash_and_unsynced_does_not(tmp_path):
+@pytest.mark.parametrize("inline", [True, False], ids=["staging-log", "own-files"])
+def test_synced_staging_survives_a_crash_and_unsynced_does_not(tmp_path, monkeypatch, inline):
+    """Small updates sync into the shared staging log (nothing else on disk), larger ones
+    (INLINE_MAX 0 here) into a data file and a journal of their own: either way a synced one
+    is recovered, an unsynced one is not."""
+    from archive import staging
+    if not inline:
+        monkeypatch.setattr(staging, "INLINE_MAX", 0)
     r = Repository.init(tmp_path / "repo")
     r.add_share("office")
     fs = r.share("office", user=None, origin=Origin("nfs", "10.0.0.9", "alice"))
@@ -114,7 +121,8 @@ def test_synced_staging_survives_a_crash_and_unsynced_does_not(tmp_path):
     lost = fs.open_staged_update("/lost", create=True)
     lost.pwrite(b"never synced", 0)
     # "crash": nothing is committed or closed
-    assert len(list(staging_dir(r).iterdir())) == 3
+    names = sorted(p.suffix for p in staging_dir(r).iterdir())
+    assert names == ([".log"] if inline else [".data", ".data", ".json"])
     r.close()
     r = Repository.open(tmp_path / "repo")
     done = recover(r)
@@ -132,6 +140,8 @@ def test_a_sync_whose_data_fsync_fails_keeps_the_previous_journal(tmp_path, monk
     """sync() writes the new journal while it fsyncs the data; the journal replaces the old one
     only when both succeeded, so a failed data fsync leaves recovery the last good state."""
     import errno
+    from archive import staging
+    monkeypatch.setattr(staging, "INLINE_MAX", 0)     # its own data file and journal
     r = Repository.init(tmp_path / "repo")
     r.add_share("office")
     fs = r.share("office", user=None, origin=Origin("nfs", "10.0.0.9", "alice"))
@@ -163,6 +173,7 @@ def test_a_sync_whose_data_fsync_fails_keeps_the_previous_journal(tmp_path, monk
 def test_a_large_staged_update_drops_its_journal_at_commit_and_its_data_after(tmp_path, monkeypatch):
     from archive import staging
     monkeypatch.setattr(staging, "BACKGROUND_UNLINK", 4096)
+    monkeypatch.setattr(staging, "INLINE_MAX", 4096)           # past it: its own files
     r = Repository.init(tmp_path / "repo")
     r.add_share("office")
     fs = r.share("office", user=None)
@@ -182,8 +193,9 @@ def test_abort_removes_the_staging_files(fs):
     u.pwrite(b"x", 0)
     u.sync()
     u.abort()
-    assert os.listdir(staging_dir(fs.repo)) == []
+    assert [p.suffix for p in staging_dir(fs.repo).iterdir()] == [".log"]   # its record, then `done`
     assert not fs.exists("/x")
+    assert recover(fs.repo) == [] and os.listdir(staging_dir(fs.repo)) == []
 
 
 def test_derived_keys_are_stable_and_per_purpose(tmp_path):

@@ -24,12 +24,14 @@ import base64
 import json
 import os
 import threading
+import time
 import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from . import faults
 from .errors import ArchiveError, NotFound
 from .paths import split
 from .streams import Reader, Updater
@@ -168,6 +170,7 @@ class StageLog:
                                 self._cur = _Segment(self.dir)
                         raise
                     seg.synced = upto
+            faults.point("staged-synced")
         with self._lock:
             if durable:
                 seg.pins -= 1
@@ -286,7 +289,7 @@ class StagedUpdate(Updater):
         self._syncs += 1
         if self._mem:
             fd = self._stage.fileno()
-            journal.update(id=self.id, n=self._syncs, data=base64.b64encode(
+            journal.update(id=self.id, n=self._syncs, at=time.time(), data=base64.b64encode(
                 b"".join(os.pread(fd, e - s, s) for s, e in self._extents)).decode())
             stage_log(self.repo).append(journal, durable=True)
             self._logged = self.synced = True
@@ -305,6 +308,7 @@ class StagedUpdate(Updater):
         self.synced = True
         if self._logged:
             # its older record in the log must never be recovered once the journal is gone
+            faults.point("staged-moved")
             stage_log(self.repo).append({"done": self.id}, durable=True)
             self._logged = False
 
@@ -362,6 +366,7 @@ class StagedUpdate(Updater):
             except NotFound:
                 pass                              # unlinked: commit under the name it had
         version = super().commit()
+        faults.point("staged-committed")
         self._remove_files()
         return version
 
@@ -438,6 +443,22 @@ def _read_log(d: Path) -> tuple[list[Path], dict[str, dict]]:
     return segments, {k: v for k, v in latest.items() if k not in done}
 
 
+def _committed_already(upd: StagedUpdate, synced_at: float) -> bool:
+    """The file's newest version, made after the record's sync, holds exactly the update's
+    bytes: the crash came between the version's commit and the `done` record (recovering it
+    again would add a second, identical version)."""
+    if upd.node_id is None:
+        return False
+    try:
+        path = upd.fs.node_path(upd.node_id)
+        vs = upd.fs.versions(path)
+        if not vs or vs[-1].deleted or vs[-1].size != upd.size or vs[-1].created_at < synced_at:
+            return False
+        return upd.fs.open_read(path).read() == upd.pread(upd.size, 0)
+    except (ArchiveError, OSError):
+        return False
+
+
 def _recover_log(repo, d: Path, journals: set[str]) -> list[tuple[str, str, Version | None]]:
     """Commit the small updates the staging log holds (an update that has a journal file was
     recovered from that, newer, state).  Records that could not be committed move to a new
@@ -449,6 +470,9 @@ def _recover_log(repo, d: Path, journals: set[str]) -> list[tuple[str, str, Vers
             continue
         try:
             upd = StagedUpdate._resume_logged(repo, d, live[uid])
+            if _committed_already(upd, live[uid].get("at", float("inf"))):
+                upd.abort()                       # its `done` record was lost, not its version
+                continue
             out.append((upd.fs.share_name, "/" + "/".join(upd.parts), upd.commit()))
         except (ArchiveError, OSError, ValueError, KeyError) as e:
             out.append(("?", f"{uid} ({type(e).__name__}: {e})", None))

@@ -1,15 +1,18 @@
 """Write sessions: NFS has no close, so writes to a file gather in one staged update.
 
 Every WRITE to a file lands in that file's `StagedUpdate` (archive.staging), kept per node:
-    * UNSTABLE writes go to the staging file; COMMIT fsyncs it and its journal, so from the
-      COMMIT reply on they survive a crash (archive.staging.recover commits them at start).
+    * UNSTABLE writes go to the staged update (in memory while it stages at most
+      archive.staging.INLINE_MAX bytes, else its staging file); COMMIT makes them durable (one
+      record in the shared staging log, fdatasynced with the COMMITs that arrive with it; or an
+      fsync of the staging file and its journal), so from the COMMIT reply on they survive a
+      crash (archive.staging.recover commits them at start).
     * FILE_SYNC / DATA_SYNC writes are synced before the reply.
     * A truncating SETATTR is synced at once (SETATTR is synchronous in NFSv3); one to the
       size the file already has changes nothing and needs no sync.
 A new archive version is committed when the file has been idle for `commit_idle` seconds
 after its data became durable (a COMMIT or a stable write) with no unsynced write since;
 and at shutdown.  A file created and never written gets an empty version after EMPTY_IDLE: CREATE
-only notes it (`created`), and the staged update (a staging file, catalog reads) is opened by the
+only notes it (`created`), and the staged update (catalog reads) is opened by the
 first WRITE, truncate or mtime change, or when the empty version falls due.  Unsynced data of a client that never COMMITs is dropped after
 `abandon_timeout` seconds (and at shutdown): the client was never told it was safe, and the
 write verifier changes with every server start, so a live client resends it.
@@ -80,7 +83,7 @@ class WriteSessions:
 
     def _open(self, key: tuple, fs, path: str) -> Session:
         """The live session of `key`, locked by the caller; opened on first use.  The staged
-        update is opened outside the table's lock (catalog reads and a new staging file): every
+        update is opened outside the table's lock (catalog reads): every
         GETATTR, READDIRPLUS entry and WRITE of other files looks the table up meanwhile."""
         while True:
             with self._lock:
@@ -212,8 +215,8 @@ class WriteSessions:
     # -- committing --------------------------------------------------------------------------
     def _finish(self, s: Session) -> None:
         """End a session: commit what is owed; writes never made durable are not committed.
-        A session with synced data plus unsynced writes after it keeps its staging files (the
-        journal of the last sync) for `archive.staging.recover` at the next start."""
+        A session with synced data plus unsynced writes after it keeps its last synced state
+        (its log record, or its staging files) for `archive.staging.recover` at the next start."""
         with s.lock:
             if s.closed:
                 return

@@ -127,8 +127,13 @@ class StageLog:
     def __init__(self, d: Path) -> None:
         self.dir = d
         self._lock = threading.Lock()
-        self._cur = _Segment(d)
+        self._segs: list[_Segment] = []          # oldest first; the last is the current one
+        self._new_segment()
         self._where: dict[str, _Segment] = {}     # update id -> segment with its live record
+
+    def _new_segment(self) -> None:
+        self._cur = _Segment(self.dir)
+        self._segs.append(self._cur)
 
     def append(self, record: dict, durable: bool) -> None:
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
@@ -144,7 +149,7 @@ class StageLog:
                     os.ftruncate(seg.fd, seg.size)
                 except OSError:
                     seg.failed = True
-                    self._cur = _Segment(self.dir)
+                    self._new_segment()
                 raise
             seg.size += len(line)
             seg.written += 1
@@ -154,7 +159,7 @@ class StageLog:
             if durable:
                 seg.pins += 1
             if seg.size >= LOG_SEGMENT:
-                self._cur = _Segment(self.dir)
+                self._new_segment()
         if durable:
             with seg.sync_lock:
                 if seg.synced < mine:
@@ -167,7 +172,7 @@ class StageLog:
                             seg.pins -= 1
                             seg.failed = True
                             if self._cur is seg:
-                                self._cur = _Segment(self.dir)
+                                self._new_segment()
                         raise
                     seg.synced = upto
             faults.point("staged-synced")
@@ -182,8 +187,12 @@ class StageLog:
                 seg.live.discard(uid)
             else:
                 self._where[uid] = seg
-            drop = [x for x in {old, seg} if x is not None and x is not self._cur and not x.live and not x.pins
-                    and not x.failed]
+            # Segments go oldest first: a `done` record is only ever dropped together with (or
+            # after) the segment holding the record it ends.
+            drop = []
+            while self._segs[0] is not self._cur and not (self._segs[0].live or self._segs[0].pins
+                                                          or self._segs[0].failed):
+                drop.append(self._segs.pop(0))
         for x in drop:
             self._drop(x)
 
@@ -200,7 +209,7 @@ class StageLog:
 
     def close(self) -> None:
         with self._lock:
-            segs = {self._cur, *self._where.values()}
+            segs = list(self._segs)
         for seg in segs:
             with seg.sync_lock:
                 if seg.fd >= 0:

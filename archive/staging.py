@@ -99,6 +99,9 @@ INLINE_MAX = 64 * 1024
 #: a staging log segment this large is replaced by a new one (deleted once none of its
 #: records belongs to a live update)
 LOG_SEGMENT = 4 * 1024 * 1024
+#: segments kept before the live records of the oldest are copied forward so it can go (an
+#: update that stays open, or one kept for recovery, would otherwise keep every later one)
+LOG_SEGMENTS = 4
 
 
 class _Segment:
@@ -130,6 +133,7 @@ class StageLog:
         self._segs: list[_Segment] = []          # oldest first; the last is the current one
         self._new_segment()
         self._where: dict[str, _Segment] = {}     # update id -> segment with its live record
+        self._lines: dict[str, bytes] = {}        # update id -> its live record
 
     def _new_segment(self) -> None:
         self._cur = _Segment(self.dir)
@@ -185,8 +189,15 @@ class StageLog:
                 old.live.discard(uid)
             if done:
                 seg.live.discard(uid)
-            else:
+                self._lines.pop(uid, None)
+            elif uid in seg.live:
                 self._where[uid] = seg
+                self._lines[uid] = line
+            if len(self._segs) > LOG_SEGMENTS:
+                try:
+                    self._copy_forward()
+                except OSError:
+                    pass                          # the oldest segment stays; tried again later
             # Segments go oldest first: a `done` record is only ever dropped together with (or
             # after) the segment holding the record it ends.
             drop = []
@@ -195,6 +206,30 @@ class StageLog:
                 drop.append(self._segs.pop(0))
         for x in drop:
             self._drop(x)
+
+    def _copy_forward(self) -> None:
+        """The oldest segment's live records, appended again to the current one and synced
+        (with the lock held: rare), so the oldest can go.  Recovery takes an update's record
+        with the highest sync number, so a copy never hides a newer one."""
+        head = self._segs[0]
+        if head is self._cur or head.pins or head.failed or not head.live:
+            return
+        seg = self._cur
+        lines = [self._lines[uid] for uid in sorted(head.live) if uid in self._lines]
+        if len(lines) != len(head.live):
+            return
+        data = b"".join(lines)
+        if os.write(seg.fd, data) != len(data):
+            os.ftruncate(seg.fd, seg.size)
+            return
+        os.fdatasync(seg.fd)
+        seg.size += len(data)
+        seg.written += len(lines)
+        seg.synced = seg.written
+        for uid in head.live:
+            seg.live.add(uid)
+            self._where[uid] = seg
+        head.live.clear()
 
     def _drop(self, seg: _Segment) -> None:
         """A replaced segment whose records have all ended: gone (durably: were it to come

@@ -169,6 +169,36 @@ def test_staging_log_segments_rotate_and_go_once_their_records_ended(tmp_path, m
     r.close()
 
 
+def test_a_record_kept_for_recovery_does_not_keep_every_later_segment(tmp_path, monkeypatch):
+    """An update synced, then left for recovery (closed with unsynced writes after its sync),
+    while fifty others come and go: its record is copied forward so the log stays a few
+    segments long, and a "crash" recovers it once, at its synced state."""
+    from archive import staging
+    monkeypatch.setattr(staging, "LOG_SEGMENT", 1)
+    monkeypatch.setattr(staging, "LOG_SEGMENTS", 3)
+    r = Repository.init(tmp_path / "repo")
+    r.add_share("office")
+    fs = r.share("office", user=None, origin=Origin("nfs", "10.0.0.9", "alice"))
+    kept = fs.open_staged_update("/kept", create=True)
+    kept.pwrite(b"synced", 0)
+    kept.sync()
+    kept.pwrite(b"never", 6)
+    kept.close()
+    for i in range(50):
+        u = fs.open_staged_update(f"/n{i}", create=True)
+        u.pwrite(b"n", 0)
+        u.sync()
+        u.commit()
+        assert len(list(staging_dir(r).glob("*.log"))) <= 4
+    r.close()
+    r = Repository.open(tmp_path / "repo")
+    assert [p for _, p, _ in recover(r)] == ["/kept"]
+    fs = r.share("office", user=None)
+    assert fs.open_read("/kept").read() == b"synced" and len(fs.versions("/kept")) == 1
+    assert len(fs.versions("/n7")) == 1
+    r.close()
+
+
 def test_a_done_record_outlives_no_older_segment(tmp_path, monkeypatch):
     """x and y share a segment; x is dropped (its `done` lands in a later segment): that later
     segment stays while the older one does, so a "crash" never recovers x."""

@@ -14,9 +14,10 @@ repository's shared staging log (`<id>.log`, one per process, see StageLog): one
 one fdatasync, shared by the syncs that arrive together, instead of a data file, a journal
 file, a rename and three fsyncs each.  An update that grows past INLINE_MAX moves to its own
 `.data`/`.json` files; its first sync there also ends its log record durably, and while both
-exist the `.json` wins.  When an update ends, a `done` record (not synced) tells recovery to
-skip it; a crash before that record reaches the disk commits the update's last synced state a
-second time, as the per-update journal whose unlink had not reached the disk always did.
+exist the `.json` wins.  When an update ends, a `done` record tells recovery to skip it: synced
+when the update was dropped (its file removed), not after its version was committed: a crash
+before that record reaches the disk leaves a record whose identical version exists, which
+recovery recognises and skips (`_committed_already`).
 """
 from __future__ import annotations
 
@@ -417,14 +418,16 @@ class StagedUpdate(Updater):
     def abort(self) -> None:
         """Drop the update and its staging: no version."""
         super().abort()
-        self._remove_files()
+        self._remove_files(durable=True)
 
-    def _remove_files(self) -> None:
+    def _remove_files(self, durable: bool = False) -> None:
         """The journal first (from then on recovery ignores the data), then the data file: in
-        the background when it is large.  A small update only ends its log record."""
+        the background when it is large.  A small update only ends its log record: after a
+        commit unsynced (recovery recognises a version it already made), after an abort
+        synced (the file was removed: recovering its data would bring it back)."""
         if self._logged:
             self._logged = False
-            stage_log(self.repo).append({"done": self.id}, durable=False)
+            stage_log(self.repo).append({"done": self.id}, durable=durable)
         if self._mem:
             return
         for suffix in (".json", ".tmp"):

@@ -346,6 +346,26 @@ def test_unstable_write_then_commit_survives_a_crash(tmp_path):
         s2.close()
 
 
+def test_create_and_mkdir_answer_the_folder_attributes_a_fresh_stat_reads(srv):
+    """CREATE/MKDIR take the folder's new mtime from the new node's creation event (no folder
+    re-read): the wcc attributes they answer, and a GETATTR after, equal the catalog's."""
+    from protocols.nfs.fattr import _split
+    srv.fs().mkdir("/sub")
+    sub = _lookup(srv.port, _mnt(srv.port, "/office"), "sub")
+    r = RawRPC(srv.port)
+    for proc, name, args in ((8, "a.txt", struct.pack(">I", 0) + _sattr_none()), (9, "d", _sattr_none()),
+                             (8, "b.txt", struct.pack(">I", 0) + _sattr_none())):
+        _, rep = r.call(NFS, 3, proc, _opaque(sub) + _string(name) + args)
+        assert struct.unpack(">I", rep[24:28])[0] == 0
+        assert struct.unpack(">I", rep[-88:-84])[0] == 1                   # folder attributes follow
+        want = _split(srv.fs().stat("/sub").mtime)
+        assert struct.unpack(">II", rep[-16:-8]) == want
+        _, rep = r.call(NFS, 3, 1, _opaque(sub))
+        assert struct.unpack(">II", rep[-16:-8]) == want
+    r.close()
+    assert [e.name for e in srv.fs().listdir("/sub")] == ["a.txt", "b.txt", "d"]
+
+
 _CRASHING_SERVER = """
 import sys, time
 from pathlib import Path

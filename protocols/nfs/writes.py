@@ -20,7 +20,9 @@ write verifier changes with every server start, so a live client resends it.
 Commits run in this module's own threads, never in a request: a slow commit only delays
 a new WRITE to that same file (which then starts a fresh update on top of the new version).
 Sessions that fall due together are committed side by side, so many small files written at
-once share the core's group commits instead of paying one durable commit each in turn.
+once share the core's group commits instead of paying one durable commit each in turn; the
+loop waits GATHER (or commit_idle / 4) past the first due session to collect the files a
+sequential client wrote just after it.
 """
 from __future__ import annotations
 
@@ -36,6 +38,10 @@ log = logging.getLogger("edge_archive.nfs")
 EMPTY_IDLE = 10.0
 #: sessions whose versions are committed at once (they share the core's group commits)
 PARALLEL_COMMITS = 8
+#: seconds (at most; commit_idle / 4 when shorter) the commit loop waits past the first due
+#: session, so the files a client writes one after another fall due together and share the
+#: core's transactions instead of one commit each (a version appears up to this much later)
+GATHER = 0.1
 
 
 class Session:
@@ -291,7 +297,8 @@ class WriteSessions:
         # commit_idle after the COMMIT), and at least every tick for sessions opened meanwhile
         # and for created files that owe their empty version.
         tick = min(0.2, self.commit_idle / 4 or 0.05)
-        while not self._stop.wait(min(tick, max(0.002, self._next_due(time.monotonic())))):
+        gather = min(GATHER, self.commit_idle / 4)
+        while not self._stop.wait(min(tick, max(0.002, self._next_due(time.monotonic()) + gather))):
             if self._created:
                 self._created_due(time.monotonic())
             self._finish_all(self.due())

@@ -278,6 +278,11 @@ def _detach_log(repo) -> None:
 
 
 def _memfd():
+    """An anonymous in-memory file (no file system entry to create); a temporary file where
+    the platform has no memfd."""
+    if not hasattr(os, "memfd_create"):
+        import tempfile
+        return tempfile.TemporaryFile(prefix="stage-")
     return open(os.memfd_create("edge-stage", os.MFD_CLOEXEC), "w+b")
 
 

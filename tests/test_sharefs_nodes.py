@@ -308,6 +308,35 @@ def test_a_sync_whose_data_fsync_fails_keeps_the_previous_journal(tmp_path, monk
     r.close()
 
 
+def test_a_failed_log_fdatasync_fails_the_sync_and_the_next_one_uses_a_new_segment(tmp_path, monkeypatch):
+    """A staging log fdatasync that fails (EIO) fails that sync (the COMMIT gets an error, the
+    client resends); the segment is never appended to again, the next sync goes to a new one
+    and recovery commits that newest state once."""
+    import errno
+    r = Repository.init(tmp_path / "repo")
+    r.add_share("office")
+    fs = r.share("office", user=None, origin=Origin("nfs", "10.0.0.9", "alice"))
+    u = fs.open_staged_update("/e", create=True)
+    u.pwrite(b"first", 0)
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        raise OSError(errno.EIO, "injected log fdatasync failure")
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    with pytest.raises(OSError):
+        u.sync()
+    monkeypatch.setattr(os, "fdatasync", real)
+    u.pwrite(b", second", 5)
+    u.sync()
+    assert len(list(staging_dir(r).glob("*.log"))) == 2
+    r.close()                                         # "crash"
+    r = Repository.open(tmp_path / "repo")
+    assert [(s, p) for s, p, _ in recover(r)] == [("office", "/e")]
+    fs = r.share("office", user=None)
+    assert fs.open_read("/e").read() == b"first, second" and len(fs.versions("/e")) == 1
+    r.close()
+
+
 def test_a_large_staged_update_drops_its_journal_at_commit_and_its_data_after(tmp_path, monkeypatch):
     from archive import staging
     monkeypatch.setattr(staging, "BACKGROUND_UNLINK", 4096)

@@ -341,8 +341,9 @@ class StagedUpdate(Updater):
             fd = self._stage.fileno()
             journal.update(id=self.id, n=self._syncs, at=time.time(), data=base64.b64encode(
                 b"".join(os.pread(fd, e - s, s) for s, e in self._extents)).decode())
+            self._logged = True                   # even if the append fails part-way: end it
             stage_log(self.repo).append(journal, durable=True)
-            self._logged = self.synced = True
+            self.synced = True
             return
         tmp = self.dir / f"{self.id}.tmp"
         # The new journal is written and fsynced under its temporary name while this thread

@@ -334,6 +334,18 @@ def test_a_failed_log_fdatasync_fails_the_sync_and_the_next_one_uses_a_new_segme
     assert [(s, p) for s, p, _ in recover(r)] == [("office", "/e")]
     fs = r.share("office", user=None)
     assert fs.open_read("/e").read() == b"first, second" and len(fs.versions("/e")) == 1
+    # a failed sync, then the update is dropped (its file removed): its record is ended too
+    fs = r.share("office", user=None, origin=Origin("nfs", "10.0.0.9", "alice"))
+    g = fs.open_staged_update("/gone", create=True)
+    g.pwrite(b"never acknowledged", 0)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    with pytest.raises(OSError):
+        g.sync()
+    monkeypatch.setattr(os, "fdatasync", real)
+    g.abort()
+    r.close()
+    r = Repository.open(tmp_path / "repo")
+    assert recover(r) == [] and not r.share("office", user=None).exists("/gone")
     r.close()
 
 

@@ -598,3 +598,47 @@ def test_a_node_restarted_on_its_cache_reads_a_cached_small_pack_with_no_request
         b.packstore.readers.shutdown(wait=True)                 # read-ahead GETs, if any, done
         assert len(gets) == (1 if run == 0 else 0), gets
         b.close()
+
+
+def _content_hashes(client) -> list[bytes]:
+    """The x-amz-content-sha256 header of every PutObject and UploadPart the client sends."""
+    seen: list[bytes] = []
+    for op in ("PutObject", "UploadPart"):
+        client.meta.events.register(f"before-send.s3.{op}",
+                                    lambda request, **_: seen.append(request.headers["x-amz-content-sha256"]))
+    return seen
+
+
+@pytest.mark.parametrize("sign", ["auto", "1"])
+def test_uploads_to_a_loopback_store_skip_the_body_hash_unless_asked_and_read_back_exactly(s3, tmp_path, sign):
+    import hashlib
+    url = s3.url(part="5M", sign=sign)
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("office")
+    hashes = _content_hashes(a.packstore.client)
+    big, small = _bytes(11 * 1024 * 1024 + 77, seed=5), b"a small file\n" * 10
+    put(a, "/big.bin", big)                   # parts of a multipart upload
+    put(a, "/small.txt", small)               # one PUT
+    a.close()
+    assert len(hashes) >= 3
+    if sign == "auto":                       # rclone on 127.0.0.1: no wire, no hash
+        assert set(hashes) == {b"UNSIGNED-PAYLOAD"}
+    else:
+        assert all(len(h) == 64 and h != hashlib.sha256(b"").hexdigest().encode() for h in hashes)
+    b = _node(url, tmp_path, "b", catalog)
+    assert b.share("office").open_read("/big.bin").read() == big
+    assert b.share("office").open_read("/small.txt").read() == small
+    from archive.check import check
+    assert check(b, read_data=True) == []
+    b.close()
+
+
+@pytest.mark.parametrize("endpoint,signed", [("http://127.0.0.1:9", False), ("http://localhost:9", False),
+                                             ("http://[::1]:9", False), ("http://rgw.site-a:7480", True),
+                                             ("https://10.0.0.5:7480", True), ("http://127.0.0.1:9&sign=1", True),
+                                             ("http://rgw.site-a:7480&sign=0", False)])
+def test_only_a_loopback_endpoint_goes_without_the_body_hash_by_default(tmp_path, endpoint, signed):
+    assert S3PackStore.from_url(f"s3://bkt/x?endpoint={endpoint}", tmp_path, 1 << 20, {}).sign_payload is signed
+    with pytest.raises(ValueError, match="sign"):
+        S3PackStore.from_url(f"s3://bkt/x?endpoint={endpoint}&sign=maybe", tmp_path, 1 << 20, {})

@@ -27,7 +27,7 @@ from . import rawsql as raw
 from .auditlog import AuditQueue
 from .catalog import models as m
 from .catalog.db import Catalog, migrate, missing_catalog, sqlite_url
-from .chunker import DEFAULT_AVG
+from .chunker import DEFAULT_AVG, LEGACY_AVG
 from .clock import now_us, seconds, to_us
 from .codec import Codec
 from .errors import AuthFailed, Exists, InvalidPath, NotFound, PermissionDenied
@@ -60,7 +60,8 @@ class Repository:
         self.catalog = Catalog(url)
         migrate(self.catalog)
         self.codec = Codec(key)
-        self.chunk_avg = int(config.get("chunk_avg", DEFAULT_AVG))
+        # the size this repository was created with; a new DEFAULT_AVG applies to new ones only
+        self.chunk_avg = int(config.get("chunk_avg", LEGACY_AVG))
         self.tmp = self.path / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.store = ChunkStore(self.catalog, PackDir(self.packstore), self.codec)

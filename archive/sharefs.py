@@ -253,6 +253,31 @@ class ShareFS:
             with self.repo.catalog.session() as s:
                 rows = raw.run(s, sql, params()).fetchall()
 
+    def current_files(self, folders: list[tuple[str, ...]]) -> dict[tuple[str, ...], dict[str, tuple]]:
+        """What a tree upload compares against: per folder (validated parts), its live entries
+        as name -> (kind, size, mtime in us, etag) of the newest version, all in one read
+        transaction (one listing query per folder; each folder resolved from its parent's node).
+        A folder that does not exist (or is a file) is left out."""
+        sql = _LIST_SQL[True]
+        nodes: dict[tuple[str, ...], int | None] = {(): self.root}
+        out: dict[tuple[str, ...], dict[str, tuple]] = {}
+        with raw.read(self.repo.catalog) as s:
+            for parts in sorted(set(folders), key=len):
+                node = nodes.get(parts, 0)
+                if node == 0:             # not resolved yet: walk from the nearest resolved parent
+                    node = self.root
+                    for i in range(1, len(parts) + 1):
+                        got = nodes.get(parts[:i], 0)
+                        if got == 0:
+                            row = None if node is None else self._child(s, node, parts[i - 1], None)
+                            got = nodes[parts[:i]] = row[0] if row is not None and row[1] == "dir" else None
+                        node = got
+                if node is None:
+                    continue
+                out[parts] = {r[0]: (r[2], r[6] or 0, r[7] if r[7] is not None else r[4], r[8] or "")
+                              for r in raw.run(s, sql, (node, "", 1 << 62)).fetchall()}
+        return out
+
     def _file_version(self, s: Session, v: _View, version: int | None) -> m.Version:
         node, kind, _ = self._walk(s, v.parts, v.at) if version is None else self._find_node(s, v)
         if kind == "dir":
@@ -652,8 +677,16 @@ class ShareFS:
         self.repo.mutate_grouped(lambda s: self._times_events(s, views), audit=self._times_audit(views))
 
     def set_times_many(self, items: list[tuple[str, float]]) -> None:
-        """Several set_times in one transaction (a tree put whose files only got new mtimes)."""
-        views = [(self._writable_view(path), mtime) for path, mtime in items]
+        """Several set_times in one transaction (a tree put whose files only got new mtimes).
+        A path may also be a tuple of components already validated by check_name (a tree put's
+        own): the checks of a writable path (share writable, the login's grant, not a snapshot)
+        then run once, for the first item, rather than parsing every path again."""
+        views = []
+        for path, mtime in items:
+            if isinstance(path, tuple) and views and path and path[0] != SNAPSHOTS:
+                views.append((_View(path, None, False), mtime))
+            else:
+                views.append((self._writable_view(join(path) if isinstance(path, tuple) else path), mtime))
 
         def build(s: Session) -> list[dict]:
             s.info["parents"] = {}               # times change no folders: resolve each once

@@ -23,6 +23,7 @@ from .catalog import models as m
 from .chunker import StreamChunker
 from .clock import to_us
 from .errors import ArchiveError, Corrupt, QuotaExceeded
+from .paths import fold
 from .store import ChunkList, ChunkRef, NewChunk
 
 BATCH = 4 * 1024 * 1024
@@ -55,6 +56,46 @@ def content_etag(repo, refs: ChunkList, size: int) -> str:
     h.update(refs.ids)
     h.update(size.to_bytes(8, "big"))
     return h.hexdigest()[:32]
+
+
+def small_etag(repo, data) -> str:
+    """The etag `data` (a whole file held in memory) would get as a version: it is cut and its
+    chunk ids hashed exactly as a Writer does, but nothing is looked up, compressed or stored.
+    A tree upload compares it with the current version's etag first, so a file that only got
+    a new mtime (a re-extracted archive) costs a read and a hash, not a Writer."""
+    ch = StreamChunker(repo.key.seed, repo.chunk_avg)
+    chunks = ch.push(data, BATCH) + ch.finish()        # as Writer.write, then Writer.prepare
+    refs = ChunkList()
+    chunk_id = repo.store.codec.chunk_id
+    refs.extend((chunk_id(c), len(c)) for c in chunks)
+    return content_etag(repo, refs, len(data))
+
+
+def prepare_many(items: list[tuple["Writer", bytes]]) -> list["Writer"]:
+    """Prepare fresh Writers of small files held whole in memory (a tree upload), all at once:
+    each file is cut as Writer.write would cut it, and ONE store_batch stores the chunks of all
+    of them (one existence query instead of a read transaction per file; a chunk two of the
+    files share is stored once).  The new chunks' locations go with the first Writer, so the
+    Writers must be committed in the same commit_many batch (the chunk rows are registered by
+    that transaction, and its verify_refs checks the reused ones).  Runs on any thread; a
+    failure aborts every Writer of the group."""
+    writers = [w for w, _ in items]
+    try:
+        cut = [w._take(data) for w, data in items]
+        repo = writers[0].repo
+        refs, new = repo.store.store_batch([c for cs in cut for c in cs], {})
+        pos = 0
+        for w, cs in zip(writers, cut):
+            w._refs.extend(refs[pos:pos + len(cs)])
+            pos += len(cs)
+        writers[0]._new.extend(new)
+        for w in writers:
+            w.prepare()
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    return writers
 
 
 class Writer:
@@ -108,6 +149,16 @@ class Writer:
             self.abort()
             raise
         return n
+
+    def _take(self, data) -> list[bytes]:
+        """All of a fresh Writer's content at once: its chunks, cut as write() then prepare()
+        would cut them, for the caller to store (prepare_many)."""
+        if self._state != "open" or self.size or self._futures:
+            raise ArchiveError(f"_take on a {self._state} or already written upload")
+        self.size = len(data)
+        if self._room is not None and self.size > self._room:
+            raise QuotaExceeded(f"share {self.fs.share_name!r} is over its quota")
+        return self._chunker.push(data, BATCH) + self._chunker.finish()
 
     def _submit(self, chunks: list[bytes]) -> None:
         while len(self._futures) >= IN_FLIGHT:
@@ -223,10 +274,40 @@ def _commit_batch(writers: list) -> list:
     outcome: list = [None] * len(writers)
     new = [c for w in writers if isinstance(w, Writer) for c in w._new]
     refs = [w._refs for w in writers if isinstance(w, Writer)]
+    keys = {(w.fs.share_id, tuple(map(fold, w.parts)) if w.fs.ci else w.parts)
+            for w in writers if isinstance(w, Writer)}
+    distinct = len(writers) > 1 and len(keys) == len(writers)      # no Mutation, no path twice
+
+    def build_all(s):
+        """Uploads of distinct paths only (a tree put): every event is built first (they read
+        nothing another one changes), then all are applied as one run (events.apply_many:
+        executemany).  None, having applied nothing, when two of them landed on one node (a
+        deleted file's history continued under two names): the sequential build then
+        decides as it always did."""
+        evs, nodes = [], set()
+        for i, w in enumerate(writers):
+            try:
+                ev = w.event(s)
+            except ArchiveError as e:
+                outcome[i] = e
+                continue
+            if ev["node"] in nodes:
+                return None
+            nodes.add(ev["node"])
+            evs.append(ev)
+            outcome[i] = ev
+        events.apply_many(s, evs)
+        return evs
 
     def build(s):
         evs = []
         cache = s.info["parents"] = {}  # uploads change no folders: resolve each once
+        if distinct:
+            got = build_all(s)
+            if got is not None:
+                del s.info["parents"]
+                return got
+            outcome[:] = [None] * len(writers)
         for i, w in enumerate(writers):
             # Building an event only reads (and allocates ids), so an item refused here left
             # nothing to roll back: no savepoint per item.  Applying raises no ArchiveError;

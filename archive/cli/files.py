@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections import deque
 import shutil
 import sys
 from pathlib import Path
@@ -16,13 +17,18 @@ import click
 
 from ..clock import iso, to_us
 from ..errors import Exists, InvalidPath, IsADirectory, NotFound
-from ..paths import join, split, split_archive_path
+from ..paths import check_name, join, split, split_archive_path
 from .context import CLIContext, emit_json, progress
 from .main import cli
 
 READ = 4 * 1024 * 1024
-BATCH_FILES = 256
+BATCH_FILES = 1024             # new versions per commit_many transaction
+TIMES_BATCH = 8192            # new mtimes (same bytes) per set_times_many transaction
 BATCH_BYTES = 32 * 1024 * 1024
+SMALL = 256 * 1024            # read whole and hashed before a Writer is made
+GROUP_FILES = 128             # small files stored together (streams.prepare_many) ...
+GROUP_BYTES = 4 * 1024 * 1024  # ... up to this many bytes
+GROUPS_IN_FLIGHT = 2          # groups being stored in the pool while the next files are read
 
 
 def _fs(obj: CLIContext, path: str):
@@ -62,7 +68,9 @@ def _put_stream(fs, rel: str, stream, mtime: float | None, bar=None, check: bool
 @cli.command()
 @click.argument("src")
 @click.argument("dest")
-@click.option("--force", is_flag=True, help="Upload files even when size and mtime match the current version.")
+@click.option("--checksum", "--force", "force", is_flag=True,
+              help="Read every file, even when its size and mtime match the current version (the files "
+                   "cache); a file whose bytes match still gets no new version.")
 @click.pass_obj
 def put(obj: CLIContext, src: str, dest: str, force: bool) -> None:
     """Store SRC (a file, a folder, or - for stdin) at DEST (/<share>/<path>)."""
@@ -101,70 +109,131 @@ def _is_dir(fs, rel: str) -> bool:
         return False
 
 
-def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
-    from ..streams import commit_many
-    files = []
-    folders = [rel]
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        folders.extend(join(split(rel) + Path(dirpath, d).relative_to(root).parts) for d in dirnames)
-        for name in sorted(filenames):
-            fp = Path(dirpath) / name
-            if fp.is_file() and not fp.is_symlink():
-                files.append(fp)
-    total = sum(f.stat().st_size for f in files)
-    base = split(rel)
-    stored = skipped = 0
-    known_dirs: dict[tuple, dict] = {}
-    pending, pending_bytes = [], 0
-    touched: list[tuple[str, float]] = []
-    same = 0
-    if split(rel) and _is_file(fs, rel):
-        raise click.ClickException(f"{rel} is a file, not a folder")
-    fs.mkdir_many([f for f in folders if split(f)])          # every folder in one transaction
-
-    def listing(parts: tuple) -> dict:
-        if parts not in known_dirs:
+def _scan(root: Path, base: tuple[str, ...]) -> tuple[list[tuple], list[tuple]]:
+    """The folders (as validated parts) and regular files ((local path, parts, stat)) of a local
+    tree, names sorted, in os.walk's top-down order: symlinks to files are skipped, a symlink to
+    a folder is created as a folder but not followed, an unreadable folder is skipped (as
+    os.walk does).  One scandir per folder and one lstat per file (os.walk plus Path.is_file,
+    is_symlink and stat cost four stats a file)."""
+    folders: list[tuple] = [base]
+    files: list[tuple] = []
+    stack = [(str(root), base)]
+    while stack:
+        d, parts = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            click.echo(f"skipped {d}: {e.strerror}", err=True)
+            continue
+        subdirs = []
+        for e in entries:
             try:
-                known_dirs[parts] = {e.name: e for e in fs.listdir(join(parts))}
-            except NotFound:
-                fs.mkdir(join(parts), parents=True)
-                known_dirs[parts] = {}
-        return known_dirs[parts]
+                if e.is_dir():
+                    p = parts + (check_name(e.name),)
+                    folders.append(p)
+                    if not e.is_symlink():
+                        subdirs.append((e.path, p))
+                elif e.is_file(follow_symlinks=False):
+                    files.append((e.path, parts + (check_name(e.name),), e.stat(follow_symlinks=False)))
+            except FileNotFoundError:        # gone since the listing
+                continue
+        stack.extend(reversed(subdirs))
+    return folders, files
 
-    def flush():
+
+def _put_tree(fs, root: Path, rel: str, force: bool) -> None:
+    """Upload a local tree onto `rel`.  The files cache: a file whose size and mtime (to the
+    microsecond) equal those of its current version is not read at all (restic and borg do the
+    same; --checksum reads every file).  A read file whose content hash equals the current
+    version's gets no new version, only its new mtime.  A small file is read whole and hashed
+    before anything is stored; a large one streams through a Writer, and its content hash is
+    compared once its chunks are stored."""
+    from ..streams import commit_many, prepare_many, small_etag
+    base = split(rel)
+    if base and _is_file(fs, rel):
+        raise click.ClickException(f"{rel} is a file, not a folder")
+    folders, files = _scan(root, base)
+    total = sum(st.st_size for _, _, st in files)
+    current = fs.current_files(folders)                      # every listing in one read transaction
+    missing = [f for f in folders if f not in current]
+    if missing:
+        fs.mkdir_many([join(f) for f in missing])            # every new folder in one transaction
+        current.update((f, {}) for f in missing)
+    stored = skipped = same = 0
+    pending, pending_bytes = [], 0
+    touched: list[tuple[tuple, float]] = []
+    group: list = []                 # (fresh Writer, bytes) of small files, stored together
+    group_bytes = 0
+    inflight: deque = deque()        # prepare_many of earlier groups, in the chunk pool
+
+    def queue(ws) -> None:
+        nonlocal pending_bytes
+        pending.extend(ws)           # a group goes into one commit batch (prepare_many)
+        pending_bytes += sum(w.size for w in ws)
+        if len(pending) >= BATCH_FILES or pending_bytes >= BATCH_BYTES:
+            flush(times=False)
+
+    def settle(keep: int) -> None:
+        while len(inflight) > keep:
+            queue(inflight.popleft().result())
+
+    def send() -> None:
+        nonlocal group, group_bytes
+        if group:
+            inflight.append(fs.repo.store.pool.submit(prepare_many, group))
+            group, group_bytes = [], 0
+        settle(GROUPS_IN_FLIGHT)
+
+    def flush(times: bool = True):
         nonlocal pending, pending_bytes, touched
         commit_many(pending)
-        if touched:
+        pending, pending_bytes = [], 0
+        if times and touched:
             fs.set_times_many(touched)
-        pending, pending_bytes, touched = [], 0, []
+            touched = []
 
     with progress(total, f"put {root}") as bar:
-        for fp in files:
-            parts = base + tuple(fp.relative_to(root).parts)
-            st = fp.stat()
-            cur = listing(parts[:-1]).get(parts[-1])
-            if cur is not None and cur.is_dir:
+        for path, parts, st in files:
+            cur = current.get(parts[:-1], {}).get(parts[-1])      # (kind, size, mtime us, etag)
+            if cur is not None and cur[0] == "dir":
                 raise click.ClickException(f"{join(parts)} is a folder in the archive")
-            if (not force and cur is not None and cur.size == st.st_size
-                    and to_us(cur.mtime) == to_us(st.st_mtime)):
+            mtime_us = to_us(st.st_mtime)
+            if cur is not None and cur[1] == st.st_size and cur[2] == mtime_us and not force:
                 skipped += 1
                 bar.update(st.st_size)
                 continue
-            with open(fp, "rb") as f:
-                w = _put_stream(fs, join(parts), f, st.st_mtime, bar, check=False)   # folder just listed
-            w.prepare()
-            if cur is not None and cur.etag == w.etag:
-                # Same bytes under a new mtime (a re-extracted archive): no new version.
-                w.abort()
-                touched.append((join(parts), st.st_mtime))
-                same += 1
+            if st.st_size <= SMALL:
+                with open(path, "rb") as f:
+                    data = f.read()
+                bar.update(len(data))
+                if cur is None or cur[1] != len(data) or small_etag(fs.repo, data) != cur[3]:
+                    # chunked, stored and sealed with others in the pool while the next are read
+                    group.append((fs.open_write(join(parts), mtime=st.st_mtime, check=False), data))
+                    group_bytes += len(data)
+                    stored += 1
+                    if len(group) >= GROUP_FILES or group_bytes >= GROUP_BYTES:
+                        send()
+                    continue
             else:
-                pending.append(w)
-                pending_bytes += st.st_size
-                stored += 1
-            if len(pending) + len(touched) >= BATCH_FILES or pending_bytes >= BATCH_BYTES:
-                flush()
+                with open(path, "rb") as f:
+                    w = _put_stream(fs, join(parts), f, st.st_mtime, bar, check=False)
+                w.prepare()
+                if cur is None or cur[3] != w.etag:
+                    stored += 1
+                    queue([w])
+                    continue
+                w.abort()
+            if cur[2] == mtime_us:
+                skipped += 1                 # --checksum: same bytes, same mtime: nothing to record
+            else:
+                # Same bytes under a new mtime (a re-extracted archive): no new version.
+                touched.append((parts, st.st_mtime))
+                same += 1
+                if len(touched) >= TIMES_BATCH:
+                    flush()
+        send()
+        settle(0)
         flush()
     click.echo(f"{stored} files stored, {skipped + same} unchanged"
                + (f" ({same} with a new mtime only)" if same else ""))

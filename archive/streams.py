@@ -634,12 +634,16 @@ class Updater:
         self._reader = Reader(self.repo, base.id, base.size) if base is not None else None
         self._base_limit = 0 if (truncate or base is None) else base.size
         self.size = self._base_limit
-        self._stage = tempfile.TemporaryFile(dir=self.repo.tmp, prefix="update-")
+        self._stage = self._new_stage()
         self._extents: list[list[int]] = []
         self._dirty = base is None or (truncate and base.size > 0)
         self._first_dirty = 0 if self._dirty else None
         self.mtime: float | None = None
         self._state = "open"
+
+    def _new_stage(self):
+        """The file the written bytes are staged in (an anonymous file under the repository's tmp)."""
+        return tempfile.TemporaryFile(dir=self.repo.tmp, prefix="update-")
 
     def _mark(self, pos: int) -> None:
         self._dirty = True

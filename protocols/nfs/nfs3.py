@@ -7,6 +7,7 @@ SYMLINK, MKNOD and LINK answer NFS3ERR_NOTSUPP: the archive has regular files an
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from itertools import islice
 from typing import Callable, Iterator
@@ -76,7 +77,7 @@ class NFS3:
 
     def _wcc(self, p: Packer, o: Obj | None, cred) -> None:
         """wcc_data with fresh attributes of `o` (re-read after a change)."""
-        if o is not None:
+        if o is not None and not o.fresh:
             try:
                 o = self._refresh(o)
             except NFSError:
@@ -140,15 +141,21 @@ class NFS3:
     def _make(self, d: Obj, name: str, make: Callable[[], Entry]) -> Entry:
         """Make a name in folder `d`: forget the folder's cached names and attributes, and
         remember the new entry (the LOOKUP and WRITE that follow need it) unless anything else
-        changed meanwhile."""
+        changed meanwhile.  A new node's creation time is the folder's new mtime (the catalog
+        links it with the same event): then the folder's attributes need no re-read either."""
         cache, share, folder = self.st.cache, d.fs.share_id, d.entry.node_id
-        before, born = cache.epoch, time.monotonic()
+        before, born, wall = cache.epoch, time.monotonic(), time.time()
         try:
             e = make()
         finally:
             after = cache.changed(share, folder)
         if after == before + 1:
             cache.put((share, e.node_id, 0), e, after, born, (share, folder, 0), name)
+            if e.ctime >= wall - 1e-6 and e.version is None and not d.at_us and d.kind == H.NODE:
+                at = round(e.ctime * 1e6)
+                d.entry = dataclasses.replace(d.entry, mtime=e.ctime, etag=f"d{folder}-{at}")
+                d.fresh = True
+                cache.put((share, folder, 0), d.entry, after, born)
         return e
 
     def _handle(self, o: Obj) -> bytes:

@@ -37,6 +37,7 @@ class Obj:
     entry: Entry
     at_us: int              # 0: now; else the instant of a .snapshots view
     kind: int = H.NODE
+    fresh: bool = False     # `entry` is known current (a folder this call just changed)
 
     @property
     def key(self) -> tuple[int, int]:

@@ -1,15 +1,18 @@
 """Write sessions: NFS has no close, so writes to a file gather in one staged update.
 
 Every WRITE to a file lands in that file's `StagedUpdate` (archive.staging), kept per node:
-    * UNSTABLE writes go to the staging file; COMMIT fsyncs it and its journal, so from the
-      COMMIT reply on they survive a crash (archive.staging.recover commits them at start).
+    * UNSTABLE writes go to the staged update (in memory while it stages at most
+      archive.staging.INLINE_MAX bytes, else its staging file); COMMIT makes them durable (one
+      record in the shared staging log, fdatasynced with the COMMITs that arrive with it; or an
+      fsync of the staging file and its journal), so from the COMMIT reply on they survive a
+      crash (archive.staging.recover commits them at start).
     * FILE_SYNC / DATA_SYNC writes are synced before the reply.
     * A truncating SETATTR is synced at once (SETATTR is synchronous in NFSv3); one to the
       size the file already has changes nothing and needs no sync.
 A new archive version is committed when the file has been idle for `commit_idle` seconds
 after its data became durable (a COMMIT or a stable write) with no unsynced write since;
 and at shutdown.  A file created and never written gets an empty version after EMPTY_IDLE: CREATE
-only notes it (`created`), and the staged update (a staging file, catalog reads) is opened by the
+only notes it (`created`), and the staged update (catalog reads) is opened by the
 first WRITE, truncate or mtime change, or when the empty version falls due.  Unsynced data of a client that never COMMITs is dropped after
 `abandon_timeout` seconds (and at shutdown): the client was never told it was safe, and the
 write verifier changes with every server start, so a live client resends it.
@@ -17,7 +20,9 @@ write verifier changes with every server start, so a live client resends it.
 Commits run in this module's own threads, never in a request: a slow commit only delays
 a new WRITE to that same file (which then starts a fresh update on top of the new version).
 Sessions that fall due together are committed side by side, so many small files written at
-once share the core's group commits instead of paying one durable commit each in turn.
+once share the core's group commits instead of paying one durable commit each in turn; the
+loop waits GATHER (or commit_idle / 4) past the first due session to collect the files a
+sequential client wrote just after it.
 """
 from __future__ import annotations
 
@@ -33,6 +38,10 @@ log = logging.getLogger("edge_archive.nfs")
 EMPTY_IDLE = 10.0
 #: sessions whose versions are committed at once (they share the core's group commits)
 PARALLEL_COMMITS = 8
+#: seconds (at most; commit_idle / 4 when shorter) the commit loop waits past the first due
+#: session, so the files a client writes one after another fall due together and share the
+#: core's transactions instead of one commit each (a version appears up to this much later)
+GATHER = 0.1
 
 
 class Session:
@@ -80,7 +89,7 @@ class WriteSessions:
 
     def _open(self, key: tuple, fs, path: str) -> Session:
         """The live session of `key`, locked by the caller; opened on first use.  The staged
-        update is opened outside the table's lock (catalog reads and a new staging file): every
+        update is opened outside the table's lock (catalog reads): every
         GETATTR, READDIRPLUS entry and WRITE of other files looks the table up meanwhile."""
         while True:
             with self._lock:
@@ -212,8 +221,8 @@ class WriteSessions:
     # -- committing --------------------------------------------------------------------------
     def _finish(self, s: Session) -> None:
         """End a session: commit what is owed; writes never made durable are not committed.
-        A session with synced data plus unsynced writes after it keeps its staging files (the
-        journal of the last sync) for `archive.staging.recover` at the next start."""
+        A session with synced data plus unsynced writes after it keeps its last synced state
+        (its log record, or its staging files) for `archive.staging.recover` at the next start."""
         with s.lock:
             if s.closed:
                 return
@@ -288,7 +297,8 @@ class WriteSessions:
         # commit_idle after the COMMIT), and at least every tick for sessions opened meanwhile
         # and for created files that owe their empty version.
         tick = min(0.2, self.commit_idle / 4 or 0.05)
-        while not self._stop.wait(min(tick, max(0.002, self._next_due(time.monotonic())))):
+        gather = min(GATHER, self.commit_idle / 4)
+        while not self._stop.wait(min(tick, max(0.002, self._next_due(time.monotonic()) + gather))):
             if self._created:
                 self._created_due(time.monotonic())
             self._finish_all(self.due())

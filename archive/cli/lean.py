@@ -11,7 +11,10 @@ It answers only the plain case, and says `Fallback` for everything else, *before
 anything: a repository that is not a local folder with its own SQLite catalog, a catalog whose
 schema is not this release's head (the full path migrates or refuses it), a past instant or
 version, a snapshot path, a path, share or content that is not there (the full path words the
-error), a folder to `get`, a file larger than `GET_MAX`, a chunk not where the catalog says.
+error), a chunk not where the catalog says.  A folder, and a file larger than `GET_MAX` going to
+a local file, are not read here whole: archive/cli/files.py streams them through the tree
+restore of archive/readpath.py on this module's connection and pack reader (`_lean_restore`);
+a file larger than `GET_MAX` to stdout takes the full path.
 The CLI then runs the full path (ShareFS), which is the reference: tests/test_cli_lean.py runs
 both on the same repository and compares their output, and holds these statements equal to
 ShareFS's own.  The passphrase is checked exactly as `Repository.open` checks it

@@ -100,24 +100,6 @@ class Rclone(RcloneS3):
     name = "rclone"
     flags: list[str] = []
 
-    def _start(self) -> "Rclone":
-        if not self.flags:
-            return super()._start()
-        import socket
-        from s3store_helpers import ACCESS, SECRET, rclone_binary
-        self.proc = subprocess.Popen(
-            [rclone_binary(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}", "--auth-key", f"{ACCESS},{SECRET}",
-             "--config", "/dev/null", *self.flags, str(self.root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                self.started_once = True
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"rclone serve s3 did not start on 127.0.0.1:{self.port}")
-
     def pids(self) -> list[int]:
         return [self.proc.pid]
 

@@ -65,11 +65,12 @@ class RcloneS3:
         return self
 
     started_once = False
+    flags: list[str] = []       # extra `rclone serve s3` flags (bench/scaleout.py --rclone-flag)
 
     def _start(self) -> "RcloneS3":
         self.proc = subprocess.Popen(
             [rclone_binary(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}", "--auth-key", f"{ACCESS},{SECRET}",
-             "--config", "/dev/null", str(self.root)],
+             "--config", "/dev/null", *self.flags, str(self.root)],
             stdout=subprocess.DEVNULL, stderr=open(self.root.parent / f"{self.root.name}.log", "ab"))
         deadline = time.monotonic() + 30
         while self.proc.poll() is None and time.monotonic() < deadline:

@@ -152,6 +152,11 @@ class LocalPackStore(PackStore):
     def read_range(self, pack_id: str, offset: int, length: int) -> bytes:
         return os.pread(self._fd(pack_id), length, offset)
 
+    def read_into(self, pack_id: str, offset: int, view: memoryview) -> int:
+        """read_range into the caller's buffer (the Reader reuses its buffers: a fresh one per
+        read faults in page by page under serve's allocator); the bytes read."""
+        return os.preadv(self._fd(pack_id), [view], offset)
+
     def open_stream(self, pack_id: str) -> BinaryIO:
         try:
             return open(self.path(pack_id), "rb")

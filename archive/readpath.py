@@ -113,7 +113,7 @@ def read_range(packs, pack_id: str, offset: int, length: int) -> memoryview:
     through the store's read_range from any other."""
     if isinstance(packs, LocalPackStore):
         view = BUFFERS.view(length)
-        return view[:os.preadv(packs._fd(pack_id), [view], offset)]
+        return view[:packs.read_into(pack_id, offset, view)]
     return memoryview(packs.read_range(pack_id, offset, length))
 
 

@@ -64,7 +64,7 @@ class Repository:
         url = catalog_url or config.get("catalog") or sqlite_url(self.path / "catalog.sqlite")
         self.catalog = Catalog(url)
         migrate(self.catalog)
-        self.codec = Codec(key)
+        self.codec = Codec(key, store=self.packstore)      # its dictionaries are in the store
         # the size this repository was created with; a new DEFAULT_AVG applies to new ones only
         self.chunk_avg = int(config.get("chunk_avg", LEGACY_AVG))
         self.tmp = self.path / "tmp"

@@ -180,3 +180,46 @@ def test_killed_after_storing_the_dictionary_then_more_writes(cli):
     cli("recover", env=env)
     assert snapshot(cli.repo_path) == live
     cli("check", "--read-data", env=env)
+
+
+def test_nodes_sharing_a_bucket_read_each_others_dictionaries_even_when_both_trained(s3, tmp_path):
+    url = s3.url()
+    bucket = url.split("/")[2]
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("s")
+    b = Repository.open(url, catalog_url=catalog, cache=str(tmp_path / "cache-b"))
+    first = text(30_000, 11)
+    with b.share("s").open_write("/b-first.txt") as w:      # b looks for a dictionary: none yet
+        w.write(first)
+    data_a, data_b = b"".join(CHUNKS), b"".join(reversed(CHUNKS)) + b"b"
+    with a.share("s").open_write("/a.txt") as w:            # a trains one
+        w.write(data_a)
+    with b.share("s").open_write("/b.txt") as w:            # and b, training at the same time, another
+        w.write(data_b)
+    ids = {r.codec.dictionaries._current.dict_id() for r in (a, b)}
+    assert len(ids) == 2
+    assert sorted(o for o in s3.objects(bucket) if "/dict-" in o) == \
+        sorted([f"repo/dict-{i:08x}" for i in ids] + ["repo/dict-current"])
+    for r in (a, b):
+        fs = r.share("s")
+        assert fs.open_read("/a.txt").read() == data_a
+        assert fs.open_read("/b.txt").read() == data_b
+        assert fs.open_read("/b-first.txt").read() == first
+    a.close()
+    b.close()
+    # a third node with an empty cache, and recover of the catalog from the bucket alone
+    c = Repository.open(url, catalog_url=catalog, cache=str(tmp_path / "cache-c"))
+    assert c.share("s").open_read("/b.txt").read() == data_b
+    c.close()
+    (tmp_path / "catalog.sqlite").unlink()
+    from archive.recover import recover
+    from archive.packstore import open_store
+    from archive.keys import parse_keyfile
+    store = open_store(url, cache=str(tmp_path / "cache-d"))
+    key = parse_keyfile(store.get_meta("keys.json"), None)
+    rep = recover(store, key, Codec(key, store=store), catalog)
+    assert not (rep.damaged or rep.unreadable or rep.missing or rep.incomplete_versions) and rep.versions == 3
+    with Repository.open(url, catalog_url=catalog, cache=str(tmp_path / "cache-d")) as d:
+        assert d.share("s").open_read("/a.txt").read() == data_a
+        assert d.share("s").open_read("/b.txt").read() == data_b

@@ -119,7 +119,14 @@ class Dictionaries:
         if d.dict_id() != dict_id:
             raise Corrupt(f"compression dictionary {meta_name(dict_id)} holds dictionary {d.dict_id():08x}")
         with self._lock:
-            return self._by_id.setdefault(dict_id, d)
+            if dict_id not in self._by_id:
+                # One round trip under the lock: it proves the dictionary loads, and builds its
+                # decompression tables once (threads then share them read-only).
+                probe = zstandard.ZstdCompressor(dict_data=d).compress(b"edge")
+                if zstandard.ZstdDecompressor(dict_data=d).decompress(probe) != b"edge":
+                    raise Corrupt(f"compression dictionary {meta_name(dict_id)} does not work")
+                self._by_id[dict_id] = d
+            return self._by_id[dict_id]
 
     # -- writing ---------------------------------------------------------------------------------
     def current(self, chunk) -> "zstandard.ZstdCompressionDict | None":

@@ -43,8 +43,9 @@ CURRENT = "dict-current"
 #: bytes of compressible chunks gathered before training (the first chunks a writer sees)
 SAMPLE_BYTES = int(os.environ.get("EDGE_ARCHIVE_DICT_SAMPLE", 4 * 1024 * 1024))
 MIN_SAMPLES = 8
-#: dictionary size: 256 KiB stored 0.335 of the bench text at level 3 vs 0.343 for 110 KiB
-DICT_SIZE = 256 * 1024
+#: dictionary size (at most an eighth of the sample): of the bench text at level 3, 110 KiB stored
+#: 0.343, 256 KiB 0.336, 512 KiB 0.333, 1 MiB 0.332 (docs/benchmarks.md, "text9")
+DICT_SIZE = 512 * 1024
 #: fastcover parameters without zstd's search over k/d (that took 2-12 s, this ~0.15 s on 4 MiB)
 TRAIN = {"k": 200, "d": 8}
 MAX_TRIES = 3

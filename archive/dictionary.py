@@ -9,9 +9,10 @@ Records in the pack store (put_meta / get_meta, so a local folder and an S3 buck
 alike and every node and `recover` find them):
     dict-<id as 8 hex digits>   one dictionary, immutable once written (the envelope below)
     dict-current                the id (8 hex digits) new chunks are compressed with
-Envelope: MAGIC, flags (1 = AES-256-GCM), the 4-byte id, then either nonce + ciphertext (the
-master key's AEAD key, the magic and id as associated data) or the plain dictionary followed by
-a keyed BLAKE3 tag (the id key): a damaged or swapped dictionary is refused, never used.
+Envelope: MAGIC, flags (1 = AES-256-GCM), the 4-byte id, then the zstd-compressed dictionary as
+either nonce + ciphertext (the master key's AEAD key, the magic and id as associated data) or
+plain followed by a keyed BLAKE3 tag (the id key): a damaged or swapped dictionary is refused,
+never used.
 
 Order of the durable steps (a kill -9 between any two leaves a readable repository):
     1. dict-<id> is written and fsynced (with its folder entry)
@@ -56,7 +57,10 @@ def meta_name(dict_id: int) -> str:
 
 
 def seal(key: MasterKey, dict_id: int, data: bytes) -> bytes:
+    """The stored record: the dictionary zstd-compressed (512 KiB of text snippets become
+    ~0.2 MiB: 2 % of a 23 MB repository otherwise), then sealed."""
     ident = dict_id.to_bytes(4, "big")
+    data = zstandard.ZstdCompressor(level=9).compress(data)
     if key.encrypted:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         nonce = os.urandom(12)
@@ -77,15 +81,19 @@ def unseal(key: MasterKey, dict_id: int, blob: bytes) -> bytes:
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         try:
-            return AESGCM(key.enc_key).decrypt(body[:12], body[12:], MAGIC + ident)
+            data = AESGCM(key.enc_key).decrypt(body[:12], body[12:], MAGIC + ident)
         except InvalidTag:
             raise Corrupt(f"compression dictionary {dict_id:08x} failed authentication") from None
-    if key.encrypted:
-        raise Corrupt(f"compression dictionary {dict_id:08x} is not encrypted in an encrypted repository")
-    data, tag = body[:-32], body[-32:]
-    if blake3.blake3(MAGIC + ident + data, key=key.id_key).digest() != tag:
-        raise Corrupt(f"compression dictionary {dict_id:08x} fails its checksum")
-    return data
+    else:
+        if key.encrypted:
+            raise Corrupt(f"compression dictionary {dict_id:08x} is not encrypted in an encrypted repository")
+        data, tag = body[:-32], body[-32:]
+        if blake3.blake3(MAGIC + ident + data, key=key.id_key).digest() != tag:
+            raise Corrupt(f"compression dictionary {dict_id:08x} fails its checksum")
+    try:
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=16 << 20)
+    except zstandard.ZstdError as e:
+        raise Corrupt(f"compression dictionary {dict_id:08x} does not decompress: {e}") from None
 
 
 class Dictionaries:

@@ -603,6 +603,12 @@ class Reader(io.RawIOBase):
             n += take
         return n
 
+    def readviews(self, n: int) -> list[memoryview]:
+        """Up to n bytes from the position on, as views of the verified chunks themselves (no
+        copy; [] at the end of the file): what a sender hands to socket.sendmsg (FTP's RETR).
+        The views stay valid for as long as they are held."""
+        return [memoryview(d)[s:s + t] for d, s, t in self._pieces(n)]
+
     def read(self, n: int = -1) -> bytes:
         left = max(0, self.size - self._pos)
         n = left if n is None or n < 0 else min(n, left)

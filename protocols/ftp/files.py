@@ -73,6 +73,14 @@ class ReadFile:
         except errors.ArchiveError as exc:
             raise TransferError(exc) from exc
 
+    def views(self, n: int) -> list[memoryview]:
+        """Up to n bytes from the position on as views of the decoded chunks, not copied
+        anywhere ([] at the end): what the data channel's sendmsg sends (handler.py)."""
+        try:
+            return self._reader.readviews(n)
+        except errors.ArchiveError as exc:
+            raise TransferError(exc) from exc
+
     def _buffer(self, n: int) -> memoryview:
         """n writable bytes in a buffer nothing views any more (a bytearray refuses to resize
         while it is exported), or a new one; at most KEEP are kept."""

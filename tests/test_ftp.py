@@ -107,6 +107,24 @@ def test_wrong_password_is_counted_delayed_and_disconnects(tmp_path):
         s.close()
 
 
+def test_a_remembered_password_ends_with_a_password_change_or_removal(srv):
+    """Verified passwords are remembered (auth_cache_seconds) so a client logging in for every
+    transfer pays scrypt once; a changed password, a wrong one, a removed user are refused at
+    the very next login all the same."""
+    srv.client().quit()
+    srv.client().quit()                                   # served from the cache
+    assert len(srv.adapter.state.logins._cache) == 1      # the HMAC of the credentials only
+    expect_error("530", srv.client, "alice", PASSWORD + "x")
+    srv.repo.set_password("alice", "new-password")
+    expect_error("530", srv.client)                      # the old one no longer works
+    ftp = srv.client("alice", "new-password")
+    assert ftp.nlst("/office") == []
+    ftp.quit()
+    srv.client("bob", "bob-pw").quit()
+    srv.repo.remove_user("bob")
+    expect_error("530", srv.client, "bob", "bob-pw")
+
+
 def test_per_user_connection_limit(tmp_path):
     s = FTPServerFixture(tmp_path, max_connections_per_user=2)
     try:
@@ -164,9 +182,9 @@ def test_rest_resumes_download(srv):
 
 
 def test_a_download_of_many_reads_is_byte_identical(srv):
-    """RETR reads 1 MiB at a time into buffers the transfer reuses (protocols/ftp/files.py;
-    asynchat drops its view of one before it asks for the next, a buffer still viewed is never
-    reused): every byte arrives as stored, the short last read too, with slow partial sends."""
+    """A binary RETR sends the decoded chunks themselves with sendmsg, several MiB per call
+    (protocols/ftp/handler.py, _Views), slicing what a partial send left: every byte arrives as
+    stored, the short last piece too, with slow partial sends; and after a REST offset."""
     data = os.urandom(5 * 1024 * 1024 + 4321)
     srv.put("/five.bin", data)
     ftp = srv.client()
@@ -179,6 +197,26 @@ def test_a_download_of_many_reads_is_byte_identical(srv):
     ftp.voidresp()
     assert bytes(out) == data
     assert retr(ftp, "/office/five.bin", rest=3_000_001) == data[3_000_001:]
+    ftp.quit()
+
+
+def test_abor_in_the_middle_of_a_large_download_and_the_session_goes_on(srv):
+    data = os.urandom(24 * 1024 * 1024 + 77)
+    srv.put("/huge.bin", data)
+    ftp = srv.client()
+    ftp.voidcmd("TYPE I")
+    conn = ftp.transfercmd("RETR /office/huge.bin")
+    got = b""
+    while len(got) < 1_000_000:
+        got += conn.recv(65536)
+    assert data.startswith(got)
+    ftp.putcmd("ABOR")
+    assert ftp.getline().startswith("426")
+    assert ftp.getline().startswith("226")
+    conn.close()
+    _wait_for(lambda: srv.ctx.count("download", complete=False) == 1, "an incomplete download event")
+    assert srv.ctx.count("download", complete=True) == 0
+    assert retr(ftp, "/office/huge.bin", rest=len(data) - 5) == data[-5:]
     ftp.quit()
 
 

@@ -72,8 +72,16 @@ class AccessMixin:
         self._download(file, False)
 
 
-def login(repo: Any, username: str, password: str, address: str) -> Any:
-    """The catalog login for USER/PASS (anonymous names get the anonymous login)."""
+def login(repo: Any, username: str, password: str, address: str, cache: Any = None) -> Any:
+    """The catalog login for USER/PASS (anonymous names get the anonymous login); `cache`:
+    the adapter's LoginCache (state.py) of verified passwords."""
     if username.lower() in ("anonymous", "ftp"):
         return repo.login_anonymous()
-    return repo.login(username, password, Origin("ftp", address, username))
+    if cache is not None:
+        hit = cache.get(username, password)
+        if hit is not None:
+            return hit
+    session = repo.login(username, password, Origin("ftp", address, username))
+    if cache is not None:
+        cache.put(username, password, session)
+    return session

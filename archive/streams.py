@@ -218,8 +218,12 @@ class Writer:
     #: per-version object metadata (JSON text) stored with the version, e.g. S3's MD5 and Content-Type
     meta: str | None = None
 
+    #: the node the version went to, once the commit has built its event (FTP's MFMT after STOR)
+    node_id: int | None = None
+
     def event(self, s) -> dict:
         ev = self.fs.commit_event(s, self.parts, self.size, self.mtime, self._etag, chunks=self._refs)
+        self.node_id = ev["node"]
         if self.meta is not None:
             ev["meta"] = self.meta
         return ev

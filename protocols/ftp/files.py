@@ -171,6 +171,11 @@ class WriteFile:
         self.bytes_written += len(data)
         return len(data)
 
+    @property
+    def node_id(self) -> int | None:
+        """The node a committed upload went to (None for a REST+STOR rewrite)."""
+        return getattr(self._sink, "node_id", None)
+
     def announced_mismatch(self) -> str | None:
         """Why the transfer's length contradicts the ALLO announcement (None: it does not).
         After REST the announcement may be the bytes sent or the file's final size."""

@@ -87,6 +87,8 @@ def _tls_ended_cleanly(sock: Any) -> bool | None:
     """For a TLS data connection: whether the client sent close_notify (None: not TLS).
     Over FTPS this is what tells a finished upload from a client that died: a TCP close
     without close_notify is a truncation (RFC 4217 section 10, RFC 8446 section 6.1)."""
+    if type(sock) is socket.socket:                    # plain FTP: the common case, no import
+        return None
     try:
         from OpenSSL import SSL
     except ImportError:                                # pragma: no cover
@@ -219,7 +221,9 @@ class EdgeDTPMixin:
             elif self.transfer_finished and not broken and not self._control_gone():
                 try:
                     with self.cmd_channel.edge_state.commit_lock:
-                        fo.commit()
+                        version = fo.commit()
+                    if fo.node_id is not None:   # for an MFMT right after (ftp_MFMT)
+                        self.cmd_channel._edge_stored = (fo.name, fo.node_id, version.number)
                 except Exception as exc:
                     if not isinstance(exc, errors.ArchiveError):
                         logger.exception("ftp: commit of %s failed", fo.name)
@@ -277,6 +281,7 @@ class EdgeHandlerMixin:
         self._edge_slot = None
         self._hash_algo = "SHA-256"
         self._edge_allo: int | None = None
+        self._edge_stored: tuple[str, int, int] | None = None   # (path, node, number) of the last STOR
         super().__init__(conn, server, ioloop)
 
     # --- session lifecycle -------------------------------------------------------------
@@ -338,6 +343,8 @@ class EdgeHandlerMixin:
         # whatever else comes next (or a refused RNTO) forgets it.
         if cmd != "RNTO":
             self._rnfr = None
+        if cmd != "MFMT":        # only the command right after a STOR's 226 is "right after"
+            self._edge_stored = None
         announced = None
         if cmd in _UPLOAD_CMDS:
             announced, self._edge_allo = self._edge_allo, None
@@ -476,8 +483,13 @@ class EdgeHandlerMixin:
         except ValueError:
             self.respond("550 Invalid time format; expected: YYYYMMDDHHMMSS.")
             return None
+        # Right after this session's STOR of the same path (lftp, FileZilla and WinSCP send it
+        # to keep the local time), the time is that upload's: it goes to the version the STOR
+        # made, even if another client has stored a newer one since (docs/architecture.md).
+        stored, self._edge_stored = self._edge_stored, None
+        version = (stored[1], stored[2]) if stored is not None and stored[0] == path else None
         try:
-            self.run_as_current_user(self.fs.utime, path, secs)
+            self.run_as_current_user(self.fs.utime, path, secs, version)
         except (OSError, FilesystemError) as err:
             self.respond(f"550 {strerror(err)}.")
             return None

@@ -220,6 +220,34 @@ def test_abor_in_the_middle_of_a_large_download_and_the_session_goes_on(srv):
     ftp.quit()
 
 
+def test_a_corrupt_chunk_late_in_a_download_is_451_never_wrong_bytes(srv):
+    """The sendmsg path (handler._Views) has sent the first MiBs when it reaches the damaged
+    chunk: the transfer ends with 451 and what arrived is a prefix of the file."""
+    from archive.packs import REC
+    from archive.streams import chunk_list
+    data = os.urandom(6 * 1024 * 1024)
+    srv.put("/bad.bin", data)
+    repo, entry = srv.repo, srv.admin_fs().stat("/bad.bin")
+    with repo.catalog.engine.connect() as c:
+        vid = c.exec_driver_sql("SELECT id FROM versions WHERE node_id = ? AND number = ?",
+                                (entry.node_id, entry.version)).scalar()
+    cid = chunk_list(repo, vid)[-2][1]
+    pack, off, ln, _ = repo.store.location(cid)
+    with open(repo.store.packdir.path(pack), "r+b") as f:
+        f.seek(off + REC.size + (ln - REC.size) // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x01]))
+    ftp = srv.client()
+    ftp.voidcmd("TYPE I")
+    out = bytearray()
+    msg = expect_error("451", ftp.retrbinary, "RETR /office/bad.bin", out.extend)
+    assert "corrupt" in msg.lower()
+    assert 1024 * 1024 <= len(out) < len(data) and data.startswith(bytes(out))
+    assert ftp.sendcmd("NOOP").startswith("200")          # the session goes on
+    ftp.quit()
+
+
 def test_rest_stor_resumes_an_upload(srv):
     srv.put("/part.bin", b"0123456789")
     ftp = srv.client()

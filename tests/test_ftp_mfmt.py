@@ -129,3 +129,18 @@ def test_a_server_killed_right_after_the_mfmt_reply_keeps_the_time(tmp_path):
             assert [(v.number, v.size, v.mtime) for v in vs] == [(1, 100 + i, T2020 + i)]
     finally:
         repo.close()
+
+
+def test_mfmt_refuses_times_that_are_not_a_date(srv):
+    srv.put("/d.txt", b"d")
+    ftp = srv.client()
+    for bad in ("20201302030405", "20200230030405", "2020010203040x", "202001020304", "２０２００１０２０３０４０５"):
+        reply = ""
+        try:
+            ftp.sendcmd(f"MFMT {bad} /office/d.txt")
+        except Exception as exc:                      # ftplib.error_perm
+            reply = str(exc)
+        assert reply.startswith("550"), (bad, reply)
+    assert ftp.sendcmd("MFMT 20211231235959 /office/d.txt").startswith("213")
+    assert srv.admin_fs().stat("/d.txt").mtime == calendar.timegm((2021, 12, 31, 23, 59, 59))
+    ftp.quit()

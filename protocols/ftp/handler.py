@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import calendar
 import collections
+import datetime
 import errno
 import hashlib
 import itertools
+import logging
 import os
 import random
 import re
@@ -49,6 +51,8 @@ _TRANSFER_CMDS = {"STOR", "STOU", "APPE", "RETR", "LIST", "NLST", "MLSD",
                   "PASV", "EPSV", "PORT", "EPRT"}
 _HASH_ALGOS = {"SHA-256": "sha256", "SHA-1": "sha1", "MD5": "md5", "SHA-512": "sha512"}
 _UPLOAD_CMDS = {"STOR", "STOU", "APPE"}
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+               "error": logging.ERROR, "critical": logging.CRITICAL}
 _ALLO = re.compile(r"\s*(\d{1,19})(?:\s+R\s+\d{1,19})?\s*", re.IGNORECASE)
 
 
@@ -286,6 +290,15 @@ class EdgeHandlerMixin:
 
     # --- session lifecycle -------------------------------------------------------------
 
+    def log(self, msg: str, logfun: Any = logger.info) -> None:
+        # pyftpdlib formats its prefix from the session's __dict__ for every command and
+        # transfer before the logger drops the line (its level is WARNING unless configured).
+        owner = getattr(logfun, "__self__", None)
+        level = _LOG_LEVELS.get(getattr(logfun, "__name__", ""))
+        if level is not None and hasattr(owner, "isEnabledFor") and not owner.isEnabledFor(level):
+            return
+        super().log(msg, logfun)
+
     def on_connect(self) -> None:
         self.edge_state.event("connect", address=self.remote_ip)
 
@@ -477,9 +490,12 @@ class EdgeHandlerMixin:
     def ftp_MFMT(self, path: str, timeval: str) -> str | None:
         line = self.fs.fs2ftp(path)
         try:
-            if len(timeval) != 14:
+            if len(timeval) != 14 or not (timeval.isascii() and timeval.isdigit()):
                 raise ValueError(timeval)
-            secs = calendar.timegm(time.strptime(timeval, "%Y%m%d%H%M%S"))
+            # datetime checks the ranges; time.strptime cost more than the rest of the command
+            t = timeval
+            secs = calendar.timegm(datetime.datetime(int(t[:4]), int(t[4:6]), int(t[6:8]), int(t[8:10]),
+                                                     int(t[10:12]), int(t[12:])).timetuple())
         except ValueError:
             self.respond("550 Invalid time format; expected: YYYYMMDDHHMMSS.")
             return None

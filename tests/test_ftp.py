@@ -125,6 +125,16 @@ def test_a_remembered_password_ends_with_a_password_change_or_removal(srv):
     expect_error("530", srv.client, "bob", "bob-pw")
 
 
+def test_a_remembered_password_does_not_open_a_locked_out_account(srv):
+    srv.client().quit()                                   # remembered from here on
+    srv.repo.throttle.free_failures = 0                   # the first wrong guess locks alice
+    srv.repo.throttle.backoff = 600.0                     # locked for the rest of the test
+    expect_error("530", srv.client, "alice", "a wrong guess")
+    msg = expect_error("530", srv.client)                # the right password, while locked
+    assert "Too many failed logins" in msg
+    srv.client("bob", "bob-pw").quit()                    # other users are not locked
+
+
 def test_per_user_connection_limit(tmp_path):
     s = FTPServerFixture(tmp_path, max_connections_per_user=2)
     try:

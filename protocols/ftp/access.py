@@ -83,7 +83,9 @@ def login(repo: Any, username: str, password: str, address: str, cache: Any = No
     the adapter's LoginCache (state.py) of verified passwords."""
     if username.lower() in ("anonymous", "ftp"):
         return repo.login_anonymous()
-    if cache is not None:
+    # While the user or the address is locked out, every login goes to repo.login (which
+    # refuses it): a remembered password must not tell a guesser that a guess was right.
+    if cache is not None and repo.throttle.retry_after(address, username) <= 0:
         hit = cache.get(username, password)
         if hit is not None:
             return hit

@@ -25,7 +25,8 @@ class LoginCache:
     sessions of that credential); a hit is re-validated first (one catalog read while nothing
     changed), so a removed or disabled user or a changed password is refused on the very next
     login, also when another process made the change; a wrong password never hits and goes
-    to ``repo.login`` (throttled, audited) as before."""
+    to ``repo.login`` (throttled, audited) as before, and so does every login while the user
+    or the address is locked out (access.login), so a lockout stays a lockout."""
 
     MAX = 10_000
 

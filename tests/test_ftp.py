@@ -192,7 +192,7 @@ def test_rest_resumes_download(srv):
 
 
 def test_a_download_of_many_reads_is_byte_identical(srv):
-    """A binary RETR sends the decoded chunks themselves with sendmsg, several MiB per call
+    """A binary RETR sends the decoded chunks themselves with sendmsg, up to 2 MiB per call
     (protocols/ftp/handler.py, _Views), slicing what a partial send left: every byte arrives as
     stored, the short last piece too, with slow partial sends; and after a REST offset."""
     data = os.urandom(5 * 1024 * 1024 + 4321)

@@ -119,7 +119,7 @@ def _find_transfer_error(exc: BaseException | None) -> TransferError | None:
 
 class _Views:
     """A binary RETR over a plain TCP data connection, sent by ``EdgeDTPMixin._send_views``:
-    the decoded chunks themselves (``ReadFile.views``) go to ``socket.sendmsg`` several MiB
+    the decoded chunks themselves (``ReadFile.views``) go to ``socket.sendmsg`` up to 2 MiB
     at a time, where pyftpdlib's FileProducer copied each into a buffer and sent it with one
     ``send()`` per turn of the event loop."""
 

@@ -155,6 +155,16 @@ def test_opaque_tail_encodes_like_opaque(head, data):
     assert b"".join(bytes(x) for x in p.parts()) == p.bytes() and p.parts()[1:2] != [p.buf]
 
 
+@given(st.binary(max_size=40), st.lists(st.binary(max_size=30), max_size=5))
+def test_opaque_tail_of_several_pieces_encodes_like_their_join(head, pieces):
+    """A READ's data as the core's chunk views: one opaque, the pieces sent as they are."""
+    views = [memoryview(x) for x in pieces]
+    data = b"".join(pieces)
+    p = Packer().opaque(head).opaque_tail(views, len(data))
+    assert p.bytes() == Packer().opaque(head).opaque(data).bytes()
+    assert all(a is b for a, b in zip(p.parts()[1:], views))          # not copied
+
+
 @settings(deadline=None, max_examples=20)
 @given(st.lists(st.integers(0, 300_000), min_size=1, max_size=4), st.integers(1, 5000))
 def test_send_record_sends_every_piece_whole_through_partial_sends(sizes, step):

@@ -17,7 +17,6 @@ from archive.clock import gmt_token, parse_gmt_token
 from archive.paths import MAX_NAME_BYTES, SNAPSHOTS
 from archive.sharefs import VIRTUAL_BASE
 
-from . import buffers
 from . import handles as H
 from .errors import (NFS3_OK, NFS3ERR_ACCES, NFS3ERR_BAD_COOKIE, NFS3ERR_EXIST, NFS3ERR_INVAL, NFS3ERR_ISDIR,
                      NFS3ERR_NAMETOOLONG, NFS3ERR_NOT_SYNC, NFS3ERR_NOTDIR, NFS3ERR_NOTSUPP, NFS3ERR_ROFS,
@@ -151,12 +150,20 @@ class NFS3:
             after = cache.changed(share, folder)
         if after == before + 1:
             cache.put((share, e.node_id, 0), e, after, born, (share, folder, 0), name)
-            if e.ctime >= wall - 1e-6 and e.version is None and not d.at_us and d.kind == H.NODE:
-                at = round(e.ctime * 1e6)
-                d.entry = dataclasses.replace(d.entry, mtime=e.ctime, etag=f"d{folder}-{at}")
-                d.fresh = True
-                cache.put((share, folder, 0), d.entry, after, born)
+            if e.ctime >= wall - 1e-6 and e.version is None:
+                self._touched(d, round(e.ctime * 1e6), after, born)
         return e
+
+    def _touched(self, d: Obj, at: int, epoch: int, born: float) -> None:
+        """Folder `d`'s name change of this call was committed at `at` (microseconds) and nothing
+        else changed meanwhile (`epoch`): that instant is its new mtime (the catalog sets it from
+        the same event), so its attributes need no re-read for the reply or the calls after."""
+        if d.at_us or d.kind != H.NODE:
+            return
+        folder = d.entry.node_id
+        d.entry = dataclasses.replace(d.entry, mtime=at / 1e6, etag=f"d{folder}-{at}")
+        d.fresh = True
+        self.st.cache.put((d.fs.share_id, folder, 0), d.entry, epoch, born)
 
     def _handle(self, o: Obj) -> bytes:
         return self.st.handle_for(o.fs, o.entry, o.at_us)
@@ -249,16 +256,16 @@ class NFS3:
             return
         try:
             with self.order.turn(o.key, offset):      # pipelined READs of a file in file order
-                into = buffers.borrow()                # the connection's reused buffer (buffers.py)
-                data = self.st.read(o, offset, min(count, MAX_IO), into)
+                data = self.st.read(o, offset, min(count, MAX_IO))
         except errors.ArchiveError as e:
             self._fail(p, e)
             self._post(p, o, cred)
             return
+        n = sum(map(len, data)) if isinstance(data, list) else len(data)
         a = self.st.attrs(o)
         p.u32(NFS3_OK)
         post_op_attr(p, a, cred.uid, cred.gid)
-        p.u32(len(data)).bool(offset + len(data) >= a.size).opaque_tail(data)   # sent as is, not copied
+        p.u32(n).bool(offset + n >= a.size).opaque_tail(data, n)   # the chunks' views, sent as they are
 
     def write(self, u, p, cred, address):
         o = self._fh(u, address)
@@ -365,9 +372,16 @@ class NFS3:
                     if e.is_dir:
                         raise NFSError(NFS3ERR_ISDIR)
                     sessions.discard((share, e.node_id))
-                touched.append(d.fs.remove(path))
+                before, born = self.st.cache.epoch, time.monotonic()
+                node, at = d.fs.remove_at(path)
+                touched.append(node)
+                after = self.st.cache.changed(share, *touched)
+                touched.clear()
+                if after == before + 1:
+                    self._touched(d, at, after, born)
             finally:
-                self.st.changed(share, *touched)
+                if touched:
+                    self.st.changed(share, *touched)
         self._status_wcc(p, cred, (d,), work)
 
     def rename(self, u, p, cred, address):

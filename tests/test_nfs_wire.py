@@ -220,6 +220,29 @@ def test_kept_node_handles_equal_freshly_sealed_ones(share, node, at, gen):
     assert len(small._sealed) <= 2
 
 
+@given(st.sampled_from(["file", "dir"]), st.booleans(), st.booleans(), st.integers(0, 2 ** 40),
+       st.floats(0, 4e9, allow_nan=False), u32s, u32s, u64s, u64s)
+def test_a_listed_entry_post_op_attr_packs_like_its_attrs(kind, ro_entry, ro_export, size, mtime, uid, gid,
+                                                          fsid, node):
+    """READDIRPLUS packs an entry's post_op_attr in one struct: the bytes GETATTR's path
+    (attrs_of, then fattr3) gives for the same entry."""
+    from archive.types import Entry
+    e = Entry("n", "/n", kind, size if kind == "file" else 0, mtime, mtime - 1, node, 1, "", ro_entry)
+    want = F.post_op_attr_bytes(F.attrs_of(e, fsid, readonly=ro_export), uid, gid)
+    assert F.listed_post_op_bytes(e, fsid, ro_export, uid, gid) == want
+
+
+@given(u32s, u64s, u64s, u64s)
+def test_handle_macs_are_the_keyed_blake2b_of_the_body(share, node, at, gen):
+    """Handles survive restarts and upgrades: the MAC stays BLAKE2b-128 keyed with the key's
+    first 64 bytes, however it is computed (a copied keyed state since nfs11)."""
+    import hashlib
+    key = bytes(range(80))
+    raw = H.Sealer(key).encode(H.Handle(H.NODE, share, node, at, gen))
+    body = H._BODY.pack(H.VERSION, H.NODE, share, node, at, gen)
+    assert raw == body + hashlib.blake2b(body, key=key[:64], digest_size=16).digest()
+
+
 @given(u64s, st.integers(0, H.SIZE - 1), st.integers(1, 255))
 def test_any_altered_handle_is_refused(node, pos, flip):
     raw = bytearray(sealer.encode(H.Handle(H.NODE, 1, node, 0, 7)))

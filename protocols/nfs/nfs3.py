@@ -21,8 +21,8 @@ from . import handles as H
 from .errors import (NFS3_OK, NFS3ERR_ACCES, NFS3ERR_BAD_COOKIE, NFS3ERR_EXIST, NFS3ERR_INVAL, NFS3ERR_ISDIR,
                      NFS3ERR_NAMETOOLONG, NFS3ERR_NOT_SYNC, NFS3ERR_NOTDIR, NFS3ERR_NOTSUPP, NFS3ERR_ROFS,
                      NFS3ERR_TOOSMALL, NFS3ERR_XDEV, NFSError, nfsstat)
-from .fattr import (SET_TO_CLIENT_TIME, SET_TO_SERVER_TIME, fattr3, post_op_attr, post_op_attr_bytes, sattr3,
-                    wcc_data)
+from .fattr import (SET_TO_CLIENT_TIME, SET_TO_SERVER_TIME, fattr3, listed_post_op_bytes, post_op_attr,
+                    post_op_attr_bytes, sattr3, wcc_data)
 from .listing import Item
 from .readorder import ReadOrder
 from .state import Obj, ServerState
@@ -479,18 +479,25 @@ class NFS3:
             uid, gid = cred.uid, cred.gid
             # an entry3plus depends on the entry, the caller's ids, the export's read-only flag
             # and pending writes: encoded once per window item while the ids and flag stay
-            pkey, peek, sid = (uid, gid, d.export.read_only), self.st.sessions.peek, d.fs.share_id
+            ro = d.export.read_only
+            pkey, sid = (uid, gid, ro), d.fs.share_id
+            # pending writes change an entry's size and mtime (none open: no lookup per entry)
+            peek = self.st.sessions.peek if self.st.sessions.busy() and not d.at_us else None
             for batch in self._batches(d, cookie):
                 for it in batch:
                     if plus:
-                        cached = it.plus
-                        if cached is not None and cached[0] == pkey and peek((sid, it.entry.node_id)) is None:
+                        e, cached = it.entry, it.plus
+                        pending = peek((sid, e.node_id)) if peek is not None else None
+                        if cached is not None and cached[0] == pkey and pending is None:
                             item = cached[1]
                         else:
-                            item = it.head + post_op_attr_bytes(
-                                attrs(it.entry, parse_gmt_token(it.entry.name) or 0 if snap else d.at_us),
-                                uid, gid) + it.handle
-                            if peek((sid, it.entry.node_id)) is None:
+                            if pending is None and not snap:       # attrs_of(e) in one pack
+                                post = listed_post_op_bytes(e, sid, ro, uid, gid)
+                            else:
+                                post = post_op_attr_bytes(
+                                    attrs(e, parse_gmt_token(e.name) or 0 if snap else d.at_us), uid, gid)
+                            item = it.head + post + it.handle
+                            if pending is None:
                                 it.plus = (pkey, item)
                     else:
                         item = it.head

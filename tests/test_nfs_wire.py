@@ -396,35 +396,6 @@ def test_the_commit_loop_wakes_when_the_first_session_falls_due():
         ws.close()
 
 
-def test_due_versions_wait_while_clients_change_names_but_not_past_max_defer():
-    """Version commits are background work: due sessions are held while CREATE/REMOVE keep
-    coming (within QUIET), never past MAX_DEFER from when the holding began, and never with
-    DEFER_LIMIT sessions due."""
-    from protocols.nfs.writes import DEFER_LIMIT, MAX_DEFER, QUIET, Session, WriteSessions
-    ws = WriteSessions(commit_idle=5, abandon_timeout=100)
-    try:
-        due = [Session(("s", 1), None, None)]
-        assert ws._hold(due, 50.0) == 0                       # no name changed lately
-        ws.names_at = 100.0
-        assert ws._hold([], 100.0) == 0                       # nothing due
-        assert ws._hold(due, 100.0 + QUIET) == 0              # quiet long enough
-        assert ws._hold(due, 100.01) == pytest.approx(QUIET - 0.01)
-        t = 100.01
-        while True:                                           # a client creating without pause
-            ws.names_at = t
-            wait = ws._hold(due, t)
-            if wait == 0:
-                break
-            assert wait <= QUIET
-            t += wait
-        assert t == pytest.approx(100.01 + MAX_DEFER)
-        ws.names_at = t + 1
-        assert ws._hold(due, t + 1) > 0                       # a new hold starts afresh
-        assert ws._hold(due * DEFER_LIMIT, t + 1) == 0        # too many held: commit now
-    finally:
-        ws.close()
-
-
 def test_reads_of_one_file_wait_their_turn_lowest_offset_first():
     from protocols.nfs.readorder import ReadOrder
     order, ran = ReadOrder(), []

@@ -309,7 +309,6 @@ class NFS3:
         how = u.enum((UNCHECKED, GUARDED, EXCLUSIVE))
         attrs = sattr3(u) if how != EXCLUSIVE else None
         verf = bytes(u.fixed(8)) if how == EXCLUSIVE else None
-        self.st.sessions.renamed()                 # version commits wait (writes.QUIET)
 
         def make(path: str) -> Obj:
             try:
@@ -336,7 +335,6 @@ class NFS3:
         d = self._fh(u, address)
         name = _name(u)
         sattr3(u)
-        self.st.sessions.renamed()
         def make(path: str) -> Obj:
             return Obj(d.export, d.fs, self._make(d, name, lambda: d.fs.mkdir(path)), 0)
         self._diropres(p, cred, d, make, name)
@@ -358,7 +356,6 @@ class NFS3:
     def _unlink(self, u, p, cred, address, dir: bool):
         d = self._fh(u, address)
         path = _join(d.path, _name(u))
-        self.st.sessions.renamed()
 
         def work() -> None:
             self._writable(d)
@@ -392,7 +389,6 @@ class NFS3:
         sname = _name(u)
         dst = self._fh(u, address)
         dname = _name(u)
-        self.st.sessions.renamed()
 
         def work() -> None:
             self._writable(src)

@@ -22,9 +22,7 @@ a new WRITE to that same file (which then starts a fresh update on top of the ne
 Sessions that fall due together are committed side by side, so many small files written at
 once share the core's group commits instead of paying one durable commit each in turn; the
 loop waits GATHER (or commit_idle / 4) past the first due session to collect the files a
-sequential client wrote just after it, and holds due sessions back (up to MAX_DEFER) while
-clients are still creating or removing names: those calls answer first, the versions follow
-in larger groups.
+sequential client wrote just after it.
 """
 from __future__ import annotations
 
@@ -44,14 +42,6 @@ PARALLEL_COMMITS = 8
 #: session, so the files a client writes one after another fall due together and share the
 #: core's transactions instead of one commit each (a version appears up to this much later)
 GATHER = 0.1
-#: version commits are background work: while clients keep changing names (CREATE, REMOVE,
-#: MKDIR, RENAME within the last QUIET seconds) the due sessions wait, so those calls do not
-#: queue behind version commits in the core's shared commit queue, and the versions then go
-#: together in larger groups.  At most MAX_DEFER seconds past the first due session, and never
-#: with DEFER_LIMIT sessions due (each holds its staged bytes, a memfd for a small file).
-QUIET = 0.05
-MAX_DEFER = 1.0
-DEFER_LIMIT = 256
 
 
 class Session:
@@ -82,10 +72,6 @@ class WriteSessions:
         self._created: dict[tuple, tuple[Any, float]] = {}
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
-        #: monotonic time of the last name change by a client (`renamed`), and since when due
-        #: sessions have been held back for it (`_hold`)
-        self.names_at = 0.0
-        self._held_since: float | None = None
         self._thread = threading.Thread(target=self._loop, name="nfs-commits", daemon=True)
         self._thread.start()
 
@@ -306,40 +292,16 @@ class WriteSessions:
             first = min(first, at)
         return first - now
 
-    def renamed(self) -> None:
-        """A client changed names (CREATE, REMOVE, MKDIR, RENAME...): version commits wait."""
-        self.names_at = time.monotonic()
-
-    def _hold(self, due: list[Session], now: float) -> float:
-        """Seconds the due sessions wait for clients still changing names (0: commit now)."""
-        quiet = self.names_at + QUIET - now
-        if not due or quiet <= 0 or len(due) >= DEFER_LIMIT:
-            self._held_since = None
-            return 0.0
-        if self._held_since is None:
-            self._held_since = now
-        left = self._held_since + MAX_DEFER - now
-        if left <= 0:
-            self._held_since = None
-            return 0.0
-        return min(quiet, left)
-
     def _loop(self) -> None:
         # Wake when the first session falls due (not up to a tick later: a version appears
         # commit_idle after the COMMIT), and at least every tick for sessions opened meanwhile
         # and for created files that owe their empty version.
         tick = min(0.2, self.commit_idle / 4 or 0.05)
         gather = min(GATHER, self.commit_idle / 4)
-        wait = min(tick, max(0.002, self._next_due(time.monotonic()) + gather))
-        while not self._stop.wait(wait):
+        while not self._stop.wait(min(tick, max(0.002, self._next_due(time.monotonic()) + gather))):
             if self._created:
                 self._created_due(time.monotonic())
-            due = self.due()
-            wait = self._hold(due, time.monotonic())
-            if wait > 0:
-                continue
-            self._finish_all(due)
-            wait = min(tick, max(0.002, self._next_due(time.monotonic()) + gather))
+            self._finish_all(self.due())
 
     def close(self) -> None:
         """Shutdown: commit what is owed, drop writes that were never made durable."""

@@ -327,14 +327,6 @@ class ShareFS:
             raise NotFound(f"{self._show(entry.path)} version {entry.version} is gone")
         return Reader(self.repo, row.id, row.size, row.etag)
 
-    @staticmethod
-    def read_views(reader, n: int) -> list[memoryview]:
-        """Up to n bytes of an open Reader (`open_entry`) from its position, as views of its
-        verified chunks instead of a copy into a caller's buffer (NFS READ sends them as they
-        are, one sendmsg).  The views stay valid for as long as they are held: a decoded
-        chunk's buffer is reused only once nothing views it (readpath.Buffers)."""
-        return [memoryview(d)[s:s + t] for d, s, t in reader._pieces(n)]
-
     def _find_node(self, s: Session, v: _View) -> tuple[int, str, str]:
         """The node at a path, or, if nothing is there now, the last one that was (deleted files)."""
         try:

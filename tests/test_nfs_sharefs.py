@@ -1,4 +1,5 @@
-"""The ShareFS calls added for the NFS adapter in nfs11: read_views and remove_at."""
+"""What the NFS adapter reads and removes through since nfs11: Reader.readviews (NFS READ sends
+the views as they are) and ShareFS.remove_at."""
 from __future__ import annotations
 
 import os
@@ -10,21 +11,21 @@ from archive import errors
 from conftest import put_bytes
 
 
-def test_read_views_give_the_bytes_read_would_without_copying(fs):
+def test_readviews_give_the_bytes_read_would_without_copying(fs):
     data = os.urandom(3 * 1024 * 1024 + 12345)           # many chunks, a short last one
     e = put_bytes(fs, "/big.bin", data)
     reader = fs.open_entry(fs.stat("/big.bin"))
     for offset, n in ((0, 1 << 20), (77_777, 1 << 20), (len(data) - 5000, 1 << 20), (12, 1), (len(data), 10)):
         reader.seek(offset)
-        views = fs.read_views(reader, n)
+        views = reader.readviews(n)
         assert all(isinstance(v, memoryview) for v in views)
         assert b"".join(views) == data[offset:offset + n]
         assert reader.tell() == min(offset + n, len(data))
     reader.seek(5)
-    kept = fs.read_views(reader, 1 << 20)
+    kept = reader.readviews(1 << 20)
     for off in range(0, len(data), 1 << 20):             # later reads do not overwrite held views
         reader.seek(off)
-        fs.read_views(reader, 1 << 20)
+        reader.readviews(1 << 20)
     assert b"".join(kept) == data[5:5 + (1 << 20)]
     assert e.size == len(data)
 

@@ -37,7 +37,7 @@ MAX_HELD = 8 * 1024 * 1024
 #: (protocols/nfs/buffers.py), not into a new 1 MiB allocation per call
 BIG_RECORD = 64 * 1024
 #: free buffers a connection keeps for reuse (each MAX_RECORD bytes: WRITE records; READ data is
-#: sent from the core's chunk views, ShareFS.read_views)
+#: sent from the core's chunk views, Reader.readviews)
 KEEP_BUFFERS = 4
 #: READs of one connection running (or waiting for their file's turn, readorder.py) at once;
 #: beyond it no further call is read until one ends.  A client pipelining READs (the kernel

@@ -228,4 +228,4 @@ class ServerState:
         lock, reader = hit
         with lock:
             reader.seek(offset)
-            return o.fs.read_views(reader, count)
+            return reader.readviews(count)

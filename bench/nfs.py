@@ -330,7 +330,7 @@ def main() -> None:
     print("| workload | Edge | ganesha | ratio |\n|---|---:|---:|---:|")
     for m in med["edge"]:
         e, g = med["edge"][m], med["ganesha"][m]
-        print(f"| {m} | {e:.1f} | {g:.1f} | {e / g:.2f} |")
+        print(f"| {m} | {e:.1f} | {g:.1f} | {e / g:.2f} |" if g else f"| {m} | {e:.1f} | {g:.1f} | - |")
     v = statistics.median(versions)
     print(f"| write until the version is committed, MiB/s | {v:.1f} | {med['ganesha']['write MiB/s']:.1f} | "
           f"{v / med['ganesha']['write MiB/s']:.2f} |")

@@ -642,3 +642,80 @@ def test_only_a_loopback_endpoint_goes_without_the_body_hash_by_default(tmp_path
     assert S3PackStore.from_url(f"s3://bkt/x?endpoint={endpoint}", tmp_path, 1 << 20, {}).sign_payload is signed
     with pytest.raises(ValueError, match="sign"):
         S3PackStore.from_url(f"s3://bkt/x?endpoint={endpoint}&sign=maybe", tmp_path, 1 << 20, {})
+
+
+# -- gc between an upload's chunks and its commit: the gc fence (archive/packstore.py) -------------
+
+def _purge(repo: Repository, path: str) -> None:
+    """`path` and every version of it gone, so its chunks and packs are gc's to take."""
+    fs = repo.share("office")
+    node = fs.stat(path).node_id
+    fs.remove(path)
+    repo.mutate(lambda s: [{"op": "purge", "at": 0, "versions": [[node, 1]]}])
+
+
+def test_gc_between_an_uploads_chunks_and_its_commit_refuses_the_commit(two_nodes, s3):
+    """Node b's gc (no grace) takes the pack holding node a's fresh chunks after it reached the
+    bucket but before a commits them, and also the chunks a's upload reuses: a's commit is
+    refused, never committed with holes, and the next upload works."""
+    from archive.check import check
+    from archive.gc import collect
+    from archive.streams import commit_many
+    _, _, a, b = two_nodes
+    fs = a.share("office")
+    shared = _bytes(300_000, 50)
+    put(a, "/old.bin", shared)
+    w = fs.open_write("/racy.bin")
+    w.write(shared)                          # dedup: these chunks are /old.bin's
+    w.write(_bytes(2_500_000, 51))           # fresh chunks, in node a's open pack
+    w.prepare()
+    _purge(a, "/old.bin")                    # this commit uploads that pack, chunks unregistered
+    rep = collect(b, grace=0)
+    assert rep.chunks_deleted > 0 and rep.packs_deleted + rep.packs_rewritten > 0
+    with pytest.raises(errors.Conflict, match="reclaimed by gc"):
+        commit_many([w])
+    assert not fs.exists("/racy.bin")
+    assert check(a, read_data=True) == []
+    put(a, "/racy.bin", _bytes(2_500_000, 51))
+    with b.share("office").open_read("/racy.bin") as r:
+        assert r.read() == _bytes(2_500_000, 51)
+
+
+def test_gc_of_an_uploads_fresh_pack_alone_refuses_the_commit(two_nodes, s3):
+    """No reused chunk to give it away: only the fence tells the commit its pack was taken."""
+    from archive.check import check
+    from archive.gc import collect
+    from archive.streams import commit_many
+    _, _, a, b = two_nodes
+    fs = a.share("office")
+    w = fs.open_write("/racy.bin")
+    w.write(_bytes(2_500_000, 52))
+    w.prepare()
+    fs.mkdir("/d")                           # a commit of its own: uploads the pack of w's chunks
+    rep = collect(b, grace=0)
+    assert rep.packs_rewritten + rep.packs_deleted > 0
+    with pytest.raises(errors.Conflict, match="reclaimed by gc"):
+        commit_many([w])
+    assert not fs.exists("/racy.bin") and fs.exists("/d")
+    assert check(a, read_data=True) == []
+
+
+def test_a_commit_asks_about_its_packs_only_when_a_gc_moved_the_fence(two_nodes, s3):
+    """rclone hashes a whole pack to answer a HEAD: a commit reads the small fence object instead,
+    and asks about each pack (HEAD) only after some gc deleted packs."""
+    from archive.gc import collect
+    _, _, a, b = two_nodes
+    heads = _watch(a.packstore.client, "HeadObject")
+    put(a, "/one.bin", _bytes(3_000_000, 53))
+    assert heads == []
+    put(a, "/gone.bin", _bytes(200_000, 54))
+    _purge(a, "/gone.bin")
+    assert collect(b, grace=0).chunks_deleted > 0          # moves the fence
+    put(a, "/two.bin", _bytes(3_000_000, 55))               # packs created before a saw it moved
+    assert len(heads) >= 1
+    del heads[:]
+    put(a, "/three.bin", _bytes(3_000_000, 56))             # the new value is known now
+    assert heads == []
+    for name, seed in (("/one.bin", 53), ("/two.bin", 55), ("/three.bin", 56)):
+        with b.share("office").open_read(name) as r:
+            assert r.read() == _bytes(3_000_000, seed)

@@ -719,3 +719,30 @@ def test_a_commit_asks_about_its_packs_only_when_a_gc_moved_the_fence(two_nodes,
     for name, seed in (("/one.bin", 53), ("/two.bin", 55), ("/three.bin", 56)):
         with b.share("office").open_read(name) as r:
             assert r.read() == _bytes(3_000_000, seed)
+
+
+def test_gc_of_a_pack_uploaded_while_its_upload_was_still_open_refuses_the_commit(two_nodes, s3):
+    """A pack that filled up goes to the bucket in the background while the upload goes on; a gc
+    on another node may take it before the commit (below the size that syncs before the lock):
+    the commit must not take "still held by the writer" for "not in the bucket yet"."""
+    import time
+    from archive.check import check
+    from archive.gc import collect
+    from archive.streams import commit_many
+    url, _, a, b = two_nodes
+    bucket = url.split("/")[2]
+    before = {o for o in s3.objects(bucket) if o.endswith(".pack")}
+    a.store.writer._target = 200_000             # packs roll over (and go up) while w writes
+    fs = a.share("office")
+    w = fs.open_write("/racy.bin")
+    w.write(_bytes(700_000, 57))                 # under the 1 MiB synced before the catalog lock
+    w.prepare()
+    for _ in range(200):                         # the sealed packs reach the bucket on their own
+        if len({o for o in s3.objects(bucket) if o.endswith(".pack")} - before) >= 2:
+            break
+        time.sleep(0.05)
+    assert collect(b, grace=0).packs_deleted >= 2
+    with pytest.raises(errors.Conflict, match="reclaimed by gc"):
+        commit_many([w])
+    assert not fs.exists("/racy.bin")
+    assert check(a, read_data=True) == []

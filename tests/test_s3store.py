@@ -706,8 +706,15 @@ def test_a_commit_asks_about_its_packs_only_when_a_gc_moved_the_fence(two_nodes,
     from archive.gc import collect
     _, _, a, b = two_nodes
     heads = _watch(a.packstore.client, "HeadObject")
+    gets = _watch(a.packstore.client, "GetObject")
     put(a, "/one.bin", _bytes(3_000_000, 53))
     assert heads == []
+    fence_reads = [p for p, _ in gets if p["Key"].endswith("/gc-fence")]
+    assert 1 <= len(fence_reads) <= 2                       # the writer's first pack, the commit
+    del gets[:]
+    for i in range(3):                                      # small files: their pack is still
+        put(a, f"/small-{i}.txt", b"x" * (100 + i))         # being filled at the check
+    assert heads == [] and not [p for p, _ in gets if p["Key"].endswith("/gc-fence")]
     put(a, "/gone.bin", _bytes(200_000, 54))
     _purge(a, "/gone.bin")
     assert collect(b, grace=0).chunks_deleted > 0          # moves the fence
@@ -719,6 +726,8 @@ def test_a_commit_asks_about_its_packs_only_when_a_gc_moved_the_fence(two_nodes,
     for name, seed in (("/one.bin", 53), ("/two.bin", 55), ("/three.bin", 56)):
         with b.share("office").open_read(name) as r:
             assert r.read() == _bytes(3_000_000, seed)
+    with b.share("office").open_read("/small-2.txt") as r:
+        assert r.read() == b"x" * 102
 
 
 def test_gc_of_a_pack_uploaded_while_its_upload_was_still_open_refuses_the_commit(two_nodes, s3):

@@ -411,15 +411,6 @@ class PackWriter:
             return False, value
         return True, value
 
-    def pending(self, pack_id: str) -> bool:
-        """Whether this writer still holds the pack (open, or sealed and not yet durable).
-
-        Such a pack may not be in the store yet (an object store receives it at sync), and gc
-        cannot have reclaimed it: a commit checking its own chunks must not take its absence
-        from the store for a reclaimed pack."""
-        with self._lock:
-            return pack_id == self.pack_id or pack_id in self._sealed_ids.values()
-
     def _seal(self) -> None:
         """Stop appending to the current pack; it is durable after the next sync()."""
         self._f.seal()

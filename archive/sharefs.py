@@ -673,12 +673,23 @@ class ShareFS:
         evs = self.repo.mutate(build, audit=self._audit("copy", join(vd.parts)))
         return self._version_of(evs[-1])
 
-    def set_times(self, path: str, mtime: float) -> None:
+    def set_times(self, path: str, mtime: float, version: tuple[int, int] | None = None) -> None:
         """Change a modification time; metadata only, no new version.  It shares durable commits
         with uploads and namespace changes arriving meanwhile (an FTP client's MFMT after each
-        STOR, SMB's CLOSE, NFS SETATTR), as they do."""
+        STOR, SMB's CLOSE, NFS SETATTR), as they do.
+
+        `version`: (node, number) of the version the caller itself just made at `path` (FTP's
+        MFMT right after its STOR): the time goes to that version, also when another client's
+        upload made a newer one meanwhile, which keeps its own time.  If `path` names another
+        file by now, the time goes to its current version as without `version`."""
         views = [(self._writable_view(path), mtime)]
-        self.repo.mutate_grouped(lambda s: self._times_events(s, views), audit=self._times_audit(views))
+
+        def build(s: Session) -> list[dict]:
+            evs = self._times_events(s, views)
+            if version is not None and evs[0]["node"] == version[0] and evs[0].get("number"):
+                evs[0]["number"] = min(evs[0]["number"], version[1])
+            return evs
+        self.repo.mutate_grouped(build, audit=self._times_audit(views))
 
     def set_times_many(self, items: list[tuple[str, float]]) -> None:
         """Several set_times in one transaction (a tree put whose files only got new mtimes).

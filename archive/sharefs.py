@@ -609,6 +609,12 @@ class ShareFS:
     def remove(self, path: str) -> int:
         """Delete a file: a tombstone version; the history stays and `restore` brings it back.
         Returns the file's node id (NFS forgets what it cached of it)."""
+        return self.remove_at(path)[0]
+
+    def remove_at(self, path: str) -> tuple[int, int]:
+        """`remove`, returning the file's node id and the time of its tombstone (microseconds,
+        archive.clock), which is the folder's new mtime (the same event unlinks the name): NFS answers the folder's
+        attributes after a REMOVE without reading the folder again."""
         v = self._writable_view(path)
 
         def build(s: Session) -> list[dict]:
@@ -622,7 +628,8 @@ class ShareFS:
             ev = self.commit_event(s, v.parts, 0, None, "", deleted=True, known=known)
             ev["unlink"] = True
             return [ev]
-        return self.repo.mutate_grouped(build, audit=self._audit("delete", join(v.parts)))[0]["node"]
+        ev = self.repo.mutate_grouped(build, audit=self._audit("delete", join(v.parts)))[0]
+        return ev["node"], ev["at"]
 
     def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
         """Move a file or folder; the node (identity, history, inode) moves with it."""

@@ -180,11 +180,12 @@ def _batch_sql(n: int) -> str:
     # a scan of every version): one index lookup per file.
     return f"""
         WITH w(n, num) AS (VALUES {pairs})
-        SELECT v.node_id, v.number, v.deleted, vc.offset, vc.length, vc.chunk_id,
-               c.pack_id, c.offset, c.length, c.raw_len
+        SELECT v.node_id, v.number, v.deleted, vc.offset, vc.length, c.id,
+               p.name, c.offset, c.length, c.raw_len
         FROM w JOIN versions v ON v.node_id = w.n AND v.number = w.num
         LEFT JOIN version_chunks vc ON vc.version_id = v.id
-        LEFT JOIN chunks c ON c.id = vc.chunk_id
+        LEFT JOIN chunks c ON c.n = vc.chunk
+        LEFT JOIN packs p ON p.id = c.pack
         ORDER BY v.node_id, vc.offset"""
 
 

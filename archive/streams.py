@@ -35,8 +35,8 @@ WINDOW = 512
 
 # The chunk rows of a version from the chunk holding :p on (a Reader's window).
 _WINDOW_SQL = lazy_text("""
-    SELECT vc.offset, vc.length, vc.chunk_id, c.pack_id, c.offset, c.length, c.raw_len
-    FROM version_chunks vc LEFT JOIN chunks c ON c.id = vc.chunk_id
+    SELECT vc.offset, vc.length, c.id, p.name, c.offset, c.length, c.raw_len
+    FROM version_chunks vc LEFT JOIN chunks c ON c.n = vc.chunk LEFT JOIN packs p ON p.id = c.pack
     WHERE vc.version_id = :v AND vc.offset >= coalesce(
         (SELECT max(v2.offset) FROM version_chunks v2 WHERE v2.version_id = :v AND v2.offset <= :p), 0)
     ORDER BY vc.offset LIMIT :n""")
@@ -46,7 +46,8 @@ def chunk_list(repo, version_id: int) -> list[tuple[int, bytes, int]]:
     """(offset, chunk id, length) of every chunk of a version, in order."""
     with repo.catalog.session() as s:
         return [tuple(r) for r in s.execute(
-            select(m.VersionChunk.offset, m.VersionChunk.chunk_id, m.VersionChunk.length)
+            select(m.VersionChunk.offset, m.Chunk.id, m.VersionChunk.length)
+            .join(m.Chunk, m.Chunk.n == m.VersionChunk.chunk, isouter=True)
             .where(m.VersionChunk.version_id == version_id).order_by(m.VersionChunk.offset))]
 
 

@@ -90,24 +90,39 @@ class Version(Base):
 
 
 class VersionChunk(Base):
-    """The ordered chunk list of a version; `offset` makes random access a range lookup."""
+    """The ordered chunk list of a version; `offset` makes random access a range lookup.
+    `chunk` is the chunk's integer key (chunks.n), not its 32-byte id: 8 bytes a row, not 32
+    twice (the row and an index on it).  No index on `chunk`: only gc and check ask which
+    versions use a chunk, and they scan."""
     __tablename__ = "version_chunks"
     version_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    chunk_id: Mapped[bytes] = mapped_column(LargeBinary(32))
+    chunk: Mapped[int] = mapped_column(BigInteger)
     length: Mapped[int] = mapped_column(Integer)
-    __table_args__ = (Index("ix_version_chunks_chunk", "chunk_id"),)
+    __table_args__ = {"sqlite_with_rowid": False}
+
+
+class Pack(Base):
+    """Pack names (32 hex digits) by integer key: a chunk row holds the key (chunks.pack)."""
+    __tablename__ = "packs"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
 
 
 class Chunk(Base):
+    """A stored chunk: `id` is its 32-byte content id (unique: dedup looks it up), `n` the
+    integer key version_chunks refer to.  `pack` NULL: a chunk a version references but no
+    pack holds (recover found no record of it); reads report it missing, a new upload of the
+    same bytes fills it in."""
     __tablename__ = "chunks"
-    id: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
-    pack_id: Mapped[str] = mapped_column(String(32))
+    n: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    pack: Mapped[int | None] = mapped_column(BigInteger)
     offset: Mapped[int] = mapped_column(BigInteger)
     length: Mapped[int] = mapped_column(Integer)        # record length in the pack
     raw_len: Mapped[int] = mapped_column(Integer)
     orphaned_at: Mapped[int | None] = mapped_column(BigInteger)
-    __table_args__ = (Index("ix_chunks_pack", "pack_id"),)
+    __table_args__ = (Index("ix_chunks_pack", "pack"),)
 
 
 class Property(Base):

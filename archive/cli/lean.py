@@ -50,8 +50,8 @@ _CURRENT_SQL = ("SELECT number, size, mtime, etag, deleted, id FROM versions WHE
 _SHARE_SQL = "SELECT id, root_node FROM shares WHERE name = ?"
 _SHARES_SQL = "SELECT name FROM shares ORDER BY name"
 # every chunk of a version, as the Reader's window rows: (offset, length, id, pack, poff, plen, raw_len)
-_CHUNKS_SQL = ("SELECT vc.offset, vc.length, vc.chunk_id, c.pack_id, c.offset, c.length, c.raw_len "
-               "FROM version_chunks vc LEFT JOIN chunks c ON c.id = vc.chunk_id "
+_CHUNKS_SQL = ("SELECT vc.offset, vc.length, c.id, p.name, c.offset, c.length, c.raw_len "
+               "FROM version_chunks vc LEFT JOIN chunks c ON c.n = vc.chunk LEFT JOIN packs p ON p.id = c.pack "
                "WHERE vc.version_id = ? ORDER BY vc.offset")
 
 

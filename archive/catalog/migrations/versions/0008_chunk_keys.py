@@ -58,7 +58,7 @@ def upgrade() -> None:
                'SELECT c.id, p.id, c."offset", c.length, c.raw_len, c.orphaned_at '
                'FROM chunks c JOIN packs p ON p.name = c.pack_id ORDER BY p.id, c."offset"')
     op.execute('INSERT INTO chunks_new (id, pack, "offset", length, raw_len, orphaned_at) '
-               'SELECT DISTINCT vc.chunk_id, NULL, 0, 0, 0, NULL FROM version_chunks vc '
+               'SELECT DISTINCT vc.chunk_id, CAST(NULL AS BIGINT), 0, 0, 0, CAST(NULL AS BIGINT) FROM version_chunks vc '
                'WHERE NOT EXISTS (SELECT 1 FROM chunks_new c WHERE c.id = vc.chunk_id)')
     op.create_table(
         "version_chunks_new",

@@ -55,6 +55,9 @@ def test_a_repository_made_at_0007_migrates_reads_back_dedups_and_recovers(cli):
                 "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM version_chunks), "
                 "(SELECT count(*) FROM packs), (SELECT count(*) FROM chunks WHERE pack IS NULL)")).one()
         assert (chunks, refs, packs, no_pack) == (22, 93, 1, 0)     # the 0007 catalog's rows, all moved
+        with r.catalog.session() as s:                              # five one-chunk versions: in their rows
+            assert s.execute(text("SELECT (SELECT count(*) FROM versions WHERE chunk IS NOT NULL), "
+                                  "(SELECT count(*) FROM chunk_lists)")).one() == (5, 88)
         assert "chunk" in _columns(r, "version_chunks") and "chunk_id" not in _columns(r, "version_chunks")
         assert "pack" in _columns(r, "chunks") and "pack_id" not in _columns(r, "chunks")
         _reads_back(r)

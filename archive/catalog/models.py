@@ -6,7 +6,8 @@ SQLite and PostgreSQL.  The namespace is temporal: a dentry is valid from `valid
 """
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (DDL, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text,
+                        UniqueConstraint, event)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -86,20 +87,31 @@ class Version(Base):
     origin_user: Mapped[str | None] = mapped_column(String(255))
     origin_address: Mapped[str | None] = mapped_column(String(64))
     meta: Mapped[str | None] = mapped_column(Text)      # JSON: per-version object metadata (S3: md5, type, x-amz-meta-*)
+    chunk: Mapped[int | None] = mapped_column(BigInteger)   # a one-chunk version's chunk (chunks.n)
     __table_args__ = (UniqueConstraint("node_id", "number"), Index("ix_versions_created", "created_at"))
 
 
 class VersionChunk(Base):
-    """The ordered chunk list of a version; `offset` makes random access a range lookup.
-    `chunk` is the chunk's integer key (chunks.n), not its 32-byte id: 8 bytes a row, not 32
-    twice (the row and an index on it).  No index on `chunk`: only gc and check ask which
-    versions use a chunk, and they scan."""
-    __tablename__ = "version_chunks"
+    """The ordered chunk list of a version of two chunks or more (a one-chunk version keeps
+    its chunk in `versions.chunk`); `offset` makes random access a range lookup.  `chunk` is
+    the chunk's integer key (chunks.n), not its 32-byte id.  No index on `chunk`: only gc and
+    check ask which versions use a chunk, and they scan.  Readers use the view
+    `version_chunks` (VERSION_CHUNKS_VIEW): both forms as one list."""
+    __tablename__ = "chunk_lists"
     version_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     chunk: Mapped[int] = mapped_column(BigInteger)
     length: Mapped[int] = mapped_column(Integer)
     __table_args__ = {"sqlite_with_rowid": False}
+
+
+#: every chunk row of every version, one-chunk versions included (migration 0009 creates it;
+#: `create_all` too, for tests that build a catalog from the models)
+VERSION_CHUNKS_VIEW = ('CREATE VIEW version_chunks (version_id, "offset", chunk, length) AS '
+                       "SELECT id, 0, chunk, size FROM versions WHERE chunk IS NOT NULL "
+                       'UNION ALL SELECT version_id, "offset", chunk, length FROM chunk_lists')
+event.listen(Base.metadata, "after_create", DDL(VERSION_CHUNKS_VIEW))
+event.listen(Base.metadata, "before_drop", DDL("DROP VIEW IF EXISTS version_chunks"))
 
 
 class Pack(Base):

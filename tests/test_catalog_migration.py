@@ -60,6 +60,7 @@ def test_a_repository_made_at_0007_migrates_reads_back_dedups_and_recovers(cli):
                                   "(SELECT count(*) FROM chunk_lists)")).one() == (5, 88)
         assert "chunk" in _columns(r, "version_chunks") and "chunk_id" not in _columns(r, "version_chunks")
         assert "pack" in _columns(r, "chunks") and "pack_id" not in _columns(r, "chunks")
+        assert "ix_versions_created" not in {ix["name"] for ix in inspect(r.catalog.engine).get_indexes("versions")}
         _reads_back(r)
         from archive.check import check
         assert check(r, read_data=True) == []
@@ -94,6 +95,7 @@ def test_downgrade_to_0007_and_upgrade_again_keep_every_version(tmp_path):
         catalog_history.build(repo.share("s"))
         _alembic(repo, "downgrade", "0007")
         assert "chunk_id" in _columns(repo, "version_chunks") and "pack_id" in _columns(repo, "chunks")
+        assert "ix_versions_created" in {ix["name"] for ix in inspect(repo.catalog.engine).get_indexes("versions")}
         with repo.catalog.session() as s:
             refs, named = s.execute(text(
                 "SELECT count(*), count(c.pack_id) FROM version_chunks vc LEFT JOIN chunks c "

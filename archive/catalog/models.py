@@ -88,7 +88,8 @@ class Version(Base):
     origin_address: Mapped[str | None] = mapped_column(String(64))
     meta: Mapped[str | None] = mapped_column(Text)      # JSON: per-version object metadata (S3: md5, type, x-amz-meta-*)
     chunk: Mapped[int | None] = mapped_column(BigInteger)   # a one-chunk version's chunk (chunks.n)
-    __table_args__ = (UniqueConstraint("node_id", "number"), Index("ix_versions_created", "created_at"))
+    # no index on created_at (migration 0010): every lookup by time also names the node
+    __table_args__ = (UniqueConstraint("node_id", "number"),)
 
 
 class VersionChunk(Base):

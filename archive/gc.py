@@ -4,7 +4,8 @@ Safe while uploads run: GC never touches a pack younger than the grace period (a
 flight appends there), forgets an unreferenced chunk only after it has been unreferenced for the
 grace period, and removes pack files only while holding the catalog's write lock, after
 re-checking that nothing references them — the same lock under which every commit re-checks
-that its chunks still exist.
+that its chunks still exist.  Before its first deletion it moves the store's gc fence, which a
+commit of fresh packs in an object store reads instead of asking for each pack.
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=
     packdir = repo.store.packdir
     packs = packdir.list()
     writer = PackWriter(packdir)
+    fence_moved = False
     for pack in packs:
         if progress:
             progress(1)
@@ -105,6 +107,11 @@ def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=
         with repo.catalog.write() as s:
             left = s.scalar(select(func.count()).select_from(m.Chunk).where(m.Chunk.pack_id == pack))
             if left == 0:
+                if not fence_moved:
+                    # after the listing, before the first deletion: a commit of a pack
+                    # created before the listing sees the fence moved (PackStore.gc_fence)
+                    packdir.store.move_gc_fence()
+                    fence_moved = True
                 packdir.delete(pack)
                 if moves or event_bytes:
                     rep.packs_rewritten += 1

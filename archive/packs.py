@@ -34,6 +34,7 @@ T_TXN = 3            # one catalog transaction: all its events, its id and its p
 RECORD_TYPES = (T_CHUNK, T_EVENT, T_TXN)
 PACK_HEADER = len(PACK_MAGIC) + 16          # magic + the pack's uuid
 PACK_TARGET = 64 * 1024 * 1024
+UNREAD = object()                   # a gc fence not read (PackWriter.fence_state)
 FLUSH_EVERY = 16 * 1024 * 1024      # bytes appended to a local pack between background fsyncs
 
 
@@ -247,11 +248,21 @@ class PackWriter:
         self._since_flush = 0
         self._flusher: threading.Thread | None = None
         self._flush_failed: tuple | None = None     # (sink, error) of a background fsync
+        # The gc fence (PackStore.gc_fence) as last read, and per pack of this writer the value
+        # read before the pack was created; a pack leaves `_fences` when its upload fails.
+        self._fence = UNREAD
+        self._fences: dict[str, object] = {}
 
     def _open_new(self) -> None:
         if self._f is not None:
             self._seal()
         pack_id = uuid.uuid4().hex
+        if self.packdir.store.fenced:
+            if self._fence is UNREAD:          # once per writer: one small GET
+                self._fence = self.packdir.store.gc_fence()
+            self._fences[pack_id] = self._fence
+            while len(self._fences) > 4096:    # an old pack without its value is asked about
+                del self._fences[next(iter(self._fences))]
         self._f = self.packdir.store.create(pack_id)
         header = PACK_MAGIC + uuid.UUID(pack_id).bytes
         self._write(header)
@@ -269,6 +280,7 @@ class PackWriter:
 
     def _drop_current(self) -> None:
         """After a failed write the pack's tail is unknown: stop appending to it."""
+        self._fences.pop(self.pack_id, None)
         f, self._f, self.pack_id = self._f, None, None
         for step in (f.sync, f.close):
             try:
@@ -325,7 +337,7 @@ class PackWriter:
                 self._drop_current()
             elif sink in self._unsynced:
                 self._unsynced.remove(sink)
-                self._sealed_ids.pop(sink, None)
+                self._fences.pop(self._sealed_ids.pop(sink, None), None)
                 sink.close()
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise NoSpace("the chunk store is full: nothing was committed") from None
@@ -353,7 +365,7 @@ class PackWriter:
                 with self._lock:
                     if f in self._unsynced:
                         self._unsynced.remove(f)
-                        self._sealed_ids.pop(f, None)
+                        self._fences.pop(self._sealed_ids.pop(f, None), None)
                         f.close()
                 raise
             with self._lock:
@@ -375,14 +387,29 @@ class PackWriter:
         # it, not to the fsync above, which may then have found nothing to report.
         self._raise_flush_failure()
 
-    def pending(self, pack_id: str) -> bool:
-        """Whether this writer still holds the pack (open, or sealed and not yet durable).
-
-        Such a pack may not be in the store yet (an object store receives it at sync), and gc
-        cannot have reclaimed it: a commit checking its own chunks must not take its absence
-        from the store for a reclaimed pack."""
+    def saw_fence(self, value) -> None:
+        """The gc fence as read now (inside a commit's write transaction): the value packs
+        created from now on are checked against."""
         with self._lock:
-            return pack_id == self.pack_id or pack_id in self._sealed_ids.values()
+            self._fence = value
+
+    def fence_state(self, pack_id: str) -> tuple[bool, object]:
+        """(whether the pack may be in the store already, the gc fence read before it was
+        created or UNREAD) for a pack this writer wrote.
+
+        A pack this writer still holds whose upload has not completed is in no listing, so no
+        gc can have taken it (and inside the catalog's write lock, none can before the commit
+        registers its chunks); a pack in the store is safe if the fence has not moved since its
+        value here was read (PackStore.gc_fence)."""
+        with self._lock:
+            if pack_id == self.pack_id:
+                sink = self._f
+            else:
+                sink = next((f for f, p in self._sealed_ids.items() if p == pack_id), None)
+            value = self._fences.get(pack_id, UNREAD)
+        if sink is not None and not sink.in_store():
+            return False, value
+        return True, value
 
     def _seal(self) -> None:
         """Stop appending to the current pack; it is durable after the next sync()."""

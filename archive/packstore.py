@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import threading
+import uuid
 from collections import OrderedDict
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -24,6 +25,7 @@ from typing import BinaryIO, Protocol
 from .errors import Corrupt, NoSpace
 
 DEFAULT_CACHE_SIZE = 1 << 30
+GC_FENCE = "gc-fence"           # meta object moved by every gc that deletes packs (PackStore.gc_fence)
 DEFAULT_CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge-archive"
 
 
@@ -40,6 +42,10 @@ class PackSink(Protocol):
 
     def sync(self) -> None:
         """Durable on return (idempotent, thread-safe); raises NoSpace or Unavailable."""
+
+    def in_store(self) -> bool:
+        """Whether the pack may be visible in the store already (an object store: its upload
+        completed; it waits for an upload in progress).  False: no other node can see it."""
 
     def close(self) -> None: ...
 
@@ -87,6 +93,23 @@ class PackStore(abc.ABC):
         """Drop unfinished uploads idle for `grace` seconds (gc); stores without them: 0."""
         return 0
 
+    # -- the gc fence ------------------------------------------------------------------------
+    #: Whether commits check their new packs against the gc fence (see `gc_fence`) rather than
+    #: asking the store whether each pack is still there.
+    fenced = True
+
+    def gc_fence(self) -> bytes | None:
+        """The gc fence: a token every gc moves (a fresh random value) after it lists the packs
+        and before it deletes the first one, in the store itself so every node sees it.  A pack
+        this node stored after reading token T, checked by a commit that reads T again inside
+        the catalog's write lock, cannot have been deleted by any gc: that gc would have listed
+        the pack (so after T was read) and moved the fence before its deletion (so before the
+        commit's read).  None: no gc ever deleted a pack here."""
+        return self.get_meta(GC_FENCE)
+
+    def move_gc_fence(self) -> None:
+        self.put_meta(GC_FENCE, uuid.uuid4().hex.encode())
+
     def is_empty(self) -> bool:
         return self.get_meta("config.json") is None and not self.list()
 
@@ -112,6 +135,9 @@ class _LocalSink:
         with self._lock:
             if not self._f.closed:
                 os.fsync(self._f.fileno())
+
+    def in_store(self) -> bool:
+        return True
 
     def close(self) -> None:
         with self._lock:
@@ -211,6 +237,16 @@ class LocalPackStore(PackStore):
     def reclaim_uploads(self, grace: float) -> int:
         """Drop unfinished uploads idle for `grace` seconds (gc); stores without them: 0."""
         return 0
+
+    # A local pack file exists from its first byte and a commit stats it (cheaper than any
+    # fence): no fence to move or read.
+    fenced = False
+
+    def gc_fence(self) -> bytes | None:
+        return None
+
+    def move_gc_fence(self) -> None:
+        pass
 
     def is_empty(self) -> bool:
         return not (self.local_dir.exists() and any(self.local_dir.iterdir()))

@@ -177,6 +177,13 @@ class _S3Sink:
             self._uploaded = True
             self.store.known[self.pack_id] = (self.path.stat().st_size, time.time())
 
+    def in_store(self) -> bool:
+        """Whether the object may exist: its upload completed (waits for one in progress; a PUT
+        that failed on this side may still have landed, but then the commit's own sync PUTs
+        it again, inside the catalog's write lock)."""
+        with self._lock:
+            return self._uploaded
+
     def _complete(self) -> None:
         if self._written > self._queued:          # the last, short part: here, not in the pool
             n = len(self._parts) + 1

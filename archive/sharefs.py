@@ -609,6 +609,12 @@ class ShareFS:
     def remove(self, path: str) -> int:
         """Delete a file: a tombstone version; the history stays and `restore` brings it back.
         Returns the file's node id (NFS forgets what it cached of it)."""
+        return self.remove_at(path)[0]
+
+    def remove_at(self, path: str) -> tuple[int, int]:
+        """`remove`, returning the file's node id and the time of its tombstone (microseconds,
+        archive.clock), which is the folder's new mtime (the same event unlinks the name): NFS answers the folder's
+        attributes after a REMOVE without reading the folder again."""
         v = self._writable_view(path)
 
         def build(s: Session) -> list[dict]:
@@ -622,7 +628,8 @@ class ShareFS:
             ev = self.commit_event(s, v.parts, 0, None, "", deleted=True, known=known)
             ev["unlink"] = True
             return [ev]
-        return self.repo.mutate_grouped(build, audit=self._audit("delete", join(v.parts)))[0]["node"]
+        ev = self.repo.mutate_grouped(build, audit=self._audit("delete", join(v.parts)))[0]
+        return ev["node"], ev["at"]
 
     def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
         """Move a file or folder; the node (identity, history, inode) moves with it."""
@@ -673,12 +680,23 @@ class ShareFS:
         evs = self.repo.mutate(build, audit=self._audit("copy", join(vd.parts)))
         return self._version_of(evs[-1])
 
-    def set_times(self, path: str, mtime: float) -> None:
+    def set_times(self, path: str, mtime: float, version: tuple[int, int] | None = None) -> None:
         """Change a modification time; metadata only, no new version.  It shares durable commits
         with uploads and namespace changes arriving meanwhile (an FTP client's MFMT after each
-        STOR, SMB's CLOSE, NFS SETATTR), as they do."""
+        STOR, SMB's CLOSE, NFS SETATTR), as they do.
+
+        `version`: (node, number) of the version the caller itself just made at `path` (FTP's
+        MFMT right after its STOR): the time goes to that version, also when another client's
+        upload made a newer one meanwhile, which keeps its own time.  If `path` names another
+        file by now, the time goes to its current version as without `version`."""
         views = [(self._writable_view(path), mtime)]
-        self.repo.mutate_grouped(lambda s: self._times_events(s, views), audit=self._times_audit(views))
+
+        def build(s: Session) -> list[dict]:
+            evs = self._times_events(s, views)
+            if version is not None and evs[0]["node"] == version[0] and evs[0].get("number"):
+                evs[0]["number"] = min(evs[0]["number"], version[1])
+            return evs
+        self.repo.mutate_grouped(build, audit=self._times_audit(views))
 
     def set_times_many(self, items: list[tuple[str, float]]) -> None:
         """Several set_times in one transaction (a tree put whose files only got new mtimes).

@@ -21,7 +21,6 @@ from .errors import Conflict, Corrupt
 from .lazysql import models as m
 from .lazysql import select
 from .chain import Txn
-from .packstore import LocalPackStore
 from .packs import T_CHUNK, T_TXN, PackDir, PackWriter
 
 SMALL_TXN = 2048          # bytes of a transaction record's JSON below which it is not compressed
@@ -120,19 +119,41 @@ class ChunkStore:
         with Conflict instead of committing a version with holes.
         """
         fresh = {c[0] for c in new}
-        # An object store receives a pack only at sync: one this writer still holds is not
-        # there yet, and no gc can have seen it.  A local pack file exists from its first
-        # byte, so its absence always means gc took it.
-        remote = not isinstance(self.packdir.store, LocalPackStore)
-        for pack in {c[1] for c in new}:
-            if not self.packdir.exists(pack) and not (remote and self.writer.pending(pack)):
-                raise Conflict("a pack of this upload was reclaimed by gc meanwhile; upload again")
+        packs = {c[1] for c in new}
+        if not self.packdir.store.fenced:
+            # A local pack file exists from its first byte, so its absence always means gc took it.
+            for pack in packs:
+                if not self.packdir.exists(pack):
+                    raise Conflict("a pack of this upload was reclaimed by gc meanwhile; upload again")
+        else:
+            self._verify_fenced(packs)
         wanted = list({cid for refs_ in refs for cid, _ in refs_ if cid not in fresh})
         for i in range(0, len(wanted), 500):
             part = wanted[i:i + 500]
             n = raw.scalar(s, f"SELECT count(*) FROM chunks WHERE id IN ({', '.join('?' * len(part))})", part)
             if n != len(part):
                 raise Conflict("chunks this upload reuses were reclaimed by gc meanwhile; upload again")
+
+    def _verify_fenced(self, packs: set[str]) -> None:
+        """An object store's packs of this upload are still there (inside the write transaction).
+
+        A pack whose upload has not completed is in no listing: no gc can have taken it, and
+        none can until this transaction ends (gc deletes inside write transactions).  The others
+        are safe if the gc fence has not moved since before they were created (one small GET,
+        PackStore.gc_fence); only when it moved is each asked about (a HEAD, which makes some
+        servers, rclone's local backend among them, hash the whole pack)."""
+        sent = []
+        for pack in packs:
+            in_store, value = self.writer.fence_state(pack)
+            if in_store:
+                sent.append((pack, value))
+        if not sent:
+            return
+        fence = self.packdir.store.gc_fence()
+        self.writer.saw_fence(fence)
+        for pack, value in sent:
+            if value != fence and not self.packdir.exists(pack):
+                raise Conflict("a pack of this upload was reclaimed by gc meanwhile; upload again")
 
     @staticmethod
     def register_chunks(s: Session, new: list[NewChunk]) -> None:

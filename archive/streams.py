@@ -218,8 +218,12 @@ class Writer:
     #: per-version object metadata (JSON text) stored with the version, e.g. S3's MD5 and Content-Type
     meta: str | None = None
 
+    #: the node the version went to, once the commit has built its event (FTP's MFMT after STOR)
+    node_id: int | None = None
+
     def event(self, s) -> dict:
         ev = self.fs.commit_event(s, self.parts, self.size, self.mtime, self._etag, chunks=self._refs)
+        self.node_id = ev["node"]
         if self.meta is not None:
             ev["meta"] = self.meta
         return ev
@@ -602,6 +606,12 @@ class Reader(io.RawIOBase):
             view[n:n + take] = data[start:start + take]
             n += take
         return n
+
+    def readviews(self, n: int) -> list[memoryview]:
+        """Up to n bytes from the position on, as views of the verified chunks themselves (no
+        copy; [] at the end of the file): what a sender hands to socket.sendmsg (FTP's RETR).
+        The views stay valid for as long as they are held."""
+        return [memoryview(d)[s:s + t] for d, s, t in self._pieces(n)]
 
     def read(self, n: int = -1) -> bytes:
         left = max(0, self.size - self._pos)

@@ -143,24 +143,39 @@ def make_big(path: Path, mib: int) -> None:
 
 
 def one_run(server, work: Path, big: Path, tree: Path, n_files: int, tag: str) -> dict[str, float]:
+    """Throughput of each workload; for Edge (served in this process, the clients being child
+    processes) also the server's CPU per MiB / per file: the firm figure on a busy machine."""
     url = f"ftp://127.0.0.1:{server.port}{server.base}"
     size_mib = big.stat().st_size / (1 << 20)
     res: dict[str, float] = {}
+    edge = server.name == "edge"
+    cpu = time.process_time()
     dt = timed(["curl", "-sS", "--user", server.auth, "-T", str(big), f"{url}/big-{tag}.bin"])
     res["upload MiB/s"] = size_mib / dt
+    if edge:
+        res["upload CPU ms/MiB"] = (time.process_time() - cpu) * 1000 / size_mib
+    cpu = time.process_time()
     res["download MiB/s"] = statistics.median(
         size_mib / timed(["curl", "-sS", "--user", server.auth, f"{url}/big-{tag}.bin", "-o", os.devnull])
         for _ in range(GETS))
+    if edge:
+        res["download CPU ms/MiB"] = (time.process_time() - cpu) * 1000 / (size_mib * GETS)
     if n_files == 0:
         return res
     user, _, pw = server.auth.partition(":")
     opener = f"set net:max-retries 1; open -u {user},{pw} -p {server.port} 127.0.0.1"
+    cpu = time.process_time()
     dt = timed(["lftp", "-c", f"{opener}; mirror -R --no-perms {tree} {server.base}/tree-{tag}"])
     res["small upload files/s"] = n_files / dt
+    if edge:
+        res["small upload CPU ms/file"] = (time.process_time() - cpu) * 1000 / n_files
     back = work / f"back-{server.name}"
     shutil.rmtree(back, ignore_errors=True)
+    cpu = time.process_time()
     dt = timed(["lftp", "-c", f"{opener}; mirror {server.base}/tree-{tag} {back}"])
     res["small download files/s"] = n_files / dt
+    if edge:
+        res["small download CPU ms/file"] = (time.process_time() - cpu) * 1000 / n_files
     check_back(back, n_files, server.name)
     return res
 
@@ -247,6 +262,9 @@ def print_report(results: dict[str, dict[str, list[float]]], targets: dict[str, 
         per_run = statistics.median(a / b for a, b in zip(results["edge"][k], results[peer][k]))
         t = f">= {target}x" if target else "-"
         print(f"| {k} | {e:.1f} | {v:.1f} | {e / v:.2f}x | {per_run:.2f}x | {t} |")
+    cpu = {k: statistics.median(v) for k, v in results["edge"].items() if "CPU" in k}
+    if cpu:
+        print("\nEdge server CPU (medians): " + ", ".join(f"{k} {v:.3f}" for k, v in cpu.items()))
 
 
 if __name__ == "__main__":

@@ -37,10 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from archive import Repository  # noqa: E402
-from protocols.base import ServeContext  # noqa: E402
-from protocols.nfs import NFSAdapter  # noqa: E402
-
 from nfs_helpers import LibNFS, Pipeline  # noqa: E402
 
 
@@ -66,31 +62,94 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - t0
 
 
+_SERVE = r"""
+import sys, time, logging
+tree, home, allocator = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+sys.path.insert(0, tree)
+logging.basicConfig(level=logging.WARNING)
+if allocator:
+    from protocols.memory import tune_allocator
+    tune_allocator()
+from archive import Repository
+from protocols.base import ServeContext
+from protocols.nfs import NFSAdapter
+repo = Repository.init(home)
+repo.add_share("bench")
+repo.add_user("bench", "bench-password")
+repo.grant("bench", "bench", "rw")
+adapter = NFSAdapter(repo, {"listen": "127.0.0.1:0", "commit_idle": 0.2,
+                            "exports": [{"share": "bench", "user": "bench"}]}, ServeContext())
+adapter.start()
+print(adapter.address[1], flush=True)
+for line in sys.stdin:                     # "settle": answer once every written file is a version
+    while adapter.sessions._sessions:
+        time.sleep(0.02)
+    print("ok", flush=True)
+adapter.stop(5)
+repo.close()
+"""
+
+
 class Edge:
+    """Edge Archive's NFS adapter in a process of its own, as `archivectl serve` runs it (and as
+    ganesha runs): in the bench's process, the libnfs client's Python callbacks (the pipelined
+    phases) and the server took turns for one GIL.  `--in-process` keeps the old way."""
     name = "edge"
 
-    def __init__(self, work: Path) -> None:
-        self.work = work
+    def __init__(self, work: Path, tree: Path = ROOT, allocator: bool = False, in_process: bool = False) -> None:
+        self.work, self.tree, self.allocator, self.in_process = work, tree, allocator, in_process
+        self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         shutil.rmtree(self.work / "edge", ignore_errors=True)
-        self.repo = Repository.init(self.work / "edge")
-        self.repo.add_share("bench")
-        self.repo.add_user("bench", "bench-password")
-        self.repo.grant("bench", "bench", "rw")
-        self.adapter = NFSAdapter(self.repo, {"listen": "127.0.0.1:0", "commit_idle": 0.2,
-                                              "exports": [{"share": "bench", "user": "bench"}]}, ServeContext())
-        self.adapter.start()
-        self.port = self.mountport = self.adapter.address[1]
         self.export = "/bench"
+        if self.in_process:
+            from archive import Repository
+            from protocols.base import ServeContext
+            from protocols.nfs import NFSAdapter
+            self.repo = Repository.init(self.work / "edge")
+            self.repo.add_share("bench")
+            self.repo.add_user("bench", "bench-password")
+            self.repo.grant("bench", "bench", "rw")
+            self.adapter = NFSAdapter(self.repo, {"listen": "127.0.0.1:0", "commit_idle": 0.2,
+                                                  "exports": [{"share": "bench", "user": "bench"}]}, ServeContext())
+            self.adapter.start()
+            self.port = self.mountport = self.adapter.address[1]
+            return
+        self.proc = subprocess.Popen([sys.executable, "-c", _SERVE, str(self.tree), str(self.work / "edge"),
+                                      "1" if self.allocator else "0"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.port = self.mountport = int(self.proc.stdout.readline())
 
     def settle(self, timeout: float = 3600) -> None:
         """Wait until every written file is a committed version."""
+        if self.proc is not None:
+            self.proc.stdin.write("settle\n")
+            self.proc.stdin.flush()
+            assert self.proc.stdout.readline().strip() == "ok"
+            return
         end = time.monotonic() + timeout
         while self.adapter.sessions._sessions and time.monotonic() < end:
             time.sleep(0.02)
 
+    def cpu(self) -> float:
+        """CPU seconds the server has used so far (its process; the bench's own in-process)."""
+        if self.proc is None:
+            return time.process_time()
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+            return
         self.adapter.stop(5)
         self.repo.close()
 
@@ -133,6 +192,12 @@ LOG {{ Default_Log_Level = WARN; }}
     def settle(self, timeout: float = 0) -> None:
         pass
 
+    def cpu(self) -> float:
+        """CPU seconds ganesha has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
@@ -156,8 +221,10 @@ def one_run(server, big: Path, size: int, files: int, scratch: Path, depth: int 
         out["write MiB/s"] = size / t / 2 ** 20
         server.settle()
         back = scratch / f"back-{server.name}.bin"
+        c0 = server.cpu()
         t = timed(["nfs-cp", url(server, "/big.bin"), str(back)])
         out["read MiB/s"] = size / t / 2 ** 20
+        cpu_read = (server.cpu() - c0) * 1000 / (size / 2 ** 20)
         assert back.stat().st_size == size
         back.unlink()
         # the same file read with READs in flight (libnfs' async API), as the kernel client's
@@ -170,18 +237,21 @@ def one_run(server, big: Path, size: int, files: int, scratch: Path, depth: int 
             assert got == big.read_bytes()
         finally:
             c.close()
+        out["read: server CPU ms per MiB (lower is better)"] = cpu_read
         if large_only:
             return out
         c = LibNFS(url(server))
         try:
             c.mkdir("/many")
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), server.cpu()
             for i in range(files):
                 fh = c.creat(f"/many/f{i:05d}.txt")
                 c.pwrite(fh, b"small file %d\n" % i, 0)
                 c.close_file(fh)
             out["create files/s"] = files / (time.perf_counter() - t0)
             server.settle()
+            out["create: server CPU ms per file, versions included (lower is better)"] = \
+                (server.cpu() - c0) * 1000 / files
             t = timed(["nfs-ls", url(server, "/many")])
             out["list entries/s"] = files / t
             t0 = time.perf_counter()
@@ -228,10 +298,15 @@ def main() -> None:
     ap.add_argument("--serve-allocator", action="store_true",
                     help="glibc settings of `archivectl serve` (protocols/memory.py: fixed 128 KiB mmap "
                          "threshold, 4 arenas) in this process, as in production")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run Edge's server in the bench's own process (as before nfs11: it then shares "
+                         "the GIL with the libnfs client's Python callbacks)")
+    ap.add_argument("--server-tree", default=str(ROOT),
+                    help="source tree whose archive/ and protocols/ Edge's server runs (same-run A/B)")
     ap.add_argument("--work", default=str(ROOT / "bench" / "work" / "nfs"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    if args.serve_allocator:
+    if args.serve_allocator and args.in_process:
         from protocols.memory import tune_allocator
         tune_allocator()
     work = Path(args.work)
@@ -242,7 +317,7 @@ def main() -> None:
         for _ in range(args.size_mib):
             f.write(os.urandom(2 ** 20))
     results: dict[str, list[dict[str, float]]] = {"edge": [], "ganesha": []}
-    edge, ganesha = Edge(work), Ganesha(work)
+    edge, ganesha = Edge(work, Path(args.server_tree), args.serve_allocator, args.in_process), Ganesha(work)
     versions: list[float] = []
     for _ in range(args.runs):
         results["ganesha"].append(one_run(ganesha, big, size, args.files, work, args.depth, args.large_only))
@@ -255,7 +330,7 @@ def main() -> None:
     print("| workload | Edge | ganesha | ratio |\n|---|---:|---:|---:|")
     for m in med["edge"]:
         e, g = med["edge"][m], med["ganesha"][m]
-        print(f"| {m} | {e:.1f} | {g:.1f} | {e / g:.2f} |")
+        print(f"| {m} | {e:.1f} | {g:.1f} | {e / g:.2f} |" if g else f"| {m} | {e:.1f} | {g:.1f} | - |")
     v = statistics.median(versions)
     print(f"| write until the version is committed, MiB/s | {v:.1f} | {med['ganesha']['write MiB/s']:.1f} | "
           f"{v / med['ganesha']['write MiB/s']:.2f} |")

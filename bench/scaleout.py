@@ -158,12 +158,15 @@ def peer_ceiling(s3, url: str, size: int, tmp: Path, before: set[str], read: set
     sends for the packs of `url` (see the module docstring); MiB of the corpus (`size` bytes) per
     second.  ingest: each pack uploaded again under ceiling/ as the store uploads it (one PUT
     below a part, else PART-size parts, UPLOADERS in flight across packs as the store's pool
-    has them, then the completion) and the HEAD of the commit's check; cold: each pack read as
+    has them, then the completion) and the commit's check (one GET of the gc fence; a HEAD per
+    pack with a store from before the fence); cold: each pack read as
     a cold reader reads it (its first block alone, then RUN-block GETs, READERS in flight).
     Packs in `before` (written by init and add_share, before the timed ingest) are left out;
     only the packs in `read` (those the cold restore fetched: the packs holding chunks) get the
     HEAD and the GETs, as in the store (the small pack of the commit's transaction holds no chunk)."""
     from archive import s3store as S3
+    from archive.packstore import PackStore
+    head = not hasattr(PackStore, "gc_fence")       # the store before the gc fence HEADs each pack
     store = S3.S3PackStore.from_url(url, tmp / "ceiling-cache", 1 << 30, {})
     c, b = store.client, store.bucket
     try:
@@ -192,14 +195,22 @@ def peer_ceiling(s3, url: str, size: int, tmp: Path, before: set[str], read: set
                 if uid is not None:
                     c.complete_multipart_upload(Bucket=b, Key=key, UploadId=uid, MultipartUpload={
                         "Parts": [{"PartNumber": k, "ETag": e} for (k, _, _), e in zip(parts, etags)]})
-                if key.rsplit("/", 1)[1][:-5] in read:
+                if head and key.rsplit("/", 1)[1][:-5] in read:
                     h = time.perf_counter()
                     c.head_object(Bucket=b, Key=key)       # rclone hashes a fresh object on its first HEAD
                     heads.append(time.perf_counter() - h)
                     requests += 1
+            if not head:                    # the commit's one GET of the gc fence instead
+                h = time.perf_counter()
+                try:
+                    c.get_object(Bucket=b, Key=f"{store.prefix}gc-fence")["Body"].read()
+                except c.exceptions.NoSuchKey:
+                    pass
+                heads.append(time.perf_counter() - h)
+                requests += 1
         out["ingest_MiB/s"] = size / MiB / (time.perf_counter() - t)
         out["ingest_requests_per_MiB"] = requests / (size / MiB)
-        out["head_s"] = sum(heads)                  # of which: the HEADs after the uploads
+        out["head_s"] = sum(heads)                  # of which: the commit's check after the uploads
         out["ingest_cpu_ms_per_MiB"] = {"archive": 1000 * (time.process_time() - c0) / (size / MiB),
                                         "peer": 1000 * (_peer_cpu(s3) - p0) / (size / MiB)}
         requests = 0

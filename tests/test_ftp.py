@@ -107,6 +107,34 @@ def test_wrong_password_is_counted_delayed_and_disconnects(tmp_path):
         s.close()
 
 
+def test_a_remembered_password_ends_with_a_password_change_or_removal(srv):
+    """Verified passwords are remembered (auth_cache_seconds) so a client logging in for every
+    transfer pays scrypt once; a changed password, a wrong one, a removed user are refused at
+    the very next login all the same."""
+    srv.client().quit()
+    srv.client().quit()                                   # served from the cache
+    assert len(srv.adapter.state.logins._cache) == 1      # the HMAC of the credentials only
+    expect_error("530", srv.client, "alice", PASSWORD + "x")
+    srv.repo.set_password("alice", "new-password")
+    expect_error("530", srv.client)                      # the old one no longer works
+    ftp = srv.client("alice", "new-password")
+    assert ftp.nlst("/office") == []
+    ftp.quit()
+    srv.client("bob", "bob-pw").quit()
+    srv.repo.remove_user("bob")
+    expect_error("530", srv.client, "bob", "bob-pw")
+
+
+def test_a_remembered_password_does_not_open_a_locked_out_account(srv):
+    srv.client().quit()                                   # remembered from here on
+    srv.repo.throttle.free_failures = 0                   # the first wrong guess locks alice
+    srv.repo.throttle.backoff = 600.0                     # locked for the rest of the test
+    expect_error("530", srv.client, "alice", "a wrong guess")
+    msg = expect_error("530", srv.client)                # the right password, while locked
+    assert "Too many failed logins" in msg
+    srv.client("bob", "bob-pw").quit()                    # other users are not locked
+
+
 def test_per_user_connection_limit(tmp_path):
     s = FTPServerFixture(tmp_path, max_connections_per_user=2)
     try:
@@ -164,9 +192,9 @@ def test_rest_resumes_download(srv):
 
 
 def test_a_download_of_many_reads_is_byte_identical(srv):
-    """RETR reads 1 MiB at a time into buffers the transfer reuses (protocols/ftp/files.py;
-    asynchat drops its view of one before it asks for the next, a buffer still viewed is never
-    reused): every byte arrives as stored, the short last read too, with slow partial sends."""
+    """A binary RETR sends the decoded chunks themselves with sendmsg, up to 2 MiB per call
+    (protocols/ftp/handler.py, _Views), slicing what a partial send left: every byte arrives as
+    stored, the short last piece too, with slow partial sends; and after a REST offset."""
     data = os.urandom(5 * 1024 * 1024 + 4321)
     srv.put("/five.bin", data)
     ftp = srv.client()
@@ -179,6 +207,54 @@ def test_a_download_of_many_reads_is_byte_identical(srv):
     ftp.voidresp()
     assert bytes(out) == data
     assert retr(ftp, "/office/five.bin", rest=3_000_001) == data[3_000_001:]
+    ftp.quit()
+
+
+def test_abor_in_the_middle_of_a_large_download_and_the_session_goes_on(srv):
+    data = os.urandom(24 * 1024 * 1024 + 77)
+    srv.put("/huge.bin", data)
+    ftp = srv.client()
+    ftp.voidcmd("TYPE I")
+    conn = ftp.transfercmd("RETR /office/huge.bin")
+    got = b""
+    while len(got) < 1_000_000:
+        got += conn.recv(65536)
+    assert data.startswith(got)
+    ftp.putcmd("ABOR")
+    assert ftp.getline().startswith("426")
+    assert ftp.getline().startswith("226")
+    conn.close()
+    _wait_for(lambda: srv.ctx.count("download", complete=False) == 1, "an incomplete download event")
+    assert srv.ctx.count("download", complete=True) == 0
+    assert retr(ftp, "/office/huge.bin", rest=len(data) - 5) == data[-5:]
+    ftp.quit()
+
+
+def test_a_corrupt_chunk_late_in_a_download_is_451_never_wrong_bytes(srv):
+    """The sendmsg path (handler._Views) has sent the first MiBs when it reaches the damaged
+    chunk: the transfer ends with 451 and what arrived is a prefix of the file."""
+    from archive.packs import REC
+    from archive.streams import chunk_list
+    data = os.urandom(6 * 1024 * 1024)
+    srv.put("/bad.bin", data)
+    repo, entry = srv.repo, srv.admin_fs().stat("/bad.bin")
+    with repo.catalog.engine.connect() as c:
+        vid = c.exec_driver_sql("SELECT id FROM versions WHERE node_id = ? AND number = ?",
+                                (entry.node_id, entry.version)).scalar()
+    cid = chunk_list(repo, vid)[-2][1]
+    pack, off, ln, _ = repo.store.location(cid)
+    with open(repo.store.packdir.path(pack), "r+b") as f:
+        f.seek(off + REC.size + (ln - REC.size) // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x01]))
+    ftp = srv.client()
+    ftp.voidcmd("TYPE I")
+    out = bytearray()
+    msg = expect_error("451", ftp.retrbinary, "RETR /office/bad.bin", out.extend)
+    assert "corrupt" in msg.lower()
+    assert 1024 * 1024 <= len(out) < len(data) and data.startswith(bytes(out))
+    assert ftp.sendcmd("NOOP").startswith("200")          # the session goes on
     ftp.quit()
 
 

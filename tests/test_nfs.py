@@ -368,6 +368,33 @@ def test_create_and_mkdir_answer_the_folder_attributes_a_fresh_stat_reads(srv):
     assert [e.name for e in srv.fs().listdir("/sub")] == ["a.txt", "b.txt", "d"]
 
 
+def test_remove_answers_the_folder_attributes_a_fresh_stat_reads(srv):
+    """REMOVE takes the folder's new mtime from the tombstone's event (ShareFS.remove_at; no
+    folder re-read): the wcc attributes it answers, and a GETATTR and LOOKUP after, equal the
+    catalog's, and the name is gone for the next call."""
+    from protocols.nfs.fattr import _split
+    fs = srv.fs()
+    fs.mkdir("/sub")
+    for name in ("a.txt", "b.txt"):
+        put(fs, f"/sub/{name}", b"x")
+    sub = _lookup(srv.port, _mnt(srv.port, "/office"), "sub")
+    r = RawRPC(srv.port)
+    for name, left in (("a.txt", ["b.txt"]), ("b.txt", [])):
+        before = _split(fs.stat("/sub").mtime)
+        _, rep = r.call(NFS, 3, 12, _opaque(sub) + _string(name))
+        assert struct.unpack(">I", rep[24:28])[0] == 0
+        assert struct.unpack(">I", rep[-88:-84])[0] == 1                   # folder attributes follow
+        want = _split(fs.stat("/sub").mtime)
+        assert want > before and struct.unpack(">II", rep[-16:-8]) == want
+        _, rep = r.call(NFS, 3, 1, _opaque(sub))
+        assert struct.unpack(">II", rep[-16:-8]) == want
+        _, rep = r.call(NFS, 3, 3, _opaque(sub) + _string(name))           # LOOKUP: gone
+        assert struct.unpack(">I", rep[24:28])[0] == 2                     # NFS3ERR_NOENT
+        assert struct.unpack(">II", rep[-16:-8]) == want                   # the folder's post_op_attr
+        assert [e.name for e in fs.listdir("/sub")] == left
+    r.close()
+
+
 _CRASHING_SERVER = """
 import sys, time
 from pathlib import Path

@@ -155,6 +155,16 @@ def test_opaque_tail_encodes_like_opaque(head, data):
     assert b"".join(bytes(x) for x in p.parts()) == p.bytes() and p.parts()[1:2] != [p.buf]
 
 
+@given(st.binary(max_size=40), st.lists(st.binary(max_size=30), max_size=5))
+def test_opaque_tail_of_several_pieces_encodes_like_their_join(head, pieces):
+    """A READ's data as the core's chunk views: one opaque, the pieces sent as they are."""
+    views = [memoryview(x) for x in pieces]
+    data = b"".join(pieces)
+    p = Packer().opaque(head).opaque_tail(views, len(data))
+    assert p.bytes() == Packer().opaque(head).opaque(data).bytes()
+    assert all(a is b for a, b in zip(p.parts()[1:], views))          # not copied
+
+
 @settings(deadline=None, max_examples=20)
 @given(st.lists(st.integers(0, 300_000), min_size=1, max_size=4), st.integers(1, 5000))
 def test_send_record_sends_every_piece_whole_through_partial_sends(sizes, step):
@@ -208,6 +218,29 @@ def test_kept_node_handles_equal_freshly_sealed_ones(share, node, at, gen):
             assert raw == sealer.encode(H.Handle(H.NODE, share, n, at, g))
             assert sealer.decode(raw) == H.Handle(H.NODE, share, n, at, g)
     assert len(small._sealed) <= 2
+
+
+@given(st.sampled_from(["file", "dir"]), st.booleans(), st.booleans(), st.integers(0, 2 ** 40),
+       st.floats(0, 4e9, allow_nan=False), u32s, u32s, u64s, u64s)
+def test_a_listed_entry_post_op_attr_packs_like_its_attrs(kind, ro_entry, ro_export, size, mtime, uid, gid,
+                                                          fsid, node):
+    """READDIRPLUS packs an entry's post_op_attr in one struct: the bytes GETATTR's path
+    (attrs_of, then fattr3) gives for the same entry."""
+    from archive.types import Entry
+    e = Entry("n", "/n", kind, size if kind == "file" else 0, mtime, mtime - 1, node, 1, "", ro_entry)
+    want = F.post_op_attr_bytes(F.attrs_of(e, fsid, readonly=ro_export), uid, gid)
+    assert F.listed_post_op_bytes(e, fsid, ro_export, uid, gid) == want
+
+
+@given(u32s, u64s, u64s, u64s)
+def test_handle_macs_are_the_keyed_blake2b_of_the_body(share, node, at, gen):
+    """Handles survive restarts and upgrades: the MAC stays BLAKE2b-128 keyed with the key's
+    first 64 bytes, however it is computed (a copied keyed state since nfs11)."""
+    import hashlib
+    key = bytes(range(80))
+    raw = H.Sealer(key).encode(H.Handle(H.NODE, share, node, at, gen))
+    body = H._BODY.pack(H.VERSION, H.NODE, share, node, at, gen)
+    assert raw == body + hashlib.blake2b(body, key=key[:64], digest_size=16).digest()
 
 
 @given(u64s, st.integers(0, H.SIZE - 1), st.integers(1, 255))

@@ -642,3 +642,116 @@ def test_only_a_loopback_endpoint_goes_without_the_body_hash_by_default(tmp_path
     assert S3PackStore.from_url(f"s3://bkt/x?endpoint={endpoint}", tmp_path, 1 << 20, {}).sign_payload is signed
     with pytest.raises(ValueError, match="sign"):
         S3PackStore.from_url(f"s3://bkt/x?endpoint={endpoint}&sign=maybe", tmp_path, 1 << 20, {})
+
+
+# -- gc between an upload's chunks and its commit: the gc fence (archive/packstore.py) -------------
+
+def _purge(repo: Repository, path: str) -> None:
+    """`path` and every version of it gone, so its chunks and packs are gc's to take."""
+    fs = repo.share("office")
+    node = fs.stat(path).node_id
+    fs.remove(path)
+    repo.mutate(lambda s: [{"op": "purge", "at": 0, "versions": [[node, 1]]}])
+
+
+def test_gc_between_an_uploads_chunks_and_its_commit_refuses_the_commit(two_nodes, s3):
+    """Node b's gc (no grace) takes the pack holding node a's fresh chunks after it reached the
+    bucket but before a commits them, and also the chunks a's upload reuses: a's commit is
+    refused, never committed with holes, and the next upload works."""
+    from archive.check import check
+    from archive.gc import collect
+    from archive.streams import commit_many
+    _, _, a, b = two_nodes
+    fs = a.share("office")
+    shared = _bytes(300_000, 50)
+    put(a, "/old.bin", shared)
+    w = fs.open_write("/racy.bin")
+    w.write(shared)                          # dedup: these chunks are /old.bin's
+    w.write(_bytes(2_500_000, 51))           # fresh chunks, in node a's open pack
+    w.prepare()
+    _purge(a, "/old.bin")                    # this commit uploads that pack, chunks unregistered
+    rep = collect(b, grace=0)
+    assert rep.chunks_deleted > 0 and rep.packs_deleted + rep.packs_rewritten > 0
+    with pytest.raises(errors.Conflict, match="reclaimed by gc"):
+        commit_many([w])
+    assert not fs.exists("/racy.bin")
+    assert check(a, read_data=True) == []
+    put(a, "/racy.bin", _bytes(2_500_000, 51))
+    with b.share("office").open_read("/racy.bin") as r:
+        assert r.read() == _bytes(2_500_000, 51)
+
+
+def test_gc_of_an_uploads_fresh_pack_alone_refuses_the_commit(two_nodes, s3):
+    """No reused chunk to give it away: only the fence tells the commit its pack was taken."""
+    from archive.check import check
+    from archive.gc import collect
+    from archive.streams import commit_many
+    _, _, a, b = two_nodes
+    fs = a.share("office")
+    w = fs.open_write("/racy.bin")
+    w.write(_bytes(2_500_000, 52))
+    w.prepare()
+    fs.mkdir("/d")                           # a commit of its own: uploads the pack of w's chunks
+    rep = collect(b, grace=0)
+    assert rep.packs_rewritten + rep.packs_deleted > 0
+    with pytest.raises(errors.Conflict, match="reclaimed by gc"):
+        commit_many([w])
+    assert not fs.exists("/racy.bin") and fs.exists("/d")
+    assert check(a, read_data=True) == []
+
+
+def test_a_commit_asks_about_its_packs_only_when_a_gc_moved_the_fence(two_nodes, s3):
+    """rclone hashes a whole pack to answer a HEAD: a commit reads the small fence object instead,
+    and asks about each pack (HEAD) only after some gc deleted packs."""
+    from archive.gc import collect
+    _, _, a, b = two_nodes
+    heads = _watch(a.packstore.client, "HeadObject")
+    gets = _watch(a.packstore.client, "GetObject")
+    put(a, "/one.bin", _bytes(3_000_000, 53))
+    assert heads == []
+    fence_reads = [p for p, _ in gets if p["Key"].endswith("/gc-fence")]
+    assert 1 <= len(fence_reads) <= 2                       # the writer's first pack, the commit
+    del gets[:]
+    for i in range(3):                                      # small files: their pack is still
+        put(a, f"/small-{i}.txt", b"x" * (100 + i))         # being filled at the check
+    assert heads == [] and not [p for p, _ in gets if p["Key"].endswith("/gc-fence")]
+    put(a, "/gone.bin", _bytes(200_000, 54))
+    _purge(a, "/gone.bin")
+    assert collect(b, grace=0).chunks_deleted > 0          # moves the fence
+    put(a, "/two.bin", _bytes(3_000_000, 55))               # packs created before a saw it moved
+    assert len(heads) >= 1
+    del heads[:]
+    put(a, "/three.bin", _bytes(3_000_000, 56))             # the new value is known now
+    assert heads == []
+    for name, seed in (("/one.bin", 53), ("/two.bin", 55), ("/three.bin", 56)):
+        with b.share("office").open_read(name) as r:
+            assert r.read() == _bytes(3_000_000, seed)
+    with b.share("office").open_read("/small-2.txt") as r:
+        assert r.read() == b"x" * 102
+
+
+def test_gc_of_a_pack_uploaded_while_its_upload_was_still_open_refuses_the_commit(two_nodes, s3):
+    """A pack that filled up goes to the bucket in the background while the upload goes on; a gc
+    on another node may take it before the commit (below the size that syncs before the lock):
+    the commit must not take "still held by the writer" for "not in the bucket yet"."""
+    import time
+    from archive.check import check
+    from archive.gc import collect
+    from archive.streams import commit_many
+    url, _, a, b = two_nodes
+    bucket = url.split("/")[2]
+    before = {o for o in s3.objects(bucket) if o.endswith(".pack")}
+    a.store.writer._target = 200_000             # packs roll over (and go up) while w writes
+    fs = a.share("office")
+    w = fs.open_write("/racy.bin")
+    w.write(_bytes(700_000, 57))                 # under the 1 MiB synced before the catalog lock
+    w.prepare()
+    for _ in range(200):                         # the sealed packs reach the bucket on their own
+        if len({o for o in s3.objects(bucket) if o.endswith(".pack")} - before) >= 2:
+            break
+        time.sleep(0.05)
+    assert collect(b, grace=0).packs_deleted >= 2
+    with pytest.raises(errors.Conflict, match="reclaimed by gc"):
+        commit_many([w])
+    assert not fs.exists("/racy.bin")
+    assert check(a, read_data=True) == []

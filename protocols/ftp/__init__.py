@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "data_timeout": None,             # None: same as idle_timeout
     "banner": "Edge Archive FTP ready.",
     "fair_commits": False,
+    "auth_cache_seconds": 300.0,
 }
 
 
@@ -106,6 +107,11 @@ class FTPAdapter:
       group commit hands leadership on after each batch, so batching no longer starves a
       session; the option remains for setups that prefer strict arrival order.
 
+    * ``auth_cache_seconds`` [300]: how long a verified password is remembered (under an
+      HMAC keyed per process, never the password), so a client that logs in for every
+      transfer pays the catalog's slow hash once; a changed password, a removed or disabled
+      user is seen at the next login all the same (state.LoginCache).  0: off.
+
     Active mode (PORT/EPRT) is allowed only to the client's own address (no FTP bounce)
     and to unprivileged ports.
     """
@@ -130,7 +136,8 @@ class FTPAdapter:
         self.passive_ports = parse_port_range(cfg["passive_ports"])
         self.state = ServerState(repo, ctx, require_tls=bool(cfg["require_tls"]),
                                  max_connections_per_user=int(cfg["max_connections_per_user"] or 0),
-                                 fair_commits=bool(cfg["fair_commits"]))
+                                 fair_commits=bool(cfg["fair_commits"]),
+                                 auth_cache_seconds=float(cfg["auth_cache_seconds"] or 0))
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._accept_stop = threading.Event()

@@ -1,7 +1,8 @@
 """What an FTP session owes the access rules and the counters, as one handler mixin.
 
 * Every command of a logged-in session first re-validates its login (``Login.validate``: one
-  catalog read while nothing changed).  A removed user or a changed password ends the
+  catalog read while nothing changed), except those that only set up the next transfer
+  (PASV, EPSV, TYPE, MODE, STRU, REST, ALLO: the transfer's own command is checked).  A removed user or a changed password ends the
   session with ``421``; a revoked or downgraded grant changes the session's grants, so the
   very next command sees the share vanish or turn read-only (pyftpdlib's own permission
   check then answers 550).  Uploads in flight are re-checked by the core at commit.
@@ -18,6 +19,11 @@ from archive import Origin, errors
 from .filesystem import ArchiveFS
 
 
+#: commands that read nothing of the archive and only set up the transfer that follows, which
+#: is checked itself (lftp sends PASV before every STOR: one catalog read less per file)
+_NO_CHECK = frozenset({"QUIT", "ABOR", "PASV", "EPSV", "TYPE", "MODE", "STRU", "REST", "ALLO"})
+
+
 class AccessMixin:
     """Put before EdgeHandlerMixin in the handler's bases (see handler.build_handler)."""
 
@@ -25,7 +31,7 @@ class AccessMixin:
 
     def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
         session = getattr(self, "edge_session", None)
-        if self.authenticated and session is not None and cmd not in ("QUIT", "ABOR"):
+        if self.authenticated and session is not None and cmd not in _NO_CHECK:
             try:
                 session.login.validate()
             except errors.AuthFailed as exc:
@@ -72,8 +78,18 @@ class AccessMixin:
         self._download(file, False)
 
 
-def login(repo: Any, username: str, password: str, address: str) -> Any:
-    """The catalog login for USER/PASS (anonymous names get the anonymous login)."""
+def login(repo: Any, username: str, password: str, address: str, cache: Any = None) -> Any:
+    """The catalog login for USER/PASS (anonymous names get the anonymous login); `cache`:
+    the adapter's LoginCache (state.py) of verified passwords."""
     if username.lower() in ("anonymous", "ftp"):
         return repo.login_anonymous()
-    return repo.login(username, password, Origin("ftp", address, username))
+    # While the user or the address is locked out, every login goes to repo.login (which
+    # refuses it): a remembered password must not tell a guesser that a guess was right.
+    if cache is not None and repo.throttle.retry_after(address, username) <= 0:
+        hit = cache.get(username, password)
+        if hit is not None:
+            return hit
+    session = repo.login(username, password, Origin("ftp", address, username))
+    if cache is not None:
+        cache.put(username, password, session)
+    return session

@@ -31,7 +31,9 @@ class CatalogAuthorizer:
         # failures; anonymous logins see, read-only, only the shares created with --anonymous.
         from .access import login
         try:
-            session = login(self.repo, username, password, handler.remote_ip)
+            state = getattr(handler, "edge_state", None)
+            session = login(self.repo, username, password, handler.remote_ip,
+                            state.logins if state is not None else None)
         except LoginThrottled as exc:
             raise AuthenticationFailed(f"Too many failed logins; try again in {exc.retry_after:.0f} s.") from exc
         except errors.ArchiveError as exc:       # AuthFailed, or anything else: no login

@@ -73,6 +73,14 @@ class ReadFile:
         except errors.ArchiveError as exc:
             raise TransferError(exc) from exc
 
+    def views(self, n: int) -> list[memoryview]:
+        """Up to n bytes from the position on as views of the decoded chunks, not copied
+        anywhere ([] at the end): what the data channel's sendmsg sends (handler.py)."""
+        try:
+            return self._reader.readviews(n)
+        except errors.ArchiveError as exc:
+            raise TransferError(exc) from exc
+
     def _buffer(self, n: int) -> memoryview:
         """n writable bytes in a buffer nothing views any more (a bytearray refuses to resize
         while it is exported), or a new one; at most KEEP are kept."""
@@ -162,6 +170,11 @@ class WriteFile:
             return len(data)
         self.bytes_written += len(data)
         return len(data)
+
+    @property
+    def node_id(self) -> int | None:
+        """The node a committed upload went to (None for a REST+STOR rewrite)."""
+        return getattr(self._sink, "node_id", None)
 
     def announced_mismatch(self) -> str | None:
         """Why the transfer's length contradicts the ALLO announcement (None: it does not).

@@ -239,11 +239,13 @@ class ArchiveFS(AbstractedFS):
     def chmod(self, path: str, mode: int) -> None:
         raise FTPFilesystemError(errors.PermissionDenied("chmod is not supported"), path)
 
-    def utime(self, path: str, timeval: float) -> None:
+    def utime(self, path: str, timeval: float, version: tuple[int, int] | None = None) -> None:
+        """Set the modification time (MFMT); `version`: (node, number) of the version this
+        session's STOR just made there, which gets the time (ShareFS.set_times)."""
         fs, rel, _ = self._resolve(path)
         if fs is None:
             raise FTPFilesystemError(errors.PermissionDenied(path), path)
-        self._call(path, fs.set_times, rel, float(timeval))
+        self._call(path, fs.set_times, rel, float(timeval), version)
 
     # --- stat ------------------------------------------------------------------------
 

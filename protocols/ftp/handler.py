@@ -15,9 +15,12 @@ attributes.  What they add:
 from __future__ import annotations
 
 import calendar
+import collections
+import datetime
 import errno
 import hashlib
 import itertools
+import logging
 import os
 import random
 import re
@@ -32,7 +35,7 @@ from pyftpdlib.exceptions import FilesystemError
 from pyftpdlib.handlers import FTPHandler
 from pyftpdlib.handlers.ftp.data import DTPHandler
 from pyftpdlib.handlers.ftp.dispatchers import PassiveDTP
-from pyftpdlib.handlers.ftp.producers import BufferedIteratorProducer
+from pyftpdlib.handlers.ftp.producers import BufferedIteratorProducer, FileProducer
 from pyftpdlib.log import logger
 from pyftpdlib.utils import strerror
 
@@ -41,13 +44,15 @@ from archive import errors
 from .access import AccessMixin
 from .authorizer import SessionAuthorizer
 from .errors import TransferError, reply_for
-from .files import WriteFile
+from .files import ReadFile, WriteFile
 from .filesystem import ArchiveFS, Session
 
 _TRANSFER_CMDS = {"STOR", "STOU", "APPE", "RETR", "LIST", "NLST", "MLSD",
                   "PASV", "EPSV", "PORT", "EPRT"}
 _HASH_ALGOS = {"SHA-256": "sha256", "SHA-1": "sha1", "MD5": "md5", "SHA-512": "sha512"}
 _UPLOAD_CMDS = {"STOR", "STOU", "APPE"}
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+               "error": logging.ERROR, "critical": logging.CRITICAL}
 _ALLO = re.compile(r"\s*(\d{1,19})(?:\s+R\s+\d{1,19})?\s*", re.IGNORECASE)
 
 
@@ -86,6 +91,8 @@ def _tls_ended_cleanly(sock: Any) -> bool | None:
     """For a TLS data connection: whether the client sent close_notify (None: not TLS).
     Over FTPS this is what tells a finished upload from a client that died: a TCP close
     without close_notify is a truncation (RFC 4217 section 10, RFC 8446 section 6.1)."""
+    if type(sock) is socket.socket:                    # plain FTP: the common case, no import
+        return None
     try:
         from OpenSSL import SSL
     except ImportError:                                # pragma: no cover
@@ -110,8 +117,86 @@ def _find_transfer_error(exc: BaseException | None) -> TransferError | None:
     return None
 
 
+class _Views:
+    """A binary RETR over a plain TCP data connection, sent by ``EdgeDTPMixin._send_views``:
+    the decoded chunks themselves (``ReadFile.views``) go to ``socket.sendmsg`` up to 2 MiB
+    at a time, where pyftpdlib's FileProducer copied each into a buffer and sent it with one
+    ``send()`` per turn of the event loop."""
+
+    QUEUE = 2 * 1024 * 1024      #: bytes of decoded chunks queued for the socket (4 MiB: same CPU)
+    IOV = 512                    #: views per sendmsg (IOV_MAX is 1024 on Linux)
+
+    def __init__(self, fo: ReadFile) -> None:
+        self.fo = fo
+        self.pending: collections.deque[memoryview] = collections.deque()
+        self.queued = 0
+        self.eof = False
+
+    def fill(self) -> None:
+        if not self.eof and self.queued < self.QUEUE // 2:
+            got = self.fo.views(self.QUEUE - self.queued)
+            if not got:
+                self.eof = True
+            for v in got:
+                self.pending.append(v)
+                self.queued += len(v)
+
+    def batch(self) -> list[memoryview]:
+        return list(itertools.islice(self.pending, self.IOV))
+
+    def advance(self, sent: int) -> None:
+        self.queued -= sent
+        pending = self.pending
+        while sent:
+            v = pending[0]
+            if sent >= len(v):
+                sent -= len(v)
+                pending.popleft()
+            else:
+                pending[0] = v[sent:]
+                sent = 0
+
+
 class EdgeDTPMixin:
-    """Data channel: decides commit vs abort for uploads, maps archive errors."""
+    """Data channel: decides commit vs abort for uploads, maps archive errors, sends binary
+    downloads with sendmsg (``_Views``)."""
+
+    def push_with_producer(self, producer: Any) -> None:
+        fo = self.file_obj
+        if (isinstance(fo, ReadFile) and isinstance(producer, FileProducer) and producer.type == "i"
+                and isinstance(self.socket, socket.socket)):
+            producer = _Views(fo)
+        super().push_with_producer(producer)
+
+    def initiate_send(self) -> None:
+        fifo = self.producer_fifo
+        if fifo and isinstance(fifo[0], _Views) and self.connected:
+            if not self._send_views(fifo[0]):
+                return                 # the socket is full: epoll calls again when it drains
+            fifo.popleft()             # all sent: what follows (the close sentinel) as usual
+        super().initiate_send()
+
+    def _send_views(self, src: _Views) -> bool:
+        """Send until the socket is full (False) or the file is all sent (True)."""
+        while True:
+            src.fill()
+            if not src.pending:
+                return True
+            batch = src.batch()
+            try:
+                sent = self.socket.sendmsg(batch)
+            except OSError as err:
+                if err.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                    return False
+                if err.errno in (errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN,
+                                 errno.ECONNABORTED, errno.EPIPE, errno.EBADF):
+                    self.handle_close()
+                    return False
+                raise
+            self.tot_bytes_sent += sent
+            src.advance(sent)
+            if sent < sum(len(v) for v in batch):
+                return False
 
     def close(self) -> None:
         # Hold a token in the transfer tracker until the final reply (226/426/452) has
@@ -140,7 +225,9 @@ class EdgeDTPMixin:
             elif self.transfer_finished and not broken and not self._control_gone():
                 try:
                     with self.cmd_channel.edge_state.commit_lock:
-                        fo.commit()
+                        version = fo.commit()
+                    if fo.node_id is not None:   # for an MFMT right after (ftp_MFMT)
+                        self.cmd_channel._edge_stored = (fo.name, fo.node_id, version.number)
                 except Exception as exc:
                     if not isinstance(exc, errors.ArchiveError):
                         logger.exception("ftp: commit of %s failed", fo.name)
@@ -198,9 +285,19 @@ class EdgeHandlerMixin:
         self._edge_slot = None
         self._hash_algo = "SHA-256"
         self._edge_allo: int | None = None
+        self._edge_stored: tuple[str, int, int] | None = None   # (path, node, number) of the last STOR
         super().__init__(conn, server, ioloop)
 
     # --- session lifecycle -------------------------------------------------------------
+
+    def log(self, msg: str, logfun: Any = logger.info) -> None:
+        # pyftpdlib formats its prefix from the session's __dict__ for every command and
+        # transfer before the logger drops the line (its level is WARNING unless configured).
+        owner = getattr(logfun, "__self__", None)
+        level = _LOG_LEVELS.get(getattr(logfun, "__name__", ""))
+        if level is not None and hasattr(owner, "isEnabledFor") and not owner.isEnabledFor(level):
+            return
+        super().log(msg, logfun)
 
     def on_connect(self) -> None:
         self.edge_state.event("connect", address=self.remote_ip)
@@ -259,6 +356,8 @@ class EdgeHandlerMixin:
         # whatever else comes next (or a refused RNTO) forgets it.
         if cmd != "RNTO":
             self._rnfr = None
+        if cmd != "MFMT":        # only the command right after a STOR's 226 is "right after"
+            self._edge_stored = None
         announced = None
         if cmd in _UPLOAD_CMDS:
             announced, self._edge_allo = self._edge_allo, None
@@ -391,14 +490,22 @@ class EdgeHandlerMixin:
     def ftp_MFMT(self, path: str, timeval: str) -> str | None:
         line = self.fs.fs2ftp(path)
         try:
-            if len(timeval) != 14:
+            if len(timeval) != 14 or not (timeval.isascii() and timeval.isdigit()):
                 raise ValueError(timeval)
-            secs = calendar.timegm(time.strptime(timeval, "%Y%m%d%H%M%S"))
+            # datetime checks the ranges; time.strptime cost more than the rest of the command
+            t = timeval
+            secs = calendar.timegm(datetime.datetime(int(t[:4]), int(t[4:6]), int(t[6:8]), int(t[8:10]),
+                                                     int(t[10:12]), int(t[12:])).timetuple())
         except ValueError:
             self.respond("550 Invalid time format; expected: YYYYMMDDHHMMSS.")
             return None
+        # Right after this session's STOR of the same path (lftp, FileZilla and WinSCP send it
+        # to keep the local time), the time is that upload's: it goes to the version the STOR
+        # made, even if another client has stored a newer one since (docs/architecture.md).
+        stored, self._edge_stored = self._edge_stored, None
+        version = (stored[1], stored[2]) if stored is not None and stored[0] == path else None
         try:
-            self.run_as_current_user(self.fs.utime, path, secs)
+            self.run_as_current_user(self.fs.utime, path, secs, version)
         except (OSError, FilesystemError) as err:
             self.respond(f"550 {strerror(err)}.")
             return None

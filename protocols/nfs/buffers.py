@@ -1,5 +1,6 @@
-"""1 MiB buffers a connection reuses: WRITE records are received into them, READ data is read
-into them.
+"""1 MiB buffers a connection reuses: WRITE records are received into them.  (READ data was
+read into them too; it is now sent straight from the core's verified chunk views,
+Reader.readviews, with no copy at all.)
 
 `archivectl serve` fixes glibc's mmap threshold at 128 KiB (protocols/memory.py: large blocks go
 back to the kernel when freed, so RSS falls when clients leave), so every fresh 1 MiB buffer is

@@ -55,6 +55,24 @@ def fattr3_bytes(a: Attrs, uid: int, gid: int) -> bytes:
                         ms, mn, ms, mn, cs, cn)
 
 
+_POST_FATTR3 = struct.Struct(">I" + _FATTR3.format[1:])
+
+
+def listed_post_op_bytes(e: Entry, fsid: int, readonly: bool, uid: int, gid: int) -> bytes:
+    """post_op_attr_bytes(attrs_of(e, fsid, readonly=readonly), uid, gid) in one pack, without
+    building the Attrs: a READDIRPLUS entry whose file has no pending writes."""
+    ro = e.readonly or readonly
+    t = e.mtime
+    sec = int(t)
+    ms, mn = sec & 0xFFFFFFFF, int((t - sec) * 1e9) % 1_000_000_000
+    if e.kind == "dir":
+        kind, mode, size, nlink = NF3DIR, 0o555 if ro else 0o755, 4096, 2
+    else:
+        kind, mode, size, nlink = NF3REG, 0o444 if ro else 0o644, e.size, 1
+    return _POST_FATTR3.pack(1, kind, mode, nlink, uid & 0xFFFFFFFF, gid & 0xFFFFFFFF, size, (size + 4095) & ~4095,
+                             0, 0, fsid & 0xFFFFFFFFFFFFFFFF, e.node_id, ms, mn, ms, mn, ms, mn)
+
+
 def fattr3(p: Packer, a: Attrs, uid: int, gid: int) -> None:
     p.buf += fattr3_bytes(a, uid, gid)
 

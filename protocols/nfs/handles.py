@@ -46,12 +46,17 @@ class Sealer:
         self.key = key
         self._key = key[:64]
         self._sealed: dict[tuple[int, int, int, int], bytes] = {}
+        # the keyed state after the key block: copied per MAC instead of keying a new hash
+        # (0.6 instead of 1.6 us; the same digest)
+        self._keyed = hashlib.blake2b(key=self._key, digest_size=16)
 
     def _mac(self, body: bytes) -> bytes:
-        # A keyed BLAKE2b of the 30-byte body, 128 bits: ~2 us, so every call checks it (a
+        # A keyed BLAKE2b of the 30-byte body, 128 bits: ~1 us, so every call checks it (a
         # cached "already verified" map would cost about as much as the check).  Forging a
         # handle means guessing a 128-bit tag for a chosen body without the key.
-        return hashlib.blake2b(body, key=self._key, digest_size=16).digest()
+        h = self._keyed.copy()
+        h.update(body)
+        return h.digest()
 
     def encode(self, h: Handle) -> bytes:
         body = _BODY.pack(VERSION, h.kind, h.share, h.node, h.at_us, h.gen & 0xFFFFFFFFFFFFFFFF)
@@ -64,7 +69,7 @@ class Sealer:
         raw = self._sealed.get(key)
         if raw is None:
             body = _BODY.pack(VERSION, NODE, share, node, at_us, gen & 0xFFFFFFFFFFFFFFFF)
-            raw = body + hashlib.blake2b(body, key=self._key, digest_size=16).digest()
+            raw = body + self._mac(body)
             if len(self._sealed) >= self.SEALED_LIMIT:
                 self._sealed.clear()
             self._sealed[key] = raw

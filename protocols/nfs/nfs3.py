@@ -17,13 +17,12 @@ from archive.clock import gmt_token, parse_gmt_token
 from archive.paths import MAX_NAME_BYTES, SNAPSHOTS
 from archive.sharefs import VIRTUAL_BASE
 
-from . import buffers
 from . import handles as H
 from .errors import (NFS3_OK, NFS3ERR_ACCES, NFS3ERR_BAD_COOKIE, NFS3ERR_EXIST, NFS3ERR_INVAL, NFS3ERR_ISDIR,
                      NFS3ERR_NAMETOOLONG, NFS3ERR_NOT_SYNC, NFS3ERR_NOTDIR, NFS3ERR_NOTSUPP, NFS3ERR_ROFS,
                      NFS3ERR_TOOSMALL, NFS3ERR_XDEV, NFSError, nfsstat)
-from .fattr import (SET_TO_CLIENT_TIME, SET_TO_SERVER_TIME, fattr3, post_op_attr, post_op_attr_bytes, sattr3,
-                    wcc_data)
+from .fattr import (SET_TO_CLIENT_TIME, SET_TO_SERVER_TIME, fattr3, listed_post_op_bytes, post_op_attr,
+                    post_op_attr_bytes, sattr3, wcc_data)
 from .listing import Item
 from .readorder import ReadOrder
 from .state import Obj, ServerState
@@ -151,12 +150,20 @@ class NFS3:
             after = cache.changed(share, folder)
         if after == before + 1:
             cache.put((share, e.node_id, 0), e, after, born, (share, folder, 0), name)
-            if e.ctime >= wall - 1e-6 and e.version is None and not d.at_us and d.kind == H.NODE:
-                at = round(e.ctime * 1e6)
-                d.entry = dataclasses.replace(d.entry, mtime=e.ctime, etag=f"d{folder}-{at}")
-                d.fresh = True
-                cache.put((share, folder, 0), d.entry, after, born)
+            if e.ctime >= wall - 1e-6 and e.version is None:
+                self._touched(d, round(e.ctime * 1e6), after, born)
         return e
+
+    def _touched(self, d: Obj, at: int, epoch: int, born: float) -> None:
+        """Folder `d`'s name change of this call was committed at `at` (microseconds) and nothing
+        else changed meanwhile (`epoch`): that instant is its new mtime (the catalog sets it from
+        the same event), so its attributes need no re-read for the reply or the calls after."""
+        if d.at_us or d.kind != H.NODE:
+            return
+        folder = d.entry.node_id
+        d.entry = dataclasses.replace(d.entry, mtime=at / 1e6, etag=f"d{folder}-{at}")
+        d.fresh = True
+        self.st.cache.put((d.fs.share_id, folder, 0), d.entry, epoch, born)
 
     def _handle(self, o: Obj) -> bytes:
         return self.st.handle_for(o.fs, o.entry, o.at_us)
@@ -249,16 +256,16 @@ class NFS3:
             return
         try:
             with self.order.turn(o.key, offset):      # pipelined READs of a file in file order
-                into = buffers.borrow()                # the connection's reused buffer (buffers.py)
-                data = self.st.read(o, offset, min(count, MAX_IO), into)
+                data = self.st.read(o, offset, min(count, MAX_IO))
         except errors.ArchiveError as e:
             self._fail(p, e)
             self._post(p, o, cred)
             return
+        n = sum(map(len, data)) if isinstance(data, list) else len(data)
         a = self.st.attrs(o)
         p.u32(NFS3_OK)
         post_op_attr(p, a, cred.uid, cred.gid)
-        p.u32(len(data)).bool(offset + len(data) >= a.size).opaque_tail(data)   # sent as is, not copied
+        p.u32(n).bool(offset + n >= a.size).opaque_tail(data, n)   # the chunks' views, sent as they are
 
     def write(self, u, p, cred, address):
         o = self._fh(u, address)
@@ -365,9 +372,16 @@ class NFS3:
                     if e.is_dir:
                         raise NFSError(NFS3ERR_ISDIR)
                     sessions.discard((share, e.node_id))
-                touched.append(d.fs.remove(path))
+                before, born = self.st.cache.epoch, time.monotonic()
+                node, at = d.fs.remove_at(path)
+                touched.append(node)
+                after = self.st.cache.changed(share, *touched)
+                touched.clear()
+                if after == before + 1:
+                    self._touched(d, at, after, born)
             finally:
-                self.st.changed(share, *touched)
+                if touched:
+                    self.st.changed(share, *touched)
         self._status_wcc(p, cred, (d,), work)
 
     def rename(self, u, p, cred, address):
@@ -461,18 +475,25 @@ class NFS3:
             uid, gid = cred.uid, cred.gid
             # an entry3plus depends on the entry, the caller's ids, the export's read-only flag
             # and pending writes: encoded once per window item while the ids and flag stay
-            pkey, peek, sid = (uid, gid, d.export.read_only), self.st.sessions.peek, d.fs.share_id
+            ro = d.export.read_only
+            pkey, sid = (uid, gid, ro), d.fs.share_id
+            # pending writes change an entry's size and mtime (none open: no lookup per entry)
+            peek = self.st.sessions.peek if self.st.sessions.busy() and not d.at_us else None
             for batch in self._batches(d, cookie):
                 for it in batch:
                     if plus:
-                        cached = it.plus
-                        if cached is not None and cached[0] == pkey and peek((sid, it.entry.node_id)) is None:
+                        e, cached = it.entry, it.plus
+                        pending = peek((sid, e.node_id)) if peek is not None else None
+                        if cached is not None and cached[0] == pkey and pending is None:
                             item = cached[1]
                         else:
-                            item = it.head + post_op_attr_bytes(
-                                attrs(it.entry, parse_gmt_token(it.entry.name) or 0 if snap else d.at_us),
-                                uid, gid) + it.handle
-                            if peek((sid, it.entry.node_id)) is None:
+                            if pending is None and not snap:       # attrs_of(e) in one pack
+                                post = listed_post_op_bytes(e, sid, ro, uid, gid)
+                            else:
+                                post = post_op_attr_bytes(
+                                    attrs(e, parse_gmt_token(e.name) or 0 if snap else d.at_us), uid, gid)
+                            item = it.head + post + it.handle
+                            if pending is None:
                                 it.plus = (pkey, item)
                     else:
                         item = it.head

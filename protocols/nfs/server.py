@@ -36,7 +36,8 @@ MAX_HELD = 8 * 1024 * 1024
 #: records at least this large (WRITEs) are received into buffers a connection reuses
 #: (protocols/nfs/buffers.py), not into a new 1 MiB allocation per call
 BIG_RECORD = 64 * 1024
-#: free buffers a connection keeps for reuse (each MAX_RECORD bytes: WRITE records, READ data)
+#: free buffers a connection keeps for reuse (each MAX_RECORD bytes: WRITE records; READ data is
+#: sent from the core's chunk views, Reader.readviews)
 KEEP_BUFFERS = 4
 #: READs of one connection running (or waiting for their file's turn, readorder.py) at once;
 #: beyond it no further call is read until one ends.  A client pipelining READs (the kernel
@@ -249,7 +250,7 @@ class _Connection:
                 if buf is not None:
                     self.pool.give(buf)
                     buf = None
-                buffers.settle()         # what the call borrowed for its reply (READ data)
+                buffers.settle()         # what the call borrowed for its reply (buffers.borrow)
                 with self.lock:
                     self.reading += 1
                     self.held -= size

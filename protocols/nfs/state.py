@@ -200,9 +200,10 @@ class ServerState:
         return attrs
 
     # -- reading -----------------------------------------------------------------------------
-    def read(self, o: Obj, offset: int, count: int, into: bytearray | None = None):
-        """Bytes of `o` at offset (a memoryview of `into` when given and the data comes from a
-        committed version: read in place, no new buffer)."""
+    def read(self, o: Obj, offset: int, count: int) -> bytes | list:
+        """Bytes of `o` at offset: a list of views of the core's verified chunks when the data
+        comes from a committed version (sent as they are: no copy into a reply buffer), bytes
+        from a file's pending writes."""
         e = o.entry
         if not o.at_us:
             s = self.sessions.get(o.key)
@@ -227,7 +228,4 @@ class ServerState:
         lock, reader = hit
         with lock:
             reader.seek(offset)
-            if into is None:
-                return reader.read(count)
-            view = memoryview(into)[:count]
-            return view[:reader.readinto(view)]
+            return reader.readviews(count)

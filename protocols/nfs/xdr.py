@@ -66,12 +66,15 @@ class Packer:
     def string(self, s: str) -> "Packer":
         return self.opaque(s.encode("utf-8", "surrogateescape"))
 
-    def opaque_tail(self, data: bytes | bytearray | memoryview) -> "Packer":
+    def opaque_tail(self, data, size: int | None = None) -> "Packer":
         """Variable-length opaque as the message's last item: its length goes into `buf`, the
-        bytes themselves (and the padding) become the tail, not copied (a READ's data).  Nothing
-        may be packed after it."""
-        self.u32(len(data))
-        self.tail = [data, b"\0" * _pad(len(data))] if len(data) % 4 else [data]
+        bytes themselves (and the padding) become the tail, not copied (a READ's data).  `data`
+        is one buffer, or a list of buffers of `size` bytes in all (a READ's chunk views).
+        Nothing may be packed after it."""
+        pieces = data if isinstance(data, list) else [data]
+        n = len(data) if size is None else size
+        self.u32(n)
+        self.tail = pieces + [b"\0" * _pad(n)] if n % 4 else pieces
         return self
 
     def parts(self) -> list:

@@ -183,3 +183,29 @@ def test_https_get_and_range(srv, tmp_path):
         assert p.stdout == srv.data[BLOCK - 1:2 * BLOCK + 1]
     finally:
         server.stop()
+
+
+def test_slow_reader_gets_every_byte(srv):
+    """A client that reads slowly through a small receive window: the server's sends are
+    partial many times over (sendmsg resumes mid-view); every byte arrives, in order."""
+    data = os.urandom(6 << 20)
+    assert srv.session().put(f"{srv.url}/docs/slow.bin", data=data).status_code == 201
+    server = start_server(srv.repo, srv.root, block_size=4 << 20)   # sends larger than the buffers
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    s.connect(("127.0.0.1", server.port))
+    s.settimeout(30)
+    s.sendall(f"GET /docs/slow.bin HTTP/1.1\r\nHost: x\r\nAuthorization: {_auth()}\r\n\r\n".encode())
+    got = bytearray()
+    while b"\r\n\r\n" not in got:
+        got += s.recv(4096)
+    head, _, body = bytes(got).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: %d" % len(data) in head
+    body = bytearray(body)
+    while len(body) < len(data):
+        chunk = s.recv(7000)
+        assert chunk, "connection closed early"
+        body += chunk
+    s.close()
+    server.stop()
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()

@@ -30,6 +30,16 @@ class CountedReader:
         self.bytes_read += len(data)
         return data
 
+    @property
+    def has_views(self) -> bool:
+        return hasattr(self._reader, "readviews")
+
+    def readviews(self, n: int) -> list:
+        """The Reader's zero-copy views of the next n bytes (see Reader.readviews), counted."""
+        views = self._reader.readviews(n)
+        self.bytes_read += sum(len(v) for v in views)
+        return views
+
     def readinto(self, b: Any) -> int:
         got = self._reader.readinto(b)
         self.bytes_read += got or 0

@@ -11,12 +11,14 @@ cheroot gateway, answers the first ``read`` with a :class:`DirectBody`: an *empt
 marker (so wsgidav's loop yields it once and ends) that carries the reader.  Every wsgidav
 layer passes it through unchanged; :class:`EdgeGateway` recognises it after the response
 headers were set, and sends exactly the announced ``Content-Length`` bytes from the reader's
-current position (wsgidav already seeked to the start of the range) with ``readinto`` into a
-per-thread buffer and ``socket.sendall``: one copy, no allocation per block.  Any other
+current position (wsgidav already seeked to the start of the range): the Reader's own views
+of its verified chunks gathered by ``socket.sendmsg`` (no copy at all), or over TLS
+``readinto`` a per-thread buffer and ``sendall`` (one copy, no allocation per block).  Any other
 server (no ``edge.direct_send`` in the environ) gets plain ``bytes`` as before.
 """
 from __future__ import annotations
 
+import ssl
 import threading
 from typing import Any
 
@@ -34,6 +36,21 @@ def _buffer(size: int) -> memoryview:
     if buf is None or len(buf) != size:
         buf = _local.buf = memoryview(bytearray(size))
     return buf
+
+
+def _send_views(sock: Any, views: list) -> int:
+    """sendmsg all of `views` (resuming after partial sends); the bytes sent."""
+    total = sum(len(v) for v in views)
+    i, left = 0, total
+    while left > 0:
+        sent = sock.sendmsg(views[i:i + 64])        # IOV_MAX is 1024; stay well below
+        left -= sent
+        while i < len(views) and sent >= len(views[i]):
+            sent -= len(views[i])
+            i += 1
+        if sent:
+            views[i] = views[i][sent:]
+    return total
 
 
 class DirectBody(bytes):
@@ -87,14 +104,24 @@ class EdgeGateway(wsgi.Gateway_10):
         wfile = req.conn.wfile
         wfile.flush()
         sock = req.conn.socket
-        buf = _buffer(block)
-        while left > 0:
-            n = reader.readinto(buf[:min(left, block)])
-            if not n:
-                break
-            sock.sendall(buf[:n])
-            left -= n
-            wfile.bytes_written += n
+        if getattr(reader, "has_views", False) and not isinstance(sock, ssl.SSLSocket):
+            # the verified chunks themselves, gathered by sendmsg: no copy at all
+            while left > 0:
+                views = reader.readviews(min(left, block))
+                if not views:
+                    break
+                n = _send_views(sock, views)
+                left -= n
+                wfile.bytes_written += n
+        else:
+            buf = _buffer(block)
+            while left > 0:
+                n = reader.readinto(buf[:min(left, block)])
+                if not n:
+                    break
+                sock.sendall(buf[:n])
+                left -= n
+                wfile.bytes_written += n
         self.remaining_bytes_out = left
         if left:
             # the file ended early: the client must not wait for the missing bytes

@@ -7,7 +7,8 @@ worker for ever: twenty such clients starved every other request.  Here:
 
 * :class:`ConnectionGuard` counts, per client address, the connections a worker is
   currently serving; over ``max_per_address`` the next one gets ``503`` at once (idle
-  keep-alive connections wait in cheroot's selector, not in a worker, and do not count);
+  keep-alive connections wait in cheroot's selector, not in a worker, and do not count; a
+  worker keeps a connection whose next request comes within 5 ms, see :class:`EdgeConnection`);
 * a watchdog thread gives the request line + headers ``header_timeout`` seconds in all,
   and a body ``body_timeout`` seconds plus one second per ``body_min_rate`` bytes received;
   past that it shuts the socket down, which ends the blocked read and frees the worker
@@ -167,10 +168,11 @@ class EdgeConnection(cheroot_server.HTTPConnection):
         if pending is not None and pending():
             return True
         try:
-            ready, _, _ = select.select([sock], [], [], wait)
+            poller = select.poll()              # not select(): descriptors past 1024 are fine
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(wait * 1000))
         except (OSError, ValueError):
             return False
-        return bool(ready)
 
     def _refuse(self) -> None:
         msg = b"too many connections from your address; retry shortly\n"

@@ -50,12 +50,19 @@ def paths_in(s, node_ids: set[int]) -> dict[int, str]:
 def users_of(repo, chunk_ids: list[bytes]) -> dict[bytes, list[str]]:
     """Every 'path@vN' using each chunk."""
     out: dict[bytes, list[tuple[int, int]]] = {}
+    found: dict[bytes, set[tuple[int, int]]] = {cid: set() for cid in chunk_ids}
+    ids = list(found)
     with repo.catalog.session() as s:
-        for cid in chunk_ids:
-            rows = s.execute(text("SELECT v.node_id, v.number FROM version_chunks vc JOIN versions v "
-                                  "ON v.id = vc.version_id WHERE vc.chunk_id = :c ORDER BY v.node_id, v.number"),
-                             {"c": cid}).all()
-            out[cid] = sorted(set(rows))
+        # a few hundred ids a query: version_chunks has no index on chunk, each query scans it
+        for i in range(0, len(ids), 500):
+            part = {f"c{j}": cid for j, cid in enumerate(ids[i:i + 500])}
+            for cid, node, number in s.execute(text(
+                    "SELECT c.id, v.node_id, v.number FROM chunks c JOIN version_chunks vc ON vc.chunk = c.n "
+                    f"JOIN versions v ON v.id = vc.version_id WHERE c.id IN ({', '.join(':' + k for k in part)})"),
+                    part).all():
+                found[cid].add((node, number))
+    for cid, rows in found.items():
+        out[cid] = sorted(rows)
     paths = node_paths(repo, {n for rows in out.values() for n, _ in rows})
     return {cid: [f"{paths[n]}@v{num}" for n, num in rows] for cid, rows in out.items()}
 
@@ -67,20 +74,29 @@ def check(repo, read_data: bool = False, progress=None) -> list[Problem]:
         return [lost]
     with repo.catalog.session() as s:
         missing = [r[0] for r in s.execute(text(
-            "SELECT DISTINCT vc.chunk_id FROM version_chunks vc LEFT JOIN chunks c ON c.id = vc.chunk_id "
-            "WHERE c.id IS NULL")).all()]
+            "SELECT DISTINCT c.id FROM version_chunks vc JOIN chunks c ON c.n = vc.chunk "
+            "WHERE c.pack IS NULL")).all()]
+        dangling_refs = s.execute(text(
+            "SELECT v.node_id, v.number, count(*) FROM version_chunks vc JOIN versions v ON v.id = vc.version_id "
+            "LEFT JOIN chunks c ON c.n = vc.chunk WHERE c.n IS NULL GROUP BY v.node_id, v.number")).all()
         bad_sizes = s.execute(text(
             "SELECT v.node_id, v.number, v.size, coalesce(sum(vc.length), 0) FROM versions v "
             "LEFT JOIN version_chunks vc ON vc.version_id = v.id WHERE NOT v.deleted "
             "GROUP BY v.id HAVING coalesce(sum(vc.length), 0) != v.size")).all()
         dangling = s.execute(text(
             "SELECT d.id, d.name FROM dentries d LEFT JOIN nodes n ON n.id = d.node_id WHERE n.id IS NULL")).all()
-        packs = [r[0] for r in s.execute(text("SELECT DISTINCT pack_id FROM chunks")).all()]
+        packs = [r[0] for r in s.execute(text(
+            "SELECT p.name FROM packs p WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.pack = p.id)")).all()]
         twice = s.execute(text(
             "SELECT parent_id, name, count(*) FROM dentries WHERE valid_to IS NULL "
             "GROUP BY parent_id, name HAVING count(*) > 1")).all()
     for cid, where in users_of(repo, missing).items():
         problems.append(Problem("missing-chunk", f"chunk {cid.hex()} is referenced but not stored", where))
+    if dangling_refs:
+        paths = node_paths(repo, {r[0] for r in dangling_refs})
+        for node, number, n in dangling_refs:
+            where = f"{paths[node]}@v{number}"
+            problems.append(Problem("missing-chunk", f"{where}: {n} chunk references have no chunk row", [where]))
     if bad_sizes:
         paths = node_paths(repo, {r[0] for r in bad_sizes})
         for node, number, size, total in bad_sizes:
@@ -97,7 +113,8 @@ def check(repo, read_data: bool = False, progress=None) -> list[Problem]:
     for pack in packs:
         if not packdir.exists(pack):
             with repo.catalog.session() as s:
-                ids = [r[0] for r in s.execute(text("SELECT id FROM chunks WHERE pack_id = :p"), {"p": pack}).all()]
+                ids = [r[0] for r in s.execute(text("SELECT c.id FROM chunks c JOIN packs p ON p.id = c.pack "
+                                                    "WHERE p.name = :p"), {"p": pack}).all()]
             where = sorted({w for ws in users_of(repo, ids).values() for w in ws})
             problems.append(Problem("missing-pack", f"pack {pack} is missing ({len(ids)} chunks)", where))
     if read_data:
@@ -128,7 +145,8 @@ def _read_all(repo, progress) -> list[Problem]:
     codec = store.codec
     with repo.catalog.session() as s:
         by_pack: dict[str, dict[int, tuple[bytes, int]]] = {}
-        for cid, pack, off, ln in s.execute(text("SELECT id, pack_id, \"offset\", length FROM chunks")).all():
+        for cid, pack, off, ln in s.execute(text(
+                'SELECT c.id, p.name, c."offset", c.length FROM chunks c JOIN packs p ON p.id = c.pack')).all():
             by_pack.setdefault(pack, {})[off] = (cid, ln)
     bad: dict[bytes, str] = {}
     problems: list[Problem] = []

@@ -106,9 +106,23 @@ _INS_DENTRY = ("INSERT INTO dentries (parent_id, name, name_fold, node_id, valid
                "VALUES (?, ?, ?, ?, ?, NULL)")
 _SET_MTIME = "UPDATE nodes SET mtime = ? WHERE id = ?"
 _END_DENTRY = "UPDATE dentries SET valid_to = ? WHERE parent_id = ? AND name = ? AND valid_to IS NULL"
+# A one-chunk version holds its chunk's key in its own row (the last parameter: the chunk's id,
+# or NULL); longer chunk lists go to chunk_lists.  Readers see both through the view
+# version_chunks (models.VERSION_CHUNKS_VIEW).
 _INS_VERSION = ("INSERT INTO versions (node_id, number, size, mtime, created_at, deleted, etag, origin_protocol, "
-                "origin_user, origin_address, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id")
-_INS_VCHUNK = 'INSERT INTO version_chunks (version_id, "offset", chunk_id, length) VALUES (?, ?, ?, ?)'
+                "origin_user, origin_address, meta, chunk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "(SELECT n FROM chunks WHERE id = ?)) RETURNING id, chunk")
+_SET_VERSION_CHUNK = "UPDATE versions SET chunk = (SELECT n FROM chunks WHERE id = ?) WHERE id = ?"
+_COPY_VERSION_CHUNK = "UPDATE versions SET chunk = ? WHERE id = ?"
+# A chunk reference by the chunk's id: the row holds the chunk's integer key (chunks.n).
+_INS_VCHUNK = ('INSERT INTO chunk_lists (version_id, "offset", chunk, length) '
+               "SELECT ?, ?, n, ? FROM chunks WHERE id = ?")
+_INS_VCHUNK_MISSING = ('INSERT INTO chunk_lists (version_id, "offset", chunk, length) '
+                       "SELECT ?, ?, n, ? FROM chunks WHERE id = ? ON CONFLICT DO NOTHING")
+_INS_NO_PACK = ('INSERT INTO chunks (id, pack, "offset", length, raw_len, orphaned_at) '
+                "VALUES (?, NULL, 0, 0, 0, NULL) ON CONFLICT (id) DO NOTHING")
+_COPY_VCHUNKS = ('INSERT INTO chunk_lists (version_id, "offset", chunk, length) '
+                 'SELECT ?, "offset", chunk, length FROM chunk_lists WHERE version_id = ?')
 _SET_VERSION_MTIME = "UPDATE versions SET mtime = ? WHERE node_id = ? AND number = ?"
 _INS_CHANGE = "INSERT INTO share_changes (share_id, at_s) VALUES (?, ?) ON CONFLICT DO NOTHING"
 _NODE_SHARE = "SELECT share_id FROM nodes WHERE id = ?"
@@ -135,34 +149,64 @@ def _commit(s: Session, ev: Event) -> None:
         raw.run(s, _INS_NODE, (ev["node"], ev["share"], "file", ev["at"], ev["at"]))
     if ev.get("link"):
         _link(s, ev["parent"], ev["name"], ev["node"], ev["at"])
-    o = ev.get("origin") or {}
-    vid = raw.one(s, _INS_VERSION, (ev["node"], ev["number"], ev["size"], ev["mtime"], ev["at"],
-                                    bool(ev.get("deleted", False)), ev["etag"], o.get("protocol"), o.get("user"),
-                                    o.get("address"), ev.get("meta")))[0]
+    vid, one = _insert_version(s, ev)
     if "copy_of" in ev:
-        src, src_meta = s.execute(select(m.Version.id, m.Version.meta).where(
+        src, src_meta, src_chunk = s.execute(select(m.Version.id, m.Version.meta, m.Version.chunk).where(
             m.Version.node_id == ev["copy_of"][0], m.Version.number == ev["copy_of"][1])).one()
         if src_meta is not None and ev.get("meta") is None:     # a copy or restore keeps the object metadata
             s.execute(update(versions).where(versions.c.id == vid).values(meta=src_meta))
-        s.execute(insert(version_chunks).from_select(
-            ["version_id", "offset", "chunk_id", "length"],
-            select(vid, m.VersionChunk.offset, m.VersionChunk.chunk_id, m.VersionChunk.length)
-            .where(m.VersionChunk.version_id == src)))
-    elif ev.get("lens"):
-        _insert_chunk_list(s, vid, bytes.fromhex(ev["ids"]), ev["lens"])
+        if src_chunk is not None:
+            raw.run(s, _COPY_VERSION_CHUNK, (src_chunk, vid))
+        else:
+            raw.run(s, _COPY_VCHUNKS, (vid, src))
+    elif ev.get("lens") and not one:
+        ids, lens = bytes.fromhex(ev["ids"]), ev["lens"]
+        _check_refs(s, [(vid, ids, lens)], _insert_chunk_list(s, vid, ids, lens))
     if ev.get("unlink"):
         _unlink(s, ev["parent"], ev["name"], ev["at"])
 
 
-def _insert_chunk_list(s: Session, vid: int, ids: bytes, lens: list[int], batch: int = 1000) -> None:
-    """The version's chunk rows, inserted a thousand at a time so memory stays flat."""
-    off = 0
+def _insert_version(s: Session, e: Event) -> tuple[int, bool]:
+    """The version row of a commit event: its id, and whether it holds the version's one chunk."""
+    o = e.get("origin") or {}
+    lens = e.get("lens")
+    one = bytes.fromhex(e["ids"]) if lens and len(lens) == 1 and lens[0] == e["size"] and "copy_of" not in e \
+        else None
+    vid, chunk = raw.one(s, _INS_VERSION, (e["node"], e["number"], e["size"], e["mtime"], e["at"],
+                                           bool(e.get("deleted", False)), e["etag"], o.get("protocol"),
+                                           o.get("user"), o.get("address"), e.get("meta"), one))
+    if one is not None and chunk is None:     # a chunk the catalog lacks (see _check_refs)
+        raw.run(s, _INS_NO_PACK, (one,))
+        raw.run(s, _SET_VERSION_CHUNK, (one, vid))
+    return vid, one is not None
+
+
+def _insert_chunk_list(s: Session, vid: int, ids: bytes, lens: list[int], batch: int = 1000,
+                       sql: str = _INS_VCHUNK) -> int:
+    """The version's chunk rows, inserted a thousand at a time so memory stays flat; returns
+    how many were inserted."""
+    off, done = 0, 0
     for start in range(0, len(lens), batch):
         rows = []
         for i in range(start, min(start + batch, len(lens))):
-            rows.append((vid, off, ids[32 * i:32 * i + 32], lens[i]))
+            rows.append((vid, off, lens[i], ids[32 * i:32 * i + 32]))
             off += lens[i]
-        raw.many(s, _INS_VCHUNK, rows)
+        done += raw.many(s, sql, rows)
+    return done
+
+
+def _check_refs(s: Session, made: list[tuple[int, bytes, list[int]]], inserted: int) -> None:
+    """Every chunk reference of these new versions (vid, ids, lens) got its row: `inserted` of
+    them did.  A chunk the catalog does not have (only `recover` meets one: its record was
+    lost) gets a row without a pack first, so the version keeps its reference and reads,
+    check and recover's report name the chunk missing."""
+    if not made:
+        return
+    if inserted == sum(len(lens) for _, _, lens in made):
+        return
+    for vid, ids, lens in made:
+        raw.many(s, _INS_NO_PACK, [(ids[32 * i:32 * i + 32],) for i in range(len(lens))])
+        _insert_chunk_list(s, vid, ids, lens, sql=_INS_VCHUNK_MISSING)
 
 
 def _unlink_ev(s: Session, ev: Event) -> None:
@@ -290,25 +334,26 @@ def _commit_many(s: Session, evs: list[Event]) -> None:
     raw.many(s, _INS_DENTRY, [(e["parent"], e["name"], fold(e["name"]), e["node"], e["at"]) for e in links])
     raw.many(s, _SET_MTIME, [(e["at"], e["parent"]) for e in links])
     rows: list[tuple] = []
+    made: list[tuple[int, bytes, list[int]]] = []
+    inserted = 0
     for e in evs:
-        o = e.get("origin") or {}
-        vid = raw.one(s, _INS_VERSION, (e["node"], e["number"], e["size"], e["mtime"], e["at"],
-                                        bool(e.get("deleted", False)), e["etag"], o.get("protocol"),
-                                        o.get("user"), o.get("address"), e.get("meta")))[0]
+        vid, one = _insert_version(s, e)
         lens = e.get("lens")
-        if lens:
+        if lens and not one:
             ids = bytes.fromhex(e["ids"])
+            made.append((vid, ids, lens))
             if len(lens) > 1000:                      # a large file: its own bounded inserts
-                _insert_chunk_list(s, vid, ids, lens)
+                inserted += _insert_chunk_list(s, vid, ids, lens)
                 continue
             off = 0
             for i, n in enumerate(lens):
-                rows.append((vid, off, ids[32 * i:32 * i + 32], n))
+                rows.append((vid, off, n, ids[32 * i:32 * i + 32]))
                 off += n
             if len(rows) >= 10_000:
-                raw.many(s, _INS_VCHUNK, rows)
+                inserted += raw.many(s, _INS_VCHUNK, rows)
                 rows = []
-    raw.many(s, _INS_VCHUNK, rows)
+    inserted += raw.many(s, _INS_VCHUNK, rows)
+    _check_refs(s, made, inserted)
     raw.many(s, _INS_CHANGE, list(dict.fromkeys((e["share"], e["at"] // 1_000_000) for e in evs)))
 
 

@@ -13,9 +13,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import text
 
-from .catalog import models as m
 from .clock import now_us
 from . import faults
 from .errors import Corrupt
@@ -49,9 +48,9 @@ def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=
     limit = now - int(grace * 1_000_000)
     with repo.catalog.write() as s:
         s.execute(text("UPDATE chunks SET orphaned_at = NULL WHERE orphaned_at IS NOT NULL AND "
-                       "id IN (SELECT chunk_id FROM version_chunks)"))
+                       "n IN (SELECT chunk FROM version_chunks)"))
         s.execute(text("UPDATE chunks SET orphaned_at = :now WHERE orphaned_at IS NULL AND "
-                       "id NOT IN (SELECT chunk_id FROM version_chunks)"), {"now": now})
+                       "n NOT IN (SELECT chunk FROM version_chunks)"), {"now": now})
         doomed = s.execute(text("SELECT count(*) FROM chunks WHERE orphaned_at IS NOT NULL AND orphaned_at <= :l"),
                            {"l": limit if grace > 0 else now}).scalar()
         rep.chunks_deleted = doomed
@@ -76,7 +75,8 @@ def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=
             rep.skipped_young += 1
             continue
         with repo.catalog.session() as s:
-            live = s.execute(select(m.Chunk.id, m.Chunk.offset, m.Chunk.length).where(m.Chunk.pack_id == pack)).all()
+            live = s.execute(text('SELECT c.id, c."offset", c.length FROM chunks c JOIN packs p ON p.id = c.pack '
+                                  "WHERE p.name = :p"), {"p": pack}).all()
         live_at = {off: cid for cid, off, _ in live}
         live_bytes = sum(ln for _, _, ln in live)
         damage: list = []
@@ -99,13 +99,17 @@ def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=
                     moves.append((r.rid, pack, r.offset, new_pack, new_off, ln))
         writer.sync()
         with repo.catalog.write() as s:
+            for new_pack in dict.fromkeys(mv[3] for mv in moves):
+                s.execute(text("INSERT INTO packs (name) VALUES (:p) ON CONFLICT (name) DO NOTHING"), {"p": new_pack})
             for cid, old_pack, old_off, new_pack, new_off, ln in moves:
-                s.execute(update(m.Chunk).where(m.Chunk.id == cid, m.Chunk.pack_id == old_pack,
-                                                m.Chunk.offset == old_off)
-                          .values(pack_id=new_pack, offset=new_off, length=ln))
+                s.execute(text('UPDATE chunks SET pack = (SELECT id FROM packs WHERE name = :np), "offset" = :no, '
+                               'length = :ln WHERE id = :c AND pack = (SELECT id FROM packs WHERE name = :op) '
+                               'AND "offset" = :oo'),
+                          {"np": new_pack, "no": new_off, "ln": ln, "c": cid, "op": old_pack, "oo": old_off})
         faults.point("gc-moved")           # a crash here leaves two copies of the records: harmless
         with repo.catalog.write() as s:
-            left = s.scalar(select(func.count()).select_from(m.Chunk).where(m.Chunk.pack_id == pack))
+            left = s.scalar(text("SELECT count(*) FROM chunks c JOIN packs p ON p.id = c.pack WHERE p.name = :p"),
+                            {"p": pack})
             if left == 0:
                 if not fence_moved:
                     # after the listing, before the first deletion: a commit of a pack
@@ -113,6 +117,7 @@ def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=
                     packdir.store.move_gc_fence()
                     fence_moved = True
                 packdir.delete(pack)
+                s.execute(text("DELETE FROM packs WHERE name = :p"), {"p": pack})
                 if moves or event_bytes:
                     rep.packs_rewritten += 1
                 else:

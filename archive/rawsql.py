@@ -78,13 +78,15 @@ def scalar(s: Session, sql: str, params: Sequence[Any] = ()) -> Any:
     return None if row is None else row[0]
 
 
-def many(s: Session, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-    """One statement for many rows (executemany: prepared once)."""
+def many(s: Session, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+    """One statement for many rows (executemany: prepared once); returns the number of rows
+    it changed (sqlite3 and psycopg 3 both sum executemany's row counts)."""
     rows = list(rows)
     if not rows:
-        return
+        return 0
     cur, q = _sql(s, sql)
     cur.executemany(q, rows)
+    return cur.rowcount
 
 
 def is_postgres(s: Session) -> bool:

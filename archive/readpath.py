@@ -177,15 +177,24 @@ def _batch_sql(n: int) -> str:
     (SQLAlchemy's text() and sqlite3 both take them)."""
     pairs = ", ".join(f"(:n{i}, :v{i})" for i in range(n))
     # Joined from the list (not `(node_id, number) IN (VALUES ...)`, which SQLite answers with
-    # a scan of every version): one index lookup per file.
+    # a scan of every version): one index lookup per file.  A one-chunk version holds its chunk
+    # in its row, a longer one in chunk_lists: one arm each (through the view version_chunks,
+    # SQLite would materialize the whole view for the LEFT JOIN).
     return f"""
         WITH w(n, num) AS (VALUES {pairs})
-        SELECT v.node_id, v.number, v.deleted, vc.offset, vc.length, vc.chunk_id,
-               c.pack_id, c.offset, c.length, c.raw_len
+        SELECT v.node_id, v.number, v.deleted, 0, v.size, c.id, p.name, c.offset, c.length, c.raw_len
         FROM w JOIN versions v ON v.node_id = w.n AND v.number = w.num
-        LEFT JOIN version_chunks vc ON vc.version_id = v.id
-        LEFT JOIN chunks c ON c.id = vc.chunk_id
-        ORDER BY v.node_id, vc.offset"""
+        LEFT JOIN chunks c ON c.n = v.chunk
+        LEFT JOIN packs p ON p.id = c.pack
+        WHERE v.chunk IS NOT NULL
+        UNION ALL
+        SELECT v.node_id, v.number, v.deleted, vc.offset, vc.length, c.id, p.name, c.offset, c.length, c.raw_len
+        FROM w JOIN versions v ON v.node_id = w.n AND v.number = w.num
+        LEFT JOIN chunk_lists vc ON vc.version_id = v.id
+        LEFT JOIN chunks c ON c.n = vc.chunk
+        LEFT JOIN packs p ON p.id = c.pack
+        WHERE v.chunk IS NULL
+        ORDER BY 1, 4"""
 
 
 class TreeSource:

@@ -155,10 +155,16 @@ def recover(path, key, codec, catalog_url: str, force: bool = False, progress=No
         rep.dead_transactions = len(resolved.dead)
         rep.missing = resolved.gaps
         with catalog.write() as s:
-            rows = [{"id": cid, "pack_id": p, "offset": o, "length": ln, "raw_len": raw, "orphaned_at": None}
-                    for cid, (p, o, ln, raw) in chunks.items()]
+            names = sorted({p for p, _, _, _ in chunks.values()})
+            for i in range(0, len(names), 1000):
+                s.execute(text("INSERT INTO packs (name) VALUES (:name)"), [{"name": p} for p in names[i:i + 1000]])
+            pack_ids = dict(s.execute(text("SELECT name, id FROM packs")).all())
+            # pack by pack, in pack order: the chunks of one pack get neighbouring keys
+            rows = sorted(({"id": cid, "pack": pack_ids[p], "offset": o, "length": ln, "raw_len": raw}
+                           for cid, (p, o, ln, raw) in chunks.items()), key=lambda r: (r["pack"], r["offset"]))
             for i in range(0, len(rows), 1000):
-                s.execute(m.Chunk.__table__.insert(), rows[i:i + 1000])
+                s.execute(text('INSERT INTO chunks (id, pack, "offset", length, raw_len, orphaned_at) '
+                               "VALUES (:id, :pack, :offset, :length, :raw_len, NULL)"), rows[i:i + 1000])
             rep.chunks = len(rows)
             for at, _, ev in legacy:
                 _apply_txn(s, [ev], "legacy event", rep)
@@ -174,7 +180,7 @@ def recover(path, key, codec, catalog_url: str, force: bool = False, progress=No
             rep.shares = s.execute(text("SELECT count(*) FROM shares")).scalar()
             holes = s.execute(text(
                 "SELECT DISTINCT v.node_id, v.number FROM version_chunks vc JOIN versions v ON v.id = vc.version_id "
-                "LEFT JOIN chunks c ON c.id = vc.chunk_id WHERE c.id IS NULL")).all()
+                "LEFT JOIN chunks c ON c.n = vc.chunk WHERE c.pack IS NULL")).all()
             paths = paths_in(s, {n for n, _ in holes})
             rep.incomplete_versions = sorted(f"{paths[n]}@v{num}" for n, num in holes)
             s.add(m.AuditEvent(at=int(time.time() * 1e6), user=None, protocol="cli", address=None, action="recover",

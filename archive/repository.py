@@ -161,13 +161,15 @@ class Repository:
             # node shares: inside it, only the small pack holding the events is PUT.
             self.store.sync()
         with (raw.write(self.catalog) if plain else self.catalog.write()) as s:
-            evs = build(s)
             # Everything that can refuse the transaction runs before its record is written, so a
             # record in the packs is one the catalog commit follows unless the process dies.
+            # The chunk rows come before the events: a version's chunk rows refer to them by
+            # their integer key (chunks.n), looked up by id as the events are applied.
             if refs:
                 self.store.verify_refs(s, refs, new_chunks or [])
             if new_chunks:
                 self.store.register_chunks(s, new_chunks)
+            evs = build(s)
             if not applied:
                 events.apply_many(s, evs)
             rows = audit(evs) if audit else []

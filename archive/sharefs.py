@@ -37,7 +37,7 @@ _CHILD_SQL = {(ci, now): _child_sql(ci, now) for ci in (False, True) for now in 
 #: the columns of m.Version, in the table's order (spelled out: the models import SQLAlchemy;
 #: tests/test_commit_path.py keeps the two in step)
 VersionRow = namedtuple("VersionRow", ["id", "node_id", "number", "size", "mtime", "created_at", "deleted", "etag",
-                                       "origin_protocol", "origin_user", "origin_address", "meta"])
+                                       "origin_protocol", "origin_user", "origin_address", "meta", "chunk"])
 _VCOLS = ", ".join(f'"{c}"' for c in VersionRow._fields)
 _CURRENT_SQL = f"SELECT {_VCOLS} FROM versions WHERE node_id = ? ORDER BY number DESC LIMIT 1"
 _CURRENT_AT_SQL = (f"SELECT {_VCOLS} FROM versions WHERE node_id = ? AND created_at <= ? "

@@ -6,8 +6,8 @@ from sqlalchemy import text
 
 def repository_stats(repo) -> dict:
     with repo.catalog.session() as s:
-        stored, chunks = s.execute(text("SELECT coalesce(sum(length), 0), count(*) FROM chunks")).one()
-        raw = s.execute(text("SELECT coalesce(sum(raw_len), 0) FROM chunks")).scalar()
+        stored, chunks = s.execute(text("SELECT coalesce(sum(length), 0), count(*) FROM chunks WHERE pack IS NOT NULL")).one()
+        raw = s.execute(text("SELECT coalesce(sum(raw_len), 0) FROM chunks WHERE pack IS NOT NULL")).scalar()
         per_share = s.execute(text("""
             SELECT sh.name, count(v.id), coalesce(sum(v.size), 0), count(DISTINCT v.node_id)
             FROM shares sh LEFT JOIN nodes n ON n.share_id = sh.id

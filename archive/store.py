@@ -18,8 +18,6 @@ from .catalog.db import Catalog
 from .clock import now_us
 from .codec import FLAG_AEAD, Codec
 from .errors import Conflict, Corrupt
-from .lazysql import models as m
-from .lazysql import select
 from .chain import Txn
 from .packs import T_CHUNK, T_TXN, PackDir, PackWriter
 
@@ -53,9 +51,16 @@ class ChunkList:
 NewChunk = tuple[bytes, str, int, int, int]        # (id, pack, offset, record length, raw length)
 
 
-_REGISTER_SQL = ('INSERT INTO chunks (id, pack_id, "offset", length, raw_len, orphaned_at) VALUES (?, ?, ?, ?, ?, NULL) '
-                 'ON CONFLICT (id) DO UPDATE SET pack_id = excluded.pack_id, "offset" = excluded."offset", '
-                 "length = excluded.length, orphaned_at = NULL WHERE chunks.orphaned_at IS NOT NULL")
+_PACK_SQL = "INSERT INTO packs (name) VALUES (?) ON CONFLICT (name) DO NOTHING"
+# A row without a pack (a chunk recover found referenced but not stored) or an orphan takes the
+# fresh copy's place.
+_REGISTER_SQL = ('INSERT INTO chunks (id, pack, "offset", length, raw_len, orphaned_at) '
+                 "VALUES (?, (SELECT id FROM packs WHERE name = ?), ?, ?, ?, NULL) "
+                 'ON CONFLICT (id) DO UPDATE SET pack = excluded.pack, "offset" = excluded."offset", '
+                 "length = excluded.length, raw_len = excluded.raw_len, orphaned_at = NULL "
+                 "WHERE chunks.orphaned_at IS NOT NULL OR chunks.pack IS NULL")
+_LOCATION_SQL = ('SELECT p.name, c."offset", c.length, c.raw_len FROM chunks c '
+                 "LEFT JOIN packs p ON p.id = c.pack WHERE c.id = ?")
 
 
 class ChunkStore:
@@ -80,7 +85,8 @@ class ChunkStore:
             for i in range(0, len(ids), 500):
                 part = ids[i:i + 500]
                 found.update(row[0] for row in raw.run(
-                    r, f"SELECT id FROM chunks WHERE id IN ({', '.join('?' * len(part))}) AND orphaned_at IS NULL",
+                    r, f"SELECT id FROM chunks WHERE id IN ({', '.join('?' * len(part))}) AND orphaned_at IS NULL "
+                    "AND pack IS NOT NULL",
                     part).fetchall())
         return found
 
@@ -130,7 +136,8 @@ class ChunkStore:
         wanted = list({cid for refs_ in refs for cid, _ in refs_ if cid not in fresh})
         for i in range(0, len(wanted), 500):
             part = wanted[i:i + 500]
-            n = raw.scalar(s, f"SELECT count(*) FROM chunks WHERE id IN ({', '.join('?' * len(part))})", part)
+            n = raw.scalar(s, f"SELECT count(*) FROM chunks WHERE id IN ({', '.join('?' * len(part))}) "
+                           "AND pack IS NOT NULL", part)
             if n != len(part):
                 raise Conflict("chunks this upload reuses were reclaimed by gc meanwhile; upload again")
 
@@ -167,14 +174,16 @@ class ChunkStore:
         new = list({c[0]: c for c in reversed(new)}.values())   # two uploads of a batch may share a chunk
         s.flush()                       # ORM rows of the builder first (nothing pending: a no-op)
         # plain SQL on the session's connection (archive/rawsql.py): one prepared executemany
+        raw.many(s, _PACK_SQL, [(p,) for p in dict.fromkeys(c[1] for c in new)])
         raw.many(s, _REGISTER_SQL, [c[:5] for c in new])
 
     # -- reading -----------------------------------------------------------------------------
-    def location(self, cid: bytes) -> tuple[str, int, int, int]:
-        with self.catalog.session() as s:
-            row = s.execute(select(m.Chunk.pack_id, m.Chunk.offset, m.Chunk.length, m.Chunk.raw_len)
-                            .where(m.Chunk.id == cid)).first()
-        if row is None:
+    def location(self, cid: bytes | None) -> tuple[str, int, int, int]:
+        if cid is None:               # a chunk reference whose row is gone (a damaged catalog)
+            raise Corrupt("a chunk of this version is missing from the catalog")
+        with raw.read(self.catalog) as r:
+            row = raw.run(r, _LOCATION_SQL, (cid,)).fetchone()
+        if row is None or row[0] is None:
             raise Corrupt(f"chunk {cid.hex()} is missing from the catalog")
         return tuple(row)
 

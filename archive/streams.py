@@ -22,7 +22,7 @@ from .chunker import StreamChunker
 from .clock import to_us
 from .errors import ArchiveError, Corrupt, QuotaExceeded
 from .lazysql import models as m
-from .lazysql import lazy_text, select
+from .lazysql import lazy_text, real, select
 from .paths import fold
 from .store import ChunkList, ChunkRef, NewChunk
 
@@ -34,20 +34,33 @@ REGISTER_EVERY = 2048        # new chunks (~160 MiB) between early chunk-row reg
 WINDOW = 512
 
 # The chunk rows of a version from the chunk holding :p on (a Reader's window).
+# A one-chunk version's chunk is in its row (versions.chunk), a longer list in chunk_lists:
+# the two arms, each an index lookup (the view version_chunks would sort a whole list here).
 _WINDOW_SQL = lazy_text("""
-    SELECT vc.offset, vc.length, vc.chunk_id, c.pack_id, c.offset, c.length, c.raw_len
-    FROM version_chunks vc LEFT JOIN chunks c ON c.id = vc.chunk_id
-    WHERE vc.version_id = :v AND vc.offset >= coalesce(
-        (SELECT max(v2.offset) FROM version_chunks v2 WHERE v2.version_id = :v AND v2.offset <= :p), 0)
-    ORDER BY vc.offset LIMIT :n""")
+    SELECT 0, v.size, c.id, p.name, c.offset, c.length, c.raw_len
+    FROM versions v LEFT JOIN chunks c ON c.n = v.chunk LEFT JOIN packs p ON p.id = c.pack
+    WHERE v.id = :v AND v.chunk IS NOT NULL
+    UNION ALL
+    SELECT * FROM (
+        SELECT vc.offset, vc.length, c.id, p.name, c.offset, c.length, c.raw_len
+        FROM chunk_lists vc LEFT JOIN chunks c ON c.n = vc.chunk LEFT JOIN packs p ON p.id = c.pack
+        WHERE vc.version_id = :v AND vc.offset >= coalesce(
+            (SELECT max(v2.offset) FROM chunk_lists v2 WHERE v2.version_id = :v AND v2.offset <= :p), 0)
+        ORDER BY vc.offset LIMIT :n) w
+    ORDER BY 1""")
+_CHUNK_LIST_SQL = lazy_text("""
+    SELECT 0, c.id, v.size FROM versions v LEFT JOIN chunks c ON c.n = v.chunk WHERE v.id = :v AND v.chunk IS NOT NULL
+    UNION ALL
+    SELECT * FROM (SELECT vc.offset, c.id, vc.length FROM chunk_lists vc LEFT JOIN chunks c ON c.n = vc.chunk
+                   WHERE vc.version_id = :v) w
+    ORDER BY 1""")
 
 
 def chunk_list(repo, version_id: int) -> list[tuple[int, bytes, int]]:
     """(offset, chunk id, length) of every chunk of a version, in order."""
     with repo.catalog.session() as s:
         return [tuple(r) for r in s.execute(
-            select(m.VersionChunk.offset, m.VersionChunk.chunk_id, m.VersionChunk.length)
-            .where(m.VersionChunk.version_id == version_id).order_by(m.VersionChunk.offset))]
+            real(_CHUNK_LIST_SQL), {"v": version_id})]
 
 
 def content_etag(repo, refs: ChunkList, size: int) -> str:
@@ -532,6 +545,10 @@ class Reader(io.RawIOBase):
                 lo = mid
             else:
                 hi = mid - 1
+        if not w[lo][0] <= pos < w[lo][0] + w[lo][1]:
+            # A gap in the chunk list (a damaged catalog): no row covers pos.  Without this the
+            # caller would take a negative length and loop for ever instead of failing.
+            raise Corrupt(f"version {self.version_id} has no chunk at offset {pos}")
         self._hint = lo + 1
         return lo
 

@@ -73,7 +73,8 @@ def test_a_flipped_payload_byte_or_a_swapped_id_is_refused():
 def _rows(repo) -> dict[bytes, tuple]:
     with repo.catalog.session() as s:
         return {r[0]: tuple(r[1:]) for r in s.execute(select(
-            m.Chunk.id, m.Chunk.pack_id, m.Chunk.offset, m.Chunk.length, m.Chunk.raw_len, m.Chunk.orphaned_at))}
+            m.Chunk.id, m.Pack.name, m.Chunk.offset, m.Chunk.length, m.Chunk.raw_len, m.Chunk.orphaned_at)
+            .join(m.Pack, m.Pack.id == m.Chunk.pack, isouter=True))}
 
 
 def test_register_adds_rows_replaces_orphans_and_never_moves_a_live_row(repo):
@@ -89,6 +90,16 @@ def test_register_adds_rows_replaces_orphans_and_never_moves_a_live_row(repo):
     assert _rows(repo) == {a: ("p1", 10, 100, 90, None),          # live: the stored copy stays
                            b: ("p3", 2, 201, 190, None),          # orphan: the fresh copy takes over
                            c: ("p3", 3, 50, 40, None)}
+    # a row without a pack (recover met a reference to a chunk no pack holds) is filled in
+    d = bytes([4]) * 32
+    with repo.catalog.write() as s:
+        s.execute(m.Chunk.__table__.insert().values(id=d, pack=None, offset=0, length=0, raw_len=0))
+    assert _rows(repo)[d] == (None, 0, 0, 0, None)
+    assert repo.store.existing([d]) == set()                   # not reused: its bytes are stored again
+    with repo.catalog.write() as s:
+        ChunkStore.register_chunks(s, [(d, "p4", 7, 60, 50)])
+    assert _rows(repo)[d] == ("p4", 7, 60, 50, None)
+    assert repo.store.existing([d]) == {d}
 
 
 def test_store_batch_writes_each_new_chunk_once_and_reads_back(repo):

@@ -404,8 +404,9 @@ def test_one_flipped_byte_costs_one_record_and_is_reported(cli, tmp_path):
             def where(path):
                 share_fs = r.share("s")
                 e = share_fs.stat(path)
-                return s.execute(text("SELECT c.pack_id, c.offset FROM versions v JOIN version_chunks vc ON "
-                                      "vc.version_id = v.id JOIN chunks c ON c.id = vc.chunk_id "
+                return s.execute(text("SELECT p.name, c.offset FROM versions v JOIN version_chunks vc ON "
+                                      "vc.version_id = v.id JOIN chunks c ON c.n = vc.chunk "
+                                      "JOIN packs p ON p.id = c.pack "
                                       "WHERE v.node_id = :n"), {"n": e.node_id}).first(), e.node_id
             (tree_pack, f2_off), _ = where("/tree/f2")
             (c_pack, _), c_node = where("/c")

@@ -6,7 +6,8 @@ SQLite and PostgreSQL.  The namespace is temporal: a dentry is valid from `valid
 """
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (DDL, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text,
+                        UniqueConstraint, event)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -86,28 +87,55 @@ class Version(Base):
     origin_user: Mapped[str | None] = mapped_column(String(255))
     origin_address: Mapped[str | None] = mapped_column(String(64))
     meta: Mapped[str | None] = mapped_column(Text)      # JSON: per-version object metadata (S3: md5, type, x-amz-meta-*)
-    __table_args__ = (UniqueConstraint("node_id", "number"), Index("ix_versions_created", "created_at"))
+    chunk: Mapped[int | None] = mapped_column(BigInteger)   # a one-chunk version's chunk (chunks.n)
+    # no index on created_at (migration 0010): every lookup by time also names the node
+    __table_args__ = (UniqueConstraint("node_id", "number"),)
 
 
 class VersionChunk(Base):
-    """The ordered chunk list of a version; `offset` makes random access a range lookup."""
-    __tablename__ = "version_chunks"
+    """The ordered chunk list of a version of two chunks or more (a one-chunk version keeps
+    its chunk in `versions.chunk`); `offset` makes random access a range lookup.  `chunk` is
+    the chunk's integer key (chunks.n), not its 32-byte id.  No index on `chunk`: only gc and
+    check ask which versions use a chunk, and they scan.  Readers use the view
+    `version_chunks` (VERSION_CHUNKS_VIEW): both forms as one list."""
+    __tablename__ = "chunk_lists"
     version_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    chunk_id: Mapped[bytes] = mapped_column(LargeBinary(32))
+    chunk: Mapped[int] = mapped_column(BigInteger)
     length: Mapped[int] = mapped_column(Integer)
-    __table_args__ = (Index("ix_version_chunks_chunk", "chunk_id"),)
+    __table_args__ = {"sqlite_with_rowid": False}
+
+
+#: every chunk row of every version, one-chunk versions included (migration 0009 creates it;
+#: `create_all` too, for tests that build a catalog from the models)
+VERSION_CHUNKS_VIEW = ('CREATE VIEW version_chunks (version_id, "offset", chunk, length) AS '
+                       "SELECT id, 0, chunk, size FROM versions WHERE chunk IS NOT NULL "
+                       'UNION ALL SELECT version_id, "offset", chunk, length FROM chunk_lists')
+event.listen(Base.metadata, "after_create", DDL(VERSION_CHUNKS_VIEW))
+event.listen(Base.metadata, "before_drop", DDL("DROP VIEW IF EXISTS version_chunks"))
+
+
+class Pack(Base):
+    """Pack names (32 hex digits) by integer key: a chunk row holds the key (chunks.pack)."""
+    __tablename__ = "packs"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
 
 
 class Chunk(Base):
+    """A stored chunk: `id` is its 32-byte content id (unique: dedup looks it up), `n` the
+    integer key version_chunks refer to.  `pack` NULL: a chunk a version references but no
+    pack holds (recover found no record of it); reads report it missing, a new upload of the
+    same bytes fills it in."""
     __tablename__ = "chunks"
-    id: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
-    pack_id: Mapped[str] = mapped_column(String(32))
+    n: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    pack: Mapped[int | None] = mapped_column(BigInteger)
     offset: Mapped[int] = mapped_column(BigInteger)
     length: Mapped[int] = mapped_column(Integer)        # record length in the pack
     raw_len: Mapped[int] = mapped_column(Integer)
     orphaned_at: Mapped[int | None] = mapped_column(BigInteger)
-    __table_args__ = (Index("ix_chunks_pack", "pack_id"),)
+    __table_args__ = (Index("ix_chunks_pack", "pack"),)
 
 
 class Property(Base):

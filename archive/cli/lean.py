@@ -50,9 +50,13 @@ _CURRENT_SQL = ("SELECT number, size, mtime, etag, deleted, id FROM versions WHE
 _SHARE_SQL = "SELECT id, root_node FROM shares WHERE name = ?"
 _SHARES_SQL = "SELECT name FROM shares ORDER BY name"
 # every chunk of a version, as the Reader's window rows: (offset, length, id, pack, poff, plen, raw_len)
-_CHUNKS_SQL = ("SELECT vc.offset, vc.length, vc.chunk_id, c.pack_id, c.offset, c.length, c.raw_len "
-               "FROM version_chunks vc LEFT JOIN chunks c ON c.id = vc.chunk_id "
-               "WHERE vc.version_id = ? ORDER BY vc.offset")
+_CHUNKS_SQL = ("SELECT 0, v.size, c.id, p.name, c.offset, c.length, c.raw_len "
+               "FROM versions v LEFT JOIN chunks c ON c.n = v.chunk LEFT JOIN packs p ON p.id = c.pack "
+               "WHERE v.id = :v AND v.chunk IS NOT NULL "
+               "UNION ALL SELECT * FROM ("
+               "SELECT vc.offset, vc.length, c.id, p.name, c.offset, c.length, c.raw_len "
+               "FROM chunk_lists vc LEFT JOIN chunks c ON c.n = vc.chunk LEFT JOIN packs p ON p.id = c.pack "
+               "WHERE vc.version_id = :v ORDER BY vc.offset) w")
 
 
 class Fallback(Exception):
@@ -176,7 +180,7 @@ class LeanShare:
         number, size, _m, _e, deleted, vid = self._current(entry.node_id)
         if deleted or number != entry.version:
             raise Fallback("a deletion")
-        rows = self.repo.cur.execute(_CHUNKS_SQL, (vid,)).fetchall()
+        rows = self.repo.cur.execute(_CHUNKS_SQL, {"v": vid}).fetchall()
         pos = 0
         for r in rows:
             if r[0] != pos or r[3] is None:

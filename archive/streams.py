@@ -545,6 +545,10 @@ class Reader(io.RawIOBase):
                 lo = mid
             else:
                 hi = mid - 1
+        if not w[lo][0] <= pos < w[lo][0] + w[lo][1]:
+            # A gap in the chunk list (a damaged catalog): no row covers pos.  Without this the
+            # caller would take a negative length and loop for ever instead of failing.
+            raise Corrupt(f"version {self.version_id} has no chunk at offset {pos}")
         self._hint = lo + 1
         return lo
 

@@ -230,3 +230,27 @@ def test_decode_record_returns_the_plaintext_or_raises(encrypted, data, pos, bit
     # bits) or a bit of the zstd frame that decodes to the same bytes (the keyed BLAKE3 of the
     # result is what proves them); either way the bytes must be exactly the plaintext.
     assert got == plain
+
+
+@pytest.mark.parametrize("which", ["last", "middle"])
+def test_a_chunk_list_with_rows_missing_is_corrupt_not_a_hang(efs, which):
+    """A damaged catalog (chunk-list rows lost) must fail the read, never spin or return other
+    bytes: the Reader used to loop for ever when no row covered the read position."""
+    from sqlalchemy import text
+    data = random.Random(1006).randbytes(600_000)
+    put_bytes(efs, "/gap", data)
+    with efs.repo.catalog.engine.begin() as c:
+        vid = c.execute(text("SELECT max(id) FROM versions WHERE size = 600000")).scalar()
+        offs = [r[0] for r in c.execute(text(
+            "SELECT offset FROM chunk_lists WHERE version_id = :v ORDER BY offset"), {"v": vid})]
+        assert len(offs) >= 3
+        gone = offs[-1] if which == "last" else offs[len(offs) // 2]
+        c.execute(text("DELETE FROM chunk_lists WHERE version_id = :v AND offset = :o"),
+                  {"v": vid, "o": gone})
+    with efs.open_read("/gap") as f:
+        f.seek(gone)
+        with pytest.raises(Corrupt):
+            f.read(1000)
+    with pytest.raises(Corrupt):
+        with efs.open_read("/gap") as f:
+            f.read()

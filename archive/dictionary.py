@@ -33,6 +33,7 @@ import threading
 import blake3
 import zstandard
 
+from .durable import fsync_dir
 from .errors import Corrupt
 from .keys import MasterKey
 
@@ -211,8 +212,4 @@ def _sync_folder(store) -> None:
     from .packstore import LocalPackStore
     if not isinstance(store, LocalPackStore):
         return                  # an object store's PUT is durable when it returns
-    fd = os.open(store.local_dir, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(store.local_dir)

@@ -198,3 +198,22 @@ def write(catalog) -> "contextlib.AbstractContextManager[RawWrite]":
     changes (GroupCommit) runs only plain SQL, and setting up, flushing and committing a
     Session cost more Python than its statements (docs/architecture.md)."""
     return _txn(catalog, _PG_WRITE_LOCK if _idle(catalog).pg else "BEGIN IMMEDIATE", commit=True)
+
+
+def select_all(catalog, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple]:
+    """All rows of one SELECT on one of the catalog's idle connections, SQLite only (named
+    `:name` parameters as sqlite3 takes them, so a statement kept for SQLAlchemy's `text()` runs
+    as it is written).  No BEGIN: a single statement reads one snapshot on its own, and an idle
+    connection is never inside a transaction (stdlib ones are autocommit; an engine's pysqlite
+    connection begins only before a write).  What a Reader runs for its window of chunks
+    (archive/streams.py): through `engine.connect()` that was a pool checkout, a compile and a
+    Result per small file read.  A connection whose statement failed is closed, not reused."""
+    idle = _idle(catalog)
+    item = idle.get()
+    try:
+        rows = item[1].execute(sql, params).fetchall()
+    except BaseException:
+        item[1].close()
+        raise
+    idle.put(item)
+    return rows

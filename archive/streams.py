@@ -17,7 +17,7 @@ from concurrent.futures import Future
 
 import blake3
 
-from . import events, readpath
+from . import events, rawsql, readpath
 from .chunker import StreamChunker
 from .clock import to_us
 from .errors import ArchiveError, Corrupt, QuotaExceeded
@@ -36,7 +36,7 @@ WINDOW = 512
 # The chunk rows of a version from the chunk holding :p on (a Reader's window).
 # A one-chunk version's chunk is in its row (versions.chunk), a longer list in chunk_lists:
 # the two arms, each an index lookup (the view version_chunks would sort a whole list here).
-_WINDOW_SQL = lazy_text("""
+_WINDOW_TEXT = """
     SELECT 0, v.size, c.id, p.name, c.offset, c.length, c.raw_len
     FROM versions v LEFT JOIN chunks c ON c.n = v.chunk LEFT JOIN packs p ON p.id = c.pack
     WHERE v.id = :v AND v.chunk IS NOT NULL
@@ -47,7 +47,8 @@ _WINDOW_SQL = lazy_text("""
         WHERE vc.version_id = :v AND vc.offset >= coalesce(
             (SELECT max(v2.offset) FROM chunk_lists v2 WHERE v2.version_id = :v AND v2.offset <= :p), 0)
         ORDER BY vc.offset LIMIT :n) w
-    ORDER BY 1""")
+    ORDER BY 1"""
+_WINDOW_SQL = lazy_text(_WINDOW_TEXT)
 _CHUNK_LIST_SQL = lazy_text("""
     SELECT 0, c.id, v.size FROM versions v LEFT JOIN chunks c ON c.n = v.chunk WHERE v.id = :v AND v.chunk IS NOT NULL
     UNION ALL
@@ -512,9 +513,17 @@ class Reader(io.RawIOBase):
         return pos
 
     def _load_window(self, pos: int) -> None:
-        with self.repo.catalog.engine.connect() as s:
-            rows = s.execute(_WINDOW_SQL, {"v": self.version_id, "p": pos, "n": WINDOW}).all()
-            s.rollback()
+        params = {"v": self.version_id, "p": pos, "n": WINDOW}
+        catalog = self.repo.catalog
+        if catalog.is_sqlite:
+            # The same statement on one of the commit path's idle sqlite3 connections (stdlib in
+            # native mode, else detached from the engine's pool): no SQLAlchemy Connection,
+            # compile or Result per file (rawsql.select_all; docs/benchmarks.md "rawread").
+            rows = rawsql.select_all(catalog, _WINDOW_TEXT, params)
+        else:
+            with catalog.engine.connect() as s:
+                rows = s.execute(_WINDOW_SQL, params).all()
+                s.rollback()
         if not rows:
             raise Corrupt(f"version {self.version_id} has no chunk at offset {pos}")
         self._win = [tuple(r) for r in rows]

@@ -52,7 +52,8 @@ _NAME_SQL = {ci: (
     f"WHERE d.parent_id = ? AND {'d.name_fold' if ci else 'd.name'} = ? "
     "AND (d.valid_to IS NULL OR n.kind = 'file') ORDER BY (d.valid_to IS NULL) DESC, d.valid_from DESC LIMIT 1")
     for ci in (False, True)}
-_VERSION_SQL = lazy_text("SELECT id, size, etag, deleted FROM versions WHERE node_id = :n AND number = :v")
+_VERSION_TEXT = "SELECT id, size, etag, deleted FROM versions WHERE node_id = :n AND number = :v"
+_VERSION_SQL = lazy_text(_VERSION_TEXT)
 _USAGE_SQL = ("SELECT coalesce(sum(v.size), 0) FROM dentries d JOIN nodes n ON n.id = d.node_id "
               "JOIN versions v ON v.node_id = n.id AND v.number = (SELECT max(number) FROM versions WHERE node_id = n.id) "
               "WHERE n.share_id = ? AND n.kind = 'file' AND d.valid_to IS NULL")
@@ -320,12 +321,18 @@ class ShareFS:
         if entry.is_dir or entry.version is None:
             shown = self._show(entry.path)
             raise IsADirectory(f"{shown} is a folder") if entry.is_dir else NotFound(f"{shown}: no such file")
-        with self.repo.catalog.engine.connect() as c:
-            row = c.execute(_VERSION_SQL, {"n": entry.node_id, "v": entry.version}).first()
-            c.rollback()
-        if row is None or row.deleted:
+        params = {"n": entry.node_id, "v": entry.version}
+        catalog = self.repo.catalog
+        if catalog.is_sqlite:          # as the Reader's window: no Connection, compile or Result
+            rows = raw.select_all(catalog, _VERSION_TEXT, params)
+            row = rows[0] if rows else None
+        else:
+            with catalog.engine.connect() as c:
+                row = c.execute(_VERSION_SQL, params).first()
+                c.rollback()
+        if row is None or row[3]:
             raise NotFound(f"{self._show(entry.path)} version {entry.version} is gone")
-        return Reader(self.repo, row.id, row.size, row.etag)
+        return Reader(self.repo, row[0], row[1], row[2])
 
     def _find_node(self, s: Session, v: _View) -> tuple[int, str, str]:
         """The node at a path, or, if nothing is there now, the last one that was (deleted files)."""

@@ -16,9 +16,9 @@ from .clock import gmt_token, now_us, parse_gmt_token, seconds, to_us
 from .errors import (Conflict, Exists, InvalidPath, IsADirectory, NotADirectory, NotEmpty, NotFound,
                      PermissionDenied, ReadOnly)
 from .paths import SNAPSHOTS, fold, join, split
-from .types import _ENTRY_FIELDS, Entry, Origin, Version
+from .types import Entry, Origin, Version
 
-_new_object = object.__new__
+_new_object, _set_attr = object.__new__, object.__setattr__
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -243,20 +243,22 @@ class ShareFS:
                 raise NotADirectory(f"{self._show(path)} is not a folder")
             rows = raw.run(s, sql, params()).fetchall()
         pre = base + "/"
-        new, fields = _new_object, _ENTRY_FIELDS
+        new, put = _new_object, _set_attr
         while True:
             more = len(rows) > lim
             if more:
                 del rows[lim:]
             for name, nid, kind, ctime, nmtime, number, size, vmtime, etag in rows:
-                e = new(Entry)
+                e = new(Entry)        # the frozen dataclass's fields as one dict literal (types.entry_of)
                 if kind == "dir":
-                    e.__dict__.update(zip(fields, (name, pre + name, "dir", 0, nmtime / 1_000_000,
-                                                   ctime / 1_000_000, nid, None, f"d{nid}-{nmtime}", ro)))
+                    put(e, "__dict__", {"name": name, "path": pre + name, "kind": "dir", "size": 0,
+                                        "mtime": nmtime / 1_000_000, "ctime": ctime / 1_000_000, "node_id": nid,
+                                        "version": None, "etag": f"d{nid}-{nmtime}", "readonly": ro})
                 else:
-                    e.__dict__.update(zip(fields, (name, pre + name, "file", size or 0,
-                                                   (vmtime if vmtime is not None else nmtime) / 1_000_000,
-                                                   ctime / 1_000_000, nid, number, etag or "", ro)))
+                    put(e, "__dict__", {"name": name, "path": pre + name, "kind": "file", "size": size or 0,
+                                        "mtime": (vmtime if vmtime is not None else nmtime) / 1_000_000,
+                                        "ctime": ctime / 1_000_000, "node_id": nid, "version": number,
+                                        "etag": etag or "", "readonly": ro})
                 yield e
             if not more:
                 return

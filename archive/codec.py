@@ -9,6 +9,13 @@ members, media, ciphertext, random) gets level 1 over the whole chunk, which is 
 level 3 on such data at 0.3 % more bytes, and on incompressible data runs at ~4.7 GB/s, so it is
 tried rather than skipped: zip/jar chunks whose head looks incompressible still shrink by ~4 %
 (docs/benchmarks.md, "textcodec").  Any level writes the same zstd frames: decode is unchanged.
+
+A repository's compressible chunks are compressed with its zstd dictionary (archive/dictionary.py)
+once a writer has trained one from its first such chunks: -9 % on the bench's text at the same
+level.  The frame header names the dictionary (dictID, inside the AEAD payload), so `decode`
+loads it by that id from the pack store; frames without one (dictID 0: every chunk written
+before, chunks that compress little, transaction records) decode as always.  A Codec without a
+store (tests, tools) neither trains nor reads dictionaries: a chunk that needs one is Corrupt.
 """
 from __future__ import annotations
 
@@ -20,8 +27,10 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .dictionary import Dictionaries
 from .errors import Corrupt
 from .keys import MasterKey
+from .packs import T_CHUNK          # only chunks use the dictionary
 
 FLAG_ZSTD = 1
 FLAG_AEAD = 2
@@ -36,11 +45,13 @@ PROBE = 4096
 class Codec:
     """Encodes and decodes payloads; safe to share between threads."""
 
-    def __init__(self, key: MasterKey, level: int = ZSTD_LEVEL):
+    def __init__(self, key: MasterKey, level: int = ZSTD_LEVEL, store=None):
+        """`store`: the repository's pack store, where its dictionaries are (None: none)."""
         self.key = key
         self._aead = AESGCM(key.enc_key) if key.encrypted else None
         self._level = level
         self._local = threading.local()
+        self.dictionaries = Dictionaries(store, key, level)
 
     def chunk_id(self, data) -> bytes:
         return blake3.blake3(data, key=self.key.id_key).digest()
@@ -52,12 +63,14 @@ class Codec:
             loc.fast = zstandard.ZstdCompressor(level=FAST_LEVEL)
             loc.probe = zstandard.ZstdCompressor(level=1)
             loc.d = zstandard.ZstdDecompressor()
+            loc.dc = {}         # dictionary id -> compressor (zstd contexts are per thread)
+            loc.dd = {}         # dictionary id -> decompressor
         return loc
 
     def encode(self, rtype: int, rid: bytes, data, compress: bool = True) -> tuple[int, bytes]:
         """Return (flags, payload) for plaintext `data` (`compress=False`: not even tried)."""
         flags = 0
-        payload = self._compress(data) if compress else None
+        payload = self._compress(data, rtype == T_CHUNK) if compress else None
         if payload is not None and len(payload) < len(data):
             flags |= FLAG_ZSTD
         else:
@@ -68,15 +81,39 @@ class Codec:
             flags |= FLAG_AEAD
         return flags, payload
 
-    def _compress(self, data) -> bytes:
-        """zstd at the repository's level, or at FAST_LEVEL when a probe of the chunk's head
-        shows it compresses little (the caller keeps the raw bytes if this is not smaller)."""
+    def _compress(self, data, chunk: bool = False) -> bytes:
+        """zstd at the repository's level (with its dictionary for a chunk, once there is one),
+        or at FAST_LEVEL without when a probe of the chunk's head shows it compresses little
+        (the caller keeps the raw bytes if this is not smaller)."""
         z = self._zc()
         if len(data) > 4 * PROBE:
             head = memoryview(data)[:PROBE]
             if len(z.probe.compress(head)) > PROBE * FAST_ABOVE:
                 return z.fast.compress(data)
+        if chunk:
+            d = self.dictionaries.current(data)
+            if d is not None:
+                c = z.dc.get(d.dict_id())
+                if c is None:
+                    c = z.dc[d.dict_id()] = zstandard.ZstdCompressor(level=self._level, dict_data=d)
+                return c.compress(data)
         return z.c.compress(data)
+
+    def _decompressor(self, payload, rid: bytes):
+        z = self._zc()
+        try:
+            dict_id = zstandard.get_frame_parameters(payload).dict_id
+        except zstandard.ZstdError as e:
+            raise Corrupt(f"record {rid.hex()} does not decompress: {e}") from None
+        if not dict_id:
+            return z.d
+        d = z.dd.get(dict_id)
+        if d is None:
+            try:
+                d = z.dd[dict_id] = zstandard.ZstdDecompressor(dict_data=self.dictionaries.get(dict_id))
+            except Corrupt as e:
+                raise Corrupt(f"record {rid.hex()} needs a compression dictionary it cannot have: {e}") from None
+        return d
 
     def decode(self, rtype: int, rid: bytes, flags: int, payload: bytes, raw_len: int) -> bytes:
         """Return the plaintext, or raise Corrupt; never returns wrong bytes."""
@@ -89,7 +126,7 @@ class Codec:
                 raise Corrupt(f"record {rid.hex()} failed authentication") from None
         if flags & FLAG_ZSTD:
             try:
-                payload = self._zc().d.decompress(payload, max_output_size=raw_len)
+                payload = self._decompressor(payload, rid).decompress(payload, max_output_size=raw_len)
             except zstandard.ZstdError as e:
                 raise Corrupt(f"record {rid.hex()} does not decompress: {e}") from None
         if len(payload) != raw_len:

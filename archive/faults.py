@@ -6,6 +6,8 @@ EDGE_ARCHIVE_FAULT_EXIT=<point>[:<n>] makes the process `os._exit(FAULT_STATUS)`
     synced     the transaction record is written and fsynced; the catalog has not committed
     committed  the catalog transaction committed; the caller has not replied yet
     gc-moved   gc copied a pack's live records and moved the catalog rows; the old pack remains
+    dictionary a writer stored its new compression dictionary (dict-<id>, dict-current); no
+               chunk uses it yet (archive/dictionary.py)
 Staged updates (archive/staging.py, NFS writes):
     staged-synced     a small update's record is fdatasynced in the staging log; no reply yet
     staged-moved      an update past INLINE_MAX has its own durable journal; its log record

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from .durable import fsync_dir
 from .errors import Corrupt, NoSpace
 
 DEFAULT_CACHE_SIZE = 1 << 30
@@ -122,6 +123,9 @@ class _LocalSink:
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        # A new pack's name (and its fan-out folder's, which another writer may have created an
+        # instant ago) becomes durable with the first sync, before any commit refers to it.
+        self._folders = [] if path.exists() else [path.parent, path.parent.parent]
         self._f = open(path, "ab", buffering=0)
         self._lock = threading.Lock()       # two syncs of one sealed pack may race its close
 
@@ -135,6 +139,9 @@ class _LocalSink:
         with self._lock:
             if not self._f.closed:
                 os.fsync(self._f.fileno())
+            while self._folders:
+                fsync_dir(self._folders[0])
+                self._folders.pop(0)
 
     def in_store(self) -> bool:
         return True
@@ -229,6 +236,7 @@ class LocalPackStore(PackStore):
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o600)
             os.replace(tmp, target)
+            fsync_dir(self.local_dir)            # the new name, not only the bytes
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpace(f"cannot write {name}: the disk is full") from None

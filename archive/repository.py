@@ -4,6 +4,7 @@ Packs and the identity (config.json, keys.json) live in a pack store (packstore.
 folder, or an S3-compatible bucket shared by several nodes.  Layout of a local repository directory:
     config.json      format, chunker parameters, catalog URL (if not the local SQLite file)
     keys.json        master key (wrapped by the passphrase when encrypted)
+    dict-*           zstd compression dictionaries, sealed by the master key (archive/dictionary.py)
     catalog.sqlite   the SQL catalog (SQLite, WAL)
     packs/xx/*.pack  chunk and event records
     tmp/             staging files of random-write updates
@@ -64,7 +65,7 @@ class Repository:
         url = catalog_url or config.get("catalog") or sqlite_url(self.path / "catalog.sqlite")
         self.catalog = Catalog(url)
         migrate(self.catalog)
-        self.codec = Codec(key)
+        self.codec = Codec(key, store=self.packstore)      # its dictionaries are in the store
         # the size this repository was created with; a new DEFAULT_AVG applies to new ones only
         self.chunk_avg = int(config.get("chunk_avg", LEGACY_AVG))
         self.tmp = self.path / "tmp"

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from .durable import fsync_dir
 from . import faults
 from .errors import ArchiveError, NotFound
 from .paths import split
@@ -87,12 +88,7 @@ def _write_journal(path: Path, journal: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_fsync_dir = fsync_dir
 
 
 #: updates up to this size stage in memory and sync into the shared staging log

@@ -1,6 +1,7 @@
 """WebDAV benchmark: Edge Archive's adapter vs `rclone serve webdav` on a plain directory.
 
-Not a test: prints medians and ratios (Edge / rclone; >1 means Edge is faster).
+Not a test: prints medians and ratios (Edge / rclone; >1 means Edge is faster; for the
+server-CPU rows rclone / Edge, so >1 still means Edge does better).
 
     python3 bench/webdav.py                      # 1 GiB, 10,000 small files, 3 runs
     python3 bench/webdav.py --big-mib 256 --small 2000 --runs 3   # while the machine is busy
@@ -73,6 +74,10 @@ class Edge:
         self.adapter.start()
         self.base = self.adapter.urls()[0] + "bench"
 
+    def cpu(self) -> float:
+        """CPU seconds of the server so far (in-process: the bench thread only waits on curl)."""
+        return time.process_time()
+
     def stop(self) -> None:
         self.adapter.stop(1.0)
         self.repo.close()
@@ -94,6 +99,10 @@ class Rclone:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(port)
         self.base = f"http://127.0.0.1:{port}/bench"
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -117,8 +126,11 @@ def bench_server(srv, big: Path, small: list[bytes], run: int, gets: int = 1) ->
     url = f"{srv.base}/big-{run}.bin"
     out["big PUT MiB/s"] = mib / timed(lambda: curl("-T", str(big), url))
     # --gets N: the median of N GETs of the same file (the first is as cold as the peer's)
+    c0 = srv.cpu()
     out["big GET MiB/s"] = statistics.median(mib / timed(lambda: curl("-o", "/dev/null", url))
                                              for _ in range(gets))
+    # server CPU per MiB sent (lower is better: here the ratio is rclone's share of Edge's)
+    out["big GET srv CPU ms/MiB"] = (srv.cpu() - c0) * 1000 / (mib * gets)
     if not small:
         return out
     s = requests.Session()
@@ -130,7 +142,9 @@ def bench_server(srv, big: Path, small: list[bytes], run: int, gets: int = 1) ->
         for i, data in enumerate(small):
             r = s.put(f"{folder}/f{i:05d}.bin", data=data)
             assert r.status_code in (200, 201, 204), r.status_code
+    c0 = srv.cpu()
     out["small PUTs files/s"] = len(small) / timed(puts)
+    out["small PUT srv CPU ms"] = (srv.cpu() - c0) * 1000 / len(small)
 
     def pf(body: bytes | None) -> None:
         r = s.request("PROPFIND", folder + "/", data=body, headers={"Depth": "1"})
@@ -179,7 +193,8 @@ def main() -> None:
     for k in results["edge"]:
         e = statistics.median(results["edge"][k])
         r = statistics.median(results["rclone"][k])
-        print(f"{k:24} {e:12.1f} {r:12.1f} {e / r if r else 0:8.2f}")
+        ratio = (r / e if e else 0) if "CPU" in k else (e / r if r else 0)
+        print(f"{k:24} {e:12.2f} {r:12.2f} {ratio:8.2f}")
 
 
 if __name__ == "__main__":

@@ -179,3 +179,29 @@ def test_background_flushes_keep_every_record_and_a_failed_one_fails_the_next_sy
     w.sync()
     w.close()
     assert [r.payload for r in pd.scan(nxt[0])] == [b"after"]
+
+
+def test_a_new_pack_and_a_meta_record_have_their_folder_entries_synced(tmp_path, monkeypatch):
+    """A pack's bytes fsynced under a name that is not durable are lost on a power cut, so the
+    first sync of a new pack fsyncs its fan-out folder and packs/ (only the first), and put_meta
+    fsyncs the repository folder after its rename."""
+    import archive.packstore as packstore
+    synced: list = []
+    real = packstore.fsync_dir
+    monkeypatch.setattr(packstore, "fsync_dir", lambda p: (synced.append(os.fspath(p)), real(p)))
+    store = packstore.LocalPackStore(tmp_path)
+    sink = store.create("ab" + "0" * 30)
+    sink.write(b"x" * 100)
+    assert synced == []
+    sink.sync()
+    assert synced == [str(tmp_path / "packs" / "ab"), str(tmp_path / "packs")]
+    sink.write(b"y")
+    sink.sync()                                        # the names are durable already
+    assert len(synced) == 2
+    sink.close()
+    again = store.create("ab" + "0" * 30)              # an existing pack reopened: nothing new
+    again.sync()
+    again.close()
+    assert len(synced) == 2
+    store.put_meta("config.json", b"{}")
+    assert synced[2:] == [str(tmp_path)]

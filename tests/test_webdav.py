@@ -600,3 +600,23 @@ def test_https_with_basic(dav, tmp_path):
         assert requests.get(f"{server.url}/docs/tls.txt", verify=cert).status_code == 401
     finally:
         server.stop()
+
+
+def test_a_remembered_password_does_not_open_a_locked_out_account(tmp_path):
+    """The Basic-auth cache must not answer for a locked-out user: otherwise a guesser learns
+    that a guess was right while every wrong one is refused."""
+    repo = make_repo(tmp_path)
+    server = start_server(repo, tmp_path)
+    try:
+        url = f"{server.url}/docs/"
+        assert server.session().request("PROPFIND", url, headers={"Depth": "0"}).status_code == 207
+        repo.throttle.free_failures = 0                  # the first wrong guess locks alice
+        repo.throttle.backoff = 600.0
+        bad = requests.request("PROPFIND", url, auth=("alice", "a wrong guess"), headers={"Depth": "0"})
+        assert bad.status_code == 401
+        right = server.session().request("PROPFIND", url, headers={"Depth": "0"})
+        assert right.status_code == 401                  # the right password, while locked
+        assert server.session("bob").request("PROPFIND", url, headers={"Depth": "0"}).status_code == 207
+    finally:
+        server.stop()
+        repo.close()

@@ -208,8 +208,9 @@ class _Store:
         from ..codec import Codec
         from ..packs import PackDir
         from ..packstore import LocalPackStore
-        self.codec = Codec(repo.key)
-        self.packdir = PackDir(LocalPackStore(repo.path))
+        store = LocalPackStore(repo.path)
+        self.codec = Codec(repo.key, store=store)       # chunks may name the repository's dictionary
+        self.packdir = PackDir(store)
 
     def load(self, cid: bytes, loc=None, verify=None) -> bytes:
         raise Fallback(f"chunk {cid.hex()} is not where the catalog says")

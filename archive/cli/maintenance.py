@@ -134,7 +134,7 @@ def recover(obj: CLIContext, force: bool, as_json: bool) -> None:
     url = obj.catalog_url or sqlite_url(store.local_dir / "catalog.sqlite")
     n = len(store.list())
     with progress(n, "recover") as bar:
-        rep = run_recover(store, key, Codec(key), url, force=force, progress=bar.update)
+        rep = run_recover(store, key, Codec(key, store=store), url, force=force, progress=bar.update)
     if as_json:
         emit_json(rep.as_dict())
     else:

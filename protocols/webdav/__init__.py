@@ -75,6 +75,7 @@ from .counting import connected
 from .locks import CatalogLockStorage
 from .provider import EdgeProvider
 from .requestguard import RequestGuard
+from .sendbody import EdgeGateway
 from .xmlguard import XMLGuard
 
 DEFAULTS: dict[str, Any] = {
@@ -232,6 +233,8 @@ class WebDAVAdapter:
                              server_name="edge-archive-webdav", shutdown_timeout=5,
                              timeout=float(self.config["socket_timeout"]))
         server.ConnectionClass = EdgeConnection
+        server.gateway = EdgeGateway          # GET bodies sent from a reused buffer (.sendbody)
+        server.edge_block_size = int(self.config["block_size"])
         server.max_request_header_size = MAX_REQUEST_HEAD
         self.guard = server.edge_guard = self._guard()
         if self.config["tls"]:

@@ -110,7 +110,9 @@ class CatalogDomainController(BaseDomainController):
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
+        # While the user or the address is locked out every login goes to repo.login (throttled,
+        # audited): a remembered password must not confirm an attacker's right guess then.
+        if hit is not None and hit[0] > now and self.repo.throttle.retry_after(address, user_name) <= 0:
             try:
                 login = hit[1].validate()
             except errors.AuthFailed:          # removed, disabled or password changed

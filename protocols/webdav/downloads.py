@@ -1,26 +1,44 @@
 """Counting what GET sends: the ``download`` event (metrics) and the audit record.
 
 wsgidav reads a resource's content through the file object ``get_content()`` returns and
-closes it when the response ends, also when the client went away.  :class:`CountedReader`
+closes it when the response ends, also when the client went away.  Under our cheroot gateway
+its first ``read`` hands the gateway the reader itself (:mod:`.sendbody`).  :class:`CountedReader`
 wraps the ShareFS Reader, counts the bytes handed out, and reports once, at close.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from .sendbody import DirectBody
+
 
 class CountedReader:
     """A Reader proxy that calls ``on_close(bytes_read)`` exactly once."""
 
-    def __init__(self, reader: Any, on_close: Callable[[int], None]) -> None:
+    def __init__(self, reader: Any, on_close: Callable[[int], None], direct: bool = False) -> None:
         self._reader = reader
         self._on_close = on_close
+        self._direct = direct
         self.bytes_read = 0
 
     def read(self, n: int = -1) -> bytes:
+        if self._direct and n and n > 0:
+            # served by EdgeGateway: it sends the body itself (see .sendbody)
+            self._direct = False
+            return DirectBody(self)
         data = self._reader.read(n)
         self.bytes_read += len(data)
         return data
+
+    @property
+    def has_views(self) -> bool:
+        return hasattr(self._reader, "readviews")
+
+    def readviews(self, n: int) -> list:
+        """The Reader's zero-copy views of the next n bytes (see Reader.readviews), counted."""
+        views = self._reader.readviews(n)
+        self.bytes_read += sum(len(v) for v in views)
+        return views
 
     def readinto(self, b: Any) -> int:
         got = self._reader.readinto(b)

@@ -46,6 +46,7 @@ from .downloads import CountedReader, report_download
 from .errors import dav_error, mapped
 from .names import SNAPSHOTS, is_junk, lock_root, split_url_path
 from .put import PutStream
+from .sendbody import DIRECT_KEY
 from .tree import copy_tree, remove_tree
 
 MS_NS = "{urn:schemas-microsoft-com:}"
@@ -506,7 +507,8 @@ class FileResource(_InShare, DAVNonCollection):
             reader = self.fs.open_read(self.rel)
         entry, environ, provider = self.entry, self.environ, self.provider
         return CountedReader(reader, lambda sent: report_download(
-            provider, environ, self.share, self.rel, entry.version, entry.size, sent))
+            provider, environ, self.share, self.rel, entry.version, entry.size, sent),
+            direct=bool(environ.get(DIRECT_KEY)) and environ.get("REQUEST_METHOD") == "GET")
 
     def begin_write(self, *, content_type=None):
         self._check_writable()

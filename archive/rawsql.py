@@ -217,3 +217,21 @@ def select_all(catalog, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -
         raise
     idle.put(item)
     return rows
+
+
+def list_page_sql(now: bool) -> str:
+    """One page of a folder listing (ShareFS.listdir), keyset-paged by name: each live entry
+    (at an instant) with its newest version (at that instant), or NULLs (a folder, a file
+    without content yet).  Parameters: [at,] parent, [at, at,] after, limit.
+
+    The newest version is found as its row id by one search of the (node_id, number) index,
+    which holds the id, and then read by its primary key; `v.number = (SELECT max(number) ...)`
+    searched that index twice per entry (docs/benchmarks.md, "walk9").  Same rows: the pair
+    (node_id, number) is unique."""
+    alive = "d.valid_to IS NULL" if now else "d.valid_from <= ? AND (d.valid_to IS NULL OR d.valid_to > ?)"
+    vcond = "" if now else " AND v2.created_at <= ?"
+    return ("SELECT d.name, d.node_id, n.kind, n.created_at, n.mtime, v.number, v.size, v.mtime, v.etag "
+            "FROM dentries d JOIN nodes n ON n.id = d.node_id "
+            "LEFT JOIN versions v ON v.id = "
+            f"(SELECT v2.id FROM versions v2 WHERE v2.node_id = d.node_id{vcond} ORDER BY v2.number DESC LIMIT 1) "
+            f"WHERE d.parent_id = ? AND {alive} AND d.name > ? ORDER BY d.name LIMIT ?")

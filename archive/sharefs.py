@@ -16,7 +16,9 @@ from .clock import gmt_token, now_us, parse_gmt_token, seconds, to_us
 from .errors import (Conflict, Exists, InvalidPath, IsADirectory, NotADirectory, NotEmpty, NotFound,
                      PermissionDenied, ReadOnly)
 from .paths import SNAPSHOTS, fold, join, split
-from .types import Entry, Origin, Version, listed_entry
+from .types import Entry, Origin, Version
+
+_new_object, _set_attr = object.__new__, object.__setattr__
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -67,19 +69,8 @@ _UP_SQL = {True: "SELECT parent_id, name FROM dentries WHERE node_id = ? AND val
                   "(valid_to IS NULL OR valid_to > ?) ORDER BY valid_from DESC LIMIT 1"}
 
 
-def _list_sql(now: bool) -> str:
-    """One page of a folder, keyset-paged by name: entries with their newest version (at an
-    instant).  Parameters: [at,] parent, [at, at,] after, limit."""
-    alive = "d.valid_to IS NULL" if now else "d.valid_from <= ? AND (d.valid_to IS NULL OR d.valid_to > ?)"
-    vcond = "" if now else "AND v2.created_at <= ?"
-    return ("SELECT d.name, d.node_id, n.kind, n.created_at, n.mtime, v.number, v.size, v.mtime, v.etag "
-            "FROM dentries d JOIN nodes n ON n.id = d.node_id "
-            "LEFT JOIN versions v ON v.node_id = d.node_id AND v.number = "
-            f"(SELECT max(v2.number) FROM versions v2 WHERE v2.node_id = d.node_id {vcond}) "
-            f"WHERE d.parent_id = ? AND {alive} AND d.name > ? ORDER BY d.name LIMIT ?")
-
-
-_LIST_SQL = {now: _list_sql(now) for now in (False, True)}
+#: one page of a folder listing (now / at an instant): rawsql.list_page_sql
+_LIST_SQL = {now: raw.list_page_sql(now) for now in (False, True)}
 
 
 class _View:
@@ -243,22 +234,38 @@ class ShareFS:
                 return node, after, lim + 1
             return v.at, node, v.at, v.at, after, lim + 1
 
-        with self.repo.catalog.session() as s:
+        # Plain-SQL read transactions (rawsql.read, as stat has): a Session's set-up and commit
+        # are SQLAlchemy Python paid once per folder of a tree walk (docs/benchmarks.md, walk9).  Each
+        # Entry is built here as types.listed_entry builds it (the CLI's lean listing uses that;
+        # tests/test_sharefs.py keeps the two equal), without its two calls per entry.
+        with raw.read(self.repo.catalog) as s:
             node, kind, _ = self._walk(s, v.parts, v.at)
             if kind != "dir":
                 raise NotADirectory(f"{self._show(path)} is not a folder")
             rows = raw.run(s, sql, params()).fetchall()
+        pre = base + "/"
+        new, put = _new_object, _set_attr
         while True:
             more = len(rows) > lim
             if more:
                 del rows[lim:]
-            for row in rows:
-                yield listed_entry(base, row, ro)
+            for name, nid, kind, ctime, nmtime, number, size, vmtime, etag in rows:
+                e = new(Entry)        # the frozen dataclass's fields as one dict literal (types.entry_of)
+                if kind == "dir":
+                    put(e, "__dict__", {"name": name, "path": pre + name, "kind": "dir", "size": 0,
+                                        "mtime": nmtime / 1_000_000, "ctime": ctime / 1_000_000, "node_id": nid,
+                                        "version": None, "etag": f"d{nid}-{nmtime}", "readonly": ro})
+                else:
+                    put(e, "__dict__", {"name": name, "path": pre + name, "kind": "file", "size": size or 0,
+                                        "mtime": (vmtime if vmtime is not None else nmtime) / 1_000_000,
+                                        "ctime": ctime / 1_000_000, "node_id": nid, "version": number,
+                                        "etag": etag or "", "readonly": ro})
+                yield e
             if not more:
                 return
             after = rows[-1][0]
             lim = min(lim * 4, max(page, 16_384))     # the first entries soon, then fewer round trips
-            with self.repo.catalog.session() as s:
+            with raw.read(self.repo.catalog) as s:
                 rows = raw.run(s, sql, params()).fetchall()
 
     def current_files(self, folders: list[tuple[str, ...]]) -> dict[tuple[str, ...], dict[str, tuple]]:

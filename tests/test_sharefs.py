@@ -381,3 +381,42 @@ def test_paged_listing_equals_stat_of_each_entry(fs):
     assert (listed["f03"].version, listed["f03"].size, listed["f04"].version) == (2, 16, 1)
     assert listed["sub"].kind == "dir" and listed["sub"].path == "/p/sub"
     assert {e.path for e in fs.listdir("/", page=1)} == {"/p"}
+
+
+def test_listing_equals_the_max_number_reference_query(repo, fs):
+    """listdir finds each entry's newest version by one index search (rawsql.list_page_sql); the
+    plain statement of it, max(number) per node, lists the same Entries (built by
+    types.listed_entry, as the CLI's lean listing builds them): files with several versions, a
+    file without content yet, a folder, a deleted and re-created name, now and at an instant."""
+    from archive import rawsql as raw
+    from archive.types import listed_entry
+    fs.mkdir("/r")
+    fs.mkdir("/r/sub")
+    for i in range(5):
+        for k in range(i % 3 + 1):
+            put_bytes(fs, f"/r/f{i}", b"version %d of %d" % (k, i) * (k + 1))
+    fs.create_file("/r/empty")
+    put_bytes(fs, "/r/gone", b"old")
+    time.sleep(0.01)
+    t_mid = time.time()
+    time.sleep(0.01)
+    put_bytes(fs, "/r/f0", b"after t_mid")
+    fs.remove("/r/gone")
+    put_bytes(fs, "/r/gone", b"back again, longer")
+    ref = ("SELECT d.name, d.node_id, n.kind, n.created_at, n.mtime, v.number, v.size, v.mtime, v.etag "
+           "FROM dentries d JOIN nodes n ON n.id = d.node_id "
+           "LEFT JOIN versions v ON v.node_id = d.node_id AND v.number = "
+           "(SELECT max(v2.number) FROM versions v2 WHERE v2.node_id = d.node_id {vc}) "
+           "WHERE d.parent_id = ? AND {alive} ORDER BY d.name")
+    folder = fs.stat("/r").node_id
+    at = int(t_mid * 1_000_000)
+    with raw.read(repo.catalog) as s:           # SQLite or PostgreSQL (tests/test_postgres.py)
+        now_rows = raw.run(s, ref.format(vc="", alive="d.valid_to IS NULL"), (folder,)).fetchall()
+        past_rows = raw.run(s, ref.format(vc="AND v2.created_at <= ?", alive="d.valid_from <= ? AND "
+                                          "(d.valid_to IS NULL OR d.valid_to > ?)"), (at, folder, at, at)).fetchall()
+    assert [r[0] for r in now_rows] == ["empty", "f0", "f1", "f2", "f3", "f4", "gone", "sub"]
+    assert [r[5] for r in now_rows] == [None, 2, 2, 3, 1, 2, 3, None]     # "gone": 1, tombstone 2, 3
+    for at_, rows in ((None, now_rows), (t_mid, past_rows)):
+        for page in (1, 2, 1000):
+            assert list(fs.listdir("/r", at=at_, page=page)) == [listed_entry("/r", r, at_ is not None) for r in rows]
+    assert [e.version for e in fs.listdir("/r", at=t_mid)][:2] == [None, 1]

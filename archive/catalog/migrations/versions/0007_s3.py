@@ -6,18 +6,13 @@ Revises: 0002
 import sqlalchemy as sa
 from alembic import op
 
+from archive.catalog.migration_checks import has as _has
+
 revision = "0007"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-
-def _has(table: str, column: str | None = None) -> bool:
-    """Idempotent steps: a catalog re-stamped to an older revision (tests do) upgrades cleanly."""
-    insp = sa.inspect(op.get_bind())
-    if column is None:
-        return table in insp.get_table_names()
-    return any(c["name"] == column for c in insp.get_columns(table))
 
 
 def upgrade() -> None:

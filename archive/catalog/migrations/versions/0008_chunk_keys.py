@@ -17,6 +17,8 @@ Revises: 0007
 import sqlalchemy as sa
 from alembic import op
 
+from archive.catalog.migration_checks import has as _has
+
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
@@ -24,12 +26,6 @@ depends_on = None
 
 _KEY = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
-
-def _has(table: str, column: str | None = None) -> bool:
-    insp = sa.inspect(op.get_bind())
-    if column is None:
-        return table in insp.get_table_names()
-    return any(c["name"] == column for c in insp.get_columns(table))
 
 
 def upgrade() -> None:

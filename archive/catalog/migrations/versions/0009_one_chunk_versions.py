@@ -18,6 +18,8 @@ Revises: 0008
 import sqlalchemy as sa
 from alembic import op
 
+from archive.catalog.migration_checks import has as _has
+
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
@@ -27,12 +29,6 @@ VIEW = ('CREATE VIEW version_chunks (version_id, "offset", chunk, length) AS '
         'SELECT id, 0, chunk, size FROM versions WHERE chunk IS NOT NULL '
         'UNION ALL SELECT version_id, "offset", chunk, length FROM chunk_lists')
 
-
-def _has(table: str, column: str | None = None) -> bool:
-    insp = sa.inspect(op.get_bind())
-    if column is None:
-        return table in insp.get_table_names()
-    return any(c["name"] == column for c in insp.get_columns(table))
 
 
 def upgrade() -> None:

@@ -574,10 +574,11 @@ class Reader(io.RawIOBase):
         while len(self._cache) > self.READ_AHEAD + 2:
             self._cache.popitem(last=False)
 
-    def _chunk(self, i: int, sequential: bool):
-        """The verified plaintext of window row i (bytes or a memoryview)."""
+    def _chunks(self, i: int, sequential: bool) -> tuple[list, int, int]:
+        """The verified plaintexts of the block holding window row i, as (chunks, first row,
+        end row): chunks[j - first] is row j's.  A random read gets row i alone."""
         b = self._blk_of[i]
-        first = self._blocks[b][0]
+        first, end = self._blocks[b]
         key = self._win[first][0]
         got = self._cache.get(key)
         if got is None and not sequential:
@@ -590,9 +591,9 @@ class Reader(io.RawIOBase):
                 self._single[row[0]] = data
                 while len(self._single) > 4:
                     self._single.popitem(last=False)
-            return data
+            return [data], i, i + 1
         if got is None:
-            got = readpath.load_run(self.repo.store, self._block_rows(b))
+            got = readpath.load_run(self.repo.store, self._win[first:end])
             self._cache[key] = got
         else:
             self._cache.move_to_end(key)
@@ -606,22 +607,36 @@ class Reader(io.RawIOBase):
         if sequential and self._prefetched != key:     # once per block, not per chunk
             self._prefetched = key
             self._prefetch(b)
-        return got[i - first]
+        return got, first, end
 
     def _pieces(self, n: int):
-        """Yield (data, start, take) covering up to n bytes from the position on."""
+        """Yield (data, start, take) covering up to n bytes from the position on.
+
+        The rows of one block are walked here directly (one block lookup per block, not one
+        per chunk); a row that does not start where the previous one ended (a gap in a damaged
+        chunk list) goes back through _index, which raises Corrupt."""
         sequential = self._pos == self._next
         if not sequential:
             self._prefetched = None
-        while n > 0 and self._pos < self.size:
-            i = self._index(self._pos)
-            off, ln = self._win[i][0], self._win[i][1]
-            data = self._chunk(i, sequential)
-            start = self._pos - off
-            take = min(ln - start, n)
-            yield data, start, take
-            n -= take
-            self._pos += take
+        pos, size = self._pos, self.size
+        while n > 0 and pos < size:
+            i = self._index(pos)
+            got, first, end = self._chunks(i, sequential)
+            w = self._win
+            while True:
+                off, ln = w[i][0], w[i][1]
+                start = pos - off
+                take = ln - start
+                if take > n:
+                    take = n
+                yield got[i - first], start, take
+                n -= take
+                pos += take
+                self._pos = pos
+                i += 1
+                if n <= 0 or pos >= size or i >= end or w[i][0] != pos:
+                    break
+            self._hint = i             # the next row (or, after a partial take, the one after it)
             sequential = True          # the rest of one read continues where it is
         self._next = self._pos
 

@@ -20,7 +20,10 @@ import threading
 from collections import deque
 from typing import Sequence
 
-from .codec import FLAG_AEAD
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .codec import FLAG_AEAD, NONCE
 from .errors import Corrupt
 from .packs import REC, REC_MAGIC, T_CHUNK
 from .packstore import LocalPackStore
@@ -29,6 +32,12 @@ from .packstore import LocalPackStore
 RUN_BYTES = 4 * 1024 * 1024
 #: records this far apart in one pack are still read with one pread (the gap is read and dropped)
 RUN_GAP = 64 * 1024
+
+#: AES-GCM's tag, after the ciphertext
+TAG = 16
+_CHUNK_AD = bytes([T_CHUNK])
+#: cryptography >= 44 decrypts into a caller's buffer
+_DECRYPT_INTO = hasattr(AESGCM, "decrypt_into")
 
 # A chunk row as the Reader's window and the tree restore fetch it:
 # (file offset, length, chunk id, pack id, record offset, record length, raw length)
@@ -117,9 +126,13 @@ def read_range(packs, pack_id: str, offset: int, length: int) -> memoryview:
     return memoryview(packs.read_range(pack_id, offset, length))
 
 
-def decode_record(codec, encrypted: bool, rec: memoryview, cid: bytes, raw_len: int):
+def decode_record(codec, encrypted: bool, rec: memoryview, cid: bytes, raw_len: int, out=None):
     """The verified plaintext of one chunk record held in `rec` (header + payload); a
-    memoryview into `rec` for a chunk stored raw in a plain repository (no copy)."""
+    memoryview into `rec` for a chunk stored raw in a plain repository (no copy).
+
+    `out` (encrypted repositories): a writable view the record is decrypted into (at least the
+    payload's length less NONCE and TAG bytes), so that a chunk stored raw comes back as a view
+    of it rather than a fresh `bytes`; returns (plaintext, bytes of `out` used) then."""
     if len(rec) < REC.size:
         raise Corrupt(f"chunk {cid.hex()}: truncated record")
     magic, rtype, flags, rid, rlen, plen, _crc = REC.unpack_from(rec)
@@ -129,7 +142,19 @@ def decode_record(codec, encrypted: bool, rec: memoryview, cid: bytes, raw_len: 
     if encrypted:
         if not flags & FLAG_AEAD:             # never accept an unauthenticated record here
             raise Corrupt(f"chunk {cid.hex()}: record is not encrypted in an encrypted repository")
-        return codec.decode(T_CHUNK, cid, flags, payload, raw_len)
+        if out is None:
+            return codec.decode(T_CHUNK, cid, flags, payload, raw_len)
+        n = len(payload) - NONCE - TAG
+        if n < 0:
+            raise Corrupt(f"chunk {cid.hex()}: truncated record")
+        dst = out[:n]
+        try:
+            # codec.decode's AES-GCM step, into `dst` (same key, nonce, associated data)
+            codec._aead.decrypt_into(payload[:NONCE], payload[NONCE:], _CHUNK_AD + cid, dst)
+        except InvalidTag:
+            raise Corrupt(f"record {cid.hex()} failed authentication") from None
+        # the rest of codec.decode (decompression, the length check) on the authenticated bytes
+        return codec.decode(T_CHUNK, cid, flags & ~FLAG_AEAD, dst, raw_len), n
     data = codec.decode(T_CHUNK, cid, flags, payload, raw_len)
     if codec.chunk_id(data) != cid:
         raise Corrupt(f"chunk {cid.hex()} fails its checksum (its bytes do not match its id)")
@@ -149,6 +174,21 @@ def load_run(store, run: Sequence[Row]) -> list:
     except Corrupt:                           # the pack is gone (gc): each chunk looks itself up
         buf = memoryview(b"")
     out = []
+    if encrypted and _DECRYPT_INTO and len(run) > 1:
+        # Decrypted into one reused buffer (`Buffers`) for the run: a fresh `bytes` per chunk
+        # was, in `archivectl serve` (mmap threshold 128 KiB), a new mapping per chunk whose
+        # pages faulted in one by one and were unmapped again when the block was dropped.
+        plain = BUFFERS.view(sum(r[5] for r in run))
+        used = 0
+        for r in run:
+            a = r[4] - base
+            try:
+                data, n = decode_record(codec, True, buf[a:a + r[5]], r[2], r[6], plain[used:])
+                used += n
+                out.append(data)
+            except Corrupt:
+                out.append(store.load(r[2], (r[3], r[4], r[5], r[6])))
+        return out
     for r in run:
         a = r[4] - base
         try:

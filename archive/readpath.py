@@ -20,10 +20,11 @@ import threading
 from collections import deque
 from typing import Sequence
 
+import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .codec import FLAG_AEAD, NONCE
+from .codec import FLAG_AEAD, FLAG_ZSTD, NONCE
 from .errors import Corrupt
 from .packs import REC, REC_MAGIC, T_CHUNK
 from .packstore import LocalPackStore
@@ -144,21 +145,46 @@ def decode_record(codec, encrypted: bool, rec: memoryview, cid: bytes, raw_len: 
             raise Corrupt(f"chunk {cid.hex()}: record is not encrypted in an encrypted repository")
         if out is None:
             return codec.decode(T_CHUNK, cid, flags, payload, raw_len)
-        n = len(payload) - NONCE - TAG
-        if n < 0:
-            raise Corrupt(f"chunk {cid.hex()}: truncated record")
-        dst = out[:n]
+        nonce, sealed, ad = payload[:NONCE], payload[NONCE:], _CHUNK_AD + cid
         try:
-            # codec.decode's AES-GCM step, into `dst` (same key, nonce, associated data)
-            codec._aead.decrypt_into(payload[:NONCE], payload[NONCE:], _CHUNK_AD + cid, dst)
+            # codec.decode's AES-GCM step (same key, nonce, associated data); a chunk stored
+            # raw is decrypted straight into `out`, a compressed one (smaller) into a bytes
+            if flags & FLAG_ZSTD:
+                return _decompress_into(codec, codec._aead.decrypt(nonce, sealed, ad), cid, raw_len, out), raw_len
+            if len(sealed) - TAG != raw_len or len(out) < raw_len:
+                raise Corrupt(f"record {cid.hex()} has length {len(sealed) - TAG}, expected {raw_len}")
+            codec._aead.decrypt_into(nonce, sealed, ad, out[:raw_len])
         except InvalidTag:
             raise Corrupt(f"record {cid.hex()} failed authentication") from None
-        # the rest of codec.decode (decompression, the length check) on the authenticated bytes
-        return codec.decode(T_CHUNK, cid, flags & ~FLAG_AEAD, dst, raw_len), n
-    data = codec.decode(T_CHUNK, cid, flags, payload, raw_len)
+        return out[:raw_len], raw_len
+    if out is not None and flags & FLAG_ZSTD and not flags & FLAG_AEAD:
+        data, used = _decompress_into(codec, payload, cid, raw_len, out), raw_len
+    else:
+        data, used = codec.decode(T_CHUNK, cid, flags, payload, raw_len), 0
     if codec.chunk_id(data) != cid:
         raise Corrupt(f"chunk {cid.hex()} fails its checksum (its bytes do not match its id)")
-    return data
+    return data if out is None else (data, used)
+
+
+def _decompress_into(codec, payload, cid: bytes, raw_len: int, out) -> memoryview:
+    """codec.decode's zstd step, into out[:raw_len] rather than a fresh `bytes`: exactly
+    raw_len bytes from the payload's frame, else Corrupt."""
+    if len(out) < raw_len:
+        raise Corrupt(f"chunk {cid.hex()}: no room to decode it")
+    dst = out[:raw_len]
+    try:
+        reader = codec._decompressor(payload, cid).stream_reader(payload)
+        n = 0
+        while n < raw_len:
+            k = reader.readinto(dst[n:])
+            if not k:
+                break
+            n += k
+        if n != raw_len or reader.read(1):
+            raise Corrupt(f"record {cid.hex()} does not decode to {raw_len} bytes")
+    except zstandard.ZstdError as e:
+        raise Corrupt(f"record {cid.hex()} does not decompress: {e}") from None
+    return dst
 
 
 def load_run(store, run: Sequence[Row]) -> list:
@@ -174,16 +200,25 @@ def load_run(store, run: Sequence[Row]) -> list:
     except Corrupt:                           # the pack is gone (gc): each chunk looks itself up
         buf = memoryview(b"")
     out = []
-    if encrypted and _DECRYPT_INTO and len(run) > 1:
-        # Decrypted into one reused buffer (`Buffers`) for the run: a fresh `bytes` per chunk
-        # was, in `archivectl serve` (mmap threshold 128 KiB), a new mapping per chunk whose
-        # pages faulted in one by one and were unmapped again when the block was dropped.
-        plain = BUFFERS.view(sum(r[5] for r in run))
+    if encrypted:
+        total = sum(r[6] for r in run) if _DECRYPT_INTO else 0
+    else:                                     # room for the compressed ones (a raw one is a view of buf)
+        total = 0
+        for r in run:
+            a = r[4] - base
+            if len(buf) >= a + REC.size and REC.unpack_from(buf, a)[2] & FLAG_ZSTD:
+                total += r[6]
+    if len(run) > 1 and 0 < total <= RUN_BYTES:
+        # Decrypted and decompressed into one reused buffer (`Buffers`) for the run: a fresh
+        # `bytes` per chunk was, in `archivectl serve` (mmap threshold 128 KiB), a new mapping
+        # per chunk whose pages faulted in one by one and were unmapped again when the block
+        # was dropped.
+        plain = BUFFERS.view(total)
         used = 0
         for r in run:
             a = r[4] - base
             try:
-                data, n = decode_record(codec, True, buf[a:a + r[5]], r[2], r[6], plain[used:])
+                data, n = decode_record(codec, encrypted, buf[a:a + r[5]], r[2], r[6], plain[used:])
                 used += n
                 out.append(data)
             except Corrupt:

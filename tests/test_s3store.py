@@ -755,3 +755,52 @@ def test_gc_of_a_pack_uploaded_while_its_upload_was_still_open_refuses_the_commi
         commit_many([w])
     assert not fs.exists("/racy.bin")
     assert check(a, read_data=True) == []
+
+
+@pytest.mark.parametrize("first_at", [0, 5])
+def test_a_cold_read_of_a_pack_sends_its_first_get_alone(s3, tmp_path, first_at):
+    """The first GET this node sends for a pack is back before any other GET of that pack
+    leaves, read-ahead or a parallel reader's: rclone (like other stores that do per-object
+    work on a first request) hashes the whole object on its first request and keeps the hash,
+    so parallel first GETs would each pay it.  The first GET is held (up to 2 s) while other
+    readers of the pack, mid-pack ones among them, come in; none of them may send a GET then.
+    The reads return the pack's bytes."""
+    import threading
+    data = _bytes(12 * 1024 * 1024, seed=43)
+    b = _stored_then_cold(s3, tmp_path, "/cold.bin", data)
+    store = b.packstore
+    pack = max(store.list(), key=store.size)
+    key = store.pack_key(pack)
+    events: list[tuple[str, str]] = []
+    held, second = threading.Event(), threading.Event()
+    real_get = store.client.get_object
+
+    def get_object(**kw):
+        if kw.get("Key") == key:
+            events.append(("start", kw.get("Range")))
+            if len(events) == 1:
+                held.set()
+                second.wait(2)          # a second GET of the pack arriving meanwhile ends the hold
+            else:
+                second.set()
+        r = real_get(**kw)
+        if kw.get("Key") == key:
+            events.append(("end", kw.get("Range")))
+        return r
+    store.client.get_object = get_object
+    offsets = [first_at * BLOCK + 100, 3 * BLOCK + 7, 7 * BLOCK + 11, 9 * BLOCK + 13, 100]
+    got: dict[int, bytes] = {}
+    with ThreadPoolExecutor(len(offsets)) as pool:
+        futs = [pool.submit(store.read_range, pack, offsets[0], 200_000)]
+        assert held.wait(30)
+        futs += [pool.submit(store.read_range, pack, off, 200_000) for off in offsets[1:]]
+        for off, f in zip(offsets, futs):
+            got[off] = f.result(timeout=60)
+    store.client.get_object = real_get
+    assert events[0][0] == "start" and events[1][0] == "end", events[:4]     # the first GET alone
+    assert len([e for e in events if e[0] == "start"]) >= 2                   # and then the others
+    for off in offsets:
+        assert got[off] == data_at(b, off, 200_000)
+    with b.share("office").open_read("/cold.bin") as r:
+        assert r.read() == data
+    b.close()

@@ -111,6 +111,8 @@ class _S3Sink:
         self._parts: list[tuple[int, int, int, Future]] = []     # (number, start, end, etag future)
 
     def write(self, data: bytes) -> None:
+        if self._uploaded:          # never silently: these bytes would not reach the store
+            raise Unavailable(f"pack {self.pack_id} was already uploaded; nothing was committed")
         self._f.write(data)
         self._written += len(data)
         if self.store.part and self._written - self._queued >= self.store.part:

@@ -804,3 +804,42 @@ def test_a_cold_read_of_a_pack_sends_its_first_get_alone(s3, tmp_path, first_at)
     with b.share("office").open_read("/cold.bin") as r:
         assert r.read() == data
     b.close()
+
+
+def test_records_appended_while_a_sync_uploads_reach_the_bucket(s3, tmp_path):
+    """A record appended while sync() uploads the pack it sealed goes into a new pack; that
+    pack is not uploaded by the same sync() (appends would go on into an object already in
+    the bucket, and the next seal would find it uploaded: bytes a later commit relies on,
+    missing for every other node).  A large upload's early chunk registration syncs while the
+    chunk pool appends, which lost the tail of a 192 MiB file this way.  Every record, read
+    back by a cold node, is whole."""
+    import hashlib
+    import threading
+    from archive.packs import T_CHUNK
+    url = s3.url()
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    writer = a.store.writer
+    refs = []
+
+    def rec(n: int) -> None:
+        payload = _bytes(50_000, seed=100 + n)
+        refs.append((writer.append(T_CHUNK, hashlib.sha256(payload).digest(), 0, len(payload), payload), payload))
+    rec(0)
+    sealed = writer._f
+    real_sync = sealed.sync
+
+    def sync_with_an_append_meanwhile():
+        t = threading.Thread(target=rec, args=(1,))          # another writer's append
+        t.start()
+        t.join(30)
+        real_sync()
+    sealed.sync = sync_with_an_append_meanwhile
+    writer.sync()                           # seals pack 1 and uploads it; record 1 lands in pack 2
+    rec(2)                                  # pack 2 grows after that sync
+    writer.sync()
+    a.close()
+    b = _node(url, tmp_path, "b", catalog)
+    for (pack, off, ln), payload in refs:
+        assert b.store.packdir.read_record(pack, off, ln).payload == payload
+    b.close()

@@ -374,7 +374,11 @@ class PackWriter:
                     self._sealed_ids.pop(f, None)
                     f.close()
         with self._lock:
-            if self._f is not None and self._dirty:
+            # A pack that cannot grow once durable (an object store) and was opened while the
+            # sealed ones uploaded holds only records appended after this sync() began: a later
+            # sync() seals it.  Syncing it here would upload it while appends go on, and what
+            # they add would never reach the store (the next seal finds it uploaded).
+            if self._f is not None and self._dirty and self._f.appendable:
                 try:
                     self._f.sync()
                 except OSError as e:

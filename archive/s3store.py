@@ -22,7 +22,8 @@ the whole of a random-data ingest (`sign=1` keeps it, `sign=0` drops it anywhere
 
 Reads are ranged GETs of aligned blocks kept in the local LRU cache.  A block being fetched
 is fetched once (concurrent readers wait for it), and a pack read in order is read ahead by
-several GETs at once in the background, bounded by a fraction of the cache.
+several GETs at once in the background, bounded by a fraction of the cache; the first GET of
+a pack goes alone, the others wait for it (see `S3PackStore._block`).
 Transient failures (endpoint down, throttling, 5xx) are retried by botocore with exponential
 backoff; then they surface as `errors.Unavailable`, never as a half-done commit.
 """
@@ -110,6 +111,8 @@ class _S3Sink:
         self._parts: list[tuple[int, int, int, Future]] = []     # (number, start, end, etag future)
 
     def write(self, data: bytes) -> None:
+        if self._uploaded:          # never silently: these bytes would not reach the store
+            raise Unavailable(f"pack {self.pack_id} was already uploaded; nothing was committed")
         self._f.write(data)
         self._written += len(data)
         if self.store.part and self._written - self._queued >= self.store.part:
@@ -261,6 +264,7 @@ class S3PackStore(PackStore):
         self._inflight: dict[str, tuple[Future, int]] = {}     # block name -> (its GET, first block of the GET)
         self._fetching = threading.Lock()
         self._ends: dict[str, int] = {}                # pack sizes learnt from GETs (Content-Range, short reads)
+        self._first: dict[str, Future] = {}            # per pack: this node's first GET of it (see _block)
         self.active_uploads: set[str] = set()           # this node's multipart uploads in progress
         self.uploads = ThreadPoolExecutor(max_workers=UPLOADERS, thread_name_prefix="s3-upload")
         self.readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="s3-read")
@@ -353,7 +357,8 @@ class S3PackStore(PackStore):
         # A read from the start of a pack whose size is unknown here reads ahead only once its
         # own GET is back and has told the size (Content-Range): a small pack costs one GET,
         # not one plus a few past its end.
-        blind = ahead and pack_id not in self._ends and pack_id not in self.known
+        # Nor before this node's first GET of the pack is back (see _block).
+        blind = ahead and ((pack_id not in self._ends and pack_id not in self.known) or pack_id not in self._first)
         if ahead and not blind:
             self._read_ahead(pack_id, last + 1)         # reading on through the pack, into a new block
         parts = []
@@ -375,28 +380,50 @@ class S3PackStore(PackStore):
         # whole GET alive as long as any chunk decoded from it)
         return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
 
+    def _opening(self, pack_id: str) -> Future | None:
+        """The first GET of a pack while it is still on its way (call with _fetching held)."""
+        f0 = self._first.get(pack_id)
+        return f0 if f0 is not None and not f0.done() else None
+
     def _block(self, pack_id: str, i: int, last: int) -> bytes:
         """Block i of a pack: from the cache, from a GET already on its way, or fetched now
-        (with the missing blocks up to `last`, in one GET)."""
+        (with the missing blocks up to `last`, in one GET).
+
+        The first GET of a pack this node sends goes alone: any other GET of that pack waits
+        until it is back.  Some stores do work per object on its first request of any kind
+        (rclone serve s3 hashes the whole object for its ETag, ~10 ms per MiB, and keeps the
+        hash): several first GETs at once, from the read-ahead or from the reader's parallel
+        chunk fetches landing mid-pack, would each pay that whole cost (measured: 8 parallel
+        first GETs of a 64 MiB object cost rclone 0.82 s of CPU, one GET alone then 8 cost
+        0.16 s).  Elsewhere it costs one round trip per pack, and only when reads of a pack
+        not fetched yet overlap."""
         name = f"{pack_id}.{i}"
-        with self._fetching:
-            pending = self._inflight.get(name)
-            if pending is None and self.cache.has(name):    # fetched meanwhile
-                got = self.cache.read(name, 0, BLOCK)
-                if got is not None:
-                    return got
-            if pending is None:
-                j = i
-                while j < last and f"{pack_id}.{j + 1}" not in self._inflight and not self.cache.has(f"{pack_id}.{j + 1}"):
-                    j += 1
-                fut: Future = Future()
-                fut.set_running_or_notify_cancel()
-                for k in range(i, j + 1):
-                    self._inflight[f"{pack_id}.{k}"] = (fut, i)
-                pending = (fut, i)
-                mine = j
-            else:
-                mine = None
+        while True:
+            with self._fetching:
+                pending = self._inflight.get(name)
+                if pending is None and self.cache.has(name):    # fetched meanwhile
+                    got = self.cache.read(name, 0, BLOCK)
+                    if got is not None:
+                        return got
+                opening = self._opening(pack_id) if pending is None else None
+                if pending is None and opening is None:
+                    j = i
+                    while j < last and f"{pack_id}.{j + 1}" not in self._inflight and not self.cache.has(f"{pack_id}.{j + 1}"):
+                        j += 1
+                    fut: Future = Future()
+                    fut.set_running_or_notify_cancel()
+                    for k in range(i, j + 1):
+                        self._inflight[f"{pack_id}.{k}"] = (fut, i)
+                    if pack_id not in self._first:
+                        self._first[pack_id] = fut
+                        _trim(self._first)
+                    pending = (fut, i)
+                    mine = j
+                else:
+                    mine = None
+            if opening is None:
+                break
+            wait([opening])                     # its error, if any, is for its own reader to report
         if mine is not None:
             self._fetch(pack_id, i, mine, pending[0])
         data = pending[0].result()
@@ -442,11 +469,12 @@ class S3PackStore(PackStore):
         last = None if size is None else (size + BLOCK - 1) // BLOCK    # blocks in the pack
         if last is not None:
             stop = min(stop, last)
-        runs = []
+        runs, later = [], None
         with self._fetching:
+            later = self._opening(pack_id)   # the pack's first GET goes alone (see _block): after it
             # whole RUN-aligned groups (cut at the pack's end only), so topping up as the reader
             # moves one block on is one 4 MiB GET every 4 blocks, not one 1 MiB GET per block
-            for g in range(start // RUN, (stop + RUN - 1) // RUN):
+            for g in range(start // RUN, (stop + RUN - 1) // RUN) if later is None else ():
                 hi = (g + 1) * RUN if last is None else min((g + 1) * RUN, last)
                 missing = [k for k in range(max(start, g * RUN), hi)
                            if f"{pack_id}.{k}" not in self._inflight and not self.cache.has(f"{pack_id}.{k}")]
@@ -458,8 +486,24 @@ class S3PackStore(PackStore):
                 for k in range(i, j + 1):
                     self._inflight.setdefault(f"{pack_id}.{k}", (fut, i))
                 runs.append((i, j, fut))
+                if pack_id not in self._first:      # no GET of it yet: this one alone, then the rest
+                    self._first[pack_id] = later = fut
+                    _trim(self._first)
+                    break
         for i, j, fut in runs:
             self.readers.submit(self._fetch, pack_id, i, j, fut)   # errors: for its waiters, if any
+        if later is not None:               # outside the lock: a done future calls back at once
+            later.add_done_callback(lambda f: self._after_first(f, pack_id, start))
+
+    def _after_first(self, fut: Future, pack_id: str, start: int) -> None:
+        """The read-ahead held back by a pack's first GET, once it is back (not after a failure
+        or close(), which fails it with the fetch lock held)."""
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        try:
+            self._read_ahead(pack_id, start)
+        except RuntimeError:                # the store closed meanwhile (no new GETs)
+            pass
 
     def open_stream(self, pack_id: str) -> BinaryIO:
         f = tempfile.TemporaryFile(dir=self.staging, prefix="scan-")

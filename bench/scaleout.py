@@ -160,7 +160,8 @@ def peer_ceiling(s3, url: str, size: int, tmp: Path, before: set[str], read: set
     below a part, else PART-size parts, UPLOADERS in flight across packs as the store's pool
     has them, then the completion) and the commit's check (one GET of the gc fence; a HEAD per
     pack with a store from before the fence); cold: each pack read as
-    a cold reader reads it (its first block alone, then RUN-block GETs, READERS in flight).
+    a cold reader reads it (its first block alone, then RUN-block GETs, READERS in flight), from
+    the copies uploaded under ceiling/ (not read before, as the store's packs are to a cold node).
     Packs in `before` (written by init and add_share, before the timed ingest) are left out;
     only the packs in `read` (those the cold restore fetched: the packs holding chunks) get the
     HEAD and the GETs, as in the store (the small pack of the commit's transaction holds no chunk)."""
@@ -219,7 +220,11 @@ def peer_ceiling(s3, url: str, size: int, tmp: Path, before: set[str], read: set
             for p, n in packs:
                 if p not in read:
                     continue
-                key = store.pack_key(p)
+                # the copies uploaded above: as fresh to the peer as the store's packs are to a
+                # cold restore (the store's own packs were read twice already, and rclone keeps
+                # the MD5 it computes on an object's first request: reading them again measured
+                # a ceiling no cold reader can reach)
+                key = f"{store.prefix}ceiling/{p}.pack"
                 first = min(S3.BLOCK, n)
                 assert len(c.get_object(Bucket=b, Key=key, Range=f"bytes=0-{first - 1}")["Body"].read()) == first
                 step = S3.RUN * S3.BLOCK

@@ -755,3 +755,91 @@ def test_gc_of_a_pack_uploaded_while_its_upload_was_still_open_refuses_the_commi
         commit_many([w])
     assert not fs.exists("/racy.bin")
     assert check(a, read_data=True) == []
+
+
+@pytest.mark.parametrize("first_at", [0, 5])
+def test_a_cold_read_of_a_pack_sends_its_first_get_alone(s3, tmp_path, first_at):
+    """The first GET this node sends for a pack is back before any other GET of that pack
+    leaves, read-ahead or a parallel reader's: rclone (like other stores that do per-object
+    work on a first request) hashes the whole object on its first request and keeps the hash,
+    so parallel first GETs would each pay it.  The first GET is held (up to 2 s) while other
+    readers of the pack, mid-pack ones among them, come in; none of them may send a GET then.
+    The reads return the pack's bytes."""
+    import threading
+    data = _bytes(12 * 1024 * 1024, seed=43)
+    b = _stored_then_cold(s3, tmp_path, "/cold.bin", data)
+    store = b.packstore
+    pack = max(store.list(), key=store.size)
+    key = store.pack_key(pack)
+    events: list[tuple[str, str]] = []
+    held, second = threading.Event(), threading.Event()
+    real_get = store.client.get_object
+
+    def get_object(**kw):
+        if kw.get("Key") == key:
+            events.append(("start", kw.get("Range")))
+            if len(events) == 1:
+                held.set()
+                second.wait(2)          # a second GET of the pack arriving meanwhile ends the hold
+            else:
+                second.set()
+        r = real_get(**kw)
+        if kw.get("Key") == key:
+            events.append(("end", kw.get("Range")))
+        return r
+    store.client.get_object = get_object
+    offsets = [first_at * BLOCK + 100, 3 * BLOCK + 7, 7 * BLOCK + 11, 9 * BLOCK + 13, 100]
+    got: dict[int, bytes] = {}
+    with ThreadPoolExecutor(len(offsets)) as pool:
+        futs = [pool.submit(store.read_range, pack, offsets[0], 200_000)]
+        assert held.wait(30)
+        futs += [pool.submit(store.read_range, pack, off, 200_000) for off in offsets[1:]]
+        for off, f in zip(offsets, futs):
+            got[off] = f.result(timeout=60)
+    store.client.get_object = real_get
+    assert events[0][0] == "start" and events[1][0] == "end", events[:4]     # the first GET alone
+    assert len([e for e in events if e[0] == "start"]) >= 2                   # and then the others
+    for off in offsets:
+        assert got[off] == data_at(b, off, 200_000)
+    with b.share("office").open_read("/cold.bin") as r:
+        assert r.read() == data
+    b.close()
+
+
+def test_records_appended_while_a_sync_uploads_reach_the_bucket(s3, tmp_path):
+    """A record appended while sync() uploads the pack it sealed goes into a new pack; that
+    pack is not uploaded by the same sync() (appends would go on into an object already in
+    the bucket, and the next seal would find it uploaded: bytes a later commit relies on,
+    missing for every other node).  A large upload's early chunk registration syncs while the
+    chunk pool appends, which lost the tail of a 192 MiB file this way.  Every record, read
+    back by a cold node, is whole."""
+    import hashlib
+    import threading
+    from archive.packs import T_CHUNK
+    url = s3.url()
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    writer = a.store.writer
+    refs = []
+
+    def rec(n: int) -> None:
+        payload = _bytes(50_000, seed=100 + n)
+        refs.append((writer.append(T_CHUNK, hashlib.sha256(payload).digest(), 0, len(payload), payload), payload))
+    rec(0)
+    sealed = writer._f
+    real_sync = sealed.sync
+
+    def sync_with_an_append_meanwhile():
+        t = threading.Thread(target=rec, args=(1,))          # another writer's append
+        t.start()
+        t.join(30)
+        real_sync()
+    sealed.sync = sync_with_an_append_meanwhile
+    writer.sync()                           # seals pack 1 and uploads it; record 1 lands in pack 2
+    rec(2)                                  # pack 2 grows after that sync
+    writer.sync()
+    a.close()
+    b = _node(url, tmp_path, "b", catalog)
+    for (pack, off, ln), payload in refs:
+        assert b.store.packdir.read_record(pack, off, ln).payload == payload
+    b.close()

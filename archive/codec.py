@@ -99,7 +99,16 @@ class Codec:
                 return c.compress(data)
         return z.c.compress(data)
 
-    def _decompressor(self, payload, rid: bytes):
+    def open_sealed(self, nonce, sealed, ad, out=None):
+        """decode's AES-GCM step alone, into `out` when given (the lean read path decrypts a
+        run's chunks into one reused buffer); raises InvalidTag as AESGCM does."""
+        if out is None:
+            return self._aead.decrypt(nonce, sealed, ad)
+        self._aead.decrypt_into(nonce, sealed, ad, out)
+        return out
+
+    def decompressor(self, payload, rid: bytes):
+        """The zstd decompressor for this frame: with the dictionary its dictID names."""
         z = self._zc()
         try:
             dict_id = zstandard.get_frame_parameters(payload).dict_id
@@ -126,7 +135,7 @@ class Codec:
                 raise Corrupt(f"record {rid.hex()} failed authentication") from None
         if flags & FLAG_ZSTD:
             try:
-                payload = self._decompressor(payload, rid).decompress(payload, max_output_size=raw_len)
+                payload = self.decompressor(payload, rid).decompress(payload, max_output_size=raw_len)
             except zstandard.ZstdError as e:
                 raise Corrupt(f"record {rid.hex()} does not decompress: {e}") from None
         if len(payload) != raw_len:

@@ -150,10 +150,10 @@ def decode_record(codec, encrypted: bool, rec: memoryview, cid: bytes, raw_len: 
             # codec.decode's AES-GCM step (same key, nonce, associated data); a chunk stored
             # raw is decrypted straight into `out`, a compressed one (smaller) into a bytes
             if flags & FLAG_ZSTD:
-                return _decompress_into(codec, codec._aead.decrypt(nonce, sealed, ad), cid, raw_len, out), raw_len
+                return _decompress_into(codec, codec.open_sealed(nonce, sealed, ad), cid, raw_len, out), raw_len
             if len(sealed) - TAG != raw_len or len(out) < raw_len:
                 raise Corrupt(f"record {cid.hex()} has length {len(sealed) - TAG}, expected {raw_len}")
-            codec._aead.decrypt_into(nonce, sealed, ad, out[:raw_len])
+            codec.open_sealed(nonce, sealed, ad, out[:raw_len])
         except InvalidTag:
             raise Corrupt(f"record {cid.hex()} failed authentication") from None
         return out[:raw_len], raw_len
@@ -173,7 +173,7 @@ def _decompress_into(codec, payload, cid: bytes, raw_len: int, out) -> memoryvie
         raise Corrupt(f"chunk {cid.hex()}: no room to decode it")
     dst = out[:raw_len]
     try:
-        reader = codec._decompressor(payload, cid).stream_reader(payload)
+        reader = codec.decompressor(payload, cid).stream_reader(payload)
         n = 0
         while n < raw_len:
             k = reader.readinto(dst[n:])

@@ -1,8 +1,8 @@
 """A small repository history with every shape of chunk list, for schema-migration tests.
 
 `build(fs)` makes it through the ShareFS API; `expected()` is what every version must read back
-as.  tests/data/repo-0007.tar.gz was made by `build` on the release whose schema head was 0007
-(commit d9a454e): `python tests/catalog_history.py OUT_DIR` there, then tar of OUT_DIR/repo."""
+as.  `python tests/catalog_history.py OUT_DIR` writes it as a repository at OUT_DIR/repo (to
+look at one by hand)."""
 from __future__ import annotations
 
 import random

@@ -1,13 +1,13 @@
 """Schema migrations of existing repositories: every version reads back byte for byte after it.
 
-`repo-0007.tar.gz` is a repository written by the release whose schema head was 0007 (commit
-d9a454e; tests/catalog_history.py says how): chunk rows keyed by their 32-byte id, pack names in
-the chunk rows.  The second test makes the same history at head, takes the catalog down to
-0007 with Alembic (the downgrade) and up again: on SQLite here, on PostgreSQL in
-test_postgres.py (the same function)."""
+Both tests make a history with every shape of chunk list at head (tests/catalog_history.py),
+take the catalog down to 0007 with Alembic (chunk rows keyed by their 32-byte id, pack names in
+the chunk rows) and bring it back up: the first through `Repository.open`, as a user's upgrade
+does, the second with Alembic itself, on SQLite here and on PostgreSQL in test_postgres.py
+(the same function).  (No repository written by the old release is kept in git: it would be a
+binary archive; the downgrade writes the same 0007 schema.)"""
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 
 from sqlalchemy import inspect, text
@@ -16,9 +16,6 @@ import catalog_history
 from archive import Repository
 from archive.catalog import db
 from recover_helpers import drop_catalog, snapshot
-
-DATA = Path(__file__).parent / "data"
-
 
 def _reads_back(repo: Repository, more: dict | None = None) -> None:
     fs = repo.share("s")
@@ -44,20 +41,34 @@ def _alembic(repo: Repository, fn, target: str) -> None:
         getattr(command, fn)(cfg, target)
 
 
-def test_a_repository_made_at_0007_migrates_reads_back_dedups_and_recovers(cli):
-    with tarfile.open(DATA / "repo-0007.tar.gz") as t:
-        t.extractall(cli.repo_path.parent, filter="data")
-    (cli.repo_path.parent / "repo").rename(cli.repo_path)
+def _counts(repo: Repository) -> tuple[int, int, int, int]:
+    with repo.catalog.session() as s:
+        return tuple(s.execute(text(
+            "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM version_chunks), "
+            "(SELECT count(*) FROM versions WHERE chunk IS NOT NULL), "
+            "(SELECT count(*) FROM chunk_lists)")).one())
+
+
+def test_a_repository_at_0007_migrates_on_open_reads_back_dedups_and_recovers(cli):
+    r = Repository.init(cli.repo_path, chunk_avg=4096)
+    try:
+        r.add_share("s")
+        catalog_history.build(r.share("s"))
+        chunks, refs, inline, listed = _counts(r)
+        assert inline == 5 and refs == inline + listed and chunks < refs     # dedup: shared chunks
+        _alembic(r, "downgrade", "0007")
+        with r.catalog.session() as s:
+            assert s.execute(text("SELECT count(*), count(DISTINCT pack_id) FROM chunks")).one() == (chunks, 1)
+            assert s.execute(text("SELECT count(*) FROM version_chunks")).scalar() == refs
+    finally:
+        r.close()
     with Repository.open(cli.repo_path) as r:                     # migrates
         with r.catalog.session() as s:
             assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == db.SCHEMA_HEAD
-            chunks, refs, packs, no_pack = s.execute(text(
-                "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM version_chunks), "
-                "(SELECT count(*) FROM packs), (SELECT count(*) FROM chunks WHERE pack IS NULL)")).one()
-        assert (chunks, refs, packs, no_pack) == (22, 93, 1, 0)     # the 0007 catalog's rows, all moved
-        with r.catalog.session() as s:                              # five one-chunk versions: in their rows
-            assert s.execute(text("SELECT (SELECT count(*) FROM versions WHERE chunk IS NOT NULL), "
-                                  "(SELECT count(*) FROM chunk_lists)")).one() == (5, 88)
+            packs, no_pack = s.execute(text(
+                "SELECT (SELECT count(*) FROM packs), (SELECT count(*) FROM chunks WHERE pack IS NULL)")).one()
+        assert (packs, no_pack) == (1, 0)
+        assert _counts(r) == (chunks, refs, inline, listed)          # every row moved, one-chunk
         assert "chunk" in _columns(r, "version_chunks") and "chunk_id" not in _columns(r, "version_chunks")
         assert "pack" in _columns(r, "chunks") and "pack_id" not in _columns(r, "chunks")
         assert "ix_versions_created" not in {ix["name"] for ix in inspect(r.catalog.engine).get_indexes("versions")}
@@ -73,7 +84,7 @@ def test_a_repository_made_at_0007_migrates_reads_back_dedups_and_recovers(cli):
         w.write(b"third")
         w.commit()
         with r.catalog.session() as s:
-            assert s.execute(text("SELECT count(*) FROM chunks")).scalar() == 23
+            assert s.execute(text("SELECT count(*) FROM chunks")).scalar() == chunks + 1
         with fs.open_read("/b/again.bin") as f:
             assert f.read() == catalog_history.BIG3
         more = {"/a/small.txt": [(1, False, b"hello"), (2, False, b"hello world"), (3, False, b"third")],

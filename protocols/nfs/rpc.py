@@ -12,6 +12,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from ..sendviews import send_views
 from .xdr import Packer, Unpacker, XDRError
 
 CALL, REPLY = 0, 1
@@ -181,14 +182,4 @@ def send_record(sock: socket.socket, reply) -> None:
     if size <= JOIN_MAX:
         sock.sendall(mark + b"".join(parts))
         return
-    views = [memoryview(mark)] + [memoryview(x).cast("B") for x in parts if len(x)]
-    while views:
-        sent = sock.sendmsg(views)
-        while sent:                       # a partial send: drop what went, go on from there
-            first = views[0]
-            if sent >= len(first):
-                sent -= len(first)
-                views.pop(0)
-            else:
-                views[0] = first[sent:]
-                sent = 0
+    send_views(sock, [memoryview(mark)] + [memoryview(x).cast("B") for x in parts if len(x)])

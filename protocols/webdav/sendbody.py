@@ -24,6 +24,8 @@ from typing import Any
 
 from cheroot import wsgi
 
+from ..sendviews import send_views as _send_views
+
 #: environ key our gateway sets: the application may answer a GET body with a DirectBody
 DIRECT_KEY = "edge.direct_send"
 
@@ -36,21 +38,6 @@ def _buffer(size: int) -> memoryview:
     if buf is None or len(buf) != size:
         buf = _local.buf = memoryview(bytearray(size))
     return buf
-
-
-def _send_views(sock: Any, views: list) -> int:
-    """sendmsg all of `views` (resuming after partial sends); the bytes sent."""
-    total = sum(len(v) for v in views)
-    i, left = 0, total
-    while left > 0:
-        sent = sock.sendmsg(views[i:i + 64])        # IOV_MAX is 1024; stay well below
-        left -= sent
-        while i < len(views) and sent >= len(views[i]):
-            sent -= len(views[i])
-            i += 1
-        if sent:
-            views[i] = views[i][sent:]
-    return total
 
 
 class DirectBody(bytes):

@@ -472,9 +472,10 @@ class Reader(io.RawIOBase):
     Chunks are fetched in *blocks*: runs of records adjacent in one pack, read with one pread
     each and verified in place (archive/readpath.py).  The block under the read position is
     decoded on the calling thread (a one-chunk file never touches the thread pool); while the
-    reads go on sequentially the next READ_AHEAD blocks are decoded in the pool, so a download
-    finds them ready.  At most READ_AHEAD + 2 blocks of READ_BLOCK bytes are held per Reader,
-    whatever the file size."""
+    reads go on sequentially the next READ_AHEAD blocks of a remote pack store (S3) are decoded
+    in the pool, so a download finds them ready; a local pack store's are read ahead by the
+    kernel and decoded on the calling thread too (Reader._prefetch).  At most READ_AHEAD + 2
+    blocks of READ_BLOCK bytes are held per Reader, whatever the file size."""
 
     READ_BLOCK = 1024 * 1024
     READ_AHEAD = 2
@@ -567,7 +568,11 @@ class Reader(io.RawIOBase):
 
     def _prefetch(self, b: int) -> None:
         store = self.repo.store
-        for nb in range(b + 1, min(b + 1 + self.READ_AHEAD, len(self._blocks))):
+        # A local pack is read ahead by the kernel (sequential preads of one file) and its next
+        # block decoded on this thread when it is reached: the pool's futures cost more CPU in
+        # hand-offs than they saved (~0.1 ms per MiB; docs/benchmarks.md "read11").
+        ahead = 0 if isinstance(store.packdir.store, readpath.LocalPackStore) else self.READ_AHEAD
+        for nb in range(b + 1, min(b + 1 + ahead, len(self._blocks))):
             key = self._win[self._blocks[nb][0]][0]
             if key not in self._cache:
                 self._cache[key] = store.pool.submit(readpath.load_run, store, self._block_rows(nb))

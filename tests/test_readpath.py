@@ -137,6 +137,38 @@ def test_a_flipped_pack_byte_is_an_error_never_data(efs, text):
             pass
 
 
+class _NoPool:
+    """A pool that refuses work: a sequential read of a local repository must not use one."""
+
+    def submit(self, fn, *args):
+        raise AssertionError(f"{getattr(fn, '__name__', fn)} handed to the pool")
+
+
+def test_a_local_sequential_read_decodes_on_the_reading_thread(efs, monkeypatch):
+    """The Reader's read-ahead of a local pack store is the kernel's: every block is decoded on
+    the reading thread (no pool future, no hand-off), and a block further on is still verified:
+    a flipped byte there is an error, never data."""
+    data = random.Random(2024).randbytes(5 << 20)
+    put_bytes(efs, "/seq", data)
+    put_bytes(efs, "/bad", data[::-1])
+    _flip_in_payload(efs.repo, efs, "/bad")
+    monkeypatch.setattr(efs.repo.store, "pool", _NoPool())
+    r, got = efs.open_read("/seq"), bytearray()
+    while views := r.readviews(300_001):
+        for v in views:
+            got += v
+    assert bytes(got) == data
+    r.seek(0)
+    assert r.read() == data
+    r = efs.open_read("/bad")
+    r.seek(len(data) - (1 << 20))             # read the tail first: the damaged chunk is early
+    assert r.read() == data[::-1][-(1 << 20):]
+    r.seek(0)
+    with pytest.raises(Corrupt):
+        while r.readviews(1 << 20):
+            pass
+
+
 def test_tree_restore_writes_bytes_and_mtimes_and_streams_large_files(efs, tmp_path, monkeypatch):
     monkeypatch.setattr(readpath, "BATCH_FILES", 5)          # several batches
     monkeypatch.setattr(readpath, "BATCH_FILE_MAX", 200_000)  # and the streamed path

@@ -475,7 +475,8 @@ class Reader(io.RawIOBase):
     reads go on sequentially the next READ_AHEAD blocks of a remote pack store (S3) are decoded
     in the pool, so a download finds them ready; a local pack store's are read ahead by the
     kernel and decoded on the calling thread too (Reader._prefetch).  At most READ_AHEAD + 2
-    blocks of READ_BLOCK bytes are held per Reader, whatever the file size."""
+    blocks of READ_BLOCK bytes are held per Reader (2 for a local store), whatever the file
+    size."""
 
     READ_BLOCK = 1024 * 1024
     READ_AHEAD = 2
@@ -571,12 +572,14 @@ class Reader(io.RawIOBase):
         # A local pack is read ahead by the kernel (sequential preads of one file) and its next
         # block decoded on this thread when it is reached: the pool's futures cost more CPU in
         # hand-offs than they saved (~0.1 ms per MiB; docs/benchmarks.md "read11").
+        # It also keeps two decoded blocks, not four: fewer busy buffers per Reader, so that
+        # concurrent downloads still find theirs in readpath.Buffers (a fresh one faults in).
         ahead = 0 if isinstance(store.packdir.store, readpath.LocalPackStore) else self.READ_AHEAD
         for nb in range(b + 1, min(b + 1 + ahead, len(self._blocks))):
             key = self._win[self._blocks[nb][0]][0]
             if key not in self._cache:
                 self._cache[key] = store.pool.submit(readpath.load_run, store, self._block_rows(nb))
-        while len(self._cache) > self.READ_AHEAD + 2:
+        while len(self._cache) > ahead + 2:
             self._cache.popitem(last=False)
 
     def _chunks(self, i: int, sequential: bool) -> tuple[list, int, int]:

@@ -158,6 +158,7 @@ def test_a_local_sequential_read_decodes_on_the_reading_thread(efs, monkeypatch)
         for v in views:
             got += v
     assert bytes(got) == data
+    assert len(r._cache) <= 2                 # the decoded blocks a local Reader keeps
     r.seek(0)
     assert r.read() == data
     r = efs.open_read("/bad")

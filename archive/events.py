@@ -53,7 +53,7 @@ def apply_many(s: Session, evs: list[Event]) -> None:
 
 def _mkdir_many(s: Session, evs: list[Event]) -> None:
     raw.many(s, _INS_NODE, [(e["node"], e["share"], "dir", e["at"], e.get("mtime", e["at"])) for e in evs])
-    raw.many(s, _INS_DENTRY, [(e["parent"], e["name"], fold(e["name"]), e["node"], e["at"]) for e in evs])
+    raw.many(s, _INS_DENTRY, [(e["parent"], e["name"], _fold(e["name"]), e["node"], e["at"]) for e in evs])
     raw.many(s, _SET_MTIME, [(e["at"], e["parent"]) for e in evs])
     raw.many(s, _INS_CHANGE, list(dict.fromkeys((e["share"], e["at"] // 1_000_000) for e in evs)))
 
@@ -128,8 +128,14 @@ _INS_CHANGE = "INSERT INTO share_changes (share_id, at_s) VALUES (?, ?) ON CONFL
 _NODE_SHARE = "SELECT share_id FROM nodes WHERE id = ?"
 
 
+def _fold(name: str) -> str | None:
+    """dentries.name_fold: the name's case fold, NULL when it is the name itself (migration 0011)."""
+    f = fold(name)
+    return None if f == name else f
+
+
 def _link(s: Session, parent: int, name: str, node: int, at: int) -> None:
-    raw.run(s, _INS_DENTRY, (parent, name, fold(name), node, at))
+    raw.run(s, _INS_DENTRY, (parent, name, _fold(name), node, at))
     raw.run(s, _SET_MTIME, (at, parent))
 
 
@@ -331,7 +337,7 @@ def _commit_many(s: Session, evs: list[Event]) -> None:
         return
     raw.many(s, _INS_NODE, [(e["node"], e["share"], "file", e["at"], e["at"]) for e in evs if e.get("new_node")])
     links = [e for e in evs if e.get("link")]
-    raw.many(s, _INS_DENTRY, [(e["parent"], e["name"], fold(e["name"]), e["node"], e["at"]) for e in links])
+    raw.many(s, _INS_DENTRY, [(e["parent"], e["name"], _fold(e["name"]), e["node"], e["at"]) for e in links])
     raw.many(s, _SET_MTIME, [(e["at"], e["parent"]) for e in links])
     rows: list[tuple] = []
     made: list[tuple[int, bytes, list[int]]] = []

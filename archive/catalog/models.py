@@ -7,7 +7,7 @@ SQLite and PostgreSQL.  The namespace is temporal: a dentry is valid from `valid
 from __future__ import annotations
 
 from sqlalchemy import (DDL, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text,
-                        UniqueConstraint, event)
+                        UniqueConstraint, event, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -62,13 +62,17 @@ class Dentry(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     parent_id: Mapped[int] = mapped_column(BigInteger)
     name: Mapped[str] = mapped_column(String(255))
-    name_fold: Mapped[str] = mapped_column(String(255))
+    # the case fold (paths.fold) of a name that is not its own fold; NULL for the others (most
+    # names): case-insensitive lookups ask `name_fold = k OR (name_fold IS NULL AND name = k)`
+    # (migration 0011; archive/events.py writes it, archive/sharefs.py asks)
+    name_fold: Mapped[str | None] = mapped_column(String(255))
     node_id: Mapped[int] = mapped_column(BigInteger)
     valid_from: Mapped[int] = mapped_column(BigInteger)
     valid_to: Mapped[int | None] = mapped_column(BigInteger)
     __table_args__ = (
         Index("ix_dentries_parent_name", "parent_id", "name", "valid_to"),
-        Index("ix_dentries_parent_fold", "parent_id", "name_fold"),
+        Index("ix_dentries_parent_fold", "parent_id", "name_fold",
+              sqlite_where=text("name_fold IS NOT NULL"), postgresql_where=text("name_fold IS NOT NULL")),
         Index("ix_dentries_node", "node_id"),
     )
 

@@ -111,16 +111,18 @@ _END_DENTRY = "UPDATE dentries SET valid_to = ? WHERE parent_id = ? AND name = ?
 # version_chunks (models.VERSION_CHUNKS_VIEW).
 _INS_VERSION = ("INSERT INTO versions (node_id, number, size, mtime, created_at, deleted, etag, origin_protocol, "
                 "origin_user, origin_address, meta, chunk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "(SELECT n FROM chunks WHERE id = ?)) RETURNING id, chunk")
-_SET_VERSION_CHUNK = "UPDATE versions SET chunk = (SELECT n FROM chunks WHERE id = ?) WHERE id = ?"
+                f"(SELECT n FROM chunks WHERE {raw.CHUNK_BY_ID})) RETURNING id, chunk")
+_SET_VERSION_CHUNK = f"UPDATE versions SET chunk = (SELECT n FROM chunks WHERE {raw.CHUNK_BY_ID}) WHERE id = ?"
 _COPY_VERSION_CHUNK = "UPDATE versions SET chunk = ? WHERE id = ?"
-# A chunk reference by the chunk's id: the row holds the chunk's integer key (chunks.n).
+# A chunk reference by the chunk's id: the row holds the chunk's integer key (chunks.n).  Chunks
+# are found by id with raw.CHUNK_BY_ID, which binds the id twice: the statements that name a
+# chunk by id take it as their last two parameters.
 _INS_VCHUNK = ('INSERT INTO chunk_lists (version_id, "offset", chunk, length) '
-               "SELECT ?, ?, n, ? FROM chunks WHERE id = ?")
+               f"SELECT ?, ?, n, ? FROM chunks WHERE {raw.CHUNK_BY_ID}")
 _INS_VCHUNK_MISSING = ('INSERT INTO chunk_lists (version_id, "offset", chunk, length) '
-                       "SELECT ?, ?, n, ? FROM chunks WHERE id = ? ON CONFLICT DO NOTHING")
+                       f"SELECT ?, ?, n, ? FROM chunks WHERE {raw.CHUNK_BY_ID} ON CONFLICT DO NOTHING")
 _INS_NO_PACK = ('INSERT INTO chunks (id, pack, "offset", length, raw_len, orphaned_at) '
-                "VALUES (?, NULL, 0, 0, 0, NULL) ON CONFLICT (id) DO NOTHING")
+                f"VALUES (?, NULL, 0, 0, 0, NULL) ON CONFLICT {raw.CHUNK_ID_KEY} DO NOTHING")
 _COPY_VCHUNKS = ('INSERT INTO chunk_lists (version_id, "offset", chunk, length) '
                  'SELECT ?, "offset", chunk, length FROM chunk_lists WHERE version_id = ?')
 _SET_VERSION_MTIME = "UPDATE versions SET mtime = ? WHERE node_id = ? AND number = ?"
@@ -178,12 +180,13 @@ def _insert_version(s: Session, e: Event) -> tuple[int, bool]:
     lens = e.get("lens")
     one = bytes.fromhex(e["ids"]) if lens and len(lens) == 1 and lens[0] == e["size"] and "copy_of" not in e \
         else None
+    key = b"" if one is None else one       # (a NULL would be text to PostgreSQL's substr: no chunk either)
     vid, chunk = raw.one(s, _INS_VERSION, (e["node"], e["number"], e["size"], e["mtime"], e["at"],
                                            bool(e.get("deleted", False)), e["etag"], o.get("protocol"),
-                                           o.get("user"), o.get("address"), e.get("meta"), one))
+                                           o.get("user"), o.get("address"), e.get("meta"), key, key))
     if one is not None and chunk is None:     # a chunk the catalog lacks (see _check_refs)
         raw.run(s, _INS_NO_PACK, (one,))
-        raw.run(s, _SET_VERSION_CHUNK, (one, vid))
+        raw.run(s, _SET_VERSION_CHUNK, (one, one, vid))
     return vid, one is not None
 
 
@@ -195,7 +198,8 @@ def _insert_chunk_list(s: Session, vid: int, ids: bytes, lens: list[int], batch:
     for start in range(0, len(lens), batch):
         rows = []
         for i in range(start, min(start + batch, len(lens))):
-            rows.append((vid, off, lens[i], ids[32 * i:32 * i + 32]))
+            cid = ids[32 * i:32 * i + 32]
+            rows.append((vid, off, lens[i], cid, cid))
             off += lens[i]
         done += raw.many(s, sql, rows)
     return done
@@ -353,7 +357,8 @@ def _commit_many(s: Session, evs: list[Event]) -> None:
                 continue
             off = 0
             for i, n in enumerate(lens):
-                rows.append((vid, off, n, ids[32 * i:32 * i + 32]))
+                cid = ids[32 * i:32 * i + 32]
+                rows.append((vid, off, n, cid, cid))
                 off += n
             if len(rows) >= 10_000:
                 inserted += raw.many(s, _INS_VCHUNK, rows)

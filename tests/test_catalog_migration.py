@@ -176,6 +176,17 @@ def _everything(repo: Repository) -> dict:
     return out
 
 
+def _chunk_id_index(repo: Repository) -> tuple[bool, bool]:
+    """(unique index on the id's 16-byte prefix (0012), unique constraint on the whole id (before))"""
+    sqlite = repo.catalog.engine.dialect.name == "sqlite"
+    with repo.catalog.session() as s:           # (SQLAlchemy's SQLite inspector skips expression indexes)
+        sql = ("SELECT sql FROM sqlite_master WHERE name = 'uq_chunks_id16'" if sqlite else
+               "SELECT indexdef FROM pg_indexes WHERE indexname = 'uq_chunks_id16'")
+        ddl = s.execute(text(sql)).scalar() or ""
+    prefix = "UNIQUE" in ddl.upper() and "substr(id, 1, 16)" in ddl
+    return prefix, any(u["column_names"] == ["id"] for u in inspect(repo.catalog.engine).get_unique_constraints("chunks"))
+
+
 def _folds(repo: Repository) -> tuple[int, int]:
     """(dentries, dentries with a stored fold)"""
     with repo.catalog.session() as s:
@@ -214,6 +225,7 @@ def test_0011_name_fold_migrates_on_existing_data_both_ways(cli):
         r.close()
     with Repository.open(cli.repo_path) as r:                        # migrates 0010 -> head
         assert _folds(r) == (names, stored)
+        assert _chunk_id_index(r) == (True, False)
         fold_ix = [ix for ix in inspect(r.catalog.engine).get_indexes("dentries")
                    if ix["name"] == "ix_dentries_parent_fold"]
         assert len(fold_ix) == 1 and "name_fold IS NOT NULL" in \
@@ -244,7 +256,7 @@ def test_0011_name_fold_migrates_on_existing_data_both_ways(cli):
 
 
 def test_0011_downgrade_and_upgrade_with_alembic_keep_every_name_and_version(tmp_path):
-    """The same migration with Alembic itself: on SQLite here, on PostgreSQL in test_postgres.py."""
+    """0011 and 0012 with Alembic itself: on SQLite here, on PostgreSQL in test_postgres.py."""
     repo = Repository.init(tmp_path / "repo", chunk_avg=4096)
     try:
         repo.add_share("s")
@@ -253,17 +265,27 @@ def test_0011_downgrade_and_upgrade_with_alembic_keep_every_name_and_version(tmp
         at_head = _everything(repo)
         names, stored = _folds(repo)
         assert (names, stored) == (18, 5)
+        assert _chunk_id_index(repo) == (True, False)
         _alembic(repo, "downgrade", "0010")
         assert _folds(repo) == (names, names)
+        assert _chunk_id_index(repo) == (False, True)
         _alembic(repo, "upgrade", "head")
         assert _folds(repo) == (names, stored)
+        assert _chunk_id_index(repo) == (True, False)
         assert _everything(repo) == at_head
         _ci_lookups(repo)
+        with repo.catalog.session() as s:
+            chunks = s.execute(text("SELECT count(*) FROM chunks")).scalar()
+        w = repo.share("s").open_write("/b/dedup.bin")                # found by id again: no new row
+        w.write(catalog_history.BIG3)
+        w.commit()
+        with repo.catalog.session() as s:
+            assert s.execute(text("SELECT count(*) FROM chunks")).scalar() == chunks
         fs = repo.share("office", case_insensitive=True)
         w = fs.open_write("/DOCS/straSSe.TXT")                     # the stored fold finds it
         w.write(b"street 2")
         w.commit()
         assert [v.number for v in fs.versions("/Docs/Stra\u00dfe.txt")] == [1, 2]
-        assert _folds(repo) == (names, stored)                       # no new dentry
+        assert _folds(repo) == (names + 1, stored)                   # dedup.bin's, no other
     finally:
         repo.close()

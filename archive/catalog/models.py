@@ -127,19 +127,20 @@ class Pack(Base):
 
 
 class Chunk(Base):
-    """A stored chunk: `id` is its 32-byte content id (unique: dedup looks it up), `n` the
+    """A stored chunk: `id` is its 32-byte content id (dedup looks it up: rawsql.CHUNK_BY_ID), `n` the
     integer key version_chunks refer to.  `pack` NULL: a chunk a version references but no
     pack holds (recover found no record of it); reads report it missing, a new upload of the
     same bytes fills it in."""
     __tablename__ = "chunks"
     n: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    id: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    id: Mapped[bytes] = mapped_column(LargeBinary(32))   # unique by its first 16 bytes: rawsql.CHUNK_BY_ID
     pack: Mapped[int | None] = mapped_column(BigInteger)
     offset: Mapped[int] = mapped_column(BigInteger)
     length: Mapped[int] = mapped_column(Integer)        # record length in the pack
     raw_len: Mapped[int] = mapped_column(Integer)
     orphaned_at: Mapped[int | None] = mapped_column(BigInteger)
-    __table_args__ = (Index("ix_chunks_pack", "pack"),)
+    __table_args__ = (Index("ix_chunks_pack", "pack"),
+                      Index("uq_chunks_id16", text("substr(id, 1, 16)"), unique=True))
 
 
 class Property(Base):

@@ -187,7 +187,16 @@ def _insert_version(s: Session, e: Event) -> tuple[int, bool]:
     if one is not None and chunk is None:     # a chunk the catalog lacks (see _check_refs)
         raw.run(s, _INS_NO_PACK, (one,))
         raw.run(s, _SET_VERSION_CHUNK, (one, one, vid))
+        if raw.scalar(s, "SELECT chunk FROM versions WHERE id = ?", (vid,)) is None:
+            _prefix_taken(one)
     return vid, one is not None
+
+
+def _prefix_taken(cid: bytes) -> None:
+    """No chunk row of this id, and none could be made: another chunk's id has the same first 16
+    bytes (the unique index, migration 0012).  Refused rather than mixed up."""
+    from .errors import Corrupt
+    raise Corrupt(f"chunk {cid.hex()} shares its first 16 bytes with another chunk's id; not stored")
 
 
 def _insert_chunk_list(s: Session, vid: int, ids: bytes, lens: list[int], batch: int = 1000,
@@ -217,6 +226,10 @@ def _check_refs(s: Session, made: list[tuple[int, bytes, list[int]]], inserted: 
     for vid, ids, lens in made:
         raw.many(s, _INS_NO_PACK, [(ids[32 * i:32 * i + 32],) for i in range(len(lens))])
         _insert_chunk_list(s, vid, ids, lens, sql=_INS_VCHUNK_MISSING)
+        if raw.scalar(s, "SELECT count(*) FROM chunk_lists WHERE version_id = ?", (vid,)) != len(lens):
+            _prefix_taken(next(ids[32 * i:32 * i + 32] for i in range(len(lens))
+                                if raw.scalar(s, f"SELECT n FROM chunks WHERE {raw.CHUNK_BY_ID}",
+                                              (ids[32 * i:32 * i + 32],) * 2) is None))
 
 
 def _unlink_ev(s: Session, ev: Event) -> None:

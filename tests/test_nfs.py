@@ -512,6 +512,48 @@ def test_kill_9_at_each_durable_step_of_a_staged_write_recovers_it_once(tmp_path
         s.close()
 
 
+def test_kill_9_after_files_due_together_were_committed_recovers_none_twice(tmp_path):
+    """Files that fall due together are committed in one batch (ShareFS.commit_staged); the
+    server dies (os._exit, as kill -9) right after that transaction, before any of their log
+    records is ended: the restart recognises every version as made and commits none twice."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from archive.faults import FAULT_STATUS
+    from archive.staging import synced_updates
+    top = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, EDGE_ARCHIVE_FAULT_EXIT="staged-committed",
+               PYTHONPATH=os.pathsep.join([str(top), str(top / "tests")]))
+    p = subprocess.Popen([sys.executable, "-c", _CRASHING_SERVER, str(tmp_path), "0.5"], env=env,
+                         stdout=subprocess.PIPE, text=True)
+    files = {f"b{i}.bin": b"batch %d;" % i * (i + 1) for i in range(4)}
+    try:
+        port = int(p.stdout.readline())
+        root = _mnt(port, "/office")
+        r = RawRPC(port)
+        try:
+            for name, data in files.items():
+                _, rep = r.call(NFS, 3, 8, _opaque(root) + _string(name) + struct.pack(">I", 0) + _sattr_none())
+                fh = _create_handle(rep)
+                r.call(NFS, 3, 7, _opaque(fh) + struct.pack(">QII", 0, len(data), 0) + _opaque(data))
+                r.call(NFS, 3, 21, _opaque(fh) + struct.pack(">QI", 0, 0))
+        except Exception:
+            pass
+        assert p.wait(30) == FAULT_STATUS
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    s = NFSServer(tmp_path, repo=Repository.open(tmp_path / "repo"))
+    try:
+        for name, data in files.items():
+            assert [(v.size, v.origin.protocol) for v in s.fs().versions("/" + name)] == [(len(data), "nfs")], name
+            assert s.fs().open_read("/" + name).read() == data
+        assert synced_updates(s.repo) == []
+    finally:
+        s.close()
+
+
 def test_setattr_to_the_size_a_file_has_syncs_nothing_a_real_truncate_does(tmp_path):
     """nfs-cp's CREATE (size 0) and SETATTR (size 0) of a new file change nothing: no sync
     (no journal in the staging folder); a truncate that changes the size is synced at once and

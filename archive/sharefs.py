@@ -947,6 +947,13 @@ class ShareFS:
                 base = cur if cur is not None and not cur.deleted else None
         return StagedUpdate(self, v.parts, base, truncate, node)
 
+    def commit_staged(self, updates: list) -> list:
+        """Commit several staged updates of this repository together (archive.staging.commit_staged:
+        shared transactions, no thread per update); per update its Version, None (nothing
+        changed) or the exception it alone hit (its synced staging is kept for recovery)."""
+        from .staging import commit_staged
+        return commit_staged(updates)
+
 
 def _version(r: m.Version) -> Version:
     origin = Origin(r.origin_protocol, r.origin_address, r.origin_user) if r.origin_protocol else None

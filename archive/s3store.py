@@ -23,7 +23,9 @@ the whole of a random-data ingest (`sign=1` keeps it, `sign=0` drops it anywhere
 Reads are ranged GETs of aligned blocks kept in the local LRU cache.  A block being fetched
 is fetched once (concurrent readers wait for it), and a pack read in order is read ahead by
 several GETs at once in the background, bounded by a fraction of the cache; the first GET of
-a pack goes alone, the others wait for it (see `S3PackStore._block`).
+a pack goes alone, the others wait for it (see `S3PackStore._block`).  A reader tells the store
+which packs it will read next (`prefetch_hint`, from the chunk list), so the next pack's first
+GET is on its way, alone, while the current pack is still being read.
 Transient failures (endpoint down, throttling, 5xx) are retried by botocore with exponential
 backoff; then they surface as `errors.Unavailable`, never as a half-done commit.
 """
@@ -52,6 +54,8 @@ BLOCK = 1 << 20          # ranged-GET unit: 16 average chunks; a random 64 KiB r
 READAHEAD = 16           # blocks kept fetched ahead of a reader going through a pack in order
 RUN = 4                  # blocks per read-ahead GET (4 MiB)
 READERS = 4              # read-ahead GETs at once
+OPENERS = 2              # first GETs of packs a reader will reach next (prefetch_hint), at once
+HINTED = 4               # packs opened per hint at most (a reader's window: 32 MiB of chunks)
 PART = 8 << 20           # multipart part size (S3's minimum is 5 MiB)
 UPLOADERS = 3            # parts (and sealed packs) uploaded at once: memory <= UPLOADERS x PART
 T = TypeVar("T")
@@ -268,6 +272,7 @@ class S3PackStore(PackStore):
         self.active_uploads: set[str] = set()           # this node's multipart uploads in progress
         self.uploads = ThreadPoolExecutor(max_workers=UPLOADERS, thread_name_prefix="s3-upload")
         self.readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="s3-read")
+        self.openers = ThreadPoolExecutor(max_workers=OPENERS, thread_name_prefix="s3-open")
         self.requests = 0
         # None: sign request bodies unless the endpoint is on loopback (see the module docstring)
         self.sign_payload = not _loopback(endpoint) if sign is None else sign
@@ -460,6 +465,46 @@ class S3PackStore(PackStore):
                     if self._inflight.get(f"{pack_id}.{k}", (None,))[0] is fut:
                         del self._inflight[f"{pack_id}.{k}"]
 
+    wants_hints = True
+
+    def prefetch_hint(self, wants) -> None:
+        """Start the first GET of the packs a reader will reach next: `wants` is (pack id,
+        offset of the first record read there) in reading order.  For each pack this node has
+        not read yet (not cached, no GET sent), the block holding that offset is fetched in the
+        background, alone (see `_block`): a store that does work per object on its first
+        request (rclone hashes the whole object) does it while the reader is still in the pack
+        before, not on its path.  Generic elsewhere: the GET is one the reader would send when
+        it gets there, of the block it reads first.  At most HINTED packs are started per hint
+        (a random reader's window of many packs costs a few block GETs at most), OPENERS at once,
+        on their own threads (never queued behind a read-ahead)."""
+        todo, seen = [], set()
+        with self._fetching:
+            for pack_id, offset in wants:
+                if pack_id in seen:
+                    continue
+                seen.add(pack_id)
+                if pack_id in self._first or self.cache.has(pack_id):
+                    continue
+                i = offset // BLOCK
+                name = f"{pack_id}.{i}"
+                if name in self._inflight or self.cache.has(name):
+                    continue
+                fut: Future = Future()
+                fut.set_running_or_notify_cancel()
+                self._inflight[name] = (fut, i)
+                self._first[pack_id] = fut
+                _trim(self._first)
+                todo.append((pack_id, i, fut))
+                if len(todo) >= HINTED:
+                    break
+        for pack_id, i, fut in todo:
+            try:
+                self.openers.submit(self._fetch, pack_id, i, i, fut)     # errors: for its waiters
+            except RuntimeError as e:       # the store closed meanwhile
+                _resolve(fut, None, Unavailable(f"the pack store was closed ({e})"))
+                with self._fetching:
+                    self._inflight.pop(f"{pack_id}.{i}", None)
+
     def _read_ahead(self, pack_id: str, start: int) -> None:
         """Keep up to READAHEAD blocks (at most a quarter of the cache) fetched or on their way
         after `start`, RUN blocks per background GET; stop at the pack's end when it is known."""
@@ -608,6 +653,7 @@ class S3PackStore(PackStore):
                   f"write of {name}")
 
     def close(self) -> None:
+        self.openers.shutdown(wait=True, cancel_futures=True)
         self.readers.shutdown(wait=True, cancel_futures=True)
         with self._fetching:                # read-ahead runs cancelled before they started
             for fut, _ in list(self._inflight.values()):

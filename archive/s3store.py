@@ -54,7 +54,7 @@ BLOCK = 1 << 20          # ranged-GET unit: 16 average chunks; a random 64 KiB r
 READAHEAD = 16           # blocks kept fetched ahead of a reader going through a pack in order
 RUN = 4                  # blocks per read-ahead GET (4 MiB)
 READERS = 4              # read-ahead GETs at once
-OPENERS = 2              # first GETs of packs a reader will reach next (prefetch_hint), at once
+OPENERS = 1              # first GETs of packs a reader will reach next (prefetch_hint): in order, one at a time
 HINTED = 4               # packs opened per hint at most (a reader's window: 32 MiB of chunks)
 PART = 8 << 20           # multipart part size (S3's minimum is 5 MiB)
 UPLOADERS = 3            # parts (and sealed packs) uploaded at once: memory <= UPLOADERS x PART
@@ -486,24 +486,28 @@ class S3PackStore(PackStore):
                 if pack_id in self._first or self.cache.has(pack_id):
                     continue
                 i = offset // BLOCK
-                name = f"{pack_id}.{i}"
-                if name in self._inflight or self.cache.has(name):
+                if f"{pack_id}.{i}" in self._inflight or self.cache.has(f"{pack_id}.{i}"):
                     continue
+                # the block holding the offset and the next: what a reader's first read there
+                # (up to a Reader's 1 MiB run) needs, so it waits for no second GET
+                j = i + 1 if f"{pack_id}.{i + 1}" not in self._inflight else i
                 fut: Future = Future()
                 fut.set_running_or_notify_cancel()
-                self._inflight[name] = (fut, i)
+                for k in range(i, j + 1):
+                    self._inflight[f"{pack_id}.{k}"] = (fut, i)
                 self._first[pack_id] = fut
                 _trim(self._first)
-                todo.append((pack_id, i, fut))
+                todo.append((pack_id, i, j, fut))
                 if len(todo) >= HINTED:
                     break
-        for pack_id, i, fut in todo:
+        for pack_id, i, j, fut in todo:
             try:
-                self.openers.submit(self._fetch, pack_id, i, i, fut)     # errors: for its waiters
+                self.openers.submit(self._fetch, pack_id, i, j, fut)     # errors: for its waiters
             except RuntimeError as e:       # the store closed meanwhile
                 _resolve(fut, None, Unavailable(f"the pack store was closed ({e})"))
                 with self._fetching:
-                    self._inflight.pop(f"{pack_id}.{i}", None)
+                    for k in range(i, j + 1):
+                        self._inflight.pop(f"{pack_id}.{k}", None)
 
     def _read_ahead(self, pack_id: str, start: int) -> None:
         """Keep up to READAHEAD blocks (at most a quarter of the cache) fetched or on their way

@@ -536,9 +536,9 @@ class Reader(io.RawIOBase):
             self._blocks.append((i, i + len(run)))
             i += len(run)
         packs = self.repo.store.packdir.store
-        if packs.wants_hints:   # s3cold3: the packs this window and the next one's first chunk read
+        if packs.wants_hints:   # s3cold3: the packs this window and the next one will read
             end = self._win[-1][0] + self._win[-1][1]
-            q, more = dict(params, p=end, n=1), []
+            q, more = dict(params, p=end), []
             if end < self.size and catalog.is_sqlite:
                 more = rawsql.select_all(catalog, _WINDOW_TEXT, q)
             elif end < self.size:

@@ -845,21 +845,23 @@ def test_records_appended_while_a_sync_uploads_reach_the_bucket(s3, tmp_path):
     b.close()
 
 
-@pytest.mark.parametrize("window", [1, None])
-def test_a_reader_starts_the_next_packs_first_get_while_it_reads_the_pack_before(s3, tmp_path, monkeypatch, window):
+@pytest.mark.parametrize("window, engine", [(1, "sqlite"), (None, "sqlite"), (1, "postgresql")])
+def test_a_reader_starts_the_next_packs_first_get_while_it_reads_the_pack_before(s3, tmp_path, monkeypatch,
+                                                                                window, engine, request):
     """A cold reader going through a file spread over several packs names each next pack to
     the store (`prefetch_hint`) before it has read the last of the pack before (from its
-    window of chunk rows and the next window's first row), and the store sends that pack's
+    window of chunk rows and the next window's), and the store sends that pack's
     first GET on its own: a store's per-object work on a first request (rclone's whole-object
     MD5) then overlaps the reading of the pack before.  The reader's first read of a new pack
     waits (up to 10 s) for that GET to leave: without the hint none would.  window=1: every
-    chunk is a window of its own, so each next pack is known only from the next window's
-    first row.  The reads return the file's bytes."""
+    chunk is a window of its own, so each next pack is known only from the next window
+    (asked of SQLite or PostgreSQL).  The reads return the file's bytes."""
     import threading
     import time
     import archive.streams
     url = s3.url()
-    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    catalog = (f"sqlite:///{tmp_path / 'catalog.sqlite'}" if engine == "sqlite"
+               else request.getfixturevalue("pg").new_url("hint"))
     a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
     a.add_share("office")
     a.store.writer._target = 4 << 20                  # 4 MiB packs: the file spans three

@@ -94,8 +94,8 @@ class PackStore(abc.ABC):
     wants_hints = False
 
     def prefetch_hint(self, wants) -> None:
-        """(pack id, offset) pairs a reader will read next, in order: a remote store may start
-        fetching them (S3PackStore); a local folder has nothing to do."""
+        """(pack id, offset, length) of the records a reader will read next, in order: a remote
+        store may start fetching them (S3PackStore); a local folder has nothing to do."""
 
     def reclaim_uploads(self, grace: float) -> int:
         """Drop unfinished uploads idle for `grace` seconds (gc); stores without them: 0."""

@@ -56,6 +56,7 @@ RUN = 4                  # blocks per read-ahead GET (4 MiB)
 READERS = 4              # read-ahead GETs at once
 OPENERS = 1              # first GETs of packs a reader will reach next (prefetch_hint): in order, one at a time
 HINTED = 4               # packs opened per hint at most (a reader's window: 32 MiB of chunks)
+FIRST_RUN = 1 << 20      # what a Reader's first read in a pack spans at most (Reader.READ_BLOCK)
 PART = 8 << 20           # multipart part size (S3's minimum is 5 MiB)
 UPLOADERS = 3            # parts (and sealed packs) uploaded at once: memory <= UPLOADERS x PART
 T = TypeVar("T")
@@ -469,28 +470,32 @@ class S3PackStore(PackStore):
 
     def prefetch_hint(self, wants) -> None:
         """Start the first GET of the packs a reader will reach next: `wants` is (pack id,
-        offset of the first record read there) in reading order.  For each pack this node has
-        not read yet (not cached, no GET sent), the block holding that offset is fetched in the
+        offset, length) of the records it will read, in reading order.  For each pack this
+        node has not read yet (not cached, no GET sent), the blocks of its first run there
+        (the records from its first offset on, up to a Reader's 1 MiB run) are fetched in the
         background, alone (see `_block`): a store that does work per object on its first
         request (rclone hashes the whole object) does it while the reader is still in the pack
-        before, not on its path.  Generic elsewhere: the GET is one the reader would send when
-        it gets there, of the block it reads first.  At most HINTED packs are started per hint
-        (a random reader's window of many packs costs a few block GETs at most), OPENERS at once,
-        on their own threads (never queued behind a read-ahead)."""
-        todo, seen = [], set()
+        before, not on its path.  Generic elsewhere: the GET is the one the reader would send
+        when it gets there.  At most HINTED packs are started per hint (a random reader's
+        window of many packs costs a few GETs at most), OPENERS at once, on their own threads
+        (never queued behind a read-ahead)."""
+        todo, spans = [], {}
         with self._fetching:
-            for pack_id, offset in wants:
-                if pack_id in seen:
-                    continue
-                seen.add(pack_id)
-                if pack_id in self._first or self.cache.has(pack_id):
-                    continue
-                i = offset // BLOCK
+            for pack_id, offset, length in wants:
+                length = length or 1            # a row without its record's length: its block
+                span = spans.get(pack_id)
+                if span is not None:            # the first run there grows (up to FIRST_RUN)
+                    if span[0] <= offset and offset + length <= span[0] + FIRST_RUN:
+                        span[1] = max(span[1], offset + length)
+                elif len(spans) < HINTED and pack_id not in self._first and not self.cache.has(pack_id):
+                    spans[pack_id] = [offset, offset + length]
+            for pack_id, (lo, hi) in spans.items():
+                i, last = lo // BLOCK, (hi - 1) // BLOCK
                 if f"{pack_id}.{i}" in self._inflight or self.cache.has(f"{pack_id}.{i}"):
                     continue
-                # the block holding the offset and the next: what a reader's first read there
-                # (up to a Reader's 1 MiB run) needs, so it waits for no second GET
-                j = i + 1 if f"{pack_id}.{i + 1}" not in self._inflight else i
+                j = i
+                while j < last and f"{pack_id}.{j + 1}" not in self._inflight and not self.cache.has(f"{pack_id}.{j + 1}"):
+                    j += 1
                 fut: Future = Future()
                 fut.set_running_or_notify_cancel()
                 for k in range(i, j + 1):
@@ -498,8 +503,6 @@ class S3PackStore(PackStore):
                 self._first[pack_id] = fut
                 _trim(self._first)
                 todo.append((pack_id, i, j, fut))
-                if len(todo) >= HINTED:
-                    break
         for pack_id, i, j, fut in todo:
             try:
                 self.openers.submit(self._fetch, pack_id, i, j, fut)     # errors: for its waiters

@@ -544,7 +544,7 @@ class Reader(io.RawIOBase):
             elif end < self.size:
                 with catalog.engine.connect() as s:
                     more = s.execute(_WINDOW_SQL, q).all()
-            packs.prefetch_hint([(r[3], r[4]) for r in (*self._win, *more) if r[3] is not None])
+            packs.prefetch_hint([(r[3], r[4], r[5]) for r in (*self._win, *more) if r[3] is not None])
 
     def _index(self, pos: int) -> int:
         w = self._win

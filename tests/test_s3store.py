@@ -889,7 +889,7 @@ def test_a_reader_starts_the_next_packs_first_get_while_it_reads_the_pack_before
         return real_read(pack_id, offset, length)
 
     def prefetch_hint(wants):
-        events.extend(("hint", store.pack_key(p)) for p, _ in wants)
+        events.extend(("hint", store.pack_key(p)) for p, *_ in wants)
         return real_hint(wants)
     store.read_range, store.prefetch_hint = read_range, prefetch_hint
     with b.share("office").open_read("/packs.bin") as r:

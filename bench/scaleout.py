@@ -391,6 +391,7 @@ def _pg_size(pg: PgCluster, url: str) -> int:
 
 def _fill_folder(repo: Repository, n: int) -> None:
     """A folder of n files, inserted as catalog rows in bulk (this measures listing, not ingest)."""
+    # names are their own case fold: name_fold is NULL (schema 0011), as the core writes it
     from sqlalchemy import insert, select
     from archive.catalog import models as m
     fs = repo.share("bench")
@@ -404,7 +405,7 @@ def _fill_folder(repo: Repository, n: int) -> None:
             ids = range(base + a, base + min(n, a + 10000))
             s.execute(insert(m.Node), [{"id": i, "share_id": sid, "kind": "file", "created_at": now, "mtime": now}
                                        for i in ids])
-            s.execute(insert(m.Dentry), [{"parent_id": folder, "name": f"f{i:08d}", "name_fold": f"f{i:08d}",
+            s.execute(insert(m.Dentry), [{"parent_id": folder, "name": f"f{i:08d}", "name_fold": None,
                                           "node_id": i, "valid_from": now, "valid_to": None} for i in ids])
             s.execute(insert(m.Version), [{"node_id": i, "number": 1, "size": 0, "mtime": now, "created_at": now,
                                            "deleted": False, "etag": "0" * 32} for i in ids])

@@ -14,7 +14,7 @@ A repository's compressible chunks are compressed with its zstd dictionary (arch
 once a writer has trained one from its first such chunks: -9 % on the bench's text at the same
 level.  At level 3 those chunks use dictionary.DICT_LEVEL3 (level 3 with a 2^15 short-hash table
 and 6-byte minimum matches): the same stored size on the bench's text for ~11 % less compression
-CPU.  Tried and not taken (docs/benchmarks.md, "text11"): zstd's "attach" mode (frames of
+CPU (source code stores ~1.6 % more with them: the dictionary module says why and the alternative).  Tried and not taken (docs/benchmarks.md, "text11"): zstd's "attach" mode (frames of
 unknown size via compressobj, or ZSTD_c_forceAttachDict through the cffi backend) is no faster
 than the copy of the dictionary's tables (the search of the attached tables costs what the copy
 saved); the fast strategy at 2^18 / 7-byte matches kept the text ratio but stored the versions

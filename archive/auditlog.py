@@ -28,6 +28,7 @@ class AuditQueue:
         self.dropped = 0
         self._rows: list[dict] = []
         self._cond = threading.Condition()
+        self._writing = threading.Lock()   # a reader's flush waits for the writer's batch in flight
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -44,15 +45,20 @@ class AuditQueue:
                 self._thread.start()
 
     def flush(self) -> None:
-        """Write everything queued so far (callers that read the audit want their own records)."""
-        with self._cond:
-            rows, self._rows = self._rows, []
-        if rows:
-            try:
-                with self.catalog.session() as s:
-                    s.execute(m.AuditEvent.__table__.insert(), rows)
-            except Exception:        # a busy or broken catalog must not kill the writer
-                log.exception("event=audit_write_failed records=%d", len(rows))
+        """Write everything queued so far (callers that read the audit want their own records).
+
+        Held under `_writing` from taking the rows to their commit: otherwise a reader's flush
+        could find the queue just emptied by the writer thread, whose transaction has not
+        committed yet, and read an audit without the records it is looking for."""
+        with self._writing:
+            with self._cond:
+                rows, self._rows = self._rows, []
+            if rows:
+                try:
+                    with self.catalog.session() as s:
+                        s.execute(m.AuditEvent.__table__.insert(), rows)
+                except Exception:        # a busy or broken catalog must not kill the writer
+                    log.exception("event=audit_write_failed records=%d", len(rows))
 
     def _run(self) -> None:
         while True:

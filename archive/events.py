@@ -53,7 +53,7 @@ def apply_many(s: Session, evs: list[Event]) -> None:
 
 def _mkdir_many(s: Session, evs: list[Event]) -> None:
     raw.many(s, _INS_NODE, [(e["node"], e["share"], "dir", e["at"], e.get("mtime", e["at"])) for e in evs])
-    raw.many(s, _INS_DENTRY, [(e["parent"], e["name"], fold(e["name"]), e["node"], e["at"]) for e in evs])
+    raw.many(s, _INS_DENTRY, [(e["parent"], e["name"], _fold(e["name"]), e["node"], e["at"]) for e in evs])
     raw.many(s, _SET_MTIME, [(e["at"], e["parent"]) for e in evs])
     raw.many(s, _INS_CHANGE, list(dict.fromkeys((e["share"], e["at"] // 1_000_000) for e in evs)))
 
@@ -111,16 +111,18 @@ _END_DENTRY = "UPDATE dentries SET valid_to = ? WHERE parent_id = ? AND name = ?
 # version_chunks (models.VERSION_CHUNKS_VIEW).
 _INS_VERSION = ("INSERT INTO versions (node_id, number, size, mtime, created_at, deleted, etag, origin_protocol, "
                 "origin_user, origin_address, meta, chunk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "(SELECT n FROM chunks WHERE id = ?)) RETURNING id, chunk")
-_SET_VERSION_CHUNK = "UPDATE versions SET chunk = (SELECT n FROM chunks WHERE id = ?) WHERE id = ?"
+                f"(SELECT n FROM chunks WHERE {raw.CHUNK_BY_ID})) RETURNING id, chunk")
+_SET_VERSION_CHUNK = f"UPDATE versions SET chunk = (SELECT n FROM chunks WHERE {raw.CHUNK_BY_ID}) WHERE id = ?"
 _COPY_VERSION_CHUNK = "UPDATE versions SET chunk = ? WHERE id = ?"
-# A chunk reference by the chunk's id: the row holds the chunk's integer key (chunks.n).
+# A chunk reference by the chunk's id: the row holds the chunk's integer key (chunks.n).  Chunks
+# are found by id with raw.CHUNK_BY_ID, which binds the id twice: the statements that name a
+# chunk by id take it as their last two parameters.
 _INS_VCHUNK = ('INSERT INTO chunk_lists (version_id, "offset", chunk, length) '
-               "SELECT ?, ?, n, ? FROM chunks WHERE id = ?")
+               f"SELECT ?, ?, n, ? FROM chunks WHERE {raw.CHUNK_BY_ID}")
 _INS_VCHUNK_MISSING = ('INSERT INTO chunk_lists (version_id, "offset", chunk, length) '
-                       "SELECT ?, ?, n, ? FROM chunks WHERE id = ? ON CONFLICT DO NOTHING")
+                       f"SELECT ?, ?, n, ? FROM chunks WHERE {raw.CHUNK_BY_ID} ON CONFLICT DO NOTHING")
 _INS_NO_PACK = ('INSERT INTO chunks (id, pack, "offset", length, raw_len, orphaned_at) '
-                "VALUES (?, NULL, 0, 0, 0, NULL) ON CONFLICT (id) DO NOTHING")
+                f"VALUES (?, NULL, 0, 0, 0, NULL) ON CONFLICT {raw.CHUNK_ID_KEY} DO NOTHING")
 _COPY_VCHUNKS = ('INSERT INTO chunk_lists (version_id, "offset", chunk, length) '
                  'SELECT ?, "offset", chunk, length FROM chunk_lists WHERE version_id = ?')
 _SET_VERSION_MTIME = "UPDATE versions SET mtime = ? WHERE node_id = ? AND number = ?"
@@ -128,8 +130,14 @@ _INS_CHANGE = "INSERT INTO share_changes (share_id, at_s) VALUES (?, ?) ON CONFL
 _NODE_SHARE = "SELECT share_id FROM nodes WHERE id = ?"
 
 
+def _fold(name: str) -> str | None:
+    """dentries.name_fold: the name's case fold, NULL when it is the name itself (migration 0011)."""
+    f = fold(name)
+    return None if f == name else f
+
+
 def _link(s: Session, parent: int, name: str, node: int, at: int) -> None:
-    raw.run(s, _INS_DENTRY, (parent, name, fold(name), node, at))
+    raw.run(s, _INS_DENTRY, (parent, name, _fold(name), node, at))
     raw.run(s, _SET_MTIME, (at, parent))
 
 
@@ -172,13 +180,23 @@ def _insert_version(s: Session, e: Event) -> tuple[int, bool]:
     lens = e.get("lens")
     one = bytes.fromhex(e["ids"]) if lens and len(lens) == 1 and lens[0] == e["size"] and "copy_of" not in e \
         else None
+    key = b"" if one is None else one       # (a NULL would be text to PostgreSQL's substr: no chunk either)
     vid, chunk = raw.one(s, _INS_VERSION, (e["node"], e["number"], e["size"], e["mtime"], e["at"],
                                            bool(e.get("deleted", False)), e["etag"], o.get("protocol"),
-                                           o.get("user"), o.get("address"), e.get("meta"), one))
+                                           o.get("user"), o.get("address"), e.get("meta"), key, key))
     if one is not None and chunk is None:     # a chunk the catalog lacks (see _check_refs)
         raw.run(s, _INS_NO_PACK, (one,))
-        raw.run(s, _SET_VERSION_CHUNK, (one, vid))
+        raw.run(s, _SET_VERSION_CHUNK, (one, one, vid))
+        if raw.scalar(s, "SELECT chunk FROM versions WHERE id = ?", (vid,)) is None:
+            _prefix_taken(one)
     return vid, one is not None
+
+
+def _prefix_taken(cid: bytes) -> None:
+    """No chunk row of this id, and none could be made: another chunk's id has the same first 16
+    bytes (the unique index, migration 0012).  Refused rather than mixed up."""
+    from .errors import Corrupt
+    raise Corrupt(f"chunk {cid.hex()} shares its first 16 bytes with another chunk's id; not stored")
 
 
 def _insert_chunk_list(s: Session, vid: int, ids: bytes, lens: list[int], batch: int = 1000,
@@ -189,7 +207,8 @@ def _insert_chunk_list(s: Session, vid: int, ids: bytes, lens: list[int], batch:
     for start in range(0, len(lens), batch):
         rows = []
         for i in range(start, min(start + batch, len(lens))):
-            rows.append((vid, off, lens[i], ids[32 * i:32 * i + 32]))
+            cid = ids[32 * i:32 * i + 32]
+            rows.append((vid, off, lens[i], cid, cid))
             off += lens[i]
         done += raw.many(s, sql, rows)
     return done
@@ -207,6 +226,10 @@ def _check_refs(s: Session, made: list[tuple[int, bytes, list[int]]], inserted: 
     for vid, ids, lens in made:
         raw.many(s, _INS_NO_PACK, [(ids[32 * i:32 * i + 32],) for i in range(len(lens))])
         _insert_chunk_list(s, vid, ids, lens, sql=_INS_VCHUNK_MISSING)
+        if raw.scalar(s, "SELECT count(*) FROM chunk_lists WHERE version_id = ?", (vid,)) != len(lens):
+            _prefix_taken(next(ids[32 * i:32 * i + 32] for i in range(len(lens))
+                                if raw.scalar(s, f"SELECT n FROM chunks WHERE {raw.CHUNK_BY_ID}",
+                                              (ids[32 * i:32 * i + 32],) * 2) is None))
 
 
 def _unlink_ev(s: Session, ev: Event) -> None:
@@ -331,7 +354,7 @@ def _commit_many(s: Session, evs: list[Event]) -> None:
         return
     raw.many(s, _INS_NODE, [(e["node"], e["share"], "file", e["at"], e["at"]) for e in evs if e.get("new_node")])
     links = [e for e in evs if e.get("link")]
-    raw.many(s, _INS_DENTRY, [(e["parent"], e["name"], fold(e["name"]), e["node"], e["at"]) for e in links])
+    raw.many(s, _INS_DENTRY, [(e["parent"], e["name"], _fold(e["name"]), e["node"], e["at"]) for e in links])
     raw.many(s, _SET_MTIME, [(e["at"], e["parent"]) for e in links])
     rows: list[tuple] = []
     made: list[tuple[int, bytes, list[int]]] = []
@@ -347,7 +370,8 @@ def _commit_many(s: Session, evs: list[Event]) -> None:
                 continue
             off = 0
             for i, n in enumerate(lens):
-                rows.append((vid, off, n, ids[32 * i:32 * i + 32]))
+                cid = ids[32 * i:32 * i + 32]
+                rows.append((vid, off, n, cid, cid))
                 off += n
             if len(rows) >= 10_000:
                 inserted += raw.many(s, _INS_VCHUNK, rows)

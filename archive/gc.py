@@ -103,7 +103,7 @@ def collect(repo, grace: float = DEFAULT_GRACE, dry_run: bool = False, progress=
                 s.execute(text("INSERT INTO packs (name) VALUES (:p) ON CONFLICT (name) DO NOTHING"), {"p": new_pack})
             for cid, old_pack, old_off, new_pack, new_off, ln in moves:
                 s.execute(text('UPDATE chunks SET pack = (SELECT id FROM packs WHERE name = :np), "offset" = :no, '
-                               'length = :ln WHERE id = :c AND pack = (SELECT id FROM packs WHERE name = :op) '
+                               'length = :ln WHERE substr(id, 1, 16) = substr(:c, 1, 16) AND id = :c AND pack = (SELECT id FROM packs WHERE name = :op) '
                                'AND "offset" = :oo'),
                           {"np": new_pack, "no": new_off, "ln": ln, "c": cid, "op": old_pack, "oo": old_off})
         faults.point("gc-moved")           # a crash here leaves two copies of the records: harmless

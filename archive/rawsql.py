@@ -21,6 +21,12 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 if TYPE_CHECKING:          # SQLAlchemy is imported only by a process that makes a Session
     from sqlalchemy.orm import Session
 
+#: a chunk row by its 32-byte id (bound twice): the unique index is on the id's first 16 bytes
+#: (migration 0012), the row holds the whole id
+CHUNK_BY_ID = "substr(id, 1, 16) = substr(?, 1, 16) AND id = ?"
+#: the conflict target of an upsert into chunks (the same unique index)
+CHUNK_ID_KEY = "(substr(id, 1, 16))"
+
 _PG: dict[str, str] = {}
 CURSOR_KEY = _KEY = "rawsql.cursor"      # Catalog.raw_read puts its own cursor there
 _hooked = False

@@ -26,11 +26,26 @@ if TYPE_CHECKING:
 VIRTUAL_BASE = 1 << 62        # node ids of virtual folders (.snapshots, its tokens)
 
 
+#: a child of a folder by its name's case fold k: name_fold is NULL where the name is its own
+#: fold (migration 0011), so k is either the stored fold (partial index ix_dentries_parent_fold)
+#: or the name itself (ix_dentries_parent_name); the arms name the parent each, so that SQLite
+#: searches both indexes (MULTI-INDEX OR) instead of scanning the folder
+_FOLD_MATCH = "((d.parent_id = ? AND d.name_fold = ?) OR (d.parent_id = ? AND d.name = ? AND d.name_fold IS NULL))"
+
+
+def _name_key(ci: bool, parent: int, name: str) -> tuple:
+    """The parameters (parent, name) of a lookup of `name` (case-insensitive: by its fold)."""
+    if not ci:
+        return (parent, name)
+    k = fold(name)
+    return (parent, k, parent, k)
+
+
 def _child_sql(ci: bool, now: bool) -> str:
-    col = "d.name_fold" if ci else "d.name"
+    col = _FOLD_MATCH if ci else "d.parent_id = ? AND d.name = ?"
     alive = "d.valid_to IS NULL" if now else "d.valid_from <= ? AND (d.valid_to IS NULL OR d.valid_to > ?)"
     return (f"SELECT d.node_id, n.kind, d.name FROM dentries d JOIN nodes n ON n.id = d.node_id "
-            f"WHERE d.parent_id = ? AND {col} = ? AND {alive} ORDER BY d.valid_from DESC LIMIT 1")
+            f"WHERE {col} AND {alive} ORDER BY d.valid_from DESC LIMIT 1")
 
 
 # The hottest lookups run as plain SQL on the DBAPI cursor (archive/rawsql.py): one path component
@@ -51,7 +66,7 @@ _LAST_NUMBER_SQL = "SELECT number, created_at FROM versions WHERE node_id = ? OR
 # file of that name continues): what a live-entry lookup and then a newest-file lookup found.
 _NAME_SQL = {ci: (
     "SELECT d.node_id, n.kind, d.name, d.valid_to FROM dentries d JOIN nodes n ON n.id = d.node_id "
-    f"WHERE d.parent_id = ? AND {'d.name_fold' if ci else 'd.name'} = ? "
+    f"WHERE {_FOLD_MATCH if ci else 'd.parent_id = ? AND d.name = ?'} "
     "AND (d.valid_to IS NULL OR n.kind = 'file') ORDER BY (d.valid_to IS NULL) DESC, d.valid_from DESC LIMIT 1")
     for ci in (False, True)}
 _VERSION_TEXT = "SELECT id, size, etag, deleted FROM versions WHERE node_id = :n AND number = :v"
@@ -138,10 +153,10 @@ class ShareFS:
 
     def _child(self, s: Session, parent: int, name: str, at: int | None):
         """(node_id, kind, stored name) of a live entry, or None (the hottest query: plain SQL)."""
-        key = fold(name) if self.ci else name
+        key = _name_key(self.ci, parent, name)
         if at is None:
-            return raw.one(s, _CHILD_SQL[(self.ci, True)], (parent, key))
-        return raw.one(s, _CHILD_SQL[(self.ci, False)], (parent, key, at, at))
+            return raw.one(s, _CHILD_SQL[(self.ci, True)], key)
+        return raw.one(s, _CHILD_SQL[(self.ci, False)], key + (at, at))
 
     def _walk(self, s: Session, parts: tuple[str, ...], at: int | None) -> tuple[int, str, str]:
         """(node_id, kind, name) of the path; NotFound / NotADirectory on the way."""
@@ -351,8 +366,12 @@ class ShareFS:
         parent, _, _ = self._walk(s, v.parts[:-1], v.at)
         name = v.parts[-1]
         q = select(m.Dentry.node_id, m.Node.kind, m.Dentry.name).join(m.Node, m.Node.id == m.Dentry.node_id)
-        q = q.where(m.Dentry.parent_id == parent)
-        q = q.where(m.Dentry.name_fold == fold(name)) if self.ci else q.where(m.Dentry.name == name)
+        if self.ci:                      # as _FOLD_MATCH: each arm names the parent (both indexes)
+            k, d = fold(name), m.Dentry
+            q = q.where(or_(and_(d.parent_id == parent, d.name_fold == k),
+                            and_(d.parent_id == parent, d.name == k, d.name_fold.is_(None))))
+        else:
+            q = q.where(m.Dentry.parent_id == parent, m.Dentry.name == name)
         row = s.execute(q.order_by(m.Dentry.valid_from.desc()).limit(1)).first()
         if row is None:
             raise NotFound(f"{self._show(v.parts)}: no such file or folder, now or before")
@@ -503,7 +522,7 @@ class ShareFS:
         """(the live entry of `name` as _child gives it, or None; else the node of the newest
         deleted file of that name, which a new file continues unless that node is linked
         elsewhere now (moved away), or None).  One statement where two ran before."""
-        row = raw.one(s, _NAME_SQL[self.ci], (parent, fold(name) if self.ci else name))
+        row = raw.one(s, _NAME_SQL[self.ci], _name_key(self.ci, parent, name))
         if row is None:
             return None, None
         if row[3] is None:
@@ -927,6 +946,13 @@ class ShareFS:
                 cur = self._current_version(s, node, None)
                 base = cur if cur is not None and not cur.deleted else None
         return StagedUpdate(self, v.parts, base, truncate, node)
+
+    def commit_staged(self, updates: list) -> list:
+        """Commit several staged updates of this repository together (archive.staging.commit_staged:
+        shared transactions, no thread per update); per update its Version, None (nothing
+        changed) or the exception it alone hit (its synced staging is kept for recovery)."""
+        from .staging import commit_staged
+        return commit_staged(updates)
 
 
 def _version(r: m.Version) -> Version:

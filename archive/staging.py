@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,7 +36,7 @@ from .durable import fsync_dir
 from . import faults
 from .errors import ArchiveError, NotFound
 from .paths import split
-from .streams import Reader, Updater
+from .streams import Reader, Updater, Writer, chunk_list
 from .types import Origin, Version
 
 
@@ -407,15 +407,47 @@ class StagedUpdate(Updater):
     def commit(self) -> Version | None:
         """One new version at the node's current path (it may have been renamed meanwhile).
         The staging files are deleted only once the version is committed."""
+        self._follow_node()
+        version = super().commit()
+        self._committed()
+        return version
+
+    def _follow_node(self) -> None:
         if self.node_id is not None:
             try:
                 self.parts = split(self.fs.node_path(self.node_id))
             except NotFound:
                 pass                              # unlinked: commit under the name it had
-        version = super().commit()
+
+    def _committed(self) -> None:
         faults.point("staged-committed")
         self._remove_files()
-        return version
+
+    def _prepared_writer(self) -> Writer | None:
+        """What Updater.commit does before its group commit: the new version's Writer, prepared
+        (chunks stored, nothing in the catalog yet); None, and closed, when nothing changed."""
+        if self._state != "open":
+            raise ArchiveError(f"commit of a {self._state} update")
+        self._follow_node()
+        if not self._dirty:
+            self.close()
+            return None
+        w = Writer(self.fs, self.parts, mtime=self.mtime)
+        start = 0
+        if self._base is not None and self._first_dirty:
+            rows = chunk_list(self.repo, self._base.id)[:-1]   # the last chunk was cut by EOF
+            keep = [(cid, ln) for off, cid, ln in rows if off + ln <= self._first_dirty]
+            start = sum(ln for _, ln in keep)
+            w.seed(keep, start)
+        try:
+            for piece in self._pieces(start, self.size):
+                w.write(piece)
+            w.prepare()
+        except BaseException:
+            w.abort()
+            self.close()
+            raise
+        return w
 
     def abort(self) -> None:
         """Drop the update and its staging: no version."""
@@ -439,6 +471,78 @@ class StagedUpdate(Updater):
             _pool("unlink", 1).submit(_unlink, data)
         else:
             _unlink(data)
+
+
+def commit_staged(updates: list[StagedUpdate]) -> list:
+    """Commit the versions of several staged updates (of one repository) together: each is
+    prepared on this thread, and all go into the repository's group commit at once (shared
+    transactions, at most GroupCommit.MAX_BATCH each, with whatever else is waiting there), so
+    N files that fall due together cost a few durable commits and no thread per file.  Per
+    update, in order: its Version, None (nothing changed), or the exception it alone hit
+    (its synced staging is then kept for recovery, as after a failed `commit`)."""
+    out: list = [None] * len(updates)
+    prepared: list[tuple[int, StagedUpdate, Writer]] = []
+    for i, u in enumerate(updates):
+        # Give up the GIL between files: a batch is a run of pure Python (chunking, the log's
+        # records), and every request thread waiting for the GIL meanwhile would otherwise wait
+        # a whole switch interval (5 ms) -- measured: sequential creates' CREATE and COMMIT
+        # means rose ~30 % without this, and fell below the base's with it.
+        time.sleep(0)
+        try:
+            w = u._prepared_writer()
+        except Exception as e:
+            out[i] = e
+            continue
+        if w is None:
+            u._committed()
+        else:
+            prepared.append((i, u, w))
+    if not prepared:
+        return out
+    try:
+        results = _group_commit_all(prepared[0][1].repo, [w for _, _, w in prepared])
+    except BaseException as e:
+        results = [e] * len(prepared)
+    for (i, u, w), r in zip(prepared, results):
+        time.sleep(0)
+        w.abort()                                 # nothing left to drop once committed
+        u.close()
+        if isinstance(r, BaseException):
+            out[i] = r
+            continue
+        u._state = "committed"
+        try:
+            u._committed()
+        except Exception as e:
+            out[i] = e
+            continue
+        out[i] = r
+    return out
+
+
+def _group_commit_all(repo, writers: list[Writer]) -> list:
+    """GroupCommit.commit for several prepared writers from one thread: they queue together and
+    this thread leads batches (or waits) until all are committed.  The same hand-over as
+    GroupCommit.commit (archive/streams.py), which takes one writer per calling thread."""
+    gc = repo.group_commit
+    futs = [Future() for _ in writers]
+    with gc._cv:
+        gc._pending.extend(zip(writers, futs))
+        while not all(f.done() for f in futs):
+            if gc._leading:
+                gc._cv.wait()
+                continue
+            gc._leading = True
+            batch = gc._pending[:gc.MAX_BATCH]
+            del gc._pending[:gc.MAX_BATCH]
+            gc._cv.release()
+            try:
+                gc._run(batch)
+            finally:
+                gc._cv.acquire()
+                gc._leading = False
+                gc._cv.notify_all()
+    return [f.result() for f in futs]
 
 
 def recover(repo) -> list[tuple[str, str, Version | None]]:

@@ -56,11 +56,20 @@ _PACK_SQL = "INSERT INTO packs (name) VALUES (?) ON CONFLICT (name) DO NOTHING"
 # fresh copy's place.
 _REGISTER_SQL = ('INSERT INTO chunks (id, pack, "offset", length, raw_len, orphaned_at) '
                  "VALUES (?, (SELECT id FROM packs WHERE name = ?), ?, ?, ?, NULL) "
-                 'ON CONFLICT (id) DO UPDATE SET pack = excluded.pack, "offset" = excluded."offset", '
+                 f'ON CONFLICT {raw.CHUNK_ID_KEY} DO UPDATE SET pack = excluded.pack, "offset" = excluded."offset", '
                  "length = excluded.length, raw_len = excluded.raw_len, orphaned_at = NULL "
-                 "WHERE chunks.orphaned_at IS NOT NULL OR chunks.pack IS NULL")
+                 "WHERE chunks.id = excluded.id AND (chunks.orphaned_at IS NOT NULL OR chunks.pack IS NULL)")
+# (raw.CHUNK_BY_ID: by the id's 16-byte prefix, then the whole id; the id bound twice)
 _LOCATION_SQL = ('SELECT p.name, c."offset", c.length, c.raw_len FROM chunks c '
-                 "LEFT JOIN packs p ON p.id = c.pack WHERE c.id = ?")
+                 "LEFT JOIN packs p ON p.id = c.pack WHERE substr(c.id, 1, 16) = substr(?, 1, 16) AND c.id = ?")
+
+
+
+def _ids_in(n: int) -> str:
+    """Chunk rows whose id is one of n ids, bound twice (the ids, then the ids again): by the
+    unique index on the id's first 16 bytes, then the whole id (raw.CHUNK_BY_ID)."""
+    marks = ", ".join("?" * n)
+    return f"substr(id, 1, 16) IN ({', '.join(['substr(?, 1, 16)'] * n)}) AND id IN ({marks})"
 
 
 class ChunkStore:
@@ -85,9 +94,9 @@ class ChunkStore:
             for i in range(0, len(ids), 500):
                 part = ids[i:i + 500]
                 found.update(row[0] for row in raw.run(
-                    r, f"SELECT id FROM chunks WHERE id IN ({', '.join('?' * len(part))}) AND orphaned_at IS NULL "
+                    r, f"SELECT id FROM chunks WHERE {_ids_in(len(part))} AND orphaned_at IS NULL "
                     "AND pack IS NOT NULL",
-                    part).fetchall())
+                    part + part).fetchall())
         return found
 
     def store_batch(self, chunks: list[bytes], seen: dict[bytes, None]) -> tuple[list[ChunkRef], list[NewChunk]]:
@@ -136,8 +145,8 @@ class ChunkStore:
         wanted = list({cid for refs_ in refs for cid, _ in refs_ if cid not in fresh})
         for i in range(0, len(wanted), 500):
             part = wanted[i:i + 500]
-            n = raw.scalar(s, f"SELECT count(*) FROM chunks WHERE id IN ({', '.join('?' * len(part))}) "
-                           "AND pack IS NOT NULL", part)
+            n = raw.scalar(s, f"SELECT count(*) FROM chunks WHERE {_ids_in(len(part))} "
+                           "AND pack IS NOT NULL", part + part)
             if n != len(part):
                 raise Conflict("chunks this upload reuses were reclaimed by gc meanwhile; upload again")
 
@@ -182,7 +191,7 @@ class ChunkStore:
         if cid is None:               # a chunk reference whose row is gone (a damaged catalog)
             raise Corrupt("a chunk of this version is missing from the catalog")
         with raw.read(self.catalog) as r:
-            row = raw.run(r, _LOCATION_SQL, (cid,)).fetchone()
+            row = raw.run(r, _LOCATION_SQL, (cid, cid)).fetchone()
         if row is None or row[0] is None:
             raise Corrupt(f"chunk {cid.hex()} is missing from the catalog")
         return tuple(row)

@@ -8,6 +8,7 @@ does, the second with Alembic itself, on SQLite here and on PostgreSQL in test_p
 binary archive; the downgrade writes the same 0007 schema.)"""
 from __future__ import annotations
 
+from dataclasses import astuple
 from pathlib import Path
 
 from sqlalchemy import inspect, text
@@ -122,5 +123,169 @@ def test_downgrade_to_0007_and_upgrade_again_keep_every_version(tmp_path):
         w.commit()
         with repo.share("s").open_read("/a/big.bin") as f:
             assert f.read() == catalog_history.BIG1 + b"tail"
+    finally:
+        repo.close()
+
+
+# -- 0011: dentries.name_fold NULL where a name is its own case fold ---------------------------
+
+#: names in a case-insensitive share: some their own fold (stored NULL from 0011 on), some not
+_CI_NAMES = {"/Docs/Report.PDF": b"report", "/Docs/notes.txt": b"notes", "/Docs/Stra\u00dfe.txt": b"street",
+             "/Docs/caf\u00e9.txt": b"cafe", "/Docs/MiXeD": b"mixed", "/lower/x.bin": b"x"}
+
+
+def _ci_history(repo: Repository) -> None:
+    repo.add_share("office")
+    fs = repo.share("office", case_insensitive=True)
+    fs.mkdir("/Docs")
+    fs.mkdir("/lower")
+    for path, data in _CI_NAMES.items():
+        w = fs.open_write(path)
+        w.write(data)
+        w.commit()
+    w = fs.open_write("/DOCS/REPORT.pdf")             # the same file: a second version
+    w.write(b"report 2")
+    w.commit()
+    fs.rename("/Docs/MiXeD", "/Docs/Renamed.Bin")
+    fs.remove("/docs/NOTES.TXT")
+
+
+def _everything(repo: Repository) -> dict:
+    """What a user sees: every version's history and bytes (both shares), the folders, the audit."""
+    out: dict = {"audit": [astuple(a) for a in repo.audit_events()]}
+    for share, ci in (("s", False), ("office", True)):
+        fs = repo.share(share, case_insensitive=ci)
+        stack = ["/"]
+        while stack:
+            folder = stack.pop()
+            for e in fs.listdir(folder):
+                path = folder.rstrip("/") + "/" + e.name
+                if e.kind == "dir":
+                    stack.append(path)
+                    continue
+                out[(share, path)] = [(v.number, v.deleted, v.size, v.etag) for v in fs.versions(path)]
+                for v in fs.versions(path):
+                    if not v.deleted:
+                        with fs.open_read(path, version=v.number) as f:
+                            out[(share, path, v.number)] = f.read()
+        out[(share, "gone")] = [(v.number, v.deleted) for v in fs.versions("/Docs/notes.txt")] if ci else None
+    with repo.catalog.session() as s:
+        out["rows"] = s.execute(text(
+            "SELECT (SELECT count(*) FROM dentries), (SELECT count(*) FROM nodes), (SELECT count(*) FROM versions), "
+            "(SELECT count(*) FROM chunks), (SELECT count(*) FROM version_chunks), (SELECT count(*) FROM audit)")).one()
+    return out
+
+
+def _chunk_id_index(repo: Repository) -> tuple[bool, bool]:
+    """(unique index on the id's 16-byte prefix (0012), unique constraint on the whole id (before))"""
+    sqlite = repo.catalog.engine.dialect.name == "sqlite"
+    with repo.catalog.session() as s:           # (SQLAlchemy's SQLite inspector skips expression indexes)
+        sql = ("SELECT sql FROM sqlite_master WHERE name = 'uq_chunks_id16'" if sqlite else
+               "SELECT indexdef FROM pg_indexes WHERE indexname = 'uq_chunks_id16'")
+        ddl = s.execute(text(sql)).scalar() or ""
+    prefix = "UNIQUE" in ddl.upper() and "substr(id, 1, 16)" in ddl
+    return prefix, any(u["column_names"] == ["id"] for u in inspect(repo.catalog.engine).get_unique_constraints("chunks"))
+
+
+def _folds(repo: Repository) -> tuple[int, int]:
+    """(dentries, dentries with a stored fold)"""
+    with repo.catalog.session() as s:
+        return tuple(s.execute(text("SELECT count(*), count(name_fold) FROM dentries")).one())
+
+
+def _ci_lookups(repo: Repository) -> None:
+    fs = repo.share("office", case_insensitive=True)
+    assert sorted(e.name for e in fs.listdir("/docs")) == ["Renamed.Bin", "Report.PDF", "Stra\u00dfe.txt",
+                                                          "caf\u00e9.txt"]
+    for path, data in (("/docs/report.pdf", b"report 2"), ("/DOCS/STRASSE.TXT", b"street"),
+                       ("/Docs/CAF\u00c9.TXT", b"cafe"), ("/docs/renamed.bin", b"mixed"), ("/LOWER/X.BIN", b"x")):
+        with fs.open_read(path) as f:
+            assert f.read() == data, path
+    assert [v.number for v in fs.versions("/docs/REPORT.PDF")] == [1, 2]
+    assert [(v.number, v.deleted) for v in fs.versions("/DOCS/Notes.Txt")] == [(1, False), (2, True)]
+    assert not repo.share("office").exists("/docs/report.pdf")          # case-sensitive: no
+
+
+def test_0011_name_fold_migrates_on_existing_data_both_ways(cli):
+    r = Repository.init(cli.repo_path, chunk_avg=4096)
+    try:
+        r.add_share("s")
+        catalog_history.build(r.share("s"))
+        _ci_history(r)
+        at_head = _everything(r)
+        names, stored = _folds(r)
+        # stored only for the names that differ from their fold: Docs, Report.PDF, Straße.txt, Renamed.Bin
+        # (and MiXeD, whose dentry ended at the rename)
+        assert stored == 5 and names == 18
+        _alembic(r, "downgrade", "0010")
+        assert _folds(r) == (names, names)                           # 0010: every name's fold stored
+        with r.catalog.session() as s:
+            assert s.execute(text("SELECT count(*) FROM dentries WHERE name_fold = name")).scalar() == names - stored
+    finally:
+        r.close()
+    with Repository.open(cli.repo_path) as r:                        # migrates 0010 -> head
+        assert _folds(r) == (names, stored)
+        assert _chunk_id_index(r) == (True, False)
+        fold_ix = [ix for ix in inspect(r.catalog.engine).get_indexes("dentries")
+                   if ix["name"] == "ix_dentries_parent_fold"]
+        assert len(fold_ix) == 1 and "name_fold IS NOT NULL" in \
+            " ".join(str(w) for w in fold_ix[0].get("dialect_options", {}).values())
+        assert _everything(r) == at_head
+        _ci_lookups(r)
+        fs = r.share("office", case_insensitive=True)
+        w = fs.open_write("/docs/RENAMED.BIN")                       # a new version, not a second file
+        w.write(b"again")
+        w.commit()
+        assert [e.name for e in fs.listdir("/Docs")].count("Renamed.Bin") == 1
+        assert [v.number for v in fs.versions("/Docs/Renamed.Bin")] == [1, 2]
+        after = _everything(r)
+    cli("check", "--read-data")
+    live = snapshot(cli.repo_path)
+    drop_catalog(cli.repo_path)
+    cli("recover")                                                   # rebuilt by the same events
+    assert snapshot(cli.repo_path) == live
+    with Repository.open(cli.repo_path) as r:
+        assert _folds(r) == (names, stored)
+        after["audit"] = [astuple(a) for a in r.audit_events()][:len(after["audit"])]
+        got = _everything(r)
+        got["audit"] = got["audit"][:len(after["audit"])]
+        assert {k: v for k, v in got.items() if k != "rows"} == {k: v for k, v in after.items() if k != "rows"}
+        _ci_lookups_after_recover = r.share("office", case_insensitive=True)
+        with _ci_lookups_after_recover.open_read("/DOCS/renamed.bin") as f:
+            assert f.read() == b"again"
+
+
+def test_0011_downgrade_and_upgrade_with_alembic_keep_every_name_and_version(tmp_path):
+    """0011 and 0012 with Alembic itself: on SQLite here, on PostgreSQL in test_postgres.py."""
+    repo = Repository.init(tmp_path / "repo", chunk_avg=4096)
+    try:
+        repo.add_share("s")
+        catalog_history.build(repo.share("s"))
+        _ci_history(repo)
+        at_head = _everything(repo)
+        names, stored = _folds(repo)
+        assert (names, stored) == (18, 5)
+        assert _chunk_id_index(repo) == (True, False)
+        _alembic(repo, "downgrade", "0010")
+        assert _folds(repo) == (names, names)
+        assert _chunk_id_index(repo) == (False, True)
+        _alembic(repo, "upgrade", "head")
+        assert _folds(repo) == (names, stored)
+        assert _chunk_id_index(repo) == (True, False)
+        assert _everything(repo) == at_head
+        _ci_lookups(repo)
+        with repo.catalog.session() as s:
+            chunks = s.execute(text("SELECT count(*) FROM chunks")).scalar()
+        w = repo.share("s").open_write("/b/dedup.bin")                # found by id again: no new row
+        w.write(catalog_history.BIG3)
+        w.commit()
+        with repo.catalog.session() as s:
+            assert s.execute(text("SELECT count(*) FROM chunks")).scalar() == chunks
+        fs = repo.share("office", case_insensitive=True)
+        w = fs.open_write("/DOCS/straSSe.TXT")                     # the stored fold finds it
+        w.write(b"street 2")
+        w.commit()
+        assert [v.number for v in fs.versions("/Docs/Stra\u00dfe.txt")] == [1, 2]
+        assert _folds(repo) == (names + 1, stored)                   # dedup.bin's, no other
     finally:
         repo.close()

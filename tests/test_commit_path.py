@@ -170,3 +170,37 @@ def test_a_repository_dropped_without_close_frees_its_catalog_engine(tmp_path):
     gc.collect()
     gc.collect()
     assert engine() is None
+
+
+@pytest.mark.parametrize("size", [100, 200_000])     # one chunk (in the version row); a chunk list
+def test_a_chunk_whose_id_prefix_another_chunk_holds_is_refused_not_mixed_up(repo, size):
+    """Chunks are unique by the first 16 bytes of their id (schema 0012).  Two ids alike there
+    cannot be made on purpose (a keyed hash), so one is planted: the upload of the chunk it
+    shadows fails and leaves nothing; the planted row keeps its own id and location."""
+    import os
+    fs = repo.share("office")
+    data = os.urandom(size)
+    cid = repo.codec.chunk_id(data[:100]) if size == 100 else None
+    if cid is None:                                    # the first chunk of the big file
+        w = fs.open_write("/probe")
+        w.write(data)
+        w.commit()
+        with repo.catalog.session() as s:
+            cid = s.execute(text("SELECT c.id FROM version_chunks vc JOIN chunks c ON c.n = vc.chunk "
+                                 "WHERE vc.\"offset\" = 0 ORDER BY vc.version_id DESC LIMIT 1")).scalar()
+            s.execute(text("DELETE FROM chunks WHERE id = :c"), {"c": cid})       # as if never stored
+            s.commit()
+        fs.remove("/probe")
+    twin = cid[:16] + bytes(16)
+    with repo.catalog.session() as s:
+        s.execute(text('INSERT INTO chunks (id, pack, "offset", length, raw_len, orphaned_at) '
+                       "VALUES (:t, NULL, 0, 0, 0, 1)"), {"t": twin})
+        s.commit()
+    before = _rows(repo)
+    with pytest.raises(errors.Corrupt, match="first 16 bytes"):
+        put_bytes(fs, "/shadowed.bin", data)
+    assert _rows(repo) == before
+    assert not fs.exists("/shadowed.bin")
+    with repo.catalog.session() as s:
+        assert s.execute(text("SELECT id, pack, orphaned_at FROM chunks WHERE substr(id, 1, 16) = :p"),
+                         {"p": cid[:16]}).all() == [(twin, None, 1)]

@@ -395,6 +395,65 @@ def test_remove_answers_the_folder_attributes_a_fresh_stat_reads(srv):
     r.close()
 
 
+def test_removes_in_flight_share_the_folder_re_read_and_each_answers_its_own_change(srv, monkeypatch):
+    """REMOVEs in flight in one folder each answer the folder's attributes after their own
+    change (another change landed in between, so the folder is re-read): the calls that ask
+    while a re-read runs share the next one, never one that began before their change."""
+    from archive.sharefs import ShareFS
+    from protocols.nfs import nfs3
+    from protocols.nfs.fattr import _split
+    n, late = 12, 4                 # the last `late` REMOVEs change the folder after the first re-read
+    fs = srv.fs()
+    fs.mkdir("/sub")
+    for i in range(n):
+        put(fs, f"/sub/f{i:02d}", b"x")
+    sub = _lookup(srv.port, _mnt(srv.port, "/office"), "sub")
+    real_refresh, real_touched, real_remove = nfs3.NFS3._refresh, nfs3.NFS3._touched, ShareFS.remove_at
+    reads, fresh, first_read = [], [], threading.Event()
+
+    def refresh(self, o):
+        reads.append(o.entry.node_id)
+        got = real_refresh(self, o)
+        if len(reads) == 1:         # the first re-read ends only once every other REMOVE asked
+            first_read.set()
+            end = time.monotonic() + 20
+            while time.monotonic() < end and sum(f.users for f in self._flights.values()) + len(fresh) < n:
+                time.sleep(0.005)
+        return got
+
+    def touched(self, d, at, epoch, born):
+        fresh.append(at)
+        return real_touched(self, d, at, epoch, born)
+
+    def remove_at(self, path):
+        if int(path[-2:]) >= n - late:
+            first_read.wait(20)
+        return real_remove(self, path)
+    monkeypatch.setattr(nfs3.NFS3, "_refresh", refresh)
+    monkeypatch.setattr(nfs3.NFS3, "_touched", touched)
+    monkeypatch.setattr(ShareFS, "remove_at", remove_at)
+    r = RawRPC(srv.port)
+    try:
+        xids = {r.send_call(NFS, 3, 12, _opaque(sub) + _string(f"f{i:02d}")): f"f{i:02d}" for i in range(n)}
+        replies = {}
+        for _ in range(n):
+            rep = r.recv_record()
+            replies[xids[_xid(rep)]] = rep
+    finally:
+        r.close()
+    assert first_read.is_set()
+    assert [e.name for e in fs.listdir("/sub")] == []
+    for name, rep in replies.items():
+        assert struct.unpack(">I", rep[24:28])[0] == 0
+        assert struct.unpack(">I", rep[-88:-84])[0] == 1                   # folder attributes follow
+        gone = fs.versions(f"/sub/{name}")[-1]
+        assert gone.deleted
+        assert struct.unpack(">II", rep[-16:-8]) >= _split(gone.created_at)   # after its own tombstone
+    assert len(reads) + len(fresh) < n - 1      # re-reads were shared
+    final = _split(fs.stat("/sub").mtime)
+    assert max(struct.unpack(">II", rep[-16:-8]) for rep in replies.values()) == final
+
+
 _CRASHING_SERVER = """
 import sys, time
 from pathlib import Path
@@ -448,6 +507,48 @@ def test_kill_9_at_each_durable_step_of_a_staged_write_recovers_it_once(tmp_path
     try:
         assert [(v.size, v.origin.protocol) for v in s.fs().versions("/k.bin")] == [(len(want), "nfs")]
         assert s.fs().open_read("/k.bin").read() == want
+        assert synced_updates(s.repo) == []
+    finally:
+        s.close()
+
+
+def test_kill_9_after_files_due_together_were_committed_recovers_none_twice(tmp_path):
+    """Files that fall due together are committed in one batch (ShareFS.commit_staged); the
+    server dies (os._exit, as kill -9) right after that transaction, before any of their log
+    records is ended: the restart recognises every version as made and commits none twice."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from archive.faults import FAULT_STATUS
+    from archive.staging import synced_updates
+    top = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, EDGE_ARCHIVE_FAULT_EXIT="staged-committed",
+               PYTHONPATH=os.pathsep.join([str(top), str(top / "tests")]))
+    p = subprocess.Popen([sys.executable, "-c", _CRASHING_SERVER, str(tmp_path), "0.5"], env=env,
+                         stdout=subprocess.PIPE, text=True)
+    files = {f"b{i}.bin": b"batch %d;" % i * (i + 1) for i in range(4)}
+    try:
+        port = int(p.stdout.readline())
+        root = _mnt(port, "/office")
+        r = RawRPC(port)
+        try:
+            for name, data in files.items():
+                _, rep = r.call(NFS, 3, 8, _opaque(root) + _string(name) + struct.pack(">I", 0) + _sattr_none())
+                fh = _create_handle(rep)
+                r.call(NFS, 3, 7, _opaque(fh) + struct.pack(">QII", 0, len(data), 0) + _opaque(data))
+                r.call(NFS, 3, 21, _opaque(fh) + struct.pack(">QI", 0, 0))
+        except Exception:
+            pass
+        assert p.wait(30) == FAULT_STATUS
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    s = NFSServer(tmp_path, repo=Repository.open(tmp_path / "repo"))
+    try:
+        for name, data in files.items():
+            assert [(v.size, v.origin.protocol) for v in s.fs().versions("/" + name)] == [(len(data), "nfs")], name
+            assert s.fs().open_read("/" + name).read() == data
         assert synced_updates(s.repo) == []
     finally:
         s.close()

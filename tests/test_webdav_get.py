@@ -209,3 +209,35 @@ def test_slow_reader_gets_every_byte(srv):
     s.close()
     server.stop()
     assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+
+
+def test_past_version_url_sends_that_versions_bytes(srv, tmp_path):
+    """`?version=N` bodies go out the same way as GET's (the Reader's chunk views): the old
+    bytes, the announced length, the download counted, and the connection still usable."""
+    url = f"{srv.url}/docs/history.bin"
+    old, new = os.urandom(SIZE), os.urandom(SIZE // 3)
+    s = srv.session()
+    assert s.put(url, data=old).status_code == 201
+    assert s.put(url, data=new).status_code == 204
+    numbers = [v["version"] for v in s.get(url + "?versions").json()["versions"]]
+    assert len(numbers) == 2
+    out = tmp_path / "old.bin"
+    p = curl("-D", str(tmp_path / "h.txt"), "-o", str(out), f"{url}?version={numbers[0]}")
+    assert p.returncode == 0 and out.read_bytes() == old
+    headers = (tmp_path / "h.txt").read_text().lower()
+    assert f"content-length: {SIZE}" in headers and f"x-archive-version: {numbers[0]}" in headers
+    c = _conn(srv)                                     # one connection: body, then the next request
+    r, body, h = _get(c, f"/docs/history.bin?version={numbers[1]}")
+    assert (r.status, body, h["content-length"]) == (200, new, str(len(new)))
+    r, body, _ = _get(c, f"/docs/history.bin?version={numbers[0]}", method="HEAD")
+    assert (r.status, body) == (200, b"")
+    r, body, _ = _get(c, "/docs/big.bin")
+    assert (r.status, body) == (200, srv.data)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        got = sorted((f["size"], f["complete"]) for proto, ev, f in srv.ctx.seen
+                     if ev == "download" and f["path"] == "/docs/history.bin")
+        if len(got) >= 2:
+            break
+        time.sleep(0.05)
+    assert (SIZE, True) in got and (len(new), True) in got

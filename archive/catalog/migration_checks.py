@@ -14,3 +14,14 @@ def has(table: str, column: str | None = None) -> bool:
     if column is None:
         return table in insp.get_table_names()
     return any(c["name"] == column for c in insp.get_columns(table))
+
+
+def has_index(name: str) -> bool:
+    """Whether an index of that name exists (expression indexes included, which SQLAlchemy's
+    SQLite inspector leaves out)."""
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite":
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = :n"
+    else:
+        sql = "SELECT 1 FROM pg_indexes WHERE indexname = :n"
+    return bind.execute(sa.text(sql), {"n": name}).first() is not None

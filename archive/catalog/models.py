@@ -7,7 +7,7 @@ SQLite and PostgreSQL.  The namespace is temporal: a dentry is valid from `valid
 from __future__ import annotations
 
 from sqlalchemy import (DDL, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text,
-                        UniqueConstraint, event)
+                        UniqueConstraint, event, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -62,13 +62,17 @@ class Dentry(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     parent_id: Mapped[int] = mapped_column(BigInteger)
     name: Mapped[str] = mapped_column(String(255))
-    name_fold: Mapped[str] = mapped_column(String(255))
+    # the case fold (paths.fold) of a name that is not its own fold; NULL for the others (most
+    # names): case-insensitive lookups ask `name_fold = k OR (name_fold IS NULL AND name = k)`
+    # (migration 0011; archive/events.py writes it, archive/sharefs.py asks)
+    name_fold: Mapped[str | None] = mapped_column(String(255))
     node_id: Mapped[int] = mapped_column(BigInteger)
     valid_from: Mapped[int] = mapped_column(BigInteger)
     valid_to: Mapped[int | None] = mapped_column(BigInteger)
     __table_args__ = (
         Index("ix_dentries_parent_name", "parent_id", "name", "valid_to"),
-        Index("ix_dentries_parent_fold", "parent_id", "name_fold"),
+        Index("ix_dentries_parent_fold", "parent_id", "name_fold",
+              sqlite_where=text("name_fold IS NOT NULL"), postgresql_where=text("name_fold IS NOT NULL")),
         Index("ix_dentries_node", "node_id"),
     )
 
@@ -123,19 +127,20 @@ class Pack(Base):
 
 
 class Chunk(Base):
-    """A stored chunk: `id` is its 32-byte content id (unique: dedup looks it up), `n` the
+    """A stored chunk: `id` is its 32-byte content id (dedup looks it up: rawsql.CHUNK_BY_ID), `n` the
     integer key version_chunks refer to.  `pack` NULL: a chunk a version references but no
     pack holds (recover found no record of it); reads report it missing, a new upload of the
     same bytes fills it in."""
     __tablename__ = "chunks"
     n: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    id: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    id: Mapped[bytes] = mapped_column(LargeBinary(32))   # unique by its first 16 bytes: rawsql.CHUNK_BY_ID
     pack: Mapped[int | None] = mapped_column(BigInteger)
     offset: Mapped[int] = mapped_column(BigInteger)
     length: Mapped[int] = mapped_column(Integer)        # record length in the pack
     raw_len: Mapped[int] = mapped_column(Integer)
     orphaned_at: Mapped[int | None] = mapped_column(BigInteger)
-    __table_args__ = (Index("ix_chunks_pack", "pack"),)
+    __table_args__ = (Index("ix_chunks_pack", "pack"),
+                      Index("uq_chunks_id16", text("substr(id, 1, 16)"), unique=True))
 
 
 class Property(Base):

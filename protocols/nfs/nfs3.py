@@ -8,6 +8,7 @@ SYMLINK, MKNOD and LINK answer NFS3ERR_NOTSUPP: the archive has regular files an
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from itertools import islice
 from typing import Callable, Iterator
@@ -60,12 +61,27 @@ def _join(path: str, name: str) -> str:
     return path.rstrip("/") + "/" + name
 
 
+class _Flight:
+    """The re-reads of one object's attributes that concurrent calls share (_refresh_shared)."""
+    __slots__ = ("lock", "started", "done", "entry", "error", "users")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()     # one read at a time
+        self.started = 0                 # reads begun
+        self.done = 0                    # the number of the last read that ended (its result below)
+        self.entry = None
+        self.error: int | None = None
+        self.users = 0                   # calls using this record (it goes when none is left)
+
+
 class NFS3:
     def __init__(self, state: ServerState) -> None:
         self.st = state
         names = [n.lower() for n in PROC_NAMES]
         self.procs: dict[int, Callable] = {i: getattr(self, n) for i, n in enumerate(names)}
         self.order = ReadOrder()
+        self._flights: dict[tuple, _Flight] = {}      # _refresh_shared: reads under way
+        self._flights_lock = threading.Lock()
 
     # -- helpers -----------------------------------------------------------------------------
     def _fh(self, u: Unpacker, address: str) -> Obj:
@@ -78,10 +94,48 @@ class NFS3:
         """wcc_data with fresh attributes of `o` (re-read after a change)."""
         if o is not None and not o.fresh:
             try:
-                o = self._refresh(o)
+                o = self._refresh_shared(o)
             except NFSError:
                 o = None
         wcc_data(p, self.st.attrs(o) if o is not None else None, cred.uid, cred.gid)
+
+    def _refresh_shared(self, o: Obj) -> Obj:
+        """`_refresh` after a change, sharing catalog reads among the calls that want the same
+        object re-read at once (16 CREATEs or REMOVEs in flight in one folder each re-read the
+        folder for their wcc_data: another change landed between theirs and the reply).  The
+        reads of one object run one at a time; a call takes the result of a read that began
+        after it asked (so it includes the call's own change, committed before it asked), and
+        the calls that asked while a read ran share the next one."""
+        if o.kind != H.NODE or o.at_us:
+            return self._refresh(o)
+        key = (o.fs, o.entry.node_id)
+        with self._flights_lock:
+            f = self._flights.get(key)
+            if f is None:
+                f = self._flights[key] = _Flight()
+            f.users += 1
+            asked = f.started              # reads begun before this call asked
+        try:
+            with f.lock:
+                if f.done > asked:         # a read begun after this call asked has ended
+                    if f.error is not None:
+                        raise NFSError(f.error)
+                    o.entry = f.entry
+                    return o
+                f.started += 1
+                n = f.started
+                try:
+                    self._refresh(o)
+                except NFSError as e:
+                    f.entry, f.error, f.done = None, e.status, n
+                    raise
+                f.entry, f.error, f.done = o.entry, None, n
+                return o
+        finally:
+            with self._flights_lock:
+                f.users -= 1
+                if not f.users:
+                    del self._flights[key]
 
     def _refresh(self, o: Obj) -> Obj:
         """Re-read `o`'s attributes from the catalog (after a change, and for every READDIR

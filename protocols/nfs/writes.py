@@ -17,10 +17,11 @@ first WRITE, truncate or mtime change, or when the empty version falls due.  Uns
 `abandon_timeout` seconds (and at shutdown): the client was never told it was safe, and the
 write verifier changes with every server start, so a live client resends it.
 
-Commits run in this module's own threads, never in a request: a slow commit only delays
+Commits run in this module's own thread, never in a request: a slow commit only delays
 a new WRITE to that same file (which then starts a fresh update on top of the new version).
-Sessions that fall due together are committed side by side, so many small files written at
-once share the core's group commits instead of paying one durable commit each in turn; the
+Sessions that fall due together are committed in one call (ShareFS.commit_staged: prepared
+on the loop's thread, then handed to the core's group commit all at once), so many small files
+written at once share one or two transactions instead of paying one durable commit each; the
 loop waits GATHER (or commit_idle / 4) past the first due session to collect the files a
 sequential client wrote just after it.
 """
@@ -29,15 +30,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 log = logging.getLogger("edge_archive.nfs")
 #: seconds a created file with no WRITE yet waits before its empty version is committed, so a
 #: client that creates and then writes gets one version, not an empty one first
 EMPTY_IDLE = 10.0
-#: sessions whose versions are committed at once (they share the core's group commits)
-PARALLEL_COMMITS = 8
 #: seconds (at most; commit_idle / 4 when shorter) the commit loop waits past the first due
 #: session, so the files a client writes one after another fall due together and share the
 #: core's transactions instead of one commit each (a version appears up to this much later)
@@ -71,7 +69,6 @@ class WriteSessions:
         #: files created with no session yet: key -> (ShareFS, when), owed an empty version
         self._created: dict[tuple, tuple[Any, float]] = {}
         self._stop = threading.Event()
-        self._pool: ThreadPoolExecutor | None = None
         self._thread = threading.Thread(target=self._loop, name="nfs-commits", daemon=True)
         self._thread.start()
 
@@ -266,19 +263,51 @@ class WriteSessions:
             s.owed and not s.unsynced and now - s.last >= (self.commit_idle if s.written else self.empty_idle))]
 
     def _finish_all(self, sessions: list[Session]) -> None:
-        """End sessions side by side (up to PARALLEL_COMMITS at once), so their versions meet
-        in the core's group commit and share durable commits instead of one each in turn."""
+        """End sessions together: the versions owed are committed in one call
+        (ShareFS.commit_staged: prepared on this thread, then the core's group commit takes them
+        all at once, so N files that fall due together share a transaction or two, with no
+        thread per file); the others end as in _finish.  Each session stays locked (a WRITE
+        to it waits, then starts on the new version) until the batch is committed."""
         if len(sessions) <= 1:
             for s in sessions:
                 self._finish(s)
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(PARALLEL_COMMITS, thread_name_prefix="nfs-commit")
-        for f in [self._pool.submit(self._finish, s) for s in sessions]:
-            try:
-                f.result()
-            except Exception:
-                log.exception("nfs: ending a write session failed")
+        locked: list[Session] = []
+        try:
+            for s in sessions:
+                s.lock.acquire()
+                if s.closed:
+                    s.lock.release()
+                    continue
+                s.closed = True
+                locked.append(s)
+            batch: dict[Any, list[Session]] = {}
+            for s in locked:
+                if s.unsynced or not s.owed:
+                    self._end(s)                  # nothing to commit: dropped or kept for recovery
+                else:
+                    batch.setdefault(s.fs.repo, []).append(s)
+            for group in batch.values():
+                try:
+                    results = group[0].fs.commit_staged([s.upd for s in group])
+                except Exception as e:       # not one of them was committed
+                    results = [e] * len(group)
+                for s, r in zip(group, results):
+                    if isinstance(r, BaseException):
+                        log.error("nfs: commit of %s failed; its synced staging is kept for recovery",
+                                  s.upd.parts, exc_info=r)
+                    elif r is not None and self.on_commit is not None:
+                        try:
+                            self.on_commit(s, r)
+                        except Exception:
+                            log.exception("nfs: after the commit of %s", s.upd.parts)
+        finally:
+            with self._lock:
+                for s in locked:
+                    if self._sessions.get(s.key) is s:
+                        del self._sessions[s.key]
+            for s in locked:
+                s.lock.release()
 
     def _next_due(self, now: float) -> float:
         """Seconds until the first session falls due (the conditions of due()); inf if none."""
@@ -311,5 +340,4 @@ class WriteSessions:
         with self._lock:
             sessions = list(self._sessions.values())
         self._finish_all(sessions)
-        if self._pool is not None:
-            self._pool.shutdown()
+

@@ -23,6 +23,7 @@ from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_NOT_FOUND, DAVError
 from archive import errors
 
 from .downloads import CountedReader, report_download
+from .sendbody import DIRECT_KEY, DirectBody
 from .errors import mapped
 
 BLOCK = 1 << 20
@@ -93,7 +94,9 @@ def maybe_serve_versions(provider, environ, start_response):
             raise DAVError(HTTP_NOT_FOUND, context_info=f"no version {number}")
         v = match[0]
         reader = fs.open_read(rel, version=number)
-    reader = CountedReader(reader, lambda sent: report_download(provider, environ, share, rel, number, v.size, sent))
+    # under our cheroot gateway the body goes out as the Reader's chunk views (.sendbody), as GET's does
+    reader = CountedReader(reader, lambda sent: report_download(provider, environ, share, rel, number, v.size, sent),
+                           direct=bool(environ.get(DIRECT_KEY)))
     headers = [("Content-Type", util.guess_mime_type(path)), ("Content-Length", str(v.size)),
                ("ETag", f'"{v.etag}"'), ("Last-Modified", util.get_rfc1123_time(v.mtime)),
                ("X-Archive-Version", str(number))]
@@ -108,7 +111,7 @@ def _stream(reader):
     try:
         while True:
             buf = reader.read(BLOCK)
-            if not buf:
+            if not buf and type(buf) is not DirectBody:    # a DirectBody is empty but carries the body
                 break
             yield buf
     except errors.ArchiveError:

@@ -12,7 +12,13 @@ tried rather than skipped: zip/jar chunks whose head looks incompressible still 
 
 A repository's compressible chunks are compressed with its zstd dictionary (archive/dictionary.py)
 once a writer has trained one from its first such chunks: -9 % on the bench's text at the same
-level.  The frame header names the dictionary (dictID, inside the AEAD payload), so `decode`
+level.  At level 3 those chunks use dictionary.DICT_LEVEL3 (level 3 with a 2^15 short-hash table
+and 6-byte minimum matches): the same stored size on the bench's text for ~11 % less compression
+CPU (source code stores ~1.6 % more with them: the dictionary module says why and the alternative).  Tried and not taken (docs/benchmarks.md, "text11"): zstd's "attach" mode (frames of
+unknown size via compressobj, or ZSTD_c_forceAttachDict through the cffi backend) is no faster
+than the copy of the dictionary's tables (the search of the attached tables costs what the copy
+saved); the fast strategy at 2^18 / 7-byte matches kept the text ratio but stored the versions
+corpus 1 % worse.  The frame header names the dictionary (dictID, inside the AEAD payload), so `decode`
 loads it by that id from the pack store; frames without one (dictID 0: every chunk written
 before, chunks that compress little, transaction records) decode as always.  A Codec without a
 store (tests, tools) neither trains nor reads dictionaries: a chunk that needs one is Corrupt.
@@ -95,7 +101,7 @@ class Codec:
             if d is not None:
                 c = z.dc.get(d.dict_id())
                 if c is None:
-                    c = z.dc[d.dict_id()] = zstandard.ZstdCompressor(level=self._level, dict_data=d)
+                    c = z.dc[d.dict_id()] = self.dictionaries.compressor(d)
                 return c.compress(data)
         return z.c.compress(data)
 

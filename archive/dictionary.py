@@ -48,6 +48,28 @@ MIN_SAMPLES = 8
 #: dictionary size (at most an eighth of the sample): of the bench text at level 3, 110 KiB stored
 #: 0.343, 256 KiB 0.336, 512 KiB 0.333, 1 MiB 0.332 (docs/benchmarks.md, "text9")
 DICT_SIZE = 512 * 1024
+#: How chunks are compressed with a dictionary at the default level 3 (text11): level 3's own
+#: strategy (dfast), window (2 MiB) and long-hash table (2^17), but a 2^15 short-hash table
+#: (level 3 has 2^16) and 6-byte minimum matches (level 3: 5).  With a 512 KiB dictionary zstd
+#: copies the dictionary's tables into the context for every 64 KiB frame and then searches
+#: them; the smaller table is cheaper to copy and to miss in, and the longer minimum match wins
+#: back what it loses on text: on the bench's text 0.3329 of raw vs level 3's 0.3327 for ~11 %
+#: less compression CPU (offline, one core, interleaved runs; docs/benchmarks.md, "text11").
+#: Source code likes 5-byte matches: the sdists corpus stores +1.6 % (chunk bytes) with these,
+#: versions +0.2 %; min_match 5 with the same tables is the alternative (text +0.4 %, sdists 0).
+#: Any other level keeps that level's parameters.  The frames are ordinary zstd frames (dictID
+#: and content size in the header, 2 MiB window): decode is unchanged.
+DICT_LEVEL3 = dict(window_log=21, hash_log=17, chain_log=15, search_log=1, min_match=6,
+                   target_length=0, strategy=zstandard.STRATEGY_DFAST)
+
+
+def compression_params(level: int) -> "zstandard.ZstdCompressionParameters | None":
+    """Parameters for compressing with a dictionary at `level` (None: the level's own)."""
+    if level != 3:
+        return None
+    return zstandard.ZstdCompressionParameters(write_content_size=1, write_dict_id=1, **DICT_LEVEL3)
+
+
 #: fastcover parameters without zstd's search over k/d (that took 2-12 s, this ~0.15 s on 4 MiB)
 TRAIN = {"k": 200, "d": 8}
 MAX_TRIES = 3
@@ -106,6 +128,8 @@ class Dictionaries:
         self.store = store
         self.key = key
         self.level = level
+        #: what chunks are compressed with once there is a dictionary (None: plain `level`)
+        self.params = compression_params(level)
         self._lock = threading.RLock()      # _load_current calls get
         self._by_id: dict[int, zstandard.ZstdCompressionDict] = {}
         self._current: "zstandard.ZstdCompressionDict | None" = None
@@ -166,6 +190,20 @@ class Dictionaries:
             self._busy = False
         return None                         # this chunk goes without: it may be in the sample
 
+    def compressor(self, d: zstandard.ZstdCompressionDict) -> zstandard.ZstdCompressor:
+        """A compressor for chunks with `d` (one per thread: zstd contexts are not shared)."""
+        if self.params is None:
+            return zstandard.ZstdCompressor(level=self.level, dict_data=d)
+        return zstandard.ZstdCompressor(dict_data=d, compression_params=self.params)
+
+    def _precompute(self, d: zstandard.ZstdCompressionDict) -> None:
+        """Build the dictionary's compression tables once, with the parameters `compressor`
+        uses (zstd takes a precomputed dictionary's parameters for small frames)."""
+        if self.params is None:
+            d.precompute_compress(level=self.level)
+        else:
+            d.precompute_compress(compression_params=self.params)
+
     def _load_current(self) -> None:
         with self._lock:
             if self._looked:
@@ -174,7 +212,7 @@ class Dictionaries:
                 raw = self.store.get_meta(CURRENT)
                 if raw is not None:
                     d = self.get(int(raw.strip(), 16))
-                    d.precompute_compress(level=self.level)
+                    self._precompute(d)
                     self._current = d
             except (Corrupt, ValueError) as e:      # a writer without one trains another
                 log.warning("not compressing with the repository's dictionary: %s", e)
@@ -200,7 +238,7 @@ class Dictionaries:
         except Exception as e:      # no dictionary is never an error: chunks go without one
             log.warning("training the repository's compression dictionary failed: %s", e)
             return
-        d.precompute_compress(level=self.level)
+        self._precompute(d)
         with self._lock:
             self._by_id[dict_id] = d
             self._current = d

@@ -90,6 +90,13 @@ class PackStore(abc.ABC):
     @abc.abstractmethod
     def put_meta(self, name: str, data: bytes) -> None: ...
 
+    #: Whether `prefetch_hint` does anything (a reader skips building the hint otherwise).
+    wants_hints = False
+
+    def prefetch_hint(self, wants) -> None:
+        """(pack id, offset, length) of the records a reader will read next, in order: a remote
+        store may start fetching them (S3PackStore); a local folder has nothing to do."""
+
     def reclaim_uploads(self, grace: float) -> int:
         """Drop unfinished uploads idle for `grace` seconds (gc); stores without them: 0."""
         return 0

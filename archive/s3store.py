@@ -23,7 +23,9 @@ the whole of a random-data ingest (`sign=1` keeps it, `sign=0` drops it anywhere
 Reads are ranged GETs of aligned blocks kept in the local LRU cache.  A block being fetched
 is fetched once (concurrent readers wait for it), and a pack read in order is read ahead by
 several GETs at once in the background, bounded by a fraction of the cache; the first GET of
-a pack goes alone, the others wait for it (see `S3PackStore._block`).
+a pack goes alone, the others wait for it (see `S3PackStore._block`).  A reader tells the store
+which packs it will read next (`prefetch_hint`, from the chunk list), so the next pack's first
+GET is on its way, alone, while the current pack is still being read.
 Transient failures (endpoint down, throttling, 5xx) are retried by botocore with exponential
 backoff; then they surface as `errors.Unavailable`, never as a half-done commit.
 """
@@ -52,6 +54,9 @@ BLOCK = 1 << 20          # ranged-GET unit: 16 average chunks; a random 64 KiB r
 READAHEAD = 16           # blocks kept fetched ahead of a reader going through a pack in order
 RUN = 4                  # blocks per read-ahead GET (4 MiB)
 READERS = 4              # read-ahead GETs at once
+OPENERS = 1              # first GETs of packs a reader will reach next (prefetch_hint): in order, one at a time
+HINTED = 4               # packs opened per hint at most (a reader's window: 32 MiB of chunks)
+FIRST_RUN = 1 << 20      # what a Reader's first read in a pack spans at most (Reader.READ_BLOCK)
 PART = 8 << 20           # multipart part size (S3's minimum is 5 MiB)
 UPLOADERS = 3            # parts (and sealed packs) uploaded at once: memory <= UPLOADERS x PART
 T = TypeVar("T")
@@ -268,6 +273,7 @@ class S3PackStore(PackStore):
         self.active_uploads: set[str] = set()           # this node's multipart uploads in progress
         self.uploads = ThreadPoolExecutor(max_workers=UPLOADERS, thread_name_prefix="s3-upload")
         self.readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="s3-read")
+        self.openers = ThreadPoolExecutor(max_workers=OPENERS, thread_name_prefix="s3-open")
         self.requests = 0
         # None: sign request bodies unless the endpoint is on loopback (see the module docstring)
         self.sign_payload = not _loopback(endpoint) if sign is None else sign
@@ -460,6 +466,52 @@ class S3PackStore(PackStore):
                     if self._inflight.get(f"{pack_id}.{k}", (None,))[0] is fut:
                         del self._inflight[f"{pack_id}.{k}"]
 
+    wants_hints = True
+
+    def prefetch_hint(self, wants) -> None:
+        """Start the first GET of the packs a reader will reach next: `wants` is (pack id,
+        offset, length) of the records it will read, in reading order.  For each pack this
+        node has not read yet (not cached, no GET sent), the blocks of its first run there
+        (the records from its first offset on, up to a Reader's 1 MiB run) are fetched in the
+        background, alone (see `_block`): a store that does work per object on its first
+        request (rclone hashes the whole object) does it while the reader is still in the pack
+        before, not on its path.  Generic elsewhere: the GET is the one the reader would send
+        when it gets there.  At most HINTED packs are started per hint (a random reader's
+        window of many packs costs a few GETs at most), OPENERS at once, on their own threads
+        (never queued behind a read-ahead)."""
+        todo, spans = [], {}
+        with self._fetching:
+            for pack_id, offset, length in wants:
+                length = length or 1            # a row without its record's length: its block
+                span = spans.get(pack_id)
+                if span is not None:            # the first run there grows (up to FIRST_RUN)
+                    if span[0] <= offset and offset + length <= span[0] + FIRST_RUN:
+                        span[1] = max(span[1], offset + length)
+                elif len(spans) < HINTED and pack_id not in self._first and not self.cache.has(pack_id):
+                    spans[pack_id] = [offset, offset + length]
+            for pack_id, (lo, hi) in spans.items():
+                i, last = lo // BLOCK, (hi - 1) // BLOCK
+                if f"{pack_id}.{i}" in self._inflight or self.cache.has(f"{pack_id}.{i}"):
+                    continue
+                j = i
+                while j < last and f"{pack_id}.{j + 1}" not in self._inflight and not self.cache.has(f"{pack_id}.{j + 1}"):
+                    j += 1
+                fut: Future = Future()
+                fut.set_running_or_notify_cancel()
+                for k in range(i, j + 1):
+                    self._inflight[f"{pack_id}.{k}"] = (fut, i)
+                self._first[pack_id] = fut
+                _trim(self._first)
+                todo.append((pack_id, i, j, fut))
+        for pack_id, i, j, fut in todo:
+            try:
+                self.openers.submit(self._fetch, pack_id, i, j, fut)     # errors: for its waiters
+            except RuntimeError as e:       # the store closed meanwhile
+                _resolve(fut, None, Unavailable(f"the pack store was closed ({e})"))
+                with self._fetching:
+                    for k in range(i, j + 1):
+                        self._inflight.pop(f"{pack_id}.{k}", None)
+
     def _read_ahead(self, pack_id: str, start: int) -> None:
         """Keep up to READAHEAD blocks (at most a quarter of the cache) fetched or on their way
         after `start`, RUN blocks per background GET; stop at the pack's end when it is known."""
@@ -608,6 +660,7 @@ class S3PackStore(PackStore):
                   f"write of {name}")
 
     def close(self) -> None:
+        self.openers.shutdown(wait=True, cancel_futures=True)
         self.readers.shutdown(wait=True, cancel_futures=True)
         with self._fetching:                # read-ahead runs cancelled before they started
             for fut, _ in list(self._inflight.values()):

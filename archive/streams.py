@@ -537,6 +537,16 @@ class Reader(io.RawIOBase):
             self._blk_of.extend([len(self._blocks)] * len(run))
             self._blocks.append((i, i + len(run)))
             i += len(run)
+        packs = self.repo.store.packdir.store
+        if packs.wants_hints:   # s3cold3: the packs this window and the next one will read
+            end = self._win[-1][0] + self._win[-1][1]
+            q, more = dict(params, p=end), []
+            if end < self.size and catalog.is_sqlite:
+                more = rawsql.select_all(catalog, _WINDOW_TEXT, q)
+            elif end < self.size:
+                with catalog.engine.connect() as s:
+                    more = s.execute(_WINDOW_SQL, q).all()
+            packs.prefetch_hint([(r[3], r[4], r[5]) for r in (*self._win, *more) if r[3] is not None])
 
     def _index(self, pos: int) -> int:
         w = self._win

@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import pstats
+import resource
 import shutil
 import statistics
 import sys
@@ -96,7 +97,7 @@ def bench_corpus(corpus: C.Corpus, tools: list[str], work: Path, repeat: int) ->
             t.init()
         if rep == 0:
             res["fixed_s"] = fixed_costs(insts)
-        per = {t: {"ingest_s": [], "rss": []} for t in tools}
+        per = {t: {"ingest_s": [], "rss": [], "cpu": []} for t in tools}
         logical = 0
         manifests: dict[int, dict] = {}
         gen_s = 0.0
@@ -108,7 +109,9 @@ def bench_corpus(corpus: C.Corpus, tools: list[str], work: Path, repeat: int) ->
             if i in (0, corpus.n_states - 1):
                 manifests[i] = C.manifest(tree)
             for name, tool in insts.items():
+                c0 = _children_cpu()
                 r = tool.ingest(tree, corpus.name)
+                per[name]["cpu"].append(_children_cpu() - c0)
                 per[name]["ingest_s"].append(r.seconds)
                 per[name]["rss"].append(r.max_rss)
             log(f"{corpus.name} rep {rep} state {i + 1}/{corpus.n_states}: " +
@@ -116,6 +119,7 @@ def bench_corpus(corpus: C.Corpus, tools: list[str], work: Path, repeat: int) ->
         run_res = {"logical": logical, "gen_s": gen_s, "tools": {}}
         for name, tool in insts.items():
             d = {"ingest_s": sum(per[name]["ingest_s"]), "per_state_s": per[name]["ingest_s"],
+                 "ingest_cpu_s": sum(per[name]["cpu"]),
                  "max_rss": max(per[name]["rss"]), "stored": tool.stored()}
             if name == "edge":
                 try:
@@ -156,6 +160,13 @@ def bench_corpus(corpus: C.Corpus, tools: list[str], work: Path, repeat: int) ->
     return res
 
 
+def _children_cpu() -> float:
+    """User + system seconds of every reaped child so far (GNU time reaps the tool, so its
+    ingest's CPU lands here): on a shared machine the firmer figure than wall time."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def fixed_costs(insts: dict) -> dict[str, float]:
     """Median wall time of a do-nothing command per tool (process start, key derivation, catalog
     open): every ingest and restore pays it once, so it dominates tiny --scale runs."""
@@ -183,6 +194,7 @@ def summarize_ingest(results: list[dict], tools: list[str]) -> str:
                 "mbps": logical / med([d["ingest_s"] for d in ds]) / MB,
                 "stored": med([d["stored"] for d in ds]),
                 "rss": max(d["max_rss"] for d in ds),
+                "cpu": med([d.get("ingest_cpu_s", float("nan")) for d in ds]),
             }
             for lab in ("newest", "oldest"):
                 secs = [d[f"restore_{lab}_s"] for d in ds if f"restore_{lab}_s" in d]
@@ -193,7 +205,7 @@ def summarize_ingest(results: list[dict], tools: list[str]) -> str:
                 elif any(f"restore_{lab}_error" in d for d in ds):
                     a[f"v_{lab}"] = "ERROR"
             agg[t] = a
-            rows.append([res["corpus"], t, f"{a['mbps']:.1f}", f"{a['stored']:,}",
+            rows.append([res["corpus"], t, f"{a['mbps']:.1f}", f"{a['cpu']:.2f}", f"{a['stored']:,}",
                          f"{a['stored'] / logical:.3f}", fmt_bytes(a["rss"]),
                          f"{a.get('r_newest', float('nan')):.1f} ({a.get('v_newest', '-')})",
                          f"{a.get('r_oldest', float('nan')):.1f} ({a.get('v_oldest', '-')})" if "v_oldest" in a else "-"])
@@ -212,7 +224,7 @@ def summarize_ingest(results: list[dict], tools: list[str]) -> str:
                                f"{rr:.2f}x vs {rfast} (target >= 1x: {'MET' if rr >= 1 else 'not met'})"])
         res["summary"] = agg
         res["logical_median"] = logical
-    out = table(["corpus", "tool", "ingest MB/s", "stored bytes", "stored/logical", "peak RSS",
+    out = table(["corpus", "tool", "ingest MB/s", "ingest CPU s", "stored bytes", "stored/logical", "peak RSS",
                  "restore newest MB/s (verify)", "restore oldest MB/s (verify)"], rows)
     fixed = [f"{t} {res['fixed_s'][t]:.2f}s" for res in results[:1] if "fixed_s" in res for t in tools]
     if fixed:

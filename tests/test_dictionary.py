@@ -224,3 +224,30 @@ def test_nodes_sharing_a_bucket_read_each_others_dictionaries_even_when_both_tra
     with Repository.open(url, catalog_url=catalog, cache=str(tmp_path / "cache-d")) as d:
         assert d.share("s").open_read("/a.txt").read() == data_a
         assert d.share("s").open_read("/b.txt").read() == data_b
+
+
+def test_dictionary_frames_use_the_tuned_parameters_and_older_frames_still_read(tmp_path):
+    """text11: chunks compressed with a dictionary at level 3 use DICT_LEVEL3 (smaller short-hash
+    table, 6-byte matches); their frames still name the dictionary and their size, and frames
+    the previous codec wrote with the same dictionary (plain level 3) decode as before."""
+    import zstandard
+    key = MasterKey.generate(False)             # plain: the payload is the zstd frame itself
+    store = LocalPackStore(tmp_path)
+    codec = Codec(key, store=store)
+    recs = _trained(codec)
+    d = codec.dictionaries._current
+    tuned = zstandard.ZstdCompressor(dict_data=d, compression_params=dictmod.compression_params(3))
+    d3 = zstandard.ZstdCompressionDict(d.as_bytes())    # its own tables: zstd takes a precomputed
+    d3.precompute_compress(level=3)                     # dictionary's parameters for small frames
+    old = zstandard.ZstdCompressor(level=3, dict_data=d3)
+    fresh = Codec(key, store=store)
+    differ = 0
+    for cid, flags, payload, data in recs[22:]:
+        fp = zstandard.get_frame_parameters(payload)
+        assert (fp.dict_id, fp.content_size) == (d.dict_id(), len(data))
+        assert payload == tuned.compress(data)
+        prev = old.compress(data)
+        differ += prev != payload
+        assert fresh.decode(T_CHUNK, cid, FLAG_ZSTD, prev, len(data)) == data
+    assert differ                               # the parameters are really not level 3's
+    assert dictmod.compression_params(1) is None    # other levels keep their own

@@ -843,3 +843,64 @@ def test_records_appended_while_a_sync_uploads_reach_the_bucket(s3, tmp_path):
     for (pack, off, ln), payload in refs:
         assert b.store.packdir.read_record(pack, off, ln).payload == payload
     b.close()
+
+
+@pytest.mark.parametrize("window, engine", [(1, "sqlite"), (None, "sqlite"), (1, "postgresql")])
+def test_a_reader_starts_the_next_packs_first_get_while_it_reads_the_pack_before(s3, tmp_path, monkeypatch,
+                                                                                window, engine, request):
+    """A cold reader going through a file spread over several packs names each next pack to
+    the store (`prefetch_hint`) before it has read the last of the pack before (from its
+    window of chunk rows and the next window's), and the store sends that pack's
+    first GET on its own: a store's per-object work on a first request (rclone's whole-object
+    MD5) then overlaps the reading of the pack before.  The reader's first read of a new pack
+    waits (up to 10 s) for that GET to leave: without the hint none would.  window=1: every
+    chunk is a window of its own, so each next pack is known only from the next window
+    (asked of SQLite or PostgreSQL).  The reads return the file's bytes."""
+    import threading
+    import time
+    import archive.streams
+    url = s3.url()
+    catalog = (f"sqlite:///{tmp_path / 'catalog.sqlite'}" if engine == "sqlite"
+               else request.getfixturevalue("pg").new_url("hint"))
+    a = Repository.init(url, catalog_url=catalog, cache=str(tmp_path / "cache-a"))
+    a.add_share("office")
+    a.store.writer._target = 4 << 20                  # 4 MiB packs: the file spans three
+    data = _bytes(10 * 1024 * 1024, seed=45)
+    put(a, "/packs.bin", data)
+    a.close()
+    if window:
+        monkeypatch.setattr(archive.streams, "WINDOW", window)
+    b = _node(url, tmp_path, "b", catalog)
+    store = b.packstore
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    store.client.meta.events.register("before-parameter-build.s3.GetObject",
+                                      lambda params, **_: events.append(("get", params["Key"])))
+    real_read, real_hint = store.read_range, store.prefetch_hint
+
+    def read_range(pack_id, offset, length):
+        key = store.pack_key(pack_id)
+        with lock:
+            new = any(e[0] == "read" for e in events) and ("read", key) not in events
+        until = time.monotonic() + 10
+        while new and ("get", key) not in events and time.monotonic() < until:
+            time.sleep(0.002)               # a new pack: its hinted first GET is on its way
+        events.append(("read", key))
+        return real_read(pack_id, offset, length)
+
+    def prefetch_hint(wants):
+        events.extend(("hint", store.pack_key(p)) for p, *_ in wants)
+        return real_hint(wants)
+    store.read_range, store.prefetch_hint = read_range, prefetch_hint
+    with b.share("office").open_read("/packs.bin") as r:
+        assert r.read() == data
+    order = []                                          # packs in the order the reader read them
+    for kind, key in events:
+        if kind == "read" and key not in order:
+            order.append(key)
+    assert len(order) >= 3, order
+    for before, pack in zip(order, order[1:]):
+        last_read_before = max(n for n, e in enumerate(events) if e == ("read", before))
+        assert events.index(("hint", pack)) < last_read_before, (pack, events)
+        assert events.index(("get", pack)) < events.index(("read", pack)), (pack, events)
+    b.close()

@@ -289,3 +289,46 @@ def test_0011_downgrade_and_upgrade_with_alembic_keep_every_name_and_version(tmp
         assert _folds(repo) == (names + 1, stored)                   # dedup.bin's, no other
     finally:
         repo.close()
+
+
+# -- 0013: no index on audit.at; `audit --since` reads the trail ----------------------------------
+
+def _audit_at_index(repo: Repository) -> bool:
+    return "ix_audit_at" in {ix["name"] for ix in inspect(repo.catalog.engine).get_indexes("audit")}
+
+
+def _since(repo: Repository, t: float) -> list[tuple]:
+    return [astuple(a) for a in repo.audit_events(since=t)]
+
+
+def test_0013_audit_without_its_time_index_lists_the_same_both_ways(tmp_path):
+    """On SQLite here, on PostgreSQL in test_postgres.py.  The trail's time is not its id order
+    (a batched record written after later writes): `since` must still find exactly the records
+    at or after the time, before and after the migration."""
+    from archive.types import Origin
+    repo = Repository.init(tmp_path / "repo", chunk_avg=4096)
+    try:
+        repo.add_share("s")
+        catalog_history.build(repo.share("s"))
+        _ci_history(repo)
+        records = list(repo.audit_events())
+        mid = records[len(records) // 2].at                  # (seconds, as the listing shows them)
+        late = Origin("ftp", "10.0.0.9", "alice")
+        # queued with an old time, written after everything else: the newest id, an early `at`
+        repo.audit_log.add(repo.audit_row("login_failed", late, at=int((mid - 3600) * 1e6)))
+        repo.audit_log.add(repo.audit_row("download", late, "s", "/a/small.txt", version=2,
+                                          at=int((mid + 0.5) * 1e6)))
+        at_head = _everything(repo)
+        since = _since(repo, mid)
+        assert [a[4] for a in since][-1:] == ["download"] and "login_failed" not in [a[4] for a in since]
+        assert since == [a for a in at_head["audit"] if a[0] >= mid]
+        assert not _audit_at_index(repo)
+        _alembic(repo, "downgrade", "0012")
+        assert _audit_at_index(repo)
+        assert _since(repo, mid) == since and _everything(repo) == at_head
+        _alembic(repo, "upgrade", "head")
+        assert not _audit_at_index(repo)
+        assert _since(repo, mid) == since and _everything(repo) == at_head
+        assert [a.action for a in repo.audit_events(limit=2)] == ["login_failed", "download"]
+    finally:
+        repo.close()

@@ -171,7 +171,7 @@ class Lock(Base):
 class AuditEvent(Base):
     __tablename__ = "audit"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    at: Mapped[int] = mapped_column(BigInteger, index=True)
+    at: Mapped[int] = mapped_column(BigInteger)     # no index (0013): `--since` scans the trail
     user: Mapped[str | None] = mapped_column(String(255))
     protocol: Mapped[str | None] = mapped_column(String(16))
     address: Mapped[str | None] = mapped_column(String(64))

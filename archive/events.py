@@ -13,6 +13,7 @@ from . import rawsql as raw
 from .lazysql import insert, select, table, update
 from .lazysql import models as m
 from .paths import fold
+from .types import etag_blob
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -182,7 +183,7 @@ def _insert_version(s: Session, e: Event) -> tuple[int, bool]:
         else None
     key = b"" if one is None else one       # (a NULL would be text to PostgreSQL's substr: no chunk either)
     vid, chunk = raw.one(s, _INS_VERSION, (e["node"], e["number"], e["size"], e["mtime"], e["at"],
-                                           bool(e.get("deleted", False)), e["etag"], o.get("protocol"),
+                                           bool(e.get("deleted", False)), etag_blob(e["etag"]), o.get("protocol"),
                                            o.get("user"), o.get("address"), e.get("meta"), key, key))
     if one is not None and chunk is None:     # a chunk the catalog lacks (see _check_refs)
         raw.run(s, _INS_NO_PACK, (one,))

@@ -25,7 +25,7 @@ from .catalog import models as m
 from .clock import now_us, seconds
 from .errors import ArchiveError, InvalidPath, NotEmpty, NotFound, PermissionDenied, ReadOnly, WormLocked
 from .paths import split
-from .types import Origin, Version
+from .types import Origin, Version, etag_text
 
 PAGE = 1000
 DAY_US = 86_400 * 1_000_000
@@ -81,7 +81,7 @@ _HAS_FILE = {alive_only: text(f"""
 def _row_version(key: str, r) -> ObjectVersion:
     origin = Origin(r.origin_protocol, r.origin_address, r.origin_user) if r.origin_protocol else None
     return ObjectVersion(key, r.node_id, r.number, r.size, seconds(r.created_at), seconds(r.mtime),
-                         bool(r.deleted), r.etag or "", load_meta(r.meta), origin, True, r.id)
+                         bool(r.deleted), etag_text(r.etag), load_meta(r.meta), origin, True, r.id)
 
 
 def _lower_bound(component: str) -> str:

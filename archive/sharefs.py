@@ -16,7 +16,7 @@ from .clock import gmt_token, now_us, parse_gmt_token, seconds, to_us
 from .errors import (Conflict, Exists, InvalidPath, IsADirectory, NotADirectory, NotEmpty, NotFound,
                      PermissionDenied, ReadOnly)
 from .paths import SNAPSHOTS, fold, join, split
-from .types import Entry, Origin, Version
+from .types import Entry, Origin, Version, etag_text
 
 _new_object, _set_attr = object.__new__, object.__setattr__
 
@@ -187,7 +187,7 @@ class ShareFS:
     def _current_version(self, s: Session, node: int, at: int | None):
         """The newest version row of a node (at an instant), or None."""
         row = raw.one(s, _CURRENT_SQL, (node,)) if at is None else raw.one(s, _CURRENT_AT_SQL, (node, at))
-        return None if row is None else VersionRow(*row)
+        return None if row is None else VersionRow(*row[:7], etag_text(row[7]), *row[8:])
 
     def _entry(self, v: _View, name: str, node: int, kind: str, ctime: int, mtime: int,
                ver: m.Version | None) -> Entry:
@@ -274,7 +274,7 @@ class ShareFS:
                     put(e, "__dict__", {"name": name, "path": pre + name, "kind": "file", "size": size or 0,
                                         "mtime": (vmtime if vmtime is not None else nmtime) / 1_000_000,
                                         "ctime": ctime / 1_000_000, "node_id": nid, "version": number,
-                                        "etag": etag or "", "readonly": ro})
+                                        "etag": etag_text(etag), "readonly": ro})
                 yield e
             if not more:
                 return
@@ -304,7 +304,7 @@ class ShareFS:
                         node = got
                 if node is None:
                     continue
-                out[parts] = {r[0]: (r[2], r[6] or 0, r[7] if r[7] is not None else r[4], r[8] or "")
+                out[parts] = {r[0]: (r[2], r[6] or 0, r[7] if r[7] is not None else r[4], etag_text(r[8]))
                               for r in raw.run(s, sql, (node, "", 1 << 62)).fetchall()}
         return out
 
@@ -354,7 +354,7 @@ class ShareFS:
                 c.rollback()
         if row is None or row[3]:
             raise NotFound(f"{self._show(entry.path)} version {entry.version} is gone")
-        return Reader(self.repo, row[0], row[1], row[2])
+        return Reader(self.repo, row[0], row[1], etag_text(row[2]))
 
     def _find_node(self, s: Session, v: _View) -> tuple[int, str, str]:
         """The node at a path, or, if nothing is there now, the last one that was (deleted files)."""

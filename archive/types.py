@@ -1,7 +1,10 @@
 """The value types adapters see: entries, versions, origins."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
+
+_HEX32 = re.compile("[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,34 @@ def entry_of(values: tuple) -> Entry:
     return e
 
 
+def etag_text(value) -> str:
+    """A version's etag as every reader shows it, from the catalog's column (schema 0014): 16
+    bytes are a hex digest's; other values are text (`etag_blob`).  A text value (as a bulk
+    loader may write into SQLite) passes through."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value)
+        if len(value) == 16:
+            return value.hex()
+        if not value:
+            return ""
+        return value[2:].decode() if len(value) == 17 and value[:2] == b"~=" else value[1:].decode()
+    return value or ""
+
+
+def etag_blob(etag: str) -> bytes:
+    """What the catalog stores of a version's etag: a 32-character lower-case hex digest (what
+    the core writes) as its 16 bytes, "" as no bytes, any other text as "=" and its UTF-8 (with
+    one more "~" in front where that would be 16 bytes long), so every text reads back as it was."""
+    if isinstance(etag, bytes):
+        return etag
+    if len(etag) == 32 and _HEX32.fullmatch(etag):
+        return bytes.fromhex(etag)
+    if not etag:
+        return b""
+    b = b"=" + etag.encode()
+    return b"~" + b if len(b) == 16 else b
+
+
 def listed_entry(base: str, row: tuple, ro: bool) -> Entry:
     """The Entry of one row of the folder-listing query (name, node id, kind, ctime, node mtime,
     version number, size, version mtime, etag; times in microseconds), under the folder `base`:
@@ -56,7 +87,7 @@ def listed_entry(base: str, row: tuple, ro: bool) -> Entry:
                          nid, None, f"d{nid}-{nmtime}", ro))
     return entry_of((name, f"{base}/{name}", "file", size or 0,
                      (vmtime if vmtime is not None else nmtime) / 1_000_000, ctime / 1_000_000,
-                     nid, number, etag or "", ro))
+                     nid, number, etag_text(etag), ro))
 
 
 @dataclass(frozen=True)

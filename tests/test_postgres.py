@@ -25,7 +25,8 @@ from test_commit_path import (  # noqa: F401  (the plain-SQL commit path, on psy
 from test_catalog_migration import (  # noqa: F401  (the schema migration's SQL, on PostgreSQL)
     test_downgrade_to_0007_and_upgrade_again_keep_every_version,
     test_0011_downgrade_and_upgrade_with_alembic_keep_every_name_and_version,
-    test_0013_audit_without_its_time_index_lists_the_same_both_ways)
+    test_0013_audit_without_its_time_index_lists_the_same_both_ways,
+    test_0014_etags_as_bytes_show_the_same_hex_everywhere_both_ways)
 import webdav_helpers
 from pg_helpers import writer_process
 

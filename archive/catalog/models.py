@@ -9,10 +9,31 @@ from __future__ import annotations
 from sqlalchemy import (DDL, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text,
                         UniqueConstraint, event, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from ..types import etag_blob, etag_text
 
 
 class Base(DeclarativeBase):
     pass
+
+
+class HexBytes(TypeDecorator):
+    """A hex string (a version's etag) stored as its bytes: 16 B instead of 32 characters
+    (migration 0014).  The ORM converts here; the plain-SQL readers with `types.etag_text`."""
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else etag_blob(value)
+
+    def result_processor(self, dialect, coltype):
+        # (not LargeBinary's, which refuses a text value: a bulk loader's row stays readable)
+        return _etag_or_none
+
+
+def _etag_or_none(value):
+    return None if value is None else etag_text(value)
 
 
 class Share(Base):
@@ -86,7 +107,7 @@ class Version(Base):
     mtime: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
-    etag: Mapped[str] = mapped_column(String(64))
+    etag: Mapped[str] = mapped_column(HexBytes)      # the hex digest's bytes (0014)
     origin_protocol: Mapped[str | None] = mapped_column(String(16))
     origin_user: Mapped[str | None] = mapped_column(String(255))
     origin_address: Mapped[str | None] = mapped_column(String(64))

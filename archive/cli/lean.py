@@ -29,7 +29,7 @@ from typing import Iterator
 
 from ..catalog.db import SCHEMA_HEAD, schema_revision, sqlite_connect
 from ..paths import SNAPSHOTS, join
-from ..types import Entry, entry_of, listed_entry
+from ..types import Entry, entry_of, etag_text, listed_entry
 
 FORMAT = 1                 # repository.FORMAT (a test keeps them equal)
 GET_MAX = 8 * 1024 * 1024  # a larger file streams through the Reader (it is held whole here)
@@ -157,7 +157,8 @@ class LeanShare:
         if ver is None:
             return entry_of((name, path, "file", 0, mtime / 1_000_000, ctime / 1_000_000, node, None, "", False))
         number, size, vmtime, etag, _deleted, _vid = ver
-        return entry_of((name, path, "file", size, vmtime / 1_000_000, ctime / 1_000_000, node, number, etag, False))
+        return entry_of((name, path, "file", size, vmtime / 1_000_000, ctime / 1_000_000, node, number,
+                         etag_text(etag), False))
 
     def listdir(self, parts: tuple[str, ...], node: int) -> Iterator[Entry]:
         """ShareFS.listdir(join(parts)) of the folder `node` (its stat's node_id), now."""

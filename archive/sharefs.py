@@ -274,7 +274,8 @@ class ShareFS:
                     put(e, "__dict__", {"name": name, "path": pre + name, "kind": "file", "size": size or 0,
                                         "mtime": (vmtime if vmtime is not None else nmtime) / 1_000_000,
                                         "ctime": ctime / 1_000_000, "node_id": nid, "version": number,
-                                        "etag": etag_text(etag), "readonly": ro})
+                                        "etag": etag.hex() if etag.__class__ is bytes and len(etag) == 16
+                                        else etag_text(etag), "readonly": ro})
                 yield e
             if not more:
                 return

@@ -53,6 +53,8 @@ def etag_text(value) -> str:
     """A version's etag as every reader shows it, from the catalog's column (schema 0014): 16
     bytes are a hex digest's; other values are text (`etag_blob`).  A text value (as a bulk
     loader may write into SQLite) passes through."""
+    if value.__class__ is bytes and len(value) == 16:      # (the listing's hot path)
+        return value.hex()
     if isinstance(value, (bytes, bytearray, memoryview)):
         value = bytes(value)
         if len(value) == 16:

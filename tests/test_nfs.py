@@ -1192,3 +1192,76 @@ def test_writes_in_flight_to_one_file_make_one_version(srv):
         vs = srv.wait_versions(name, 2)
         assert [v.number for v in vs] == [1, 2], name
         assert srv.fs().open_read(name).read() == b"".join(d for _, d in pieces) + b"\0" * (80_000 - 16 * 4096)
+
+
+def _flip_chunk_byte(srv, path: str, which: int) -> int:
+    """Damage one byte inside chunk `which` of `path`'s current version; that chunk's offset."""
+    from archive.packs import REC
+    from archive.streams import chunk_list
+    repo, entry = srv.repo, srv.fs().stat(path)
+    with repo.catalog.engine.connect() as c:
+        vid = c.exec_driver_sql("SELECT id FROM versions WHERE node_id = ? AND number = ?",
+                                (entry.node_id, entry.version)).scalar()
+    offset, cid, _ = chunk_list(repo, vid)[which]
+    pack, off, ln, _ = repo.store.location(cid)
+    with open(repo.store.packdir.path(pack), "r+b") as f:
+        f.seek(off + REC.size + (ln - REC.size) // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x01]))
+    return offset
+
+
+def test_sequential_reads_decoded_ahead_give_the_bytes_and_a_corrupt_chunk_is_eio(srv, monkeypatch):
+    """A client that waits for each reply gets its next READ decoded ahead (state.read_ahead):
+    every READ still answers exactly the file's bytes, also READs of other sizes and offsets
+    than the one decoded ahead, and the READ over a damaged chunk answers NFS3ERR_IO (the
+    read-ahead that met it first drops it) while the server goes on serving."""
+    data = os.urandom(6 * 1024 * 1024)
+    put(srv.fs(), "/seq.bin", data)
+    put(srv.fs(), "/bad.bin", data[::-1])           # other chunks (equal ones are stored once)
+    bad = _flip_chunk_byte(srv, "/bad.bin", -2)
+    mib = 1024 * 1024
+    from protocols.nfs import state
+    taken, take = [], state._OpenFile.take
+
+    def spy(self, offset, count):                  # counts the READs served from the read-ahead
+        views, n = take(self, offset, count)
+        taken.append(n)
+        return views, n
+    monkeypatch.setattr(state._OpenFile, "take", spy)
+    c = LibNFS(srv.url("/office"))
+    try:
+        fh = c.open("/seq.bin")
+        for off, n in ((0, mib), (mib, mib), (2 * mib, 300_000), (2 * mib + 300_000, mib),
+                       (3 * mib + 300_000, 5000), (5 * mib, mib), (4 * mib, 2 * mib)):
+            assert c.pread(fh, n, off) == data[off:off + n], (off, n)
+        assert c.pread(fh, mib, len(data) - 10) == data[-10:]
+        c.close_file(fh)
+        assert sum(1 for n in taken if n) >= 3          # most of them came decoded ahead
+    finally:
+        c.close()
+    want = data[::-1]
+    fh = _lookup(srv.port, _mnt(srv.port, "/office"), "bad.bin")
+    r = RawRPC(srv.port)
+
+    def read(off: int) -> tuple[int, bytes]:
+        _, rep = r.call(NFS, 3, 6, _opaque(fh) + struct.pack(">QI", off, mib))
+        status = struct.unpack(">I", rep[24:28])[0]
+        return status, rep[128:128 + struct.unpack(">I", rep[124:128])[0]] if status == 0 else b""
+
+    off = 0
+    while off < len(data):                          # each READ is exact until one meets the damage
+        status, got = read(off)
+        if status:
+            break
+        assert got == want[off:off + mib]
+        off += mib
+    assert status == 5                              # NFS3ERR_IO
+    assert bad - 2 * mib < off <= bad               # (the core decodes by blocks of 1 MiB)
+    assert read(off)[0] == 5                        # asked again: never the damaged bytes
+    c = LibNFS(srv.url("/office"))
+    try:
+        assert c.read_file("/seq.bin") == data      # the server goes on
+    finally:
+        c.close()

@@ -255,9 +255,12 @@ class _Connection:
                     self.reading += 1
                     self.held -= size
                     self.reads -= read
-                    read = False
+                    ahead = read and self.reads == 0
+                    was_read, read = read, False
                     running = False
                     self.room.notify()
+                if was_read:             # a lone READ: decode the next while the client takes
+                    self.server.state.read_ahead(ahead)      # this one in (or forget it)
         except OSError:                  # the reply could not be sent: the connection is broken
             self.closed = True
             try:                         # wake a worker blocked reading it

@@ -3,6 +3,7 @@ C library (ctypes), plus hand-made RPC records for what no client would send."""
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import struct
 import threading
@@ -840,6 +841,65 @@ def test_pipelined_reads_run_at_most_max_reads_at_once(srv):
         gate.set()
         assert sorted(_xid(r.recv_record()) for _ in range(n)) == list(range(300, 300 + n))
         assert running[0] == n
+    finally:
+        nfs.procs[6] = real_read
+        gate.set()
+        r.close()
+
+
+def test_pipelined_reads_of_one_file_run_after_each_other_on_one_worker(srv):
+    """READs of a file in flight on one connection while a READ of it runs wait in the
+    connection's queue (server._Connection.queued), no thread each: the worker running that
+    file's READ runs them next, lowest offset first, each answered with its bytes; a READ of
+    another file meanwhile runs at once."""
+    from protocols.nfs import server
+    data = os.urandom(2 * 1024 * 1024)
+    put(srv.fs(), "/a.bin", data)
+    put(srv.fs(), "/b.bin", data[::-1])
+    root = _mnt(srv.port, "/office")
+    fa, fb = _lookup(srv.port, root, "a.bin"), _lookup(srv.port, root, "b.bin")
+    nfs = srv.adapter.server.nfs
+    gate, lock = threading.Event(), threading.Lock()
+    ran: list[tuple[int, int]] = []
+    real_read = nfs.procs[6]
+
+    def read(u, p, cred, address):
+        at = u.pos
+        fh, offset = u.opaque(64), u.u64()
+        u.pos = at
+        with lock:
+            ran.append((offset, threading.get_ident()))
+        if bytes(fh) == fa and offset == 0:
+            gate.wait(30)                                      # the first READ of a.bin is held
+        return real_read(u, p, cred, address)
+    nfs.procs[6] = read
+    r = RawRPC(srv.port)
+    block = 128 * 1024
+    try:
+        offsets = [0] + [i * block for i in range(15, 0, -1)]  # the rest sent backwards
+        xids = {r.send_call(NFS, 3, 6, _opaque(fa) + struct.pack(">QI", off, block)): ("a", off)
+                for off in offsets}
+        conn = None
+        end = time.monotonic() + 20
+        while time.monotonic() < end:                         # all queued behind the held one
+            conns = [c for c in gc.get_objects() if isinstance(c, server._Connection)]
+            conn = next((c for c in conns if c.nqueued == len(offsets) - 1), None)
+            if conn is not None:
+                break
+            time.sleep(0.01)
+        assert conn is not None and len(ran) == 1
+        xids[r.send_call(NFS, 3, 6, _opaque(fb) + struct.pack(">QI", 0, block))] = ("b", 0)
+        rep = r.recv_record()                                  # b.bin's READ is not held up
+        assert xids.pop(_xid(rep)) == ("b", 0) and rep[128:128 + block] == data[::-1][:block]
+        gate.set()
+        for _ in offsets:
+            rep = r.recv_record()
+            name, off = xids.pop(_xid(rep))
+            assert struct.unpack(">I", rep[24:28])[0] == 0 and rep[128:128 + block] == data[off:off + block]
+        assert xids == {}
+        worker = ran[0][1]
+        assert [o for o, t in ran if t == worker] == sorted(offsets)     # one worker, file order
+        assert conn.queued == {} and conn.nqueued == 0
     finally:
         nfs.procs[6] = real_read
         gate.set()

@@ -13,9 +13,9 @@ record marking, a record over the size limit); it never stops serving the others
 """
 from __future__ import annotations
 
-import logging
 import heapq
 import itertools
+import logging
 import socket
 import struct
 import threading
@@ -260,7 +260,6 @@ class _Connection:
                     return
                 record = heapq.heappop(q)[2]
                 self.nqueued -= 1
-            self.server.state.read_ahead(False)     # the next READ is here: nothing to guess
             reply = self.server._call(record, self.address)
             with self.lock:
                 self.held -= len(record)
@@ -322,12 +321,9 @@ class _Connection:
                     self.reading += 1
                     self.held -= size
                     self.reads -= read
-                    ahead = read and self.reads == 0
-                    was_read, read = read, False
+                    read = False
                     running = False
                     self.room.notify()
-                if was_read:             # a lone READ: decode the next while the client takes
-                    self.server.state.read_ahead(ahead)      # this one in (or forget it)
         except OSError:                  # the reply could not be sent: the connection is broken
             self.closed = True
             try:                         # wake a worker blocked reading it

@@ -27,42 +27,6 @@ RESOLVE_TTL = 1.0
 #: the folder's mtime on every page; only other protocols' attribute changes wait this long)
 LIST_TTL = 3.0
 _SNAP_PREFIX = "/" + SNAPSHOTS
-#: files whose next READ a worker has decoded ahead (ServerState.read_ahead) at once: each
-#: holds up to one READ's bytes (1 MiB) of decoded chunks until that READ comes
-MAX_AHEAD_FILES = 4
-_ahead = threading.local()          # .next: (file, offset, count) the thread's last READ suggests
-
-
-class _OpenFile:
-    """A committed version open for READs: its Reader (one READ at a time), and the bytes
-    decoded ahead for the READ expected next (ServerState.read_ahead)."""
-    __slots__ = ("lock", "reader", "size", "ahead")
-
-    def __init__(self, reader, size: int) -> None:
-        self.lock = threading.Lock()
-        self.reader = reader
-        self.size = size
-        self.ahead: tuple[int, list] | None = None      # (offset, views of the bytes from there)
-
-    def take(self, offset: int, count: int) -> tuple[list, int]:
-        """What was decoded ahead from `offset` on, up to `count` bytes, as (views, bytes);
-        ([], 0) when nothing was decoded from there (anything decoded elsewhere is dropped).
-        The caller holds the lock; the rest stays for the READ after."""
-        a, self.ahead = self.ahead, None
-        if a is None or a[0] != offset:
-            return [], 0
-        out, n = [], 0
-        views = a[1]
-        for i, v in enumerate(views):
-            if n + len(v) > count:
-                cut = count - n
-                if cut:
-                    out.append(v[:cut])
-                self.ahead = (offset + count, [v[cut:], *views[i + 1:]])
-                return out, count
-            out.append(v)
-            n += len(v)
-        return out, n
 
 
 @dataclass
@@ -97,8 +61,7 @@ class ServerState:
         self._lock = threading.Lock()
         self._fs: dict[tuple[str, str], Any] = {}
         self._share_ids: dict[int, str] = {}
-        self._readers: OrderedDict[tuple, _OpenFile] = OrderedDict()
-        self._ahead_files: OrderedDict[int, _OpenFile] = OrderedDict()     # read_ahead's
+        self._readers: OrderedDict[tuple, tuple[threading.Lock, Any]] = OrderedDict()
         self.mounts: set[tuple[str, str]] = set()
         self.exclusive: dict[tuple[int, int], bytes] = {}
         self.cache = MetaCache(RESOLVE_TTL)
@@ -253,53 +216,16 @@ class ServerState:
             return b""
         key = (o.fs.share_id, e.node_id, e.version)
         with self._lock:
-            f = self._readers.get(key)
-            if f is not None:
+            hit = self._readers.get(key)
+            if hit is not None:
                 self._readers.move_to_end(key)
-        if f is None:
-            f = _OpenFile(o.fs.open_entry(e), e.size)
+        if hit is None:
+            hit = (threading.Lock(), o.fs.open_entry(e))
             with self._lock:
-                self._readers[key] = f
+                self._readers[key] = hit
                 while len(self._readers) > 64:
                     self._readers.popitem(last=False)     # a reader in use elsewhere stays valid
-        with f.lock:
-            views, n = f.take(offset, count)
-            if n < count:
-                f.reader.seek(offset + n)
-                views += f.reader.readviews(count - n)
-                n = sum(map(len, views))
-        _ahead.next = (f, offset + n, count) if n and offset + n < e.size else None
-        return views
-
-    def read_ahead(self, run: bool = True) -> None:
-        """Decode the READ that would follow the last one this thread answered (the same
-        count from where it ended), kept for that READ (_OpenFile.take); `run` False only
-        forgets it.  A connection's worker calls this after sending a READ reply when no other
-        READ of the connection is running: a client that waits for each reply (nfs-cp,
-        libnfs' sync calls) then takes in the reply on one core while this decodes the next
-        on the other.  Verified like any read: a failure is dropped here and met again by the
-        READ itself (NFS3ERR_IO).  Skipped while a READ of the file runs (its lock is taken)."""
-        ahead, _ahead.next = getattr(_ahead, "next", None), None
-        if ahead is None or not run:
-            return
-        f, offset, count = ahead
-        if not f.lock.acquire(blocking=False):
-            return
-        try:
-            if f.ahead is not None:
-                return
-            try:
-                f.reader.seek(offset)
-                views = f.reader.readviews(count)
-            except Exception:            # noqa: BLE001 - the READ itself meets it and answers it
-                return
-            if not views:
-                return
-            f.ahead = (offset, views)
-        finally:
-            f.lock.release()
-        with self._lock:                 # decoded data waits ahead for a few files at most
-            self._ahead_files[id(f)] = f
-            self._ahead_files.move_to_end(id(f))
-            while len(self._ahead_files) > MAX_AHEAD_FILES:
-                self._ahead_files.popitem(last=False)[1].ahead = None
+        lock, reader = hit
+        with lock:
+            reader.seek(offset)
+            return reader.readviews(count)

@@ -899,6 +899,9 @@ def test_pipelined_reads_of_one_file_run_after_each_other_on_one_worker(srv):
         assert xids == {}
         worker = ran[0][1]
         assert [o for o, t in ran if t == worker] == sorted(offsets)     # one worker, file order
+        end = time.monotonic() + 10        # the worker lets go of the file just after its last reply
+        while time.monotonic() < end and (conn.queued or conn.nqueued):
+            time.sleep(0.01)
         assert conn.queued == {} and conn.nqueued == 0
     finally:
         nfs.procs[6] = real_read

@@ -494,7 +494,7 @@ class Reader(io.RawIOBase):
         self._prefetched = None            # the block whose read-ahead was last started
         self._blk_of: list[int] = []       # window row -> block number
         self._blocks: list[tuple[int, int]] = []   # block -> (first row, end row)
-        self._cache: OrderedDict[int, object] = OrderedDict()   # block's file offset -> chunks | Future
+        self._cache: OrderedDict[tuple, object] = OrderedDict()   # _key(block) -> chunks | Future
         self._single: OrderedDict[int, object] = OrderedDict()  # chunk's file offset -> data (random reads)
 
     def readable(self) -> bool:
@@ -573,6 +573,14 @@ class Reader(io.RawIOBase):
         self._hint = lo + 1
         return lo
 
+    def _key(self, b: int) -> tuple[int, int]:
+        """A decoded block's cache key: its file offset *and* its row count.  The cache outlives
+        a window, and a window's last block is cut at the window's end: after a seek back, the
+        reloaded window's block at the same offset holds more rows than the cached one (the
+        offset alone took the short block for the long one and indexed past its end)."""
+        first, end = self._blocks[b]
+        return self._win[first][0], end - first
+
     def _block_rows(self, b: int) -> list[tuple]:
         first, end = self._blocks[b]
         return self._win[first:end]
@@ -586,7 +594,7 @@ class Reader(io.RawIOBase):
         # concurrent downloads still find theirs in readpath.Buffers (a fresh one faults in).
         ahead = 0 if isinstance(store.packdir.store, readpath.LocalPackStore) else self.READ_AHEAD
         for nb in range(b + 1, min(b + 1 + ahead, len(self._blocks))):
-            key = self._win[self._blocks[nb][0]][0]
+            key = self._key(nb)
             if key not in self._cache:
                 self._cache[key] = store.pool.submit(readpath.load_run, store, self._block_rows(nb))
         while len(self._cache) > ahead + 2:
@@ -597,7 +605,7 @@ class Reader(io.RawIOBase):
         end row): chunks[j - first] is row j's.  A random read gets row i alone."""
         b = self._blk_of[i]
         first, end = self._blocks[b]
-        key = self._win[first][0]
+        key = self._key(b)
         got = self._cache.get(key)
         if got is None and not sequential:
             # A random read (NFS, SMB, a REST offset) decodes only the chunk it needs, not the

@@ -231,13 +231,15 @@ def one_run(server, big: Path, size: int, files: int, scratch: Path, depth: int 
         # read-ahead sends them
         c = LibNFS(url(server))
         try:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), server.cpu()
             got = Pipeline(c, depth).read_file("/big.bin", size)
             out[f"read MiB/s, {depth} x 128 KiB in flight"] = size / (time.perf_counter() - t0) / 2 ** 20
+            cpu_piped = (server.cpu() - c0) * 1000 / (size / 2 ** 20)
             assert got == big.read_bytes()
         finally:
             c.close()
         out["read: server CPU ms per MiB (lower is better)"] = cpu_read
+        out[f"read, {depth} in flight: server CPU ms per MiB (lower is better)"] = cpu_piped
         if large_only:
             return out
         c = LibNFS(url(server))

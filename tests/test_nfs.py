@@ -3,6 +3,7 @@ C library (ctypes), plus hand-made RPC records for what no client would send."""
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import struct
 import threading
@@ -846,6 +847,68 @@ def test_pipelined_reads_run_at_most_max_reads_at_once(srv):
         r.close()
 
 
+def test_pipelined_reads_of_one_file_run_after_each_other_on_one_worker(srv):
+    """READs of a file in flight on one connection while a READ of it runs wait in the
+    connection's queue (server._Connection.queued), no thread each: the worker running that
+    file's READ runs them next, lowest offset first, each answered with its bytes; a READ of
+    another file meanwhile runs at once."""
+    from protocols.nfs import server
+    data = os.urandom(2 * 1024 * 1024)
+    put(srv.fs(), "/a.bin", data)
+    put(srv.fs(), "/b.bin", data[::-1])
+    root = _mnt(srv.port, "/office")
+    fa, fb = _lookup(srv.port, root, "a.bin"), _lookup(srv.port, root, "b.bin")
+    nfs = srv.adapter.server.nfs
+    gate, lock = threading.Event(), threading.Lock()
+    ran: list[tuple[int, int]] = []
+    real_read = nfs.procs[6]
+
+    def read(u, p, cred, address):
+        at = u.pos
+        fh, offset = u.opaque(64), u.u64()
+        u.pos = at
+        with lock:
+            ran.append((offset, threading.get_ident()))
+        if bytes(fh) == fa and offset == 0:
+            gate.wait(30)                                      # the first READ of a.bin is held
+        return real_read(u, p, cred, address)
+    nfs.procs[6] = read
+    r = RawRPC(srv.port)
+    block = 128 * 1024
+    try:
+        offsets = [0] + [i * block for i in range(15, 0, -1)]  # the rest sent backwards
+        xids = {r.send_call(NFS, 3, 6, _opaque(fa) + struct.pack(">QI", off, block)): ("a", off)
+                for off in offsets}
+        conn = None
+        end = time.monotonic() + 20
+        while time.monotonic() < end:                         # all queued behind the held one
+            conns = [c for c in gc.get_objects() if isinstance(c, server._Connection)]
+            conn = next((c for c in conns if c.nqueued == len(offsets) - 1), None)
+            if conn is not None:
+                break
+            time.sleep(0.01)
+        assert conn is not None and len(ran) == 1
+        xids[r.send_call(NFS, 3, 6, _opaque(fb) + struct.pack(">QI", 0, block))] = ("b", 0)
+        rep = r.recv_record()                                  # b.bin's READ is not held up
+        assert xids.pop(_xid(rep)) == ("b", 0) and rep[128:128 + block] == data[::-1][:block]
+        gate.set()
+        for _ in offsets:
+            rep = r.recv_record()
+            name, off = xids.pop(_xid(rep))
+            assert struct.unpack(">I", rep[24:28])[0] == 0 and rep[128:128 + block] == data[off:off + block]
+        assert xids == {}
+        worker = ran[0][1]
+        assert [o for o, t in ran if t == worker] == sorted(offsets)     # one worker, file order
+        end = time.monotonic() + 10        # the worker lets go of the file just after its last reply
+        while time.monotonic() < end and (conn.queued or conn.nqueued):
+            time.sleep(0.01)
+        assert conn.queued == {} and conn.nqueued == 0
+    finally:
+        nfs.procs[6] = real_read
+        gate.set()
+        r.close()
+
+
 def test_many_small_calls_run_at_once_large_ones_within_a_byte_budget(srv):
     """Up to server.MAX_INFLIGHT calls of one connection run together (so pipelined CREATEs and
     REMOVEs reach the core's group commit together), but large records only while the running
@@ -1192,3 +1255,66 @@ def test_writes_in_flight_to_one_file_make_one_version(srv):
         vs = srv.wait_versions(name, 2)
         assert [v.number for v in vs] == [1, 2], name
         assert srv.fs().open_read(name).read() == b"".join(d for _, d in pieces) + b"\0" * (80_000 - 16 * 4096)
+
+
+def _flip_chunk_byte(srv, path: str, which: int) -> int:
+    """Damage one byte inside chunk `which` of `path`'s current version; that chunk's offset."""
+    from archive.packs import REC
+    from archive.streams import chunk_list
+    repo, entry = srv.repo, srv.fs().stat(path)
+    with repo.catalog.engine.connect() as c:
+        vid = c.exec_driver_sql("SELECT id FROM versions WHERE node_id = ? AND number = ?",
+                                (entry.node_id, entry.version)).scalar()
+    offset, cid, _ = chunk_list(repo, vid)[which]
+    pack, off, ln, _ = repo.store.location(cid)
+    with open(repo.store.packdir.path(pack), "r+b") as f:
+        f.seek(off + REC.size + (ln - REC.size) // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x01]))
+    return offset
+
+
+def test_reads_of_any_size_give_the_bytes_and_a_corrupt_chunk_is_eio(srv):
+    """READs of a committed version answer exactly the file's bytes at any offset and size,
+    and the READ over a damaged chunk answers NFS3ERR_IO (never other bytes, also when asked
+    again) while the server goes on serving."""
+    data = os.urandom(6 * 1024 * 1024)
+    put(srv.fs(), "/seq.bin", data)
+    put(srv.fs(), "/bad.bin", data[::-1])           # other chunks (equal ones are stored once)
+    bad = _flip_chunk_byte(srv, "/bad.bin", -2)
+    mib = 1024 * 1024
+    c = LibNFS(srv.url("/office"))
+    try:
+        fh = c.open("/seq.bin")
+        for off, n in ((0, mib), (mib, mib), (2 * mib, 300_000), (2 * mib + 300_000, mib),
+                       (3 * mib + 300_000, 5000), (5 * mib, mib), (4 * mib, 2 * mib)):
+            assert c.pread(fh, n, off) == data[off:off + n], (off, n)
+        assert c.pread(fh, mib, len(data) - 10) == data[-10:]
+        c.close_file(fh)
+    finally:
+        c.close()
+    want = data[::-1]
+    fh = _lookup(srv.port, _mnt(srv.port, "/office"), "bad.bin")
+    r = RawRPC(srv.port)
+
+    def read(off: int) -> tuple[int, bytes]:
+        _, rep = r.call(NFS, 3, 6, _opaque(fh) + struct.pack(">QI", off, mib))
+        status = struct.unpack(">I", rep[24:28])[0]
+        return status, rep[128:128 + struct.unpack(">I", rep[124:128])[0]] if status == 0 else b""
+
+    off = 0
+    while off < len(data):                          # each READ is exact until one meets the damage
+        status, got = read(off)
+        if status:
+            break
+        assert got == want[off:off + mib]
+        off += mib
+    assert status == 5                              # NFS3ERR_IO
+    assert bad - 2 * mib < off <= bad               # (the core decodes by blocks of 1 MiB)
+    assert read(off)[0] == 5                        # asked again: never the damaged bytes
+    c = LibNFS(srv.url("/office"))
+    try:
+        assert c.read_file("/seq.bin") == data      # the server goes on
+    finally:
+        c.close()

@@ -481,3 +481,22 @@ def test_a_call_borrows_a_buffer_of_its_connection_and_gets_it_back_after_the_re
     t.start()
     t.join(10)
     assert result == {"outside": None, "while viewed": [], "after": True}
+
+
+def test_a_read_calls_file_handle_and_offset_are_read_from_its_bytes():
+    """server._read_target (which READs queue for the worker reading their file) finds the
+    handle and offset after either credential flavour, and gives up on anything cut short."""
+    from protocols.nfs.server import _read_target
+    op = lambda b: struct.pack(">I", len(b)) + b + b"\0" * ((4 - len(b) % 4) % 4)   # noqa: E731
+    head = struct.pack(">IIIIII", 7, 0, 2, 100003, 3, 6)
+    sys_cred = struct.pack(">I", 1) + op(struct.pack(">I", 0) + op(b"host") + struct.pack(">IIII", 1, 2, 1, 5))
+    none_cred = struct.pack(">I", 0) + op(b"")
+    fh = bytes(range(37))
+    for cred, verf in ((sys_cred, struct.pack(">I", 0) + op(b"")), (none_cred, struct.pack(">I", 0) + op(b"vv"))):
+        rec = head + cred + verf + op(fh) + struct.pack(">QI", (1 << 40) + 3, 4096)
+        assert _read_target(rec) == (fh, (1 << 40) + 3)
+        assert _read_target(memoryview(bytearray(rec))) == (fh, (1 << 40) + 3)
+        for cut in (0, 10, 30, len(rec) - 5):
+            assert _read_target(rec[:cut]) is None
+    rec = head + none_cred + struct.pack(">I", 0) + op(b"") + op(b"x" * 65) + struct.pack(">QI", 0, 1)
+    assert _read_target(rec) is None                          # no handle is that long

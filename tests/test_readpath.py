@@ -328,3 +328,35 @@ def test_a_read_across_a_lost_chunk_list_row_is_corrupt_not_other_bytes(efs):
                     f.readinto(bytearray(gone + 1000))
             f.seek(0)
             assert f.read(gone) == data[:gone]
+
+
+def test_a_seek_back_into_a_window_end_block_reads_the_whole_longer_block(tmp_path):
+    """The decoded-block cache outlives a window, and a window's last block is cut at the
+    window's end.  Read that short block sequentially, move on into the next window, then seek
+    back into it: the reloaded window's block at that offset holds more rows.  Keyed by offset
+    alone, the short cached block stood in for the long one and the read failed (IndexError,
+    an NFS READ's "system error"); now the bytes are right."""
+    repo = Repository.init(tmp_path / "r", chunk_avg=4096)     # small chunks: a window is ~2 MiB
+    repo.add_share("s")
+    fs = repo.share("s")
+    data = os.urandom(8 << 20)
+    with fs.open_write("/f") as w:
+        w.write(data)
+    r = fs.open_entry(fs.stat("/f"))
+    r.seek(0)
+    r.readviews(1)                                    # the first window
+    first, _ = r._blocks[-1]
+    k = r._win[first][0]                              # its last, cut-short block
+    e = r._win[-1][0] + r._win[-1][1]                 # the window's end
+    assert 0 < k < e < len(data)
+    for _ in range(2):                                # the second pass is sequential: cached by block
+        r.seek(k)
+        assert b"".join(r.readviews(e - k)) == data[k:e]
+    r.seek(e)
+    assert b"".join(r.readviews(4096)) == data[e:e + 4096]   # the next window
+    for start in (k, k + 1):
+        r.seek(start)
+        got = b"".join(r.readviews(e - k + 200_000))
+        assert got == data[start:start + len(got)] and len(got) > e - start
+    r.close()
+    repo.close()

@@ -13,8 +13,11 @@ record marking, a record over the size limit); it never stops serving the others
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import socket
+import struct
 import threading
 
 from archive import errors
@@ -46,6 +49,26 @@ KEEP_BUFFERS = 4
 #: 264-312 MiB/s with up to 32 running, 442-460 with 4 (docs/benchmarks.md, readpath2)
 MAX_READS = 4
 _READ_CALL = (nfs3.PROGRAM.to_bytes(4, "big"), (6).to_bytes(4, "big"))   # prog, proc NFSPROC3_READ
+#: READs of a file waiting, on the connection, for the worker already running READs of that
+#: file (each costs no thread: that worker runs them after its own, lowest offset first)
+MAX_QUEUED = 32
+_U32 = struct.Struct(">I")
+_OFFSET = struct.Struct(">Q")
+
+
+def _read_target(record) -> tuple[bytes, int] | None:
+    """(file handle, offset) of a READ call record, read straight from its bytes; None when
+    the record is not laid out as a whole READ call (the dispatcher then answers it)."""
+    try:
+        at = 32 + ((_U32.unpack_from(record, 28)[0] + 3) & ~3) + 4          # cred, verf flavor
+        at += 4 + ((_U32.unpack_from(record, at)[0] + 3) & ~3)              # the verifier
+        n = _U32.unpack_from(record, at)[0]
+        if n > nfs3.FHSIZE or at + 4 + ((n + 3) & ~3) + 12 > len(record):
+            return None
+        fh = bytes(record[at + 4:at + 4 + n])
+        return fh, _OFFSET.unpack_from(record, at + 4 + ((n + 3) & ~3))[0]
+    except struct.error:
+        return None
 
 
 class RPCServer:
@@ -179,7 +202,9 @@ class _Connection:
     """The worker threads of one connection (leader/follower): whichever worker is free reads
     the next record, and before running its call makes sure another worker is reading (up to
     MAX_INFLIGHT); no record is read while the running calls' records hold MAX_HELD bytes, or
-    while MAX_READS READs run.  A
+    while MAX_READS READs run.  A READ of a file that a worker of the connection is reading
+    already is queued for that worker (no thread of its own, no turn to wait for in
+    readorder.py: the kernel client's read-ahead costs no thread hand-off per READ).  A
     client that waits for each reply is served by two threads taking turns (both started when
     the connection is accepted), with no hand-off between a reading thread and a running one;
     replies are sent whole, one at a time.  The last worker out closes the socket."""
@@ -196,6 +221,11 @@ class _Connection:
         self.room = threading.Condition(self.lock)     # held fell below MAX_HELD
         self.closed = False
         self.pool = buffers.Pool(MAX_RECORD, KEEP_BUFFERS)   # WRITE records, READ data
+        #: file handle -> READs of it queued for the worker running READs of it (a heap of
+        #: (offset, arrival, record)); a handle is a key while such a worker runs
+        self.queued: dict[bytes, list] = {}
+        self.nqueued = 0
+        self._arrival = itertools.count()
 
     def _alloc(self, n: int) -> bytearray:
         """The buffer a record of n bytes is received into (rpc.read_record)."""
@@ -219,6 +249,27 @@ class _Connection:
                 self.closed = True
             return record
 
+    def _run_queued(self, fh: bytes) -> None:
+        """Run the READs of `fh` queued while this worker ran one (lowest offset first), on
+        this thread, until none is left; then the file is no longer run here."""
+        while True:
+            with self.lock:
+                q = self.queued.get(fh)
+                if not q:
+                    self.queued.pop(fh, None)
+                    return
+                record = heapq.heappop(q)[2]
+                self.nqueued -= 1
+            reply = self.server._call(record, self.address)
+            with self.lock:
+                self.held -= len(record)
+                self.room.notify()
+            if reply is not None:
+                with self.send_lock:
+                    rpc.send_record(self.conn, reply)
+                del reply
+            buffers.settle()
+
     def worker(self) -> None:
         running = read = False
         size = 0
@@ -230,7 +281,19 @@ class _Connection:
                     return
                 size = len(record)
                 read = record[12:16] == _READ_CALL[0] and record[20:24] == _READ_CALL[1]
+                target = _read_target(record) if read and size < BIG_RECORD else None
                 with self.lock:
+                    if target is not None:
+                        q = self.queued.get(target[0])
+                        if q is not None and self.nqueued < MAX_QUEUED:
+                            # a worker runs READs of this file: it runs this one after its
+                            # own (no thread woken, none waiting for a turn); read on
+                            heapq.heappush(q, (target[1], next(self._arrival), record))
+                            self.nqueued += 1
+                            self.held += size
+                            continue
+                        if q is None:
+                            self.queued[target[0]] = []
                     self.reading -= 1
                     self.held += size
                     self.reads += read
@@ -251,6 +314,9 @@ class _Connection:
                     self.pool.give(buf)
                     buf = None
                 buffers.settle()         # what the call borrowed for its reply (buffers.borrow)
+                if target is not None:
+                    self._run_queued(target[0])
+                    target = None
                 with self.lock:
                     self.reading += 1
                     self.held -= size

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -407,8 +407,7 @@ class StagedUpdate(Updater):
     def commit(self) -> Version | None:
         """One new version at the node's current path (it may have been renamed meanwhile).
         The staging files are deleted only once the version is committed."""
-        self._follow_node()
-        version = super().commit()
+        version = super().commit()                # _prepared_writer follows the node first
         self._committed()
         return version
 
@@ -424,30 +423,10 @@ class StagedUpdate(Updater):
         self._remove_files()
 
     def _prepared_writer(self) -> Writer | None:
-        """What Updater.commit does before its group commit: the new version's Writer, prepared
-        (chunks stored, nothing in the catalog yet); None, and closed, when nothing changed."""
-        if self._state != "open":
-            raise ArchiveError(f"commit of a {self._state} update")
-        self._follow_node()
-        if not self._dirty:
-            self.close()
-            return None
-        w = Writer(self.fs, self.parts, mtime=self.mtime)
-        start = 0
-        if self._base is not None and self._first_dirty:
-            rows = chunk_list(self.repo, self._base.id)[:-1]   # the last chunk was cut by EOF
-            keep = [(cid, ln) for off, cid, ln in rows if off + ln <= self._first_dirty]
-            start = sum(ln for _, ln in keep)
-            w.seed(keep, start)
-        try:
-            for piece in self._pieces(start, self.size):
-                w.write(piece)
-            w.prepare()
-        except BaseException:
-            w.abort()
-            self.close()
-            raise
-        return w
+        """Updater's prepared writer, at the node's current path (it may have been renamed)."""
+        if self._state == "open":
+            self._follow_node()
+        return super()._prepared_writer()
 
     def abort(self) -> None:
         """Drop the update and its staging: no version."""
@@ -500,7 +479,7 @@ def commit_staged(updates: list[StagedUpdate]) -> list:
     if not prepared:
         return out
     try:
-        results = _group_commit_all(prepared[0][1].repo, [w for _, _, w in prepared])
+        results = prepared[0][1].repo.group_commit.commit_all([w for _, _, w in prepared])
     except BaseException as e:
         results = [e] * len(prepared)
     for (i, u, w), r in zip(prepared, results):
@@ -519,30 +498,6 @@ def commit_staged(updates: list[StagedUpdate]) -> list:
         out[i] = r
     return out
 
-
-def _group_commit_all(repo, writers: list[Writer]) -> list:
-    """GroupCommit.commit for several prepared writers from one thread: they queue together and
-    this thread leads batches (or waits) until all are committed.  The same hand-over as
-    GroupCommit.commit (archive/streams.py), which takes one writer per calling thread."""
-    gc = repo.group_commit
-    futs = [Future() for _ in writers]
-    with gc._cv:
-        gc._pending.extend(zip(writers, futs))
-        while not all(f.done() for f in futs):
-            if gc._leading:
-                gc._cv.wait()
-                continue
-            gc._leading = True
-            batch = gc._pending[:gc.MAX_BATCH]
-            del gc._pending[:gc.MAX_BATCH]
-            gc._cv.release()
-            try:
-                gc._run(batch)
-            finally:
-                gc._cv.acquire()
-                gc._leading = False
-                gc._cv.notify_all()
-    return [f.result() for f in futs]
 
 
 def recover(repo) -> list[tuple[str, str, Version | None]]:

@@ -419,10 +419,20 @@ class GroupCommit:
                 self._leading = True
         if solo:
             return self._commit_alone(writer)
-        fut: Future = Future()
+        result = self.commit_all([writer])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def commit_all(self, writers: list) -> list:
+        """Commit several prepared Writers / Mutations from one thread (the NFS commit loop's
+        batch, staging.commit_staged): they queue together and this thread leads batches, or
+        waits, until every one is committed.  Per writer its result, or the exception it alone
+        hit (returned, not raised: the others' results stand)."""
+        futs = [Future() for _ in writers]
         with self._cv:
-            self._pending.append((writer, fut))
-            while not fut.done():
+            self._pending.extend(zip(writers, futs))
+            while not all(f.done() for f in futs):
                 if self._leading:
                     self._cv.wait()
                     continue
@@ -436,10 +446,7 @@ class GroupCommit:
                     self._cv.acquire()
                     self._leading = False
                     self._cv.notify_all()
-        result = fut.result()
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        return [f.result() for f in futs]
 
     def _commit_alone(self, writer: "Writer | Mutation"):
         """Nobody leads and nobody waits: commit on this thread as a batch of one, without the
@@ -792,6 +799,21 @@ class Updater:
 
     def commit(self):
         """One new version if anything changed (None otherwise); unchanged chunks are reused."""
+        w = self._prepared_writer()
+        if w is None:
+            return None
+        try:
+            version = self.repo.group_commit.commit(w)
+        finally:
+            w.abort()
+            self.close()
+        self._state = "committed"
+        return version
+
+    def _prepared_writer(self) -> "Writer | None":
+        """The new version's Writer with its chunks stored and nothing in the catalog yet (None,
+        and closed, when nothing changed): what commit hands to the group commit, and what
+        staging.commit_staged hands it for many updates at once."""
         if self._state != "open":
             raise ArchiveError(f"commit of a {self._state} update")
         if not self._dirty:
@@ -807,12 +829,12 @@ class Updater:
         try:
             for piece in self._pieces(start, self.size):
                 w.write(piece)
-            version = w.commit()
-        finally:
+            w.prepare()
+        except BaseException:
             w.abort()
             self.close()
-        self._state = "committed"
-        return version
+            raise
+        return w
 
     def abort(self) -> None:
         self.close()

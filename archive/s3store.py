@@ -391,6 +391,22 @@ class S3PackStore(PackStore):
         f0 = self._first.get(pack_id)
         return f0 if f0 is not None and not f0.done() else None
 
+    def _claim(self, pack_id: str, i: int, last: int) -> tuple[int, Future]:
+        """Claim blocks i..j of a pack for one GET (j <= last: up to the first block already
+        cached or on its way), registering its Future for each; it is the pack's first GET if
+        the pack has none yet.  Call with _fetching held."""
+        j = i
+        while j < last and f"{pack_id}.{j + 1}" not in self._inflight and not self.cache.has(f"{pack_id}.{j + 1}"):
+            j += 1
+        fut: Future = Future()
+        fut.set_running_or_notify_cancel()
+        for k in range(i, j + 1):
+            self._inflight[f"{pack_id}.{k}"] = (fut, i)
+        if pack_id not in self._first:
+            self._first[pack_id] = fut
+            _trim(self._first)
+        return j, fut
+
     def _block(self, pack_id: str, i: int, last: int) -> bytes:
         """Block i of a pack: from the cache, from a GET already on its way, or fetched now
         (with the missing blocks up to `last`, in one GET).
@@ -413,16 +429,7 @@ class S3PackStore(PackStore):
                         return got
                 opening = self._opening(pack_id) if pending is None else None
                 if pending is None and opening is None:
-                    j = i
-                    while j < last and f"{pack_id}.{j + 1}" not in self._inflight and not self.cache.has(f"{pack_id}.{j + 1}"):
-                        j += 1
-                    fut: Future = Future()
-                    fut.set_running_or_notify_cancel()
-                    for k in range(i, j + 1):
-                        self._inflight[f"{pack_id}.{k}"] = (fut, i)
-                    if pack_id not in self._first:
-                        self._first[pack_id] = fut
-                        _trim(self._first)
+                    j, fut = self._claim(pack_id, i, last)
                     pending = (fut, i)
                     mine = j
                 else:
@@ -493,15 +500,7 @@ class S3PackStore(PackStore):
                 i, last = lo // BLOCK, (hi - 1) // BLOCK
                 if f"{pack_id}.{i}" in self._inflight or self.cache.has(f"{pack_id}.{i}"):
                     continue
-                j = i
-                while j < last and f"{pack_id}.{j + 1}" not in self._inflight and not self.cache.has(f"{pack_id}.{j + 1}"):
-                    j += 1
-                fut: Future = Future()
-                fut.set_running_or_notify_cancel()
-                for k in range(i, j + 1):
-                    self._inflight[f"{pack_id}.{k}"] = (fut, i)
-                self._first[pack_id] = fut
-                _trim(self._first)
+                j, fut = self._claim(pack_id, i, last)
                 todo.append((pack_id, i, j, fut))
         for pack_id, i, j, fut in todo:
             try:

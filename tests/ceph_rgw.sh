@@ -6,6 +6,9 @@
 set -euo pipefail
 dir=$1 monport=$2 rgwport=$3 access=$4 secret=$5
 mkdir -p "$dir"/{run,log,mon,osd0,rgw}
+# A daemon that refuses to start says why only in its log (e.g. ceph-mon exits 28, ENOSPC, when the
+# disk has less than mon_data_avail_crit = 5 % free): show the logs' tails with the failing line.
+trap 'rc=$?; echo "ceph_rgw.sh: line $LINENO failed (exit $rc)"; tail -n 5 "$dir"/log/*.log 2>/dev/null; df -h "$dir" | tail -n 1' ERR
 fsid=$(cat /proc/sys/kernel/random/uuid)
 conf=$dir/ceph.conf
 cat > "$conf" <<CONF

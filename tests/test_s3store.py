@@ -750,7 +750,9 @@ def test_gc_of_a_pack_uploaded_while_its_upload_was_still_open_refuses_the_commi
         if len({o for o in s3.objects(bucket) if o.endswith(".pack")} - before) >= 2:
             break
         time.sleep(0.05)
-    assert collect(b, grace=0).packs_deleted >= 2
+    rep = collect(b, grace=0)
+    # the first pack may also hold the share's catalog events: gc then counts it as rewritten
+    assert rep.packs_deleted + rep.packs_rewritten >= 2, rep
     with pytest.raises(errors.Conflict, match="reclaimed by gc"):
         commit_many([w])
     assert not fs.exists("/racy.bin")

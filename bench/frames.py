@@ -301,6 +301,7 @@ def peers(corpus: C.Corpus, tree: Path, work: Path, repeat: int) -> dict:
     """Every state through edge (today's put), restic and borg, interleaved per state; `repeat`
     fresh repositories; CPU (user+sys of the command, via GNU time's reaping), wall, stored."""
     out: dict = {t: {"cpu": [], "wall": [], "stored": []} for t in ("edge", "restic", "borg")}
+    corpus.prepare(work / "cache")
     for rep in range(repeat):
         tools = {n: P.TOOLS[n](work / "repos" / n, work / "scratch" / n) for n in out}
         for t in tools.values():

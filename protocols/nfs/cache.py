@@ -8,8 +8,14 @@ server drops exactly what it changes, at once: `changed(share, node, ...)` forge
 attributes and every name inside them (a folder whose names changed); a change that moves a
 folder (its descendants' paths) calls `clear()`.
 
-Races: a reader that looked something up in the catalog stores it only if no change happened
-since it started (`epoch`), so a concurrent change can never be overwritten by an older read.
+Races: a reader that looked something up in the catalog stores it only if none of the keys it
+stores (the node, and the folder it is named in) changed since it started (`epoch`), and no
+`clear()` happened since, so a concurrent change can never be overwritten by an older read.
+Each change records the epoch at which it dropped its keys (`_changed_at`); changes of other
+nodes do not refuse the read (with 16 CREATEs in flight the global epoch moves between every
+LOOKUP's read and its store: every LOOKUP of the folder missed).  The record is bounded: when
+it is full it is emptied and `_floor` moves to the current epoch, refusing every read begun
+before (the old rule, for those reads only).
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ import time
 from typing import Any, Callable
 
 Key = tuple[int, int, int]            # (share id, node id, snapshot instant or 0)
+#: changed keys remembered for the reads under way (MetaCache._changed_at) before it is emptied
+CHANGED_LIMIT = 4096
 
 
 class MetaCache:
@@ -28,6 +36,10 @@ class MetaCache:
         self._entries: dict[Key, tuple[float, Any]] = {}
         self._names: dict[Key, dict[str, Key]] = {}          # folder -> name -> child
         self.epoch = 0
+        #: key -> the epoch of its last change (reads begun before it may not store it)
+        self._changed_at: dict[Key, int] = {}
+        #: reads begun before this epoch store nothing (a clear(), or _changed_at emptied)
+        self._floor = 0
         #: called with (share, nodes) after `changed` (None: after `clear`): the listing cache
         self.listeners: list[Callable[[int, tuple[int, ...] | None], None]] = []
 
@@ -52,7 +64,11 @@ class MetaCache:
         `folder` if given; nothing is stored if anything changed since."""
         with self._lock:
             if epoch != self.epoch:
-                return
+                if epoch < self._floor:
+                    return
+                changed = self._changed_at
+                if changed.get(key, -1) > epoch or (folder is not None and changed.get(folder, -1) > epoch):
+                    return
             if len(self._entries) >= self.limit:
                 self._entries.clear()
                 self._names.clear()
@@ -66,10 +82,15 @@ class MetaCache:
         with self._lock:
             self.epoch += 1
             epoch = self.epoch
+            changed = self._changed_at
+            if len(changed) + len(nodes) > CHANGED_LIMIT:
+                changed.clear()
+                self._floor = epoch
             for n in nodes:
                 key = (share, n, 0)
                 self._entries.pop(key, None)
                 self._names.pop(key, None)
+                changed[key] = epoch
         for f in self.listeners:
             f(share, nodes)
         return epoch
@@ -77,6 +98,8 @@ class MetaCache:
     def clear(self) -> None:
         with self._lock:
             self.epoch += 1
+            self._floor = self.epoch
+            self._changed_at.clear()
             self._entries.clear()
             self._names.clear()
         for f in self.listeners:

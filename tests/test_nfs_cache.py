@@ -1,0 +1,66 @@
+"""protocols/nfs/cache.py: a read stores what it read unless one of its own keys changed (or
+the cache was cleared) after it began; changes of other nodes no longer refuse it (nfs13)."""
+from __future__ import annotations
+
+import time
+
+from protocols.nfs import cache as C
+from protocols.nfs.cache import MetaCache
+
+S = 1
+
+
+def _begin(c: MetaCache) -> int:
+    return c.epoch                       # what a reader notes before it reads the catalog
+
+
+def test_a_change_of_another_node_does_not_refuse_a_read():
+    c = MetaCache(ttl=60)
+    folder, child = (S, 10, 0), (S, 11, 0)
+    e = _begin(c)
+    c.changed(S, 99)                     # a CREATE elsewhere lands while the LOOKUP reads
+    c.put(child, "child", e, time.monotonic(), folder, "a")
+    assert c.child(folder, "a") == "child"
+    assert c.entry(child) == "child"
+
+
+def test_a_change_of_the_read_node_or_its_folder_refuses_the_read():
+    c = MetaCache(ttl=60)
+    folder, child = (S, 10, 0), (S, 11, 0)
+    e = _begin(c)
+    c.changed(S, 11)                     # the node itself changed after the read began
+    c.put(child, "old", e, time.monotonic(), folder, "a")
+    assert c.entry(child) is None and c.child(folder, "a") is None
+    e = _begin(c)
+    c.changed(S, 10)                     # its folder's names changed after the read began
+    c.put(child, "old", e, time.monotonic(), folder, "a")
+    assert c.entry(child) is None and c.child(folder, "a") is None
+    e = _begin(c)                        # a read begun after both changes stores
+    c.put(child, "new", e, time.monotonic(), folder, "a")
+    assert c.child(folder, "a") == "new"
+
+
+def test_clear_refuses_every_read_begun_before_it():
+    c = MetaCache(ttl=60)
+    e = _begin(c)
+    c.clear()                            # a folder moved: every path below it changed
+    c.put((S, 11, 0), "old", e, time.monotonic())
+    assert c.entry((S, 11, 0)) is None
+    c.put((S, 11, 0), "new", _begin(c), time.monotonic())
+    assert c.entry((S, 11, 0)) == "new"
+
+
+def test_a_full_change_record_refuses_reads_begun_before_it_was_emptied(monkeypatch):
+    monkeypatch.setattr(C, "CHANGED_LIMIT", 4)
+    c = MetaCache(ttl=60)
+    e = _begin(c)
+    c.changed(S, 11)
+    for n in range(100, 110):            # the record overflows: node 11's change is forgotten
+        c.changed(S, n)
+    assert len(c._changed_at) <= 4
+    c.put((S, 11, 0), "old", e, time.monotonic())     # ... but a read begun before it is still refused
+    assert c.entry((S, 11, 0)) is None
+    e = _begin(c)
+    c.changed(S, 200)
+    c.put((S, 11, 0), "new", e, time.monotonic())
+    assert c.entry((S, 11, 0)) == "new"

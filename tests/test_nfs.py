@@ -409,12 +409,12 @@ def test_removes_in_flight_share_the_folder_re_read_and_each_answers_its_own_cha
     for i in range(n):
         put(fs, f"/sub/f{i:02d}", b"x")
     sub = _lookup(srv.port, _mnt(srv.port, "/office"), "sub")
-    real_refresh, real_touched, real_remove = nfs3.NFS3._refresh, nfs3.NFS3._touched, ShareFS.remove_at
+    real_read, real_touched, real_remove = nfs3.NFS3._read_entry, nfs3.NFS3._touched, ShareFS.remove_at
     reads, fresh, first_read = [], [], threading.Event()
 
-    def refresh(self, o):
-        reads.append(o.entry.node_id)
-        got = real_refresh(self, o)
+    def refresh(self, fs, node, path):             # the catalog read behind a shared re-read
+        reads.append(node)
+        got = real_read(self, fs, node, path)
         if len(reads) == 1:         # the first re-read ends only once every other REMOVE asked
             first_read.set()
             end = time.monotonic() + 20
@@ -430,7 +430,7 @@ def test_removes_in_flight_share_the_folder_re_read_and_each_answers_its_own_cha
         if int(path[-2:]) >= n - late:
             first_read.wait(20)
         return real_remove(self, path)
-    monkeypatch.setattr(nfs3.NFS3, "_refresh", refresh)
+    monkeypatch.setattr(nfs3.NFS3, "_read_entry", refresh)
     monkeypatch.setattr(nfs3.NFS3, "_touched", touched)
     monkeypatch.setattr(ShareFS, "remove_at", remove_at)
     r = RawRPC(srv.port)
@@ -1318,3 +1318,39 @@ def test_reads_of_any_size_give_the_bytes_and_a_corrupt_chunk_is_eio(srv):
         assert c.read_file("/seq.bin") == data      # the server goes on
     finally:
         c.close()
+
+
+def _lookup_reply(port: int, dirfh: bytes, name: str) -> bytes:
+    r = RawRPC(port)
+    _, rep = r.call(NFS, 3, 3, _opaque(dirfh) + _string(name))
+    r.close()
+    return rep
+
+
+def _write_sync(port: int, fh: bytes, data: bytes) -> None:
+    args = _opaque(fh) + struct.pack(">QII", 0, len(data), 2) + _opaque(data)        # FILE_SYNC
+    assert _nfs_status(port, 7, args) == 0
+
+
+def test_lookup_of_a_name_whose_attributes_a_change_dropped_reads_them_again(srv):
+    """nfs13: a LOOKUP whose name is known but whose attributes a change dropped (here: the
+    file's new version) re-reads that node (shared with the calls re-reading it at once): the
+    new attributes; and NOENT once another protocol removed the name."""
+    fs = srv.fs()
+    put(fs, "/x.txt", b"x")
+    root = _mnt(srv.port, "/office")
+    x = _lookup(srv.port, root, "x.txt")                 # "x.txt" now cached in root
+    _write_sync(srv.port, x, b"hello world")
+    assert len(srv.wait_versions("/x.txt", 2)) == 2      # its commit dropped x's attributes
+    rep = _lookup_reply(srv.port, root, "x.txt")
+    assert struct.unpack(">I", rep[24:28])[0] == 0
+    n = struct.unpack(">I", rep[28:32])[0]
+    assert rep[32:32 + n] == x
+    attrs = 32 + n + (-n % 4)
+    assert struct.unpack(">I", rep[attrs:attrs + 4])[0] == 1
+    assert struct.unpack(">Q", rep[attrs + 4 + 20:attrs + 4 + 28])[0] == 11             # the new size
+    _write_sync(srv.port, x, b"abc")
+    assert len(srv.wait_versions("/x.txt", 3)) == 3
+    fs.remove("/x.txt")                                  # another protocol removes it
+    rep = _lookup_reply(srv.port, root, "x.txt")
+    assert struct.unpack(">I", rep[24:28])[0] == 2       # NFS3ERR_NOENT

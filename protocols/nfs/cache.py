@@ -57,6 +57,12 @@ class MetaCache:
         key = names.get(name) if names is not None else None
         return self.entry(key) if key is not None else None
 
+    def child_key(self, folder: Key, name: str) -> Key | None:
+        """The key `name` in `folder` was last seen under, even when its attributes have been
+        dropped since (a change of that node): LOOKUP re-reads just that node."""
+        names = self._names.get(folder)
+        return names.get(name) if names is not None else None
+
     # -- writes --------------------------------------------------------------------------------
     def put(self, key: Key, entry: Any, epoch: int, born: float, folder: Key | None = None,
             name: str | None = None) -> None:

@@ -64,3 +64,42 @@ def test_a_full_change_record_refuses_reads_begun_before_it_was_emptied(monkeypa
     c.changed(S, 200)
     c.put((S, 11, 0), "new", e, time.monotonic())
     assert c.entry((S, 11, 0)) == "new"
+
+
+def test_a_name_change_forgets_that_name_and_the_folders_attributes_only():
+    """CREATE/REMOVE (name_changed): the folder's other names stay known, a read of the changed
+    name (or of the folder's attributes) begun before is refused, one of another name is not."""
+    c = MetaCache(ttl=60)
+    now = time.monotonic()
+    folder = (S, 10, 0)
+    c.put(folder, "folder", c.epoch, now)
+    c.put((S, 11, 0), "a", c.epoch, now, folder, "a")
+    c.put((S, 12, 0), "b", c.epoch, now, folder, "b")
+    e = _begin(c)
+    c.name_changed(S, 10, "b", 12)                       # REMOVE of b
+    assert c.child(folder, "a") == "a"                   # kept
+    assert c.child(folder, "b") is None and c.child_key(folder, "b") is None
+    assert c.entry(folder) is None                       # the folder's mtime changed
+    c.put((S, 12, 0), "stale b", e, now, folder, "b")    # a LOOKUP of b begun before: refused
+    assert c.child(folder, "b") is None
+    c.put(folder, "stale folder", e, now)                # the folder's old attributes: refused
+    assert c.entry(folder) is None
+    c.put((S, 13, 0), "c", e, now, folder, "c")          # another name read meanwhile: stored
+    assert c.child(folder, "c") == "c"
+
+
+def test_a_made_name_is_stored_unless_it_changed_since_the_call_began():
+    c = MetaCache(ttl=60)
+    now = time.monotonic()
+    folder = (S, 10, 0)
+    before = _begin(c)
+    c.name_changed(S, 10, "new", 20, made=(20, "new entry", before, now))       # CREATE
+    assert c.child(folder, "new") == "new entry"
+    before = _begin(c)
+    c.changed(S, 21)                                     # e.g. a pipelined REMOVE of it, first
+    c.name_changed(S, 10, "other", 21, made=(21, "made", before, now))
+    assert c.child(folder, "other") is None
+    before = _begin(c)
+    c.name_changed(S, 10, "x", 30)                       # another call changed the same name
+    c.name_changed(S, 10, "x", 31, made=(31, "made x", before, now))
+    assert c.child(folder, "x") is None

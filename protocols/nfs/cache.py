@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 Key = tuple[int, int, int]            # (share id, node id, snapshot instant or 0)
 #: changed keys remembered for the reads under way (MetaCache._changed_at) before it is emptied
-CHANGED_LIMIT = 4096
+CHANGED_LIMIT = 16384
 
 
 class MetaCache:
@@ -64,23 +64,42 @@ class MetaCache:
         return names.get(name) if names is not None else None
 
     # -- writes --------------------------------------------------------------------------------
+    def _refused(self, key: Key, epoch: int, folder: Key | None, name: str | None) -> bool:
+        """A read begun at `epoch` may not store `key` (under `name` in `folder`): the node, its
+        attributes, the folder's names or that one name changed since (lock held)."""
+        if epoch == self.epoch:
+            return False
+        if epoch < self._floor:
+            return True
+        changed = self._changed_at
+        if changed.get(key, -1) > epoch or changed.get(("a", key), -1) > epoch:
+            return True
+        return folder is not None and (changed.get(folder, -1) > epoch or changed.get((folder, name), -1) > epoch)
+
+    def _store(self, key: Key, entry: Any, born: float, folder: Key | None, name: str | None) -> None:
+        if len(self._entries) >= self.limit:
+            self._entries.clear()
+            self._names.clear()
+        self._entries[key] = (born, entry)
+        if folder is not None and name is not None:
+            self._names.setdefault(folder, {})[name] = key
+
+    def _room(self, n: int, epoch: int) -> dict:
+        """The change record, emptied first (refusing every read begun before `epoch`) when it
+        would pass CHANGED_LIMIT."""
+        changed = self._changed_at
+        if len(changed) + n > CHANGED_LIMIT:
+            changed.clear()
+            self._floor = epoch
+        return changed
+
     def put(self, key: Key, entry: Any, epoch: int, born: float, folder: Key | None = None,
             name: str | None = None) -> None:
         """Remember `entry` (read at `born`, when the epoch was `epoch`), and under `name` in
-        `folder` if given; nothing is stored if anything changed since."""
+        `folder` if given; nothing is stored if what it depends on changed since."""
         with self._lock:
-            if epoch != self.epoch:
-                if epoch < self._floor:
-                    return
-                changed = self._changed_at
-                if changed.get(key, -1) > epoch or (folder is not None and changed.get(folder, -1) > epoch):
-                    return
-            if len(self._entries) >= self.limit:
-                self._entries.clear()
-                self._names.clear()
-            self._entries[key] = (born, entry)
-            if folder is not None and name is not None:
-                self._names.setdefault(folder, {})[name] = key
+            if not self._refused(key, epoch, folder, name):
+                self._store(key, entry, born, folder, name)
 
     def changed(self, share: int, *nodes: int) -> int:
         """This server changed these nodes (their attributes, or the names inside them); the
@@ -88,10 +107,7 @@ class MetaCache:
         with self._lock:
             self.epoch += 1
             epoch = self.epoch
-            changed = self._changed_at
-            if len(changed) + len(nodes) > CHANGED_LIMIT:
-                changed.clear()
-                self._floor = epoch
+            changed = self._room(len(nodes), epoch)
             for n in nodes:
                 key = (share, n, 0)
                 self._entries.pop(key, None)
@@ -99,6 +115,34 @@ class MetaCache:
                 changed[key] = epoch
         for f in self.listeners:
             f(share, nodes)
+        return epoch
+
+    def name_changed(self, share: int, folder: int, name: str, *nodes: int, made: tuple | None = None) -> int:
+        """This server made or removed `name` in `folder` (CREATE, REMOVE): the folder's
+        attributes and that one name are forgotten, not the folder's other names (16 CREATEs in
+        flight in one folder no longer drop each other's new names before their LOOKUPs), and
+        `nodes` as in `changed`.  `made`: (node, entry, epoch, born) of the new name, stored if
+        nothing it depends on changed since `epoch` (a read begun then).  The new epoch."""
+        fkey = (share, folder, 0)
+        with self._lock:
+            ok = made is not None and not self._refused((share, made[0], 0), made[2], fkey, name)
+            self.epoch += 1
+            epoch = self.epoch
+            changed = self._room(len(nodes) + 3, epoch)
+            self._entries.pop(fkey, None)
+            names = self._names.get(fkey)
+            if names is not None:
+                names.pop(name, None)
+            changed[("a", fkey)] = changed[(fkey, name)] = epoch
+            for n in nodes:
+                key = (share, n, 0)
+                self._entries.pop(key, None)
+                self._names.pop(key, None)
+                changed[key] = epoch
+            if ok:
+                self._store((share, made[0], 0), made[1], made[3], fkey, name)
+        for f in self.listeners:
+            f(share, (folder, *nodes))
         return epoch
 
     def clear(self) -> None:

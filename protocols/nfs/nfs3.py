@@ -225,12 +225,15 @@ class NFS3:
         before, born, wall = cache.epoch, time.monotonic(), time.time()
         try:
             e = make()
-        finally:
-            after = cache.changed(share, folder)
-        if after == before + 1:
-            cache.put((share, e.node_id, 0), e, after, born, (share, folder, 0), name)
-            if e.ctime >= wall - 1e-6 and e.version is None:
-                self._touched(d, round(e.ctime * 1e6), after, born)
+        except BaseException:
+            cache.changed(share, folder)
+            raise
+        # only this name and the folder's attributes are forgotten (the folder's other names
+        # stay known: CREATEs in flight do not drop each other's before their LOOKUPs); the
+        # new entry is kept unless something it depends on changed since `before`
+        after = cache.name_changed(share, folder, name, e.node_id, made=(e.node_id, e, before, born))
+        if after == before + 1 and e.ctime >= wall - 1e-6 and e.version is None:
+            self._touched(d, round(e.ctime * 1e6), after, born)
         return e
 
     def _touched(self, d: Obj, at: int, epoch: int, born: float) -> None:
@@ -434,7 +437,8 @@ class NFS3:
 
     def _unlink(self, u, p, cred, address, dir: bool):
         d = self._fh(u, address)
-        path = _join(d.path, _name(u))
+        name = _name(u)
+        path = _join(d.path, name)
 
         def work() -> None:
             self._writable(d)
@@ -454,7 +458,7 @@ class NFS3:
                 before, born = self.st.cache.epoch, time.monotonic()
                 node, at = d.fs.remove_at(path)
                 touched.append(node)
-                after = self.st.cache.changed(share, *touched)
+                after = self.st.cache.name_changed(share, touched[0], name, *touched[1:])
                 touched.clear()
                 if after == before + 1:
                     self._touched(d, at, after, born)

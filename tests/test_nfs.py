@@ -1354,3 +1354,66 @@ def test_lookup_of_a_name_whose_attributes_a_change_dropped_reads_them_again(srv
     fs.remove("/x.txt")                                  # another protocol removes it
     rep = _lookup_reply(srv.port, root, "x.txt")
     assert struct.unpack(">I", rep[24:28])[0] == 2       # NFS3ERR_NOENT
+
+
+def test_kill_9_after_the_commit_of_a_recreated_name_recovers_it_on_its_old_node(tmp_path):
+    """nfs13: the first WRITE after a CREATE starts its update on the created node with no
+    catalog read.  For a name whose file was deleted, CREATE links that old node again; the
+    server dies (os._exit, as kill -9) right after the COMMIT's log record is synced (the
+    client may have been told OK): the restart commits the bytes once, on the same node, after
+    the tombstone, from no base (not the deleted content)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from archive.faults import FAULT_STATUS
+    from archive.staging import synced_updates
+    top = Path(__file__).resolve().parent.parent
+    repo = NFSServer(tmp_path)                          # the template repository, then the old file
+    fs = repo.fs()
+    put(fs, "/again.txt", b"the old, longer content")
+    old = fs.stat("/again.txt").node_id
+    fs.remove("/again.txt")
+    repo.close()
+    env = dict(os.environ, EDGE_ARCHIVE_FAULT_EXIT="staged-synced",
+               PYTHONPATH=os.pathsep.join([str(top), str(top / "tests")]))
+    p = subprocess.Popen([sys.executable, "-c", _CRASHING_SERVER_ON, str(tmp_path), "3600"], env=env,
+                         stdout=subprocess.PIPE, text=True)
+    new = b"new"
+    try:
+        port = int(p.stdout.readline())
+        root = _mnt(port, "/office")
+        r = RawRPC(port)
+        _, rep = r.call(NFS, 3, 8, _opaque(root) + _string("again.txt") + struct.pack(">I", 0) + _sattr_none())
+        fh = _create_handle(rep)
+        try:
+            r.call(NFS, 3, 7, _opaque(fh) + struct.pack(">QII", 0, len(new), 0) + _opaque(new))
+            r.call(NFS, 3, 21, _opaque(fh) + struct.pack(">QI", 0, 0))       # dies here
+        except Exception:
+            pass
+        assert p.wait(30) == FAULT_STATUS
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    s = NFSServer(tmp_path, repo=Repository.open(tmp_path / "repo"))
+    try:
+        e = s.fs().stat("/again.txt")
+        assert e.node_id == old
+        vs = s.fs().versions("/again.txt")
+        assert [(v.deleted, v.size) for v in vs] == [(False, 23), (True, 0), (False, 3)]
+        assert vs[-1].origin.protocol == "nfs"
+        assert s.fs().open_read("/again.txt").read() == new
+        assert synced_updates(s.repo) == []
+    finally:
+        s.close()
+
+
+_CRASHING_SERVER_ON = """
+import sys, time
+from pathlib import Path
+from archive import Repository
+from nfs_helpers import NFSServer
+s = NFSServer(Path(sys.argv[1]), repo=Repository.open(Path(sys.argv[1]) / "repo"), commit_idle=float(sys.argv[2]))
+print(s.port, flush=True)
+time.sleep(300)
+"""

@@ -76,7 +76,7 @@ def test_a_name_change_forgets_that_name_and_the_folders_attributes_only():
     c.put((S, 11, 0), "a", c.epoch, now, folder, "a")
     c.put((S, 12, 0), "b", c.epoch, now, folder, "b")
     e = _begin(c)
-    c.name_changed(S, 10, "b", 12)                       # REMOVE of b
+    c.name_changed(S, 10, "b", 12, since=e)                     # REMOVE of b
     assert c.child(folder, "a") == "a"                   # kept
     assert c.child(folder, "b") is None and c.child_key(folder, "b") is None
     assert c.entry(folder) is None                       # the folder's mtime changed
@@ -93,13 +93,33 @@ def test_a_made_name_is_stored_unless_it_changed_since_the_call_began():
     now = time.monotonic()
     folder = (S, 10, 0)
     before = _begin(c)
-    c.name_changed(S, 10, "new", 20, made=(20, "new entry", before, now))       # CREATE
+    c.name_changed(S, 10, "new", 20, since=before, made=(20, "new entry", before, now))       # CREATE
     assert c.child(folder, "new") == "new entry"
     before = _begin(c)
     c.changed(S, 21)                                     # e.g. a pipelined REMOVE of it, first
-    c.name_changed(S, 10, "other", 21, made=(21, "made", before, now))
+    c.name_changed(S, 10, "other", 21, since=before, made=(21, "made", before, now))
     assert c.child(folder, "other") is None
     before = _begin(c)
-    c.name_changed(S, 10, "x", 30)                       # another call changed the same name
-    c.name_changed(S, 10, "x", 31, made=(31, "made x", before, now))
+    c.name_changed(S, 10, "x", 30, since=before)                     # another call changed the same name
+    c.name_changed(S, 10, "x", 31, since=before, made=(31, "made x", before, now))
     assert c.child(folder, "x") is None
+
+
+def test_a_name_change_is_the_folders_last_unless_another_change_of_the_folder_came_between():
+    """name_changed's `alone`: the caller may take its own change's instant as the folder's
+    new mtime (no re-read) when no other change of this server touched the folder since it
+    began, whatever happened to other nodes meanwhile (a version commit, another folder)."""
+    c = MetaCache(ttl=60)
+    before = _begin(c)
+    c.changed(S, 99)                                     # a file's version elsewhere
+    c.name_changed(S, 50, "y", 51, since=before)         # another folder's CREATE
+    assert c.name_changed(S, 10, "a", 11, since=before)[1] is True
+    before = _begin(c)
+    c.name_changed(S, 10, "b", 12, since=before)         # another CREATE in the same folder
+    assert c.name_changed(S, 10, "c", 13, since=before)[1] is False
+    before = _begin(c)
+    c.changed(S, 10)                                     # a SETATTR / RENAME of the folder
+    assert c.name_changed(S, 10, "d", 14, since=before)[1] is False
+    before = _begin(c)
+    c.clear()
+    assert c.name_changed(S, 10, "e", 15, since=before)[1] is False

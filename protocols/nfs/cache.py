@@ -117,15 +117,21 @@ class MetaCache:
             f(share, nodes)
         return epoch
 
-    def name_changed(self, share: int, folder: int, name: str, *nodes: int, made: tuple | None = None) -> int:
+    def name_changed(self, share: int, folder: int, name: str, *nodes: int, since: int,
+                     made: tuple | None = None) -> tuple[int, bool]:
         """This server made or removed `name` in `folder` (CREATE, REMOVE): the folder's
         attributes and that one name are forgotten, not the folder's other names (16 CREATEs in
         flight in one folder no longer drop each other's new names before their LOOKUPs), and
         `nodes` as in `changed`.  `made`: (node, entry, epoch, born) of the new name, stored if
-        nothing it depends on changed since `epoch` (a read begun then).  The new epoch."""
+        nothing it depends on changed since `epoch` (a read begun then).  The new epoch, and
+        whether no other change of this server touched the folder since `since` (an epoch read
+        before the caller's change): then the caller's change is the folder's last, and its
+        instant the folder's new mtime (changes of other nodes meanwhile do not matter)."""
         fkey = (share, folder, 0)
         with self._lock:
             ok = made is not None and not self._refused((share, made[0], 0), made[2], fkey, name)
+            changed = self._changed_at
+            alone = since >= self._floor and changed.get(fkey, -1) <= since and changed.get(("a", fkey), -1) <= since
             self.epoch += 1
             epoch = self.epoch
             changed = self._room(len(nodes) + 3, epoch)
@@ -143,7 +149,7 @@ class MetaCache:
                 self._store((share, made[0], 0), made[1], made[3], fkey, name)
         for f in self.listeners:
             f(share, (folder, *nodes))
-        return epoch
+        return epoch, alone
 
     def clear(self) -> None:
         with self._lock:

@@ -231,8 +231,9 @@ class NFS3:
         # only this name and the folder's attributes are forgotten (the folder's other names
         # stay known: CREATEs in flight do not drop each other's before their LOOKUPs); the
         # new entry is kept unless something it depends on changed since `before`
-        after = cache.name_changed(share, folder, name, e.node_id, made=(e.node_id, e, before, born))
-        if after == before + 1 and e.ctime >= wall - 1e-6 and e.version is None:
+        after, alone = cache.name_changed(share, folder, name, e.node_id, since=before,
+                                          made=(e.node_id, e, before, born))
+        if alone and e.ctime >= wall - 1e-6 and e.version is None:
             self._touched(d, round(e.ctime * 1e6), after, born)
         return e
 
@@ -458,9 +459,9 @@ class NFS3:
                 before, born = self.st.cache.epoch, time.monotonic()
                 node, at = d.fs.remove_at(path)
                 touched.append(node)
-                after = self.st.cache.name_changed(share, touched[0], name, *touched[1:])
+                after, alone = self.st.cache.name_changed(share, touched[0], name, *touched[1:], since=before)
                 touched.clear()
-                if after == before + 1:
+                if alone:
                     self._touched(d, at, after, born)
             finally:
                 if touched:

@@ -500,19 +500,3 @@ def test_a_read_calls_file_handle_and_offset_are_read_from_its_bytes():
             assert _read_target(rec[:cut]) is None
     rec = head + none_cred + struct.pack(">I", 0) + op(b"") + op(b"x" * 65) + struct.pack(">QI", 0, 1)
     assert _read_target(rec) is None                          # no handle is that long
-
-
-def test_auth_sys_credentials_decoded_once_per_body_and_still_checked(monkeypatch):
-    """nfs13: a body seen before gives the Cred decoded then (a client repeats its body on every
-    call); other bodies are decoded (and refused) as always, also once the table is full."""
-    monkeypatch.setattr(rpc, "_SYS_CREDS", {})
-    monkeypatch.setattr(rpc, "_SYS_CREDS_MAX", 4)
-    a = rpc.parse_call(_call(1, 100003, 3, 0, _auth_sys(1000, 100, [4, 5]))).cred
-    b = rpc.parse_call(_call(2, 100003, 3, 0, _auth_sys(1000, 100, [4, 5]))).cred
-    assert b is a and (a.uid, a.gid, a.gids, a.machine) == (1000, 100, (4, 5), "host")
-    for uid in range(10):                                # more bodies than the table holds
-        c = rpc.parse_call(_call(3, 100003, 3, 0, _auth_sys(uid, 7, [], machine=f"m{uid}"))).cred
-        assert (c.uid, c.gid, c.gids, c.machine) == (uid, 7, (), f"m{uid}")
-    assert len(rpc._SYS_CREDS) <= 4
-    with pytest.raises(rpc.Denied):
-        rpc.parse_call(_call(4, 100003, 3, 0, _auth_sys(1000, 100, list(range(17)))))

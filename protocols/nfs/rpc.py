@@ -58,22 +58,11 @@ class Denied(Exception):
         self.reply = reply
 
 
-#: AUTH_SYS bodies already decoded -> their Cred (frozen, shared): a client sends the same
-#: body with every call, so each call after its first skips the decoding (~10 XDR reads)
-_SYS_CREDS: dict[bytes, Cred] = {}
-_SYS_CREDS_MAX = 1024
-_NO_CRED = Cred(AUTH_NONE)
-
-
 def parse_cred(flavor: int, body) -> Cred:
     if flavor == AUTH_NONE:
-        return _NO_CRED
+        return Cred(AUTH_NONE)
     if flavor == AUTH_SYS:
-        raw = bytes(body)
-        hit = _SYS_CREDS.get(raw)
-        if hit is not None:
-            return hit
-        u = Unpacker(raw)
+        u = Unpacker(bytes(body))
         u.u32()                                    # stamp
         machine = u.string(255)
         uid, gid = u.u32(), u.u32()
@@ -81,11 +70,7 @@ def parse_cred(flavor: int, body) -> Cred:
         if n > MAX_GROUPS:
             raise XDRError(f"{n} groups in AUTH_SYS (at most {MAX_GROUPS})")
         gids = tuple(u.u32() for _ in range(n))
-        cred = Cred(AUTH_SYS, uid, gid, gids, machine)
-        if len(_SYS_CREDS) >= _SYS_CREDS_MAX:
-            _SYS_CREDS.clear()                     # many clients: start again (dict ops are atomic)
-        _SYS_CREDS[raw] = cred
-        return cred
+        return Cred(AUTH_SYS, uid, gid, gids, machine)
     return Cred(flavor)
 
 

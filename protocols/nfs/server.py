@@ -247,6 +247,12 @@ class _Connection:
                 record = None
             if record is None:
                 self.closed = True
+            else:
+                # counted before the next reader checks the budget (read_lock still held): the
+                # worker that got it counted it only after it had let the next reader in, so
+                # under load one record more than MAX_HELD allows was taken now and then
+                with self.lock:
+                    self.held += len(record)
             return record
 
     def _run_queued(self, fh: bytes) -> None:
@@ -290,12 +296,10 @@ class _Connection:
                             # own (no thread woken, none waiting for a turn); read on
                             heapq.heappush(q, (target[1], next(self._arrival), record))
                             self.nqueued += 1
-                            self.held += size
                             continue
                         if q is None:
                             self.queued[target[0]] = []
                     self.reading -= 1
-                    self.held += size
                     self.reads += read
                     running = True
                     if self.reading == 0 and self.workers < MAX_INFLIGHT and self.held < MAX_HELD:

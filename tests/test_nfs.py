@@ -813,11 +813,22 @@ def test_calls_in_flight_on_one_connection_run_at_once(srv):
     assert [v.deleted for v in srv.fs().versions("/p.txt")] == [False, True]
 
 
-def test_pipelined_reads_run_at_most_max_reads_at_once(srv):
+@pytest.mark.parametrize("slow_worker", [False, True])
+def test_pipelined_reads_run_at_most_max_reads_at_once(srv, monkeypatch, slow_worker):
     """READs in flight on one connection run server.MAX_READS at a time (they take turns per
     file anyway; more threads cost more than they overlap): no further call is read meanwhile,
-    and every one is answered."""
+    and every one is answered.  `slow_worker`: each worker is held back after it got its
+    record: the READ is counted before the next reader checks (nfs13)."""
     from protocols.nfs import server
+    if slow_worker:
+        real_record = server._Connection._record
+
+        def slow_record(self):
+            record = real_record(self)
+            if record is not None and server._is_read(record):
+                time.sleep(0.05)       # the next reader gets the read lock meanwhile
+            return record
+        monkeypatch.setattr(server._Connection, "_record", slow_record)
     nfs = srv.adapter.server.nfs
     gate, lock = threading.Event(), threading.Lock()
     running = [0]
@@ -830,6 +841,22 @@ def test_pipelined_reads_run_at_most_max_reads_at_once(srv):
     nfs.procs[6] = held
     r = RawRPC(srv.port)
     try:
+        if slow_worker:                # first 12 NULLs at once: 12 workers, then all of them idle
+            warm, real_null, busy = threading.Event(), nfs.procs[0], [0]
+
+            def held_null(*args):
+                with lock:
+                    busy[0] += 1
+                warm.wait(30)
+            nfs.procs[0] = held_null
+            for i in range(12):
+                r.send_call(NFS, 3, 0, xid=200 + i)
+            end = time.monotonic() + 20
+            while busy[0] < 12 and time.monotonic() < end:
+                time.sleep(0.01)
+            warm.set()
+            assert sorted(_xid(r.recv_record()) for _ in range(12)) == list(range(200, 212))
+            nfs.procs[0] = real_null
         n = 12
         for i in range(n):
             r.send_call(NFS, 3, 6, xid=300 + i)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import rawsql as raw
+from . import usage
 from .lazysql import insert, select, table, update
 from .lazysql import models as m
 from .paths import fold
@@ -27,7 +28,17 @@ versions, version_chunks = table("versions"), table("version_chunks")
 
 
 def apply(s: Session, ev: Event) -> None:
-    _APPLY[ev["op"]](s, ev)
+    op = ev["op"]
+    if op == "commit":              # the share's usage counter moves in the same transaction
+        usage.add(s, usage.commit_share(s, ev), usage.commit_delta(s, ev))
+    elif op in usage.NODE_OPS:
+        nodes = usage.touched(s, ev)
+        before = usage.uses(s, nodes)
+        _APPLY[op](s, ev)
+        usage.settle(s, before, usage.uses(s, nodes))
+        _after(s, ev)
+        return
+    _APPLY[op](s, ev)
     _after(s, ev)
 
 
@@ -353,6 +364,10 @@ def _commit_many(s: Session, evs: list[Event]) -> None:
         for e in evs:
             apply(s, e)
         return
+    deltas: dict[int, int] = {}
+    for e in evs:                   # (before the version rows: an overwrite's delta reads the previous one)
+        deltas[e["share"]] = deltas.get(e["share"], 0) + usage.commit_delta(s, e)
+    usage.add_many(s, deltas)
     raw.many(s, _INS_NODE, [(e["node"], e["share"], "file", e["at"], e["at"]) for e in evs if e.get("new_node")])
     links = [e for e in evs if e.get("link")]
     raw.many(s, _INS_DENTRY, [(e["parent"], e["name"], _fold(e["name"]), e["node"], e["at"]) for e in links])

@@ -402,3 +402,48 @@ def test_0014_etags_as_bytes_show_the_same_hex_everywhere_both_ways(tmp_path):
         assert fs.versions("/a/small.txt")[-1].etag == at_head[("s", "/a/small.txt")][-1][3]
     finally:
         repo.close()
+
+
+# -- 0015: shares.used, the usage counter -----------------------------------------------------------
+
+def _used(repo: Repository) -> dict[str, int] | None:
+    """{share: its counter} (None: no column, before 0015)"""
+    if "used" not in _columns(repo, "shares"):
+        return None
+    with repo.catalog.session() as s:
+        return dict(s.execute(text("SELECT name, used FROM shares")).all())
+
+
+def test_0015_usage_counter_is_computed_for_existing_data_both_ways(tmp_path):
+    """On SQLite here, on PostgreSQL in test_postgres.py: the upgrade computes each share's
+    counter from the data already there (the SUM it replaces), the downgrade drops it, and
+    writes after either keep it exact."""
+    from archive import usage
+    repo = Repository.init(tmp_path / "repo", chunk_avg=4096)
+    try:
+        repo.add_share("s")
+        catalog_history.build(repo.share("s"))
+        _ci_history(repo)
+        repo.add_share("empty", quota=10)
+        expected = {"s": sum(len(v[-1][2]) for v in catalog_history.expected().values() if not v[-1][1]),
+                    "office": len(b"report 2" b"street" b"cafe" b"mixed" b"x"), "empty": 0}
+        assert _used(repo) == expected
+        _alembic(repo, "downgrade", "0014")
+        assert _used(repo) is None                        # (the code at head needs the column: no writes here)
+        _alembic(repo, "upgrade", "head")
+        assert _used(repo) == expected
+        fs = repo.share("s")
+        w = fs.open_write("/a/more.txt")
+        w.write(b"12345")
+        w.commit()
+        expected["s"] += 5
+        with repo.catalog.session() as s:
+            assert {n: u for n, u in s.execute(text("SELECT name, used FROM shares")).all()} == expected
+            assert not usage.mismatches(s)
+        assert repo.share("s").usage() == (expected["s"], None)
+        fs.remove("/a/more.txt")
+        expected["s"] -= 5
+        assert _used(repo) == expected
+        _reads_back(repo)
+    finally:
+        repo.close()

@@ -48,6 +48,9 @@ class Share(Base):
     quota: Mapped[int | None] = mapped_column(BigInteger)
     options: Mapped[str | None] = mapped_column(Text)   # JSON: adapter policies (junk files...)
     allow_purge: Mapped[bool] = mapped_column(Boolean, default=False)   # clients may delete versions for good
+    # logical bytes of the current files (archive/usage.py: moved by every event in its own
+    # transaction, checked against the SUM by `check`, recounted by `recover`; migration 0015)
+    used: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class User(Base):

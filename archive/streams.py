@@ -346,7 +346,8 @@ def _commit_batch(writers: list) -> list:
                 continue
             try:
                 ev = w.event(s)
-                usage.admit(s, ev, w.fs.share_name)     # the quota, counting the batch so far
+                if len(writers) > 1:      # the quota, counting the batch so far (one alone: mutate's check)
+                    usage.admit(s, ev, w.fs.share_name)
             except ArchiveError as e:
                 outcome[i] = e
                 continue

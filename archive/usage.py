@@ -32,7 +32,7 @@ SUM_SQL = ("SELECT n.share_id, coalesce(sum(v.size), 0) FROM dentries d JOIN nod
            "JOIN versions v ON v.node_id = n.id AND v.number = (SELECT max(number) FROM versions WHERE node_id = n.id) "
            "WHERE n.kind = 'file' AND d.valid_to IS NULL GROUP BY n.share_id")
 USED_SQL = "SELECT used, quota FROM shares WHERE id = ?"
-_ADD = "UPDATE shares SET used = used + ? WHERE id = ?"
+_ADD = "UPDATE shares SET used = used + ? WHERE id = ? RETURNING used, quota"
 _PREV_SIZE = "SELECT size FROM versions WHERE node_id = ? AND number = ?"
 _NODE_SHARE = "SELECT share_id FROM nodes WHERE id = ?"
 #: one node's share and contribution: live names x the newest version's size (files only)
@@ -67,9 +67,11 @@ def add(s: Session, share: int | None, delta: int) -> None:
     """Move `share`'s counter by `delta` in this transaction, and remember it for `enforce`."""
     if not delta or share is None:
         return
-    raw.run(s, _ADD, (delta, share))
+    row = raw.one(s, _ADD, (delta, share))
     deltas = s.info.setdefault(_KEY, {})
-    deltas[share] = deltas.get(share, 0) + delta
+    old = deltas.get(share)
+    # (net delta of the transaction, the counter and quota this statement left)
+    deltas[share] = ((old[0] if old else 0) + delta, row)
 
 
 def add_many(s: Session, deltas: dict[int, int]) -> None:
@@ -117,19 +119,18 @@ def enforce(s: Session) -> None:
     """QuotaExceeded when this transaction grew a share that now holds more than its quota:
     the transaction is refused before its record reaches the packs.  A transaction that frees
     space, or one on a share already over a lowered quota that does not grow it, passes."""
-    for share, delta in sorted(s.info.pop(_KEY, {}).items()):
-        if delta <= 0:
-            continue
-        row = raw.one(s, "SELECT used, quota, name FROM shares WHERE id = ?", (share,))
-        if row is not None and row[1] is not None and row[0] > row[1]:
-            raise QuotaExceeded(f"share {row[2]!r} is over its quota ({row[0]} of {row[1]} bytes)")
+    for share, (delta, row) in sorted(s.info.pop(_KEY, {}).items()):
+        if delta > 0 and row is not None and row[1] is not None and row[0] > row[1]:
+            name = raw.scalar(s, "SELECT name FROM shares WHERE id = ?", (share,))
+            raise QuotaExceeded(f"share {name!r} is over its quota ({row[0]} of {row[1]} bytes)")
 
 
 def admit(s: Session, ev: Event, name: str, pending: dict[int, int] | None = None) -> None:
     """Refuse (QuotaExceeded) one upload's commit event that would take its share over its quota,
     counting what this transaction already applied and, in `pending`, what it admitted and has
     not applied yet (a batch built before it is applied); on success `pending` takes the delta.
-    So one upload of a group commit batch is refused alone, not the batch."""
+    So one upload of a group commit batch is refused alone, not the batch.  (A batch of one
+    needs no admission: `enforce` refuses its transaction, which is the same.)"""
     share = commit_share(s, ev)
     row = raw.one(s, USED_SQL, (share,))
     if row is None or row[1] is None:

@@ -56,11 +56,12 @@ _CHILD_SQL = {(ci, now): _child_sql(ci, now) for ci in (False, True) for now in 
 #: tests/test_commit_path.py keeps the two in step)
 VersionRow = namedtuple("VersionRow", ["id", "node_id", "number", "size", "mtime", "created_at", "deleted", "etag",
                                        "origin_protocol", "origin_user", "origin_address", "meta", "chunk"])
-_VCOLS = ", ".join(f'"{c}"' for c in VersionRow._fields)
+# (mtime: stored NULL when equal to created_at, migration 0016)
+_VCOLS = ", ".join('coalesce("mtime", "created_at")' if c == "mtime" else f'"{c}"' for c in VersionRow._fields)
 _CURRENT_SQL = f"SELECT {_VCOLS} FROM versions WHERE node_id = ? ORDER BY number DESC LIMIT 1"
 _CURRENT_AT_SQL = (f"SELECT {_VCOLS} FROM versions WHERE node_id = ? AND created_at <= ? "
                    "ORDER BY number DESC LIMIT 1")
-_NODE_TIMES_SQL = "SELECT created_at, mtime FROM nodes WHERE id = ?"
+_NODE_TIMES_SQL = "SELECT created_at, coalesce(mtime, created_at) FROM nodes WHERE id = ?"
 _LAST_NUMBER_SQL = "SELECT number, created_at FROM versions WHERE node_id = ? ORDER BY number DESC LIMIT 1"
 
 # The live entry of a name, else the newest file it had (a deleted file whose history a new

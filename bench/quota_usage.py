@@ -38,15 +38,16 @@ def make_tree(root: Path, n: int) -> None:
 def put_once(code: Path, work: Path, tree: Path, quota: bool) -> float:
     repo = work / "repo"
     shutil.rmtree(repo, ignore_errors=True)
-    env = {**os.environ, "PYTHONPATH": str(code), "EDGE_ARCHIVE_REPO": str(repo)}
+    env = {**os.environ, "PYTHONPATH": str(code.resolve()), "EDGE_ARCHIVE_REPO": str(repo.resolve())}
     env.pop("EDGE_ARCHIVE_CONFIG", None)
 
     def cli(*args: str) -> None:
-        subprocess.run([sys.executable, "-m", "archive", *args], env=env, check=True, capture_output=True)
+        # (cwd: `-m` puts the current folder first on sys.path, which would win over PYTHONPATH)
+        subprocess.run([sys.executable, "-m", "archive", *args], env=env, check=True, capture_output=True, cwd=work)
     cli("init")
     cli("share", "add", "s", *(["--quota", "10G"] if quota else []))
     t = time.perf_counter()
-    cli("put", str(tree), "/s/tree")
+    cli("put", str(tree.resolve()), "/s/tree")
     secs = time.perf_counter() - t
     shutil.rmtree(repo, ignore_errors=True)
     return secs

@@ -46,10 +46,32 @@ class BaseRef(NamedTuple):
     size: int
 
 
+_dirs: "weakref.WeakKeyDictionary[object, Path]" = weakref.WeakKeyDictionary()
+
+
 def staging_dir(repo) -> Path:
-    d = Path(repo.tmp) / "staged"
-    d.mkdir(parents=True, exist_ok=True)
+    """`<repo>/tmp/staged`, made on first use in this process (not a mkdir per update)."""
+    d = _dirs.get(repo)
+    if d is None:
+        d = Path(repo.tmp) / "staged"
+        d.mkdir(parents=True, exist_ok=True)
+        _dirs[repo] = d
     return d
+
+
+_id_state: list = [None, None, 0]         # [pid, random prefix, counter]
+_id_lock = threading.Lock()
+
+
+def _new_id() -> str:
+    """A staged update's id (32 hex digits, unique across processes and restarts): a random
+    prefix per process and a counter, instead of a uuid4 (a getrandom call) per update."""
+    with _id_lock:
+        pid = os.getpid()
+        if _id_state[0] != pid:               # first use, or a forked child: a prefix of its own
+            _id_state[:] = [pid, uuid.uuid4().hex[:20], 0]
+        _id_state[2] += 1
+        return f"{_id_state[1]}{_id_state[2]:012x}"
 
 
 #: staged data files at least this large are unlinked in the background once their journal is
@@ -290,7 +312,7 @@ class StagedUpdate(Updater):
         self._mem = True                          # staged in memory (until past INLINE_MAX)
         super().__init__(fs, parts, base, truncate)
         self.node_id = node_id
-        self.id = uuid.uuid4().hex
+        self.id = _new_id()
         self.dir = staging_dir(self.repo)
         self.synced = False
         self._logged = False                      # the staging log holds a live record of it

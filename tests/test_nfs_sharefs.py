@@ -44,3 +44,51 @@ def test_remove_at_returns_the_node_and_the_folders_new_mtime(fs):
     fs.mkdir("/d/sub")
     with pytest.raises(errors.IsADirectory):
         fs.remove_at("/d/sub")
+
+
+def test_open_created_update_writes_the_new_files_first_version(fs):
+    """NFS's first WRITE after a CREATE: the staged update starts empty on the created node
+    (no catalog read), survives through the staging log like any, and commits version 1."""
+    from archive import staging
+    fs.mkdir("/d")
+    e = fs.create_file("/d/new.txt")
+    upd = fs.open_created_update("/d/new.txt", e.node_id)
+    upd.pwrite(b"created over nfs", 0)
+    upd.sync()
+    assert staging.synced_updates(fs.repo)           # durable before any version exists
+    v = upd.commit()
+    assert v.number == 1 and v.size == 16
+    got = fs.stat("/d/new.txt")
+    assert got.node_id == e.node_id and got.version == 1
+    assert fs.open_read("/d/new.txt").read() == b"created over nfs"
+    assert not staging.synced_updates(fs.repo)
+
+
+def test_open_created_update_of_a_recreated_name_continues_its_history(fs):
+    """A name whose file was deleted: create_file links the old node again; its update starts
+    empty (the tombstone is no base) and the history goes on."""
+    put_bytes(fs, "/a.txt", b"old content")
+    fs.remove("/a.txt")
+    e = fs.create_file("/a.txt")
+    upd = fs.open_created_update("/a.txt", e.node_id)
+    upd.pwrite(b"new", 0)
+    upd.sync()
+    v = upd.commit()
+    assert v.number == 3                               # 1 old, 2 tombstone, 3 new
+    assert fs.open_read("/a.txt").read() == b"new"
+
+
+def test_open_created_update_is_refused_where_writes_are(fs, repo):
+    e = fs.create_file("/x.txt")
+    bob = repo.share("office", user=repo.authenticate("bob", "bob-pw"))       # read-only grant
+    with pytest.raises(errors.PermissionDenied):
+        bob.open_created_update("/x.txt", e.node_id)
+    with pytest.raises(errors.ReadOnly):
+        fs.open_created_update("/.snapshots/@GMT-2026.01.01-00.00.00/x.txt", e.node_id)
+
+
+def test_staged_update_ids_are_distinct_and_of_the_old_length(fs):
+    from archive import staging
+    ids = {staging._new_id() for _ in range(1000)}
+    assert len(ids) == 1000 and {len(i) for i in ids} == {32}
+    assert all(int(i, 16) >= 0 for i in ids)

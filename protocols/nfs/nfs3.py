@@ -108,7 +108,14 @@ class NFS3:
         the calls that asked while a read ran share the next one."""
         if o.kind != H.NODE or o.at_us:
             return self._refresh(o)
-        key = (o.fs, o.entry.node_id)
+        o.entry = self._stat_shared(o.fs, o.entry.node_id, o.entry.path)
+        return o
+
+    def _stat_shared(self, fs, node: int, path: str) -> Entry:
+        """The entry at `path` (node `node` when last seen) read from the catalog, one read
+        at a time per node, shared by the calls that asked while one ran (_refresh_shared;
+        LOOKUPs of a folder whose attributes a change just dropped)."""
+        key = (fs, node, path)
         with self._flights_lock:
             f = self._flights.get(key)
             if f is None:
@@ -120,17 +127,16 @@ class NFS3:
                 if f.done > asked:         # a read begun after this call asked has ended
                     if f.error is not None:
                         raise NFSError(f.error)
-                    o.entry = f.entry
-                    return o
+                    return f.entry
                 f.started += 1
                 n = f.started
                 try:
-                    self._refresh(o)
+                    entry = self._read_entry(fs, node, path)
                 except NFSError as e:
                     f.entry, f.error, f.done = None, e.status, n
                     raise
-                f.entry, f.error, f.done = o.entry, None, n
-                return o
+                f.entry, f.error, f.done = entry, None, n
+                return entry
         finally:
             with self._flights_lock:
                 f.users -= 1
@@ -142,15 +148,27 @@ class NFS3:
         page), and keep them in the cache for the calls that follow."""
         if o.kind == H.SNAPSHOTS:
             return o
+        if o.at_us:
+            try:
+                o.entry = o.fs.stat(o.entry.path)
+            except errors.ArchiveError as e:
+                raise NFSError(nfsstat(e)) from None
+            return o
+        o.entry = self._read_entry(o.fs, o.entry.node_id, o.entry.path)
+        return o
+
+    def _read_entry(self, fs, node: int, path: str) -> Entry:
+        """stat of `path` (node `node` when last seen), kept in the cache if it still is that
+        node and nothing changed it meanwhile."""
         cache = self.st.cache
-        epoch, born, node = cache.epoch, time.monotonic(), o.entry.node_id
+        epoch, born = cache.epoch, time.monotonic()
         try:
-            o.entry = o.fs.stat(o.entry.path)
+            entry = fs.stat(path)
         except errors.ArchiveError as e:
             raise NFSError(nfsstat(e)) from None
-        if not o.at_us and o.entry.node_id == node:
-            cache.put((o.fs.share_id, node, 0), o.entry, epoch, born)
-        return o
+        if entry.node_id == node:
+            cache.put((fs.share_id, node, 0), entry, epoch, born)
+        return entry
 
     def _writable(self, o: Obj) -> None:
         if o.at_us or o.kind == H.SNAPSHOTS or o.entry.path.startswith("/" + SNAPSHOTS):
@@ -185,6 +203,13 @@ class NFS3:
         cache = self.st.cache
         folder = (d.fs.share_id, d.entry.node_id, d.at_us)
         e = cache.child(folder, name)
+        if e is None and not d.at_us:
+            # the name is known, its attributes were dropped by a change (a folder that
+            # CREATEs in flight keep changing): one catalog read shared by the LOOKUPs and
+            # wcc re-reads that want it at once
+            key = cache.child_key(folder, name)
+            if key is not None:
+                e = self._stat_shared(d.fs, key[1], _join(path, name))
         if e is None:
             epoch, born = cache.epoch, time.monotonic()
             e = d.fs.stat(_join(path, name))
@@ -200,12 +225,16 @@ class NFS3:
         before, born, wall = cache.epoch, time.monotonic(), time.time()
         try:
             e = make()
-        finally:
-            after = cache.changed(share, folder)
-        if after == before + 1:
-            cache.put((share, e.node_id, 0), e, after, born, (share, folder, 0), name)
-            if e.ctime >= wall - 1e-6 and e.version is None:
-                self._touched(d, round(e.ctime * 1e6), after, born)
+        except BaseException:
+            cache.changed(share, folder)
+            raise
+        # only this name and the folder's attributes are forgotten (the folder's other names
+        # stay known: CREATEs in flight do not drop each other's before their LOOKUPs); the
+        # new entry is kept unless something it depends on changed since `before`
+        after, alone = cache.name_changed(share, folder, name, e.node_id, since=before,
+                                          made=(e.node_id, e, before, born))
+        if alone and e.ctime >= wall - 1e-6 and e.version is None:
+            self._touched(d, round(e.ctime * 1e6), after, born)
         return e
 
     def _touched(self, d: Obj, at: int, epoch: int, born: float) -> None:
@@ -409,7 +438,8 @@ class NFS3:
 
     def _unlink(self, u, p, cred, address, dir: bool):
         d = self._fh(u, address)
-        path = _join(d.path, _name(u))
+        name = _name(u)
+        path = _join(d.path, name)
 
         def work() -> None:
             self._writable(d)
@@ -429,9 +459,9 @@ class NFS3:
                 before, born = self.st.cache.epoch, time.monotonic()
                 node, at = d.fs.remove_at(path)
                 touched.append(node)
-                after = self.st.cache.changed(share, *touched)
+                after, alone = self.st.cache.name_changed(share, touched[0], name, *touched[1:], since=before)
                 touched.clear()
-                if after == before + 1:
+                if alone:
                     self._touched(d, at, after, born)
             finally:
                 if touched:

@@ -56,6 +56,11 @@ _U32 = struct.Struct(">I")
 _OFFSET = struct.Struct(">Q")
 
 
+def _is_read(record) -> bool:
+    """An NFS READ call (program and procedure read straight from the record's bytes)."""
+    return record[12:16] == _READ_CALL[0] and record[20:24] == _READ_CALL[1]
+
+
 def _read_target(record) -> tuple[bytes, int] | None:
     """(file handle, offset) of a READ call record, read straight from its bytes; None when
     the record is not laid out as a whole READ call (the dispatcher then answers it)."""
@@ -247,6 +252,13 @@ class _Connection:
                 record = None
             if record is None:
                 self.closed = True
+            else:
+                # counted (bytes, READs) before the next reader checks the budget (read_lock
+                # still held): the worker that got it counted it only after it had let the next
+                # reader in, so under load records past MAX_HELD / MAX_READS were taken
+                with self.lock:
+                    self.held += len(record)
+                    self.reads += _is_read(record)
             return record
 
     def _run_queued(self, fh: bytes) -> None:
@@ -280,7 +292,7 @@ class _Connection:
                 if record is None:
                     return
                 size = len(record)
-                read = record[12:16] == _READ_CALL[0] and record[20:24] == _READ_CALL[1]
+                read = _is_read(record)
                 target = _read_target(record) if read and size < BIG_RECORD else None
                 with self.lock:
                     if target is not None:
@@ -290,13 +302,13 @@ class _Connection:
                             # own (no thread woken, none waiting for a turn); read on
                             heapq.heappush(q, (target[1], next(self._arrival), record))
                             self.nqueued += 1
-                            self.held += size
+                            self.reads -= read         # counted by _record: it does not run now
+                            read = False
+                            self.room.notify()
                             continue
                         if q is None:
                             self.queued[target[0]] = []
                     self.reading -= 1
-                    self.held += size
-                    self.reads += read
                     running = True
                     if self.reading == 0 and self.workers < MAX_INFLIGHT and self.held < MAX_HELD:
                         self.workers += 1

@@ -92,7 +92,11 @@ class WriteSessions:
             with self._lock:
                 s = self._sessions.get(key)
             if s is None:
-                fresh = Session(key, fs, fs.open_staged_update(path, create=True))
+                # a file CREATE made (noted by touch) has no version to start from: no catalog
+                # read to find one
+                upd = (fs.open_created_update(path, key[1]) if key in self._created
+                       else fs.open_staged_update(path, create=True))
+                fresh = Session(key, fs, upd)
                 with self._lock:
                     s = self._sessions.setdefault(key, fresh)
                     if self._created.pop(key, None) is not None:

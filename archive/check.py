@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import text
 
+from . import usage
 from .errors import Corrupt
 from .packs import PACK_HEADER, T_CHUNK
 
@@ -90,6 +91,7 @@ def check(repo, read_data: bool = False, progress=None) -> list[Problem]:
         twice = s.execute(text(
             "SELECT parent_id, name, count(*) FROM dentries WHERE valid_to IS NULL "
             "GROUP BY parent_id, name HAVING count(*) > 1")).all()
+        usage_off = usage.mismatches(s)
     for cid, where in users_of(repo, missing).items():
         problems.append(Problem("missing-chunk", f"chunk {cid.hex()} is referenced but not stored", where))
     if dangling_refs:
@@ -109,6 +111,9 @@ def check(repo, read_data: bool = False, progress=None) -> list[Problem]:
         for parent, name, n in twice:
             where = f"{paths[parent].rstrip('/')}/{name}"
             problems.append(Problem("duplicate-entry", f"{where} is listed {n} times", [where]))
+    for name, used, total in usage_off:
+        problems.append(Problem("usage-mismatch", f"share {name!r}: usage counter {used} but its current files "
+                                f"hold {total} bytes (`recover` rebuilds the counter)", [f"/{name}"]))
     packdir = repo.store.packdir
     for pack in packs:
         if not packdir.exists(pack):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import rawsql as raw
+from . import usage
 from .lazysql import insert, select, table, update
 from .lazysql import models as m
 from .paths import fold
@@ -27,7 +28,17 @@ versions, version_chunks = table("versions"), table("version_chunks")
 
 
 def apply(s: Session, ev: Event) -> None:
-    _APPLY[ev["op"]](s, ev)
+    op = ev["op"]
+    if op == "commit":              # the share's usage counter moves in the same transaction
+        usage.add(s, usage.commit_share(s, ev), usage.commit_delta(s, ev))
+    elif op in usage.NODE_OPS:
+        nodes = usage.touched(s, ev)
+        before = usage.uses(s, nodes)
+        _APPLY[op](s, ev)
+        usage.settle(s, before, usage.uses(s, nodes))
+        _after(s, ev)
+        return
+    _APPLY[op](s, ev)
     _after(s, ev)
 
 
@@ -53,7 +64,7 @@ def apply_many(s: Session, evs: list[Event]) -> None:
 
 
 def _mkdir_many(s: Session, evs: list[Event]) -> None:
-    raw.many(s, _INS_NODE, [(e["node"], e["share"], "dir", e["at"], e.get("mtime", e["at"])) for e in evs])
+    raw.many(s, _INS_NODE, [(e["node"], e["share"], "dir", e["at"], stored_time(e.get("mtime"), e["at"])) for e in evs])
     raw.many(s, _INS_DENTRY, [(e["parent"], e["name"], _fold(e["name"]), e["node"], e["at"]) for e in evs])
     raw.many(s, _SET_MTIME, [(e["at"], e["parent"]) for e in evs])
     raw.many(s, _INS_CHANGE, list(dict.fromkeys((e["share"], e["at"] // 1_000_000) for e in evs)))
@@ -131,6 +142,12 @@ _INS_CHANGE = "INSERT INTO share_changes (share_id, at_s) VALUES (?, ?) ON CONFL
 _NODE_SHARE = "SELECT share_id FROM nodes WHERE id = ?"
 
 
+def stored_time(mtime: int | None, created_at: int) -> int | None:
+    """What a node's or version's `mtime` column stores: NULL when it equals `created_at` (8 B a
+    row, migration 0016); every reader takes coalesce(mtime, created_at)."""
+    return None if mtime is None or mtime == created_at else mtime
+
+
 def _fold(name: str) -> str | None:
     """dentries.name_fold: the name's case fold, NULL when it is the name itself (migration 0011)."""
     f = fold(name)
@@ -148,14 +165,14 @@ def _unlink(s: Session, parent: int, name: str, at: int) -> None:
 
 
 def _mkdir(s: Session, ev: Event) -> None:
-    raw.run(s, _INS_NODE, (ev["node"], ev["share"], "dir", ev["at"], ev.get("mtime", ev["at"])))
+    raw.run(s, _INS_NODE, (ev["node"], ev["share"], "dir", ev["at"], stored_time(ev.get("mtime"), ev["at"])))
     _link(s, ev["parent"], ev["name"], ev["node"], ev["at"])
 
 
 def _commit(s: Session, ev: Event) -> None:
     """A new version of a file; `link` also creates the node/dentry (new or re-linked file)."""
     if ev.get("new_node"):
-        raw.run(s, _INS_NODE, (ev["node"], ev["share"], "file", ev["at"], ev["at"]))
+        raw.run(s, _INS_NODE, (ev["node"], ev["share"], "file", ev["at"], None))
     if ev.get("link"):
         _link(s, ev["parent"], ev["name"], ev["node"], ev["at"])
     vid, one = _insert_version(s, ev)
@@ -182,7 +199,7 @@ def _insert_version(s: Session, e: Event) -> tuple[int, bool]:
     one = bytes.fromhex(e["ids"]) if lens and len(lens) == 1 and lens[0] == e["size"] and "copy_of" not in e \
         else None
     key = b"" if one is None else one       # (a NULL would be text to PostgreSQL's substr: no chunk either)
-    vid, chunk = raw.one(s, _INS_VERSION, (e["node"], e["number"], e["size"], e["mtime"], e["at"],
+    vid, chunk = raw.one(s, _INS_VERSION, (e["node"], e["number"], e["size"], stored_time(e["mtime"], e["at"]), e["at"],
                                            bool(e.get("deleted", False)), etag_blob(e["etag"]), o.get("protocol"),
                                            o.get("user"), o.get("address"), e.get("meta"), key, key))
     if one is not None and chunk is None:     # a chunk the catalog lacks (see _check_refs)
@@ -335,7 +352,7 @@ def record_change(s: Session, share: int, at_s: int) -> None:
 
 def _create(s: Session, ev: Event) -> None:
     """A file node linked under a name before it has any version (NFS CREATE)."""
-    raw.run(s, _INS_NODE, (ev["node"], ev["share"], "file", ev["at"], ev["at"]))
+    raw.run(s, _INS_NODE, (ev["node"], ev["share"], "file", ev["at"], None))
     _link(s, ev["parent"], ev["name"], ev["node"], ev["at"])
 
 
@@ -353,7 +370,11 @@ def _commit_many(s: Session, evs: list[Event]) -> None:
         for e in evs:
             apply(s, e)
         return
-    raw.many(s, _INS_NODE, [(e["node"], e["share"], "file", e["at"], e["at"]) for e in evs if e.get("new_node")])
+    deltas: dict[int, int] = {}
+    for e in evs:                   # (before the version rows: an overwrite's delta reads the previous one)
+        deltas[e["share"]] = deltas.get(e["share"], 0) + usage.commit_delta(s, e)
+    usage.add_many(s, deltas)
+    raw.many(s, _INS_NODE, [(e["node"], e["share"], "file", e["at"], None) for e in evs if e.get("new_node")])
     links = [e for e in evs if e.get("link")]
     raw.many(s, _INS_DENTRY, [(e["parent"], e["name"], _fold(e["name"]), e["node"], e["at"]) for e in links])
     raw.many(s, _SET_MTIME, [(e["at"], e["parent"]) for e in links])

@@ -59,7 +59,8 @@ def load_meta(raw: str | None) -> dict:
 
 
 _CHILDREN = {alive_only: text(f"""
-    SELECT d.name, d.node_id, n.kind, v.id, v.number, v.size, v.mtime, v.created_at, v.deleted, v.etag, v.meta,
+    SELECT d.name, d.node_id, n.kind, v.id, v.number, v.size, coalesce(v.mtime, v.created_at) AS mtime, v.created_at,
+           v.deleted, v.etag, v.meta,
            v.origin_protocol, v.origin_address, v.origin_user
     FROM dentries d JOIN nodes n ON n.id = d.node_id
     LEFT JOIN versions v ON v.node_id = d.node_id AND v.number =

@@ -236,7 +236,9 @@ def list_page_sql(now: bool) -> str:
     (node_id, number) is unique."""
     alive = "d.valid_to IS NULL" if now else "d.valid_from <= ? AND (d.valid_to IS NULL OR d.valid_to > ?)"
     vcond = "" if now else " AND v2.created_at <= ?"
-    return ("SELECT d.name, d.node_id, n.kind, n.created_at, n.mtime, v.number, v.size, v.mtime, v.etag "
+    # (mtime columns: NULL when equal to created_at, migration 0016; no version: v.* all NULL)
+    return ("SELECT d.name, d.node_id, n.kind, n.created_at, coalesce(n.mtime, n.created_at), v.number, v.size, "
+            "coalesce(v.mtime, v.created_at), v.etag "
             "FROM dentries d JOIN nodes n ON n.id = d.node_id "
             "LEFT JOIN versions v ON v.id = "
             f"(SELECT v2.id FROM versions v2 WHERE v2.node_id = d.node_id{vcond} ORDER BY v2.number DESC LIMIT 1) "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from . import chain, events
+from . import chain, events, usage
 from .catalog import models as m
 from .catalog.db import Catalog, migrate
 from .catalog.health import move_aside, probe_sqlite
@@ -172,6 +172,10 @@ def recover(path, key, codec, catalog_url: str, force: bool = False, progress=No
             for t in resolved.chain:
                 _apply_txn(s, t.events, f"transaction {t.rid.hex()} ({t.where})", rep)
             rep.transactions = len(resolved.chain)
+            # the replay moved every share's usage counter as the live commits did; recounted
+            # from the rebuilt rows all the same (a transaction applied event by event, or not
+            # at all, after a lost record would leave it off)
+            usage.recount(s)
             if resolved.chain:
                 tip = resolved.chain[-1]
                 # Later transactions must sort after every record seen, dead ones included.

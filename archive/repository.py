@@ -21,7 +21,7 @@ from collections import namedtuple
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from . import access, chain, events, faults
+from . import access, chain, events, faults, usage
 from . import rawsql as raw
 from .auditlog import AuditQueue
 from .catalog.db import Catalog, migrate, missing_catalog, sqlite_url
@@ -166,6 +166,7 @@ class Repository:
             # record in the packs is one the catalog commit follows unless the process dies.
             # The chunk rows come before the events: a version's chunk rows refer to them by
             # their integer key (chunks.n), looked up by id as the events are applied.
+            usage.begin(s)
             if refs:
                 self.store.verify_refs(s, refs, new_chunks or [])
             if new_chunks:
@@ -173,6 +174,7 @@ class Repository:
             evs = build(s)
             if not applied:
                 events.apply_many(s, evs)
+            usage.enforce(s)               # the quota, on the counter these events just moved
             rows = audit(evs) if audit else []
             if rows:
                 raw.many(s, _INS_AUDIT, [tuple(r[k] for k in _AUDIT_COLS) for r in rows])

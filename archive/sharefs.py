@@ -10,6 +10,7 @@ from collections import namedtuple
 from typing import TYPE_CHECKING, Iterator
 
 from . import rawsql as raw
+from . import usage
 from .lazysql import and_, case, func, lazy_text, or_, select
 from .lazysql import models as m
 from .clock import gmt_token, now_us, parse_gmt_token, seconds, to_us
@@ -55,11 +56,12 @@ _CHILD_SQL = {(ci, now): _child_sql(ci, now) for ci in (False, True) for now in 
 #: tests/test_commit_path.py keeps the two in step)
 VersionRow = namedtuple("VersionRow", ["id", "node_id", "number", "size", "mtime", "created_at", "deleted", "etag",
                                        "origin_protocol", "origin_user", "origin_address", "meta", "chunk"])
-_VCOLS = ", ".join(f'"{c}"' for c in VersionRow._fields)
+# (mtime: stored NULL when equal to created_at, migration 0016)
+_VCOLS = ", ".join('coalesce("mtime", "created_at")' if c == "mtime" else f'"{c}"' for c in VersionRow._fields)
 _CURRENT_SQL = f"SELECT {_VCOLS} FROM versions WHERE node_id = ? ORDER BY number DESC LIMIT 1"
 _CURRENT_AT_SQL = (f"SELECT {_VCOLS} FROM versions WHERE node_id = ? AND created_at <= ? "
                    "ORDER BY number DESC LIMIT 1")
-_NODE_TIMES_SQL = "SELECT created_at, mtime FROM nodes WHERE id = ?"
+_NODE_TIMES_SQL = "SELECT created_at, coalesce(mtime, created_at) FROM nodes WHERE id = ?"
 _LAST_NUMBER_SQL = "SELECT number, created_at FROM versions WHERE node_id = ? ORDER BY number DESC LIMIT 1"
 
 # The live entry of a name, else the newest file it had (a deleted file whose history a new
@@ -71,9 +73,6 @@ _NAME_SQL = {ci: (
     for ci in (False, True)}
 _VERSION_TEXT = "SELECT id, size, etag, deleted FROM versions WHERE node_id = :n AND number = :v"
 _VERSION_SQL = lazy_text(_VERSION_TEXT)
-_USAGE_SQL = ("SELECT coalesce(sum(v.size), 0) FROM dentries d JOIN nodes n ON n.id = d.node_id "
-              "JOIN versions v ON v.node_id = n.id AND v.number = (SELECT max(number) FROM versions WHERE node_id = n.id) "
-              "WHERE n.share_id = ? AND n.kind = 'file' AND d.valid_to IS NULL")
 _LINKED_SQL = "SELECT 1 FROM dentries WHERE node_id = ? AND valid_to IS NULL LIMIT 1"
 _ANY_CHILD_SQL = "SELECT 1 FROM dentries WHERE parent_id = ? AND valid_to IS NULL LIMIT 1"
 _NODE_SHARE_SQL = "SELECT share_id FROM nodes WHERE id = ?"
@@ -428,10 +427,15 @@ class ShareFS:
         return out
 
     def usage(self) -> tuple[int, int | None]:
-        """Logical bytes of the share's current files, and its quota."""
+        """Logical bytes of the share's current files, and its quota: the share's counter
+        (archive/usage.py), one row, whatever the number of files.  The quota is read with it,
+        so a quota set since this ShareFS was opened applies."""
         with raw.read(self.repo.catalog) as s:      # plain SQL: a put to a share with a quota needs no Session
-            used = raw.scalar(s, _USAGE_SQL, (self.share_id,))
-        return int(used), self.quota
+            row = raw.one(s, usage.USED_SQL, (self.share_id,))
+        if row is None:
+            raise NotFound(f"no share {self.share_name!r}")
+        self.quota = row[1]
+        return int(row[0]), row[1]
 
     # -- writing -----------------------------------------------------------------------------
     def open_write(self, path: str, mtime: float | None = None, check: bool = True):

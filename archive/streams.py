@@ -17,7 +17,7 @@ from concurrent.futures import Future
 
 import blake3
 
-from . import events, rawsql, readpath
+from . import events, rawsql, readpath, usage
 from .chunker import StreamChunker
 from .clock import to_us
 from .errors import ArchiveError, Corrupt, QuotaExceeded
@@ -128,9 +128,9 @@ class Writer:
         self._new: list[NewChunk] = []
         self._state = "open"
         self._room = None
-        if fs.quota is not None:
-            used, quota = fs.usage()
-            self._room = quota - used
+        if fs.quota is not None:            # a cheap early refusal (the share's counter, one row);
+            used, quota = fs.usage()        # the commit checks again inside its transaction
+            self._room = None if quota is None else quota - used
 
     # -- seeding (append, update) ----------------------------------------------------------
     def seed(self, refs: list[ChunkRef], size: int) -> None:
@@ -303,9 +303,11 @@ def _commit_batch(writers: list) -> list:
         deleted file's history continued under two names): the sequential build then
         decides as it always did."""
         evs, nodes = [], set()
+        pending: dict[int, int] = {}     # usage admitted, applied below
         for i, w in enumerate(writers):
             try:
                 ev = w.event(s)
+                usage.admit(s, ev, w.fs.share_name, pending)
             except ArchiveError as e:
                 outcome[i] = e
                 continue
@@ -344,6 +346,8 @@ def _commit_batch(writers: list) -> list:
                 continue
             try:
                 ev = w.event(s)
+                if len(writers) > 1:      # the quota, counting the batch so far (one alone: mutate's check)
+                    usage.admit(s, ev, w.fs.share_name)
             except ArchiveError as e:
                 outcome[i] = e
                 continue

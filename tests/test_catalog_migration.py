@@ -402,3 +402,115 @@ def test_0014_etags_as_bytes_show_the_same_hex_everywhere_both_ways(tmp_path):
         assert fs.versions("/a/small.txt")[-1].etag == at_head[("s", "/a/small.txt")][-1][3]
     finally:
         repo.close()
+
+
+# -- 0015: shares.used, the usage counter -----------------------------------------------------------
+
+def _used(repo: Repository) -> dict[str, int] | None:
+    """{share: its counter} (None: no column, before 0015)"""
+    if "used" not in _columns(repo, "shares"):
+        return None
+    with repo.catalog.session() as s:
+        return dict(s.execute(text("SELECT name, used FROM shares")).all())
+
+
+def test_0015_usage_counter_is_computed_for_existing_data_both_ways(tmp_path):
+    """On SQLite here, on PostgreSQL in test_postgres.py: the upgrade computes each share's
+    counter from the data already there (the SUM it replaces), the downgrade drops it, and
+    writes after either keep it exact."""
+    from archive import usage
+    repo = Repository.init(tmp_path / "repo", chunk_avg=4096)
+    try:
+        repo.add_share("s")
+        catalog_history.build(repo.share("s"))
+        _ci_history(repo)
+        repo.add_share("empty", quota=10)
+        expected = {"s": sum(len(v[-1][2]) for v in catalog_history.expected().values() if not v[-1][1]),
+                    "office": len(b"report 2" b"street" b"cafe" b"mixed" b"x"), "empty": 0}
+        assert _used(repo) == expected
+        _alembic(repo, "downgrade", "0014")
+        assert _used(repo) is None                        # (the code at head needs the column: no writes here)
+        _alembic(repo, "upgrade", "head")
+        assert _used(repo) == expected
+        fs = repo.share("s")
+        w = fs.open_write("/a/more.txt")
+        w.write(b"12345")
+        w.commit()
+        expected["s"] += 5
+        with repo.catalog.session() as s:
+            assert {n: u for n, u in s.execute(text("SELECT name, used FROM shares")).all()} == expected
+            assert not usage.mismatches(s)
+        assert repo.share("s").usage() == (expected["s"], None)
+        fs.remove("/a/more.txt")
+        expected["s"] -= 5
+        assert _used(repo) == expected
+        _reads_back(repo)
+    finally:
+        repo.close()
+
+
+# -- 0016: mtime NULL when equal to created_at ------------------------------------------------------
+
+def _stored_mtimes(repo: Repository) -> tuple[int, int, int, int]:
+    """(versions, versions storing an mtime, nodes, nodes storing one)"""
+    with repo.catalog.session() as s:
+        return tuple(s.execute(text("SELECT (SELECT count(*) FROM versions), (SELECT count(mtime) FROM versions), "
+                                    "(SELECT count(*) FROM nodes), (SELECT count(mtime) FROM nodes)")).one())
+
+
+def test_0016_times_read_the_same_everywhere_both_ways(tmp_path):
+    """On SQLite here, on PostgreSQL in test_postgres.py: a version's and a node's mtime equal to
+    its creation instant is stored as NULL, and every reader (stat, listdir, versions, the S3
+    listing and version lookup, the lean CLI's statements) shows the same times as before."""
+    from archive import objects
+    from archive.cli import lean
+    repo = Repository.init(tmp_path / "repo", chunk_avg=4096)
+    try:
+        repo.add_share("s")
+        catalog_history.build(repo.share("s"))
+        fs = repo.share("s")
+        w = fs.open_write("/a/client-time.txt", mtime=1_500_000_000.25)      # a time a client set
+        w.write(b"t")
+        w.commit()
+        fs.create_file("/b/no-version-yet")
+        fs.set_times("/b", 1_400_000_000)
+
+        def shown() -> dict:
+            out: dict = {}
+            for folder in ("/", "/a", "/b"):
+                out[folder] = [(e.name, e.kind, e.mtime, e.ctime, e.version) for e in fs.listdir(folder)]
+                for e in fs.listdir(folder):
+                    out[(folder, e.name)] = fs.stat(f"{folder.rstrip('/')}/{e.name}")
+                    if e.kind == "file" and e.version:
+                        out[(folder, e.name, "v")] = [(v.number, v.mtime, v.created_at)
+                                                      for v in fs.versions(f"{folder.rstrip('/')}/{e.name}")]
+            node = fs.stat("/a/small.txt").node_id
+            out["s3"] = [(v.number, v.mtime) for v in objects.versions_of(fs, node, "a/small.txt")]
+            out["s3v"] = objects.version(fs, "a/small.txt", node, 1).mtime
+            out["s3list"] = [(k, getattr(v, "mtime", None)) for k, v in objects.iter_keys(fs, "a/")]
+            with repo.catalog.session() as s:
+                cur = s.connection().connection.dbapi_connection.cursor()
+                q = (lambda sql: sql) if repo.catalog.engine.dialect.name == "sqlite" else \
+                    (lambda sql: sql.replace("?", "%s"))
+                cur.execute(q(lean.NODE_TIMES_SQL), (node,))
+                out["lean_node"] = tuple(cur.fetchone())
+                cur.execute(q(lean._CURRENT_SQL), (node,))
+                out["lean_current"] = tuple(cur.fetchone())[:3]
+            return out
+
+        at_head = shown()
+        assert at_head[("/a", "client-time.txt")].mtime == 1_500_000_000.25
+        assert at_head[("/", "b")].mtime == 1_400_000_000
+        versions, stored_v, nodes, stored_n = _stored_mtimes(repo)
+        # stored: the client's time, and the copy and the restore (they keep their source's time)
+        assert stored_v == 3 and versions > 10
+        assert 0 < stored_n < nodes                          # folders that changed after their creation
+        _alembic(repo, "downgrade", "0015")
+        assert _stored_mtimes(repo) == (versions, versions, nodes, nodes)
+        assert shown() == at_head                            # (reads only: a write at 0015 needs the times)
+        _alembic(repo, "upgrade", "head")
+        assert _stored_mtimes(repo) == (versions, stored_v, nodes, stored_n)
+        assert shown() == at_head
+        _reads_back(repo, {"/a/client-time.txt": [(1, False, b"t")]})
+    finally:
+        repo.close()

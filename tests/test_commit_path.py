@@ -104,10 +104,11 @@ def test_statements_of_one_small_commit_and_of_create_remove(repo):
         repo.catalog.engine.dispose()
     # upload: the early check (BEGIN, 2 lookups, ROLLBACK), the dedupe lookup (BEGIN, 1, ROLLBACK),
     # the commit (BEGIN IMMEDIATE, the pack's name (packs), chunk, 2 lookups, max(id), 3 rows
-    # (node, dentry, the version holding its one chunk) + parent mtime, share change, audit,
+    # (node, dentry, the version holding its one chunk) + parent mtime, the share's usage counter
+    # (UPDATE ... RETURNING: the quota's check reads what it returns), share change, audit,
     # chain head read + move, COMMIT).  Fewer would mean statements went untraced (a connection
     # made before the engine was disposed), more a new round trip.
-    assert (upload, create, remove) == (22, 12, 12), (upload, create, remove)
+    assert (upload, create, remove) == (23, 12, 12), (upload, create, remove)
 
 
 @pytest.mark.parametrize("ci", [False, True])

@@ -26,7 +26,15 @@ from test_catalog_migration import (  # noqa: F401  (the schema migration's SQL,
     test_downgrade_to_0007_and_upgrade_again_keep_every_version,
     test_0011_downgrade_and_upgrade_with_alembic_keep_every_name_and_version,
     test_0013_audit_without_its_time_index_lists_the_same_both_ways,
-    test_0014_etags_as_bytes_show_the_same_hex_everywhere_both_ways)
+    test_0014_etags_as_bytes_show_the_same_hex_everywhere_both_ways,
+    test_0015_usage_counter_is_computed_for_existing_data_both_ways,
+    test_0016_times_read_the_same_everywhere_both_ways)
+from test_quota_usage import (  # noqa: F401  (the usage counter and the quota at commit, on PostgreSQL)
+    test_the_counter_is_exact_after_every_kind_of_change,
+    test_a_commit_over_the_quota_is_refused_inside_its_transaction,
+    test_one_batch_commits_what_fits_and_refuses_the_rest,
+    test_parallel_writers_in_threads_cannot_exceed_the_quota,
+    test_two_repositories_on_one_catalog_cannot_exceed_the_quota, q)
 import webdav_helpers
 from pg_helpers import writer_process
 

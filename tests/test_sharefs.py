@@ -403,7 +403,8 @@ def test_listing_equals_the_max_number_reference_query(repo, fs):
     put_bytes(fs, "/r/f0", b"after t_mid")
     fs.remove("/r/gone")
     put_bytes(fs, "/r/gone", b"back again, longer")
-    ref = ("SELECT d.name, d.node_id, n.kind, n.created_at, n.mtime, v.number, v.size, v.mtime, v.etag "
+    ref = ("SELECT d.name, d.node_id, n.kind, n.created_at, coalesce(n.mtime, n.created_at), v.number, v.size, "
+           "coalesce(v.mtime, v.created_at), v.etag "   # (mtime: NULL when equal to created_at, 0016)
            "FROM dentries d JOIN nodes n ON n.id = d.node_id "
            "LEFT JOIN versions v ON v.node_id = d.node_id AND v.number = "
            "(SELECT max(v2.number) FROM versions v2 WHERE v2.node_id = d.node_id {vc}) "

@@ -7,8 +7,8 @@ SQLite and PostgreSQL.  The namespace is temporal: a dentry is valid from `valid
 from __future__ import annotations
 
 from sqlalchemy import (DDL, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text,
-                        UniqueConstraint, event, text)
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+                        UniqueConstraint, event, func, text)
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from ..types import etag_blob, etag_text
@@ -48,6 +48,9 @@ class Share(Base):
     quota: Mapped[int | None] = mapped_column(BigInteger)
     options: Mapped[str | None] = mapped_column(Text)   # JSON: adapter policies (junk files...)
     allow_purge: Mapped[bool] = mapped_column(Boolean, default=False)   # clients may delete versions for good
+    # logical bytes of the current files (archive/usage.py: moved by every event in its own
+    # transaction, checked against the SUM by `check`, recounted by `recover`; migration 0015)
+    used: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class User(Base):
@@ -75,7 +78,10 @@ class Node(Base):
     share_id: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(4))       # "file" | "dir"
     created_at: Mapped[int] = mapped_column(BigInteger)
-    mtime: Mapped[int] = mapped_column(BigInteger)      # directories: last change; files: see versions
+    # directories: last change; files: see versions.  Stored NULL when equal to created_at (8 B a
+    # file, migration 0016): `mtime` reads coalesce(mtime, created_at), as every SQL reader does
+    stored_mtime: Mapped[int | None] = mapped_column("mtime", BigInteger, nullable=True)
+    mtime: Mapped[int] = column_property(func.coalesce(stored_mtime, created_at))
 
 
 class Dentry(Base):
@@ -104,8 +110,11 @@ class Version(Base):
     node_id: Mapped[int] = mapped_column(BigInteger)
     number: Mapped[int] = mapped_column(Integer)
     size: Mapped[int] = mapped_column(BigInteger)
-    mtime: Mapped[int] = mapped_column(BigInteger)
+    # NULL when equal to created_at (a client set no time: most versions; 8 B, migration 0016):
+    # `mtime` reads coalesce(mtime, created_at), as every SQL reader does (events.stored_time)
+    stored_mtime: Mapped[int | None] = mapped_column("mtime", BigInteger, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[int] = column_property(func.coalesce(stored_mtime, created_at))
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     etag: Mapped[str] = mapped_column(HexBytes)      # the hex digest's bytes (0014)
     origin_protocol: Mapped[str | None] = mapped_column(String(16))

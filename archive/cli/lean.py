@@ -39,13 +39,14 @@ LIST_PAGE = 1000
 # keeps them identical to ShareFS's.
 CHILD_SQL = ("SELECT d.node_id, n.kind, d.name FROM dentries d JOIN nodes n ON n.id = d.node_id "
              "WHERE d.parent_id = ? AND d.name = ? AND d.valid_to IS NULL ORDER BY d.valid_from DESC LIMIT 1")
-LIST_SQL = ("SELECT d.name, d.node_id, n.kind, n.created_at, n.mtime, v.number, v.size, v.mtime, v.etag "
+LIST_SQL = ("SELECT d.name, d.node_id, n.kind, n.created_at, coalesce(n.mtime, n.created_at), v.number, v.size, "
+            "coalesce(v.mtime, v.created_at), v.etag "
             "FROM dentries d JOIN nodes n ON n.id = d.node_id "
             "LEFT JOIN versions v ON v.id = "
             "(SELECT v2.id FROM versions v2 WHERE v2.node_id = d.node_id ORDER BY v2.number DESC LIMIT 1) "
             "WHERE d.parent_id = ? AND d.valid_to IS NULL AND d.name > ? ORDER BY d.name LIMIT ?")
-NODE_TIMES_SQL = "SELECT created_at, mtime FROM nodes WHERE id = ?"
-_CURRENT_SQL = ("SELECT number, size, mtime, etag, deleted, id FROM versions WHERE node_id = ? "
+NODE_TIMES_SQL = "SELECT created_at, coalesce(mtime, created_at) FROM nodes WHERE id = ?"
+_CURRENT_SQL = ("SELECT number, size, coalesce(mtime, created_at), etag, deleted, id FROM versions WHERE node_id = ? "
                 "ORDER BY number DESC LIMIT 1")
 _SHARE_SQL = "SELECT id, root_node FROM shares WHERE name = ?"
 _SHARES_SQL = "SELECT name FROM shares ORDER BY name"

@@ -286,6 +286,7 @@ class Sdists(Corpus):
     def prepare(self, cache: Path) -> None:
         dl = cache / "sdists"
         dl.mkdir(parents=True, exist_ok=True)
+        self.tarballs = []                 # prepare may run twice (bench/frames.py): no duplicates
         for v in self.versions:
             have = [p for p in dl.glob("*.tar.gz") if p.name.lower() == f"django-{v}.tar.gz"]
             if have:

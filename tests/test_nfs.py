@@ -2,6 +2,7 @@
 C library (ctypes), plus hand-made RPC records for what no client would send."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
@@ -454,6 +455,34 @@ def test_removes_in_flight_share_the_folder_re_read_and_each_answers_its_own_cha
     final = _split(fs.stat("/sub").mtime)
     assert max(struct.unpack(">II", rep[-16:-8]) for rep in replies.values()) == final
 
+@contextlib.contextmanager
+def _server_dying_at(tmp_path, point: str, script: str, idle: str):
+    """A server process (`script`, on the repository in tmp_path) with the fault `point`
+    armed; yields (RawRPC, the export's root handle).  The body's calls are expected to die
+    with the server (their errors are swallowed); the process must end with FAULT_STATUS."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from archive.faults import FAULT_STATUS
+    top = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, EDGE_ARCHIVE_FAULT_EXIT=point,
+               PYTHONPATH=os.pathsep.join([str(top), str(top / "tests")]))
+    p = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), idle], env=env,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(p.stdout.readline())
+        root = _mnt(port, "/office")
+        try:
+            yield RawRPC(port), root
+        except Exception:
+            pass                                      # the connection died with the server
+        assert p.wait(30) == FAULT_STATUS
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 
 _CRASHING_SERVER = """
 import sys, time
@@ -472,38 +501,15 @@ def test_kill_9_at_each_durable_step_of_a_staged_write_recovers_it_once(tmp_path
     committed before the record is ended; a file grown past INLINE_MAX with its own journal
     durable before its older log record is ended.  The restart commits the synced bytes
     exactly once: one version, origin nfs, nothing left staged."""
-    import subprocess
-    import sys
-    from pathlib import Path
-    from archive.faults import FAULT_STATUS
     from archive.staging import INLINE_MAX, synced_updates
-    top = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, EDGE_ARCHIVE_FAULT_EXIT=point,
-               PYTHONPATH=os.pathsep.join([str(top), str(top / "tests")]))
     idle = "0.2" if point == "staged-committed" else "3600"
-    p = subprocess.Popen([sys.executable, "-c", _CRASHING_SERVER, str(tmp_path), idle], env=env,
-                         stdout=subprocess.PIPE, text=True)
     small, big = b"first bytes", b"y" * (INLINE_MAX + 1000)
     want = small + big if point == "staged-moved" else small
-    try:
-        port = int(p.stdout.readline())
-        root = _mnt(port, "/office")
-        r = RawRPC(port)
-        _, rep = r.call(NFS, 3, 8, _opaque(root) + _string("k.bin") + struct.pack(">I", 0) + _sattr_none())
-        fh = _create_handle(rep)
-        try:
-            r.call(NFS, 3, 7, _opaque(fh) + struct.pack(">QII", 0, len(small), 0) + _opaque(small))
-            r.call(NFS, 3, 21, _opaque(fh) + struct.pack(">QI", 0, 0))       # staged-synced: dies here
-            if point == "staged-moved":
-                r.call(NFS, 3, 7, _opaque(fh) + struct.pack(">QII", len(small), len(big), 0) + _opaque(big))
-                r.call(NFS, 3, 21, _opaque(fh) + struct.pack(">QI", 0, 0))   # dies here
-        except Exception:
-            pass                                      # the connection died with the server
-        assert p.wait(30) == FAULT_STATUS
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    with _server_dying_at(tmp_path, point, _CRASHING_SERVER, idle) as (r, root):
+        fh = _create_on(r, root, "k.bin")
+        _write_commit(r, fh, small)                     # staged-synced: dies here
+        if point == "staged-moved":
+            _write_commit(r, fh, big, len(small))       # dies here
     s = NFSServer(tmp_path, repo=Repository.open(tmp_path / "repo"))
     try:
         assert [(v.size, v.origin.protocol) for v in s.fs().versions("/k.bin")] == [(len(want), "nfs")]
@@ -517,34 +523,11 @@ def test_kill_9_after_files_due_together_were_committed_recovers_none_twice(tmp_
     """Files that fall due together are committed in one batch (ShareFS.commit_staged); the
     server dies (os._exit, as kill -9) right after that transaction, before any of their log
     records is ended: the restart recognises every version as made and commits none twice."""
-    import subprocess
-    import sys
-    from pathlib import Path
-    from archive.faults import FAULT_STATUS
     from archive.staging import synced_updates
-    top = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, EDGE_ARCHIVE_FAULT_EXIT="staged-committed",
-               PYTHONPATH=os.pathsep.join([str(top), str(top / "tests")]))
-    p = subprocess.Popen([sys.executable, "-c", _CRASHING_SERVER, str(tmp_path), "0.5"], env=env,
-                         stdout=subprocess.PIPE, text=True)
     files = {f"b{i}.bin": b"batch %d;" % i * (i + 1) for i in range(4)}
-    try:
-        port = int(p.stdout.readline())
-        root = _mnt(port, "/office")
-        r = RawRPC(port)
-        try:
-            for name, data in files.items():
-                _, rep = r.call(NFS, 3, 8, _opaque(root) + _string(name) + struct.pack(">I", 0) + _sattr_none())
-                fh = _create_handle(rep)
-                r.call(NFS, 3, 7, _opaque(fh) + struct.pack(">QII", 0, len(data), 0) + _opaque(data))
-                r.call(NFS, 3, 21, _opaque(fh) + struct.pack(">QI", 0, 0))
-        except Exception:
-            pass
-        assert p.wait(30) == FAULT_STATUS
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    with _server_dying_at(tmp_path, "staged-committed", _CRASHING_SERVER, "0.5") as (r, root):
+        for name, data in files.items():
+            _write_commit(r, _create_on(r, root, name), data)
     s = NFSServer(tmp_path, repo=Repository.open(tmp_path / "repo"))
     try:
         for name, data in files.items():
@@ -1090,6 +1073,18 @@ def _create_handle(rep: bytes) -> bytes:
     return rep[36:36 + n]
 
 
+def _create_on(r: "RawRPC", root: bytes, name: str) -> bytes:
+    """CREATE (UNCHECKED, no attributes) of `name` in `root`; the new file's handle."""
+    _, rep = r.call(NFS, 3, 8, _opaque(root) + _string(name) + struct.pack(">I", 0) + _sattr_none())
+    return _create_handle(rep)
+
+
+def _write_commit(r: "RawRPC", fh: bytes, data: bytes, offset: int = 0) -> None:
+    """An UNSTABLE WRITE of `data` at `offset`, then COMMIT of the whole file."""
+    r.call(NFS, 3, 7, _opaque(fh) + struct.pack(">QII", offset, len(data), 0) + _opaque(data))
+    r.call(NFS, 3, 21, _opaque(fh) + struct.pack(">QI", 0, 0))
+
+
 def _nfs_status(port: int, proc: int, args: bytes) -> int:
     r = RawRPC(port)
     _, rep = r.call(NFS, 3, proc, args)
@@ -1236,9 +1231,10 @@ def test_pipelined_small_files_get_one_version_each_sharing_commits(tmp_path):
 
 def _create(port: int, dirfh: bytes, name: str) -> bytes:
     r = RawRPC(port)
-    _, rep = r.call(NFS, 3, 8, _opaque(dirfh) + _string(name) + struct.pack(">I", 0) + _sattr_none())
-    r.close()
-    return _create_handle(rep)
+    try:
+        return _create_on(r, dirfh, name)
+    finally:
+        r.close()
 
 
 def test_created_files_never_written_get_an_empty_version_and_no_staging_before_a_write(tmp_path):
@@ -1402,39 +1398,16 @@ def test_kill_9_after_the_commit_of_a_recreated_name_recovers_it_on_its_old_node
     server dies (os._exit, as kill -9) right after the COMMIT's log record is synced (the
     client may have been told OK): the restart commits the bytes once, on the same node, after
     the tombstone, from no base (not the deleted content)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-    from archive.faults import FAULT_STATUS
     from archive.staging import synced_updates
-    top = Path(__file__).resolve().parent.parent
     repo = NFSServer(tmp_path)                          # the template repository, then the old file
     fs = repo.fs()
     put(fs, "/again.txt", b"the old, longer content")
     old = fs.stat("/again.txt").node_id
     fs.remove("/again.txt")
     repo.close()
-    env = dict(os.environ, EDGE_ARCHIVE_FAULT_EXIT="staged-synced",
-               PYTHONPATH=os.pathsep.join([str(top), str(top / "tests")]))
-    p = subprocess.Popen([sys.executable, "-c", _CRASHING_SERVER_ON, str(tmp_path), "3600"], env=env,
-                         stdout=subprocess.PIPE, text=True)
     new = b"new"
-    try:
-        port = int(p.stdout.readline())
-        root = _mnt(port, "/office")
-        r = RawRPC(port)
-        _, rep = r.call(NFS, 3, 8, _opaque(root) + _string("again.txt") + struct.pack(">I", 0) + _sattr_none())
-        fh = _create_handle(rep)
-        try:
-            r.call(NFS, 3, 7, _opaque(fh) + struct.pack(">QII", 0, len(new), 0) + _opaque(new))
-            r.call(NFS, 3, 21, _opaque(fh) + struct.pack(">QI", 0, 0))       # dies here
-        except Exception:
-            pass
-        assert p.wait(30) == FAULT_STATUS
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    with _server_dying_at(tmp_path, "staged-synced", _CRASHING_SERVER_ON, "3600") as (r, root):
+        _write_commit(r, _create_on(r, root, "again.txt"), new)      # dies here
     s = NFSServer(tmp_path, repo=Repository.open(tmp_path / "repo"))
     try:
         e = s.fs().stat("/again.txt")

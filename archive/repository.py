@@ -262,7 +262,7 @@ class Repository:
 
     def list_shares(self) -> list[ShareInfo]:
         with self.catalog.session() as s:
-            return [ShareInfo(r.name, seconds(r.created_at), r.retention, r.worm_days, r.anonymous, r.quota)
+            return [ShareInfo(r.name, seconds(r.created_at), r.retention, r.worm_days, r.anonymous, r.quota, r.used)
                     for r in s.scalars(select(m.Share).order_by(m.Share.name))]
 
     def share(self, name: str, user: "User | str | None" = None, origin: Origin | None = None,

@@ -121,6 +121,8 @@ class ShareInfo:
     worm_days: int
     anonymous: bool
     quota: int | None
+    #: logical bytes of the share's current files (the counter the quota is checked against)
+    used: int = 0
 
 
 @dataclass(frozen=True)

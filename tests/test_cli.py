@@ -28,6 +28,8 @@ def test_quickstart_commands(cli, tmp_path):
     report.write_bytes(b"second version")
     cli("put", str(report), "/office/reports/report.pdf")
     cli("put", "-", "/office/reports/notes.txt", input=b"from stdin")
+    used = {s["name"]: s["used"] for s in json.loads(cli("share", "list", "--json").stdout)}
+    assert used == {"office": 14 + 10}              # current versions only: 14 + 10 bytes
 
     vs = json.loads(cli("versions", "/office/reports/report.pdf", "--json").stdout)
     assert [(v["version"], v["size"], v["deleted"]) for v in vs] == [(1, 500_000, False), (2, 14, False)]

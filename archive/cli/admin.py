@@ -140,11 +140,11 @@ def share_list(obj: CLIContext, as_json: bool) -> None:
     shares = obj.open_repo().list_shares()
     if as_json:
         emit_json([{"name": s.name, "created_at": iso(to_us(s.created_at)), "retention": s.retention,
-                    "worm_days": s.worm_days, "quota": s.quota, "anonymous": s.anonymous} for s in shares])
+                    "worm_days": s.worm_days, "quota": s.quota, "used": s.used, "anonymous": s.anonymous} for s in shares])
         return
     for s in shares:
         click.echo(f"{s.name}\tretention={s.retention or 'keep-all'}\tworm_days={s.worm_days}"
-                   f"\tquota={s.quota or '-'}")
+                   f"\tquota={s.quota or '-'}\tused={s.used}")
 
 
 def _read_password(password_stdin: bool) -> str:

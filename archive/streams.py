@@ -303,7 +303,7 @@ def _commit_batch(writers: list) -> list:
         deleted file's history continued under two names): the sequential build then
         decides as it always did."""
         evs, nodes = [], set()
-        pending: dict[int, int] = {}     # usage admitted, applied below
+        pending: dict[int, tuple] = {}   # per share: its counter, quota and what was admitted
         for i, w in enumerate(writers):
             try:
                 ev = w.event(s)

@@ -125,22 +125,28 @@ def enforce(s: Session) -> None:
             raise QuotaExceeded(f"share {name!r} is over its quota ({row[0]} of {row[1]} bytes)")
 
 
-def admit(s: Session, ev: Event, name: str, pending: dict[int, int] | None = None) -> None:
+def admit(s: Session, ev: Event, name: str, pending: dict[int, tuple] | None = None) -> None:
     """Refuse (QuotaExceeded) one upload's commit event that would take its share over its quota,
     counting what this transaction already applied and, in `pending`, what it admitted and has
-    not applied yet (a batch built before it is applied); on success `pending` takes the delta.
-    So one upload of a group commit batch is refused alone, not the batch.  (A batch of one
-    needs no admission: `enforce` refuses its transaction, which is the same.)"""
+    not applied yet (a batch built before it is applied: the share's row is read once, as
+    nothing moves the counter until the batch is applied).  So one upload of a group commit
+    batch is refused alone, not the batch.  (A batch of one needs no admission: `enforce`
+    refuses its transaction, which is the same.)"""
     share = commit_share(s, ev)
-    row = raw.one(s, USED_SQL, (share,))
-    if row is None or row[1] is None:
-        return
-    delta = commit_delta(s, ev)
-    extra = pending.get(share, 0) if pending is not None else 0
-    if delta > 0 and row[0] + extra + delta > row[1]:
-        raise QuotaExceeded(f"share {name!r} is over its quota")
+    held = pending.get(share) if pending is not None else None
+    if held is None:
+        row = raw.one(s, USED_SQL, (share,))
+        if row is None:
+            return
+        held = (int(row[0]), row[1], 0)               # (counter, quota, admitted since)
+    used, quota, extra = held
+    if quota is not None:
+        delta = commit_delta(s, ev)
+        if delta > 0 and used + extra + delta > quota:
+            raise QuotaExceeded(f"share {name!r} is over its quota")
+        extra += delta
     if pending is not None:
-        pending[share] = extra + delta
+        pending[share] = (used, quota, extra)
 
 
 def sums(s: Session) -> dict[int, int]:

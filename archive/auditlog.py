@@ -12,9 +12,59 @@ import logging
 import threading
 from typing import Any
 
-from .lazysql import models as m
+from . import rawsql as raw
 
 log = logging.getLogger("edge_archive.audit")
+
+#: the record's fields stored as keys of `audit_names` (migration 0017), in audit_log's order
+NAMED = ("user", "protocol", "address", "action", "share")
+_INSERT = ("INSERT INTO audit_log (at, user_n, protocol_n, address_n, action_n, share_n, path, version, detail) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_KEY_OF = "SELECT id FROM audit_names WHERE name = ?"
+_ADD_NAME = "INSERT INTO audit_names (name) VALUES (?) ON CONFLICT (name) DO NOTHING"
+_FRESH = "auditlog.fresh"       # s.info: names this transaction added (not committed yet)
+
+
+class AuditNames:
+    """name -> key of `audit_names`, for one catalog, shared by threads.
+
+    Why a cache: a record names five strings, and a look-up each would cost more than the
+    record's insert.  Only keys known to be committed are kept: a name this transaction added
+    is not (its key would be reused by another name if the transaction rolled back); the next
+    transaction finds it committed and keeps it.  Names are never deleted, so a kept key stays
+    right for the catalog's life (a catalog rebuilt by `recover` is opened by a new process)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, int] = {}
+
+    def key(self, s: Any, name: str | None) -> int | None:
+        if name is None:
+            return None
+        k = self._keys.get(name)
+        if k is not None:
+            return k
+        fresh = s.info.setdefault(_FRESH, {})
+        k = fresh.get(name)
+        if k is not None:
+            return k
+        row = raw.one(s, _KEY_OF, (name,))
+        if row is not None:
+            self._keys[name] = row[0]
+            return row[0]
+        # (ON CONFLICT: a PostgreSQL session writing batched records beside a writer)
+        raw.run(s, _ADD_NAME, (name,))
+        k = fresh[name] = raw.scalar(s, _KEY_OF, (name,))
+        return k
+
+
+def insert_rows(s: Any, rows: list[dict], names: AuditNames | None = None) -> None:
+    """Write audit records (dicts of Repository.audit_row's fields) inside the transaction of
+    `s` (a Session or rawsql.RawWrite): the one way records reach `audit_log`."""
+    names = names or AuditNames()
+    key = names.key
+    raw.many(s, _INSERT, [(r["at"], key(s, r["user"]), key(s, r["protocol"]), key(s, r["address"]),
+                           key(s, r["action"]), key(s, r["share"]), r["path"], r["version"], r["detail"])
+                          for r in rows])
 
 
 class AuditQueue:
@@ -26,6 +76,7 @@ class AuditQueue:
         self.catalog = catalog
         self.interval = interval
         self.dropped = 0
+        self.names = AuditNames()
         self._rows: list[dict] = []
         self._cond = threading.Condition()
         self._writing = threading.Lock()   # a reader's flush waits for the writer's batch in flight
@@ -56,7 +107,7 @@ class AuditQueue:
             if rows:
                 try:
                     with self.catalog.session() as s:
-                        s.execute(m.AuditEvent.__table__.insert(), rows)
+                        insert_rows(s, rows, self.names)
                 except Exception:        # a busy or broken catalog must not kill the writer
                     log.exception("event=audit_write_failed records=%d", len(rows))
 

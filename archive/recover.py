@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from . import chain, events, usage
+from .auditlog import insert_rows as insert_audit
 from .catalog import models as m
 from .catalog.db import Catalog, migrate
 from .catalog.health import move_aside, probe_sqlite
@@ -187,10 +188,10 @@ def recover(path, key, codec, catalog_url: str, force: bool = False, progress=No
                 "LEFT JOIN chunks c ON c.n = vc.chunk WHERE c.pack IS NULL")).all()
             paths = paths_in(s, {n for n, _ in holes})
             rep.incomplete_versions = sorted(f"{paths[n]}@v{num}" for n, num in holes)
-            s.add(m.AuditEvent(at=int(time.time() * 1e6), user=None, protocol="cli", address=None, action="recover",
-                               share=None, path=None, version=None,
-                               detail=json.dumps({k: v if not isinstance(v, list) else len(v)
-                                                  for k, v in rep.as_dict().items()})))
+            insert_audit(s, [dict(at=int(time.time() * 1e6), user=None, protocol="cli", address=None, action="recover",
+                                  share=None, path=None, version=None,
+                                  detail=json.dumps({k: v if not isinstance(v, list) else len(v)
+                                                     for k, v in rep.as_dict().items()}))])
     finally:
         catalog.close()
     return rep

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import access, chain, events, faults, usage
 from . import rawsql as raw
-from .auditlog import AuditQueue
+from .auditlog import AuditQueue, insert_rows as insert_audit
 from .catalog.db import Catalog, migrate, missing_catalog, sqlite_url
 from .chunker import DEFAULT_AVG, LEGACY_AVG
 from .clock import now_us, seconds, to_us
@@ -45,12 +45,9 @@ if TYPE_CHECKING:
 
 FORMAT = 1
 PRESYNC_BYTES = 1 << 20
-_AUDIT_COLS = ("at", "user", "protocol", "address", "action", "share", "path", "version", "detail")
 #: what ShareFS takes of a share's row (Repository.share)
 _ShareRow = namedtuple("_ShareRow", "id name root_node quota")
 _SHARE_SQL = "SELECT id, name, root_node, quota FROM shares WHERE name = ?"
-_INS_AUDIT = ('INSERT INTO audit (at, "user", protocol, address, action, share, path, version, detail) '
-              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 class Repository:
@@ -177,7 +174,7 @@ class Repository:
             usage.enforce(s)               # the quota, on the counter these events just moved
             rows = audit(evs) if audit else []
             if rows:
-                raw.many(s, _INS_AUDIT, [tuple(r[k] for k in _AUDIT_COLS) for r in rows])
+                insert_audit(s, rows, self.audit_log.names)
             s.flush()
             faults.point("chunks")
             txn = chain.begin(s, evs) if evs else None
@@ -448,7 +445,7 @@ class Repository:
               detail: str | None = None) -> None:
         """Record an event that changes nothing in the namespace (e.g. a failed login)."""
         with self.catalog.session() as s:
-            s.add(m.AuditEvent(**self.audit_row(action, origin, share, path, detail=detail)))
+            insert_audit(s, [self.audit_row(action, origin, share, path, detail=detail)], self.audit_log.names)
 
     def audit_later(self, action: str, origin: Origin | None, share: str | None = None,
                     path: str | None = None, version: int | None = None, detail: str | None = None) -> None:

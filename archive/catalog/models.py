@@ -6,8 +6,8 @@ SQLite and PostgreSQL.  The namespace is temporal: a dentry is valid from `valid
 """
 from __future__ import annotations
 
-from sqlalchemy import (DDL, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text,
-                        UniqueConstraint, event, func, text)
+from sqlalchemy import (DDL, BigInteger, Boolean, Column, ForeignKey, Index, Integer, LargeBinary, MetaData, String,
+                        Table, Text, UniqueConstraint, event, func, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -198,18 +198,54 @@ class Lock(Base):
     __table_args__ = (Index("ix_locks_share_path", "share", "path"), Index("ix_locks_root", "root"))
 
 
-class AuditEvent(Base):
-    __tablename__ = "audit"
+class AuditName(Base):
+    """A string the audit trail repeats in every record (a user, a protocol, an address, an
+    action, a share name), stored once: `audit_log` holds its key (migration 0017, ~14 B a record
+    at one version per record).  Names are only ever added, so a key once committed stays valid
+    (archive/auditlog.py caches them)."""
+    __tablename__ = "audit_names"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+
+
+class AuditLog(Base):
+    """The audit trail as stored: the repeated strings as keys of `audit_names`.  Written only
+    through archive/auditlog.py (`insert_rows`); read through the view `audit` (AuditEvent)."""
+    __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     at: Mapped[int] = mapped_column(BigInteger)     # no index (0013): `--since` scans the trail
-    user: Mapped[str | None] = mapped_column(String(255))
-    protocol: Mapped[str | None] = mapped_column(String(16))
-    address: Mapped[str | None] = mapped_column(String(64))
-    action: Mapped[str] = mapped_column(String(32))
-    share: Mapped[str | None] = mapped_column(String(255))
+    user_n: Mapped[int | None] = mapped_column(Integer)
+    protocol_n: Mapped[int | None] = mapped_column(Integer)
+    address_n: Mapped[int | None] = mapped_column(Integer)
+    action_n: Mapped[int] = mapped_column(Integer)
+    share_n: Mapped[int | None] = mapped_column(Integer)
     path: Mapped[str | None] = mapped_column(Text)
     version: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+#: the audit trail with its strings, as the table `audit` was before 0017: every reader (the ORM's
+#: AuditEvent, `archivectl audit`, ad-hoc SQL) sees the same columns and values
+AUDIT_VIEW = ('CREATE VIEW audit (id, at, "user", protocol, address, action, share, path, version, detail) AS '
+              "SELECT a.id, a.at, u.name, p.name, ad.name, ac.name, sh.name, a.path, a.version, a.detail "
+              "FROM audit_log a LEFT JOIN audit_names u ON u.id = a.user_n "
+              "LEFT JOIN audit_names p ON p.id = a.protocol_n LEFT JOIN audit_names ad ON ad.id = a.address_n "
+              "LEFT JOIN audit_names ac ON ac.id = a.action_n LEFT JOIN audit_names sh ON sh.id = a.share_n")
+event.listen(Base.metadata, "after_create", DDL(AUDIT_VIEW))
+event.listen(Base.metadata, "before_drop", DDL("DROP VIEW IF EXISTS audit"))
+
+#: views are not tables `create_all` makes: their Table objects live outside Base.metadata
+_VIEWS = MetaData()
+
+
+class AuditEvent(Base):
+    """One audit record as read (the view `audit`, read only; write with auditlog.insert_rows)."""
+    __table__ = Table(
+        "audit", _VIEWS,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("at", BigInteger), Column("user", String(255)), Column("protocol", String(16)),
+        Column("address", String(64)), Column("action", String(32)), Column("share", String(255)),
+        Column("path", Text), Column("version", Integer), Column("detail", Text))
 
 
 class ChainHead(Base):

@@ -1,0 +1,87 @@
+"""the audit trail's repeated strings as keys of one names table; `audit` becomes a view
+
+Every record of the trail (one per write) repeated its user, protocol, client address, action
+and share name as text: ~14 B a record for the bench's short names ("root", "cli", "write"),
+more for real users and addresses.  They are now keys (1-2 B) of `audit_names`; the records live
+in `audit_log`, and `audit` is a view with the same columns and values as the table was, so
+`archivectl audit` (the ORM's AuditEvent) and ad-hoc SQL read the same.  Writers go through
+archive/auditlog.py (`insert_rows`).  The downgrade makes the table again from the view.
+
+Revision ID: 0017
+Revises: 0016
+"""
+import sqlalchemy as sa
+from alembic import op
+
+from archive.catalog.migration_checks import has
+
+revision = "0017"
+down_revision = "0016"
+branch_labels = None
+depends_on = None
+
+VIEW = ('CREATE VIEW audit (id, at, "user", protocol, address, action, share, path, version, detail) AS '
+        "SELECT a.id, a.at, u.name, p.name, ad.name, ac.name, sh.name, a.path, a.version, a.detail "
+        "FROM audit_log a LEFT JOIN audit_names u ON u.id = a.user_n "
+        "LEFT JOIN audit_names p ON p.id = a.protocol_n LEFT JOIN audit_names ad ON ad.id = a.address_n "
+        "LEFT JOIN audit_names ac ON ac.id = a.action_n LEFT JOIN audit_names sh ON sh.id = a.share_n")
+NAMED = ('"user"', "protocol", "address", "action", "share")
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def upgrade() -> None:
+    if has("audit_log"):                # (a catalog re-stamped to an older revision: already done)
+        return
+    op.create_table("audit_names",
+                    sa.Column("id", sa.Integer(), nullable=False),
+                    sa.Column("name", sa.String(length=255), nullable=False),
+                    sa.PrimaryKeyConstraint("id"), sa.UniqueConstraint("name"))
+    op.create_table("audit_log",
+                    sa.Column("id", _ID, autoincrement=True, nullable=False),
+                    sa.Column("at", sa.BigInteger(), nullable=False),
+                    sa.Column("user_n", sa.Integer(), nullable=True),
+                    sa.Column("protocol_n", sa.Integer(), nullable=True),
+                    sa.Column("address_n", sa.Integer(), nullable=True),
+                    sa.Column("action_n", sa.Integer(), nullable=False),
+                    sa.Column("share_n", sa.Integer(), nullable=True),
+                    sa.Column("path", sa.Text(), nullable=True),
+                    sa.Column("version", sa.Integer(), nullable=True),
+                    sa.Column("detail", sa.Text(), nullable=True),
+                    sa.PrimaryKeyConstraint("id"))
+    union = " UNION ".join(f"SELECT {c} AS n FROM audit WHERE {c} IS NOT NULL" for c in NAMED)
+    op.execute(f"INSERT INTO audit_names (name) SELECT n FROM ({union}) AS u ORDER BY n")
+    key = "(SELECT id FROM audit_names WHERE name = a.{})".format
+    op.execute("INSERT INTO audit_log (id, at, user_n, protocol_n, address_n, action_n, share_n, path, version, detail) "
+               f"SELECT a.id, a.at, {', '.join(key(c) for c in NAMED)}, a.path, a.version, a.detail "
+               "FROM audit a ORDER BY a.id")
+    op.drop_table("audit")
+    op.execute(VIEW)
+    if op.get_bind().dialect.name == "postgresql":     # (ids go on from the copied records)
+        op.execute("SELECT setval(pg_get_serial_sequence('audit_log', 'id'), "
+                   "coalesce((SELECT max(id) FROM audit_log), 0) + 1, false)")
+
+
+def downgrade() -> None:
+    if not has("audit_log"):
+        return
+    op.create_table("audit_down",
+                    sa.Column("id", _ID, autoincrement=True, nullable=False),
+                    sa.Column("at", sa.BigInteger(), nullable=False),
+                    sa.Column("user", sa.String(length=255), nullable=True),
+                    sa.Column("protocol", sa.String(length=16), nullable=True),
+                    sa.Column("address", sa.String(length=64), nullable=True),
+                    sa.Column("action", sa.String(length=32), nullable=False),
+                    sa.Column("share", sa.String(length=255), nullable=True),
+                    sa.Column("path", sa.Text(), nullable=True),
+                    sa.Column("version", sa.Integer(), nullable=True),
+                    sa.Column("detail", sa.Text(), nullable=True),
+                    sa.PrimaryKeyConstraint("id"))
+    op.execute('INSERT INTO audit_down (id, at, "user", protocol, address, action, share, path, version, detail) '
+               'SELECT id, at, "user", protocol, address, action, share, path, version, detail FROM audit ORDER BY id')
+    op.execute("DROP VIEW audit")
+    op.rename_table("audit_down", "audit")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("SELECT setval(pg_get_serial_sequence('audit', 'id'), "
+                   "coalesce((SELECT max(id) FROM audit), 0) + 1, false)")
+    op.drop_table("audit_log")
+    op.drop_table("audit_names")

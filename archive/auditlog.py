@@ -32,7 +32,8 @@ class AuditNames:
     record's insert.  Only keys known to be committed are kept: a name this transaction added
     is not (its key would be reused by another name if the transaction rolled back); the next
     transaction finds it committed and keeps it.  Names are never deleted, so a kept key stays
-    right for the catalog's life (a catalog rebuilt by `recover` is opened by a new process)."""
+    right for the catalog's life (a catalog rebuilt by `recover`, or migrated down and up again,
+    makes new keys: it is opened by a new process, as migrations run on open)."""
 
     def __init__(self) -> None:
         self._keys: dict[str, int] = {}

@@ -50,3 +50,25 @@ def test_records_queued_by_many_threads_are_all_written_once(repo):
         t.join()
     rows = [(r.user, r.path) for r in repo.audit_events() if r.action == "download"]
     assert sorted(rows) == sorted((f"u{k}", f"/f{i}") for k in range(4) for i in range(50))
+
+
+def test_a_name_added_by_a_rolled_back_transaction_is_not_remembered(repo):
+    """The names cache keeps only committed keys: a name first seen in a transaction that rolls
+    back must not keep the key, which the next new name then takes (SQLite reuses it)."""
+    import pytest
+    from archive.auditlog import insert_rows
+
+    class Boom(Exception):
+        pass
+
+    names = repo.audit_log.names
+    with pytest.raises(Boom):
+        with repo.catalog.write() as s:
+            insert_rows(s, [repo.audit_row("first", Origin("ftp", "10.0.0.1", "mallory"))], names)
+            raise Boom
+    with repo.catalog.write() as s:      # a new name takes the key the rolled-back one had
+        insert_rows(s, [repo.audit_row("second", Origin("ftp", "10.0.0.2", "trudy"))], names)
+    with repo.catalog.write() as s:
+        insert_rows(s, [repo.audit_row("third", Origin("ftp", "10.0.0.1", "mallory"))], names)
+    got = [(r.action, r.user, r.address) for r in repo.audit_events() if r.action in ("first", "second", "third")]
+    assert got == [("second", "trudy", "10.0.0.2"), ("third", "mallory", "10.0.0.1")]

@@ -514,3 +514,68 @@ def test_0016_times_read_the_same_everywhere_both_ways(tmp_path):
         _reads_back(repo, {"/a/client-time.txt": [(1, False, b"t")]})
     finally:
         repo.close()
+
+
+# -- 0017: the audit's repeated strings as keys of audit_names; 0018: no index on chunks.pack ----
+
+def _audit_kind(repo: Repository) -> tuple[str, bool, bool]:
+    """(what `audit` is: table or view, audit_names exists, ix_chunks_pack exists)"""
+    insp = inspect(repo.catalog.engine)
+    kind = "view" if "audit" in insp.get_view_names() else "table" if "audit" in insp.get_table_names() else "-"
+    return kind, "audit_names" in insp.get_table_names(), \
+        "ix_chunks_pack" in {ix["name"] for ix in insp.get_indexes("chunks")}
+
+
+def _audit_sql(repo: Repository) -> list[tuple]:
+    """What ad-hoc SQL on `audit` reads (as tests/test_scaleout.py and an administrator do)."""
+    with repo.catalog.session() as s:
+        return [tuple(r) for r in s.execute(text(
+            'SELECT id, at, "user", protocol, address, action, share, path, version, detail FROM audit '
+            "ORDER BY id")).all()]
+
+
+def test_0017_0018_audit_and_chunks_read_the_same_both_ways(tmp_path):
+    """On SQLite here, on PostgreSQL in test_postgres.py: every audit record (strings, NULLs, the
+    odd address and a user name with a quote) reads back the same through `audit_events`, the
+    `audit` view and a downgraded table; new records after either step get new ids; gc and check
+    find the same packs without ix_chunks_pack."""
+    from archive import check, gc
+    from archive.auditlog import AuditNames
+    from archive.types import Origin
+    repo = Repository.init(tmp_path / "repo", chunk_avg=4096)
+    try:
+        repo.add_share("s")
+        catalog_history.build(repo.share("s"))
+        _ci_history(repo)
+        odd = Origin("webdav", "2001:db8::7", "o'brien")
+        repo.audit("login_failed", odd, detail="bad password")
+        repo.audit_log.add(repo.audit_row("download", odd, "s", "/a/small.txt", version=2))
+        repo.audit("login_failed", Origin("ftp", None, None))
+        at_head, rows = _everything(repo), _audit_sql(repo)
+        assert ("login_failed", "o'brien", "2001:db8::7") in [(a[4], a[1], a[3]) for a in at_head["audit"]]
+        assert (None, "ftp", None, "login_failed", None, None, None) in [r[2:9] for r in rows]
+        assert ("o'brien", "webdav", "2001:db8::7", "download", "s", "/a/small.txt", 2) in [r[2:9] for r in rows]
+        assert _audit_kind(repo) == ("view", True, False)
+        assert not check.check(repo)
+        _alembic(repo, "downgrade", "0016")
+        assert _audit_kind(repo) == ("table", False, True)
+        assert _audit_sql(repo) == rows and _everything(repo) == at_head
+        with repo.catalog.write() as s:          # the table's own ids go on (SQL: the code is at head)
+            s.execute(text("INSERT INTO audit (at, \"user\", protocol, address, action) "
+                           "VALUES (1, 'u', 'cli', 'h', 'at_0016')"))
+        assert [r[0] for r in _audit_sql(repo)][-1] == rows[-1][0] + 1
+        rows = _audit_sql(repo)
+        _alembic(repo, "upgrade", "head")
+        # (the upgrade made new keys: a process keeps its names' keys for the catalog's life, and a
+        # migration runs when a process opens the catalog, before its first write)
+        repo.audit_log.names = AuditNames()
+        assert _audit_kind(repo) == ("view", True, False)
+        assert _audit_sql(repo) == rows
+        repo.audit("at_head", Origin("cli", "h", "u"))
+        after = _audit_sql(repo)
+        assert after[:-1] == rows and after[-1][0] == rows[-1][0] + 1 and after[-1][2:6] == ("u", "cli", "h", "at_head")
+        assert not check.check(repo)
+        assert gc.collect(repo, grace=0).chunks_deleted == 0
+        _reads_back(repo)
+    finally:
+        repo.close()

@@ -28,7 +28,8 @@ from test_catalog_migration import (  # noqa: F401  (the schema migration's SQL,
     test_0013_audit_without_its_time_index_lists_the_same_both_ways,
     test_0014_etags_as_bytes_show_the_same_hex_everywhere_both_ways,
     test_0015_usage_counter_is_computed_for_existing_data_both_ways,
-    test_0016_times_read_the_same_everywhere_both_ways)
+    test_0016_times_read_the_same_everywhere_both_ways,
+    test_0017_0018_audit_and_chunks_read_the_same_both_ways)
 from test_quota_usage import (  # noqa: F401  (the usage counter and the quota at commit, on PostgreSQL)
     test_the_counter_is_exact_after_every_kind_of_change,
     test_a_commit_over_the_quota_is_refused_inside_its_transaction,

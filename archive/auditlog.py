@@ -18,8 +18,8 @@ log = logging.getLogger("edge_archive.audit")
 
 #: the record's fields stored as keys of `audit_names` (migration 0017), in audit_log's order
 NAMED = ("user", "protocol", "address", "action", "share")
-_INSERT = ("INSERT INTO audit_log (at, user_n, protocol_n, address_n, action_n, share_n, path, version, detail) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT = ("INSERT INTO audit_log (at, user_n, protocol_n, address_n, action_n, share_n, folder_n, path, version, "
+           "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _KEY_OF = "SELECT id FROM audit_names WHERE name = ?"
 _ADD_NAME = "INSERT INTO audit_names (name) VALUES (?) ON CONFLICT (name) DO NOTHING"
 _FRESH = "auditlog.fresh"       # s.info: names this transaction added (not committed yet)
@@ -34,6 +34,8 @@ class AuditNames:
     transaction finds it committed and keeps it.  Names are never deleted, so a kept key stays
     right for the catalog's life (a catalog rebuilt by `recover`, or migrated down and up again,
     makes new keys: it is opened by a new process, as migrations run on open)."""
+
+    MAX_CACHED = 100_000     # (folders are names too: a huge tree's are looked up, not all kept)
 
     def __init__(self) -> None:
         self._keys: dict[str, int] = {}
@@ -50,7 +52,8 @@ class AuditNames:
             return k
         row = raw.one(s, _KEY_OF, (name,))
         if row is not None:
-            self._keys[name] = row[0]
+            if len(self._keys) < self.MAX_CACHED:
+                self._keys[name] = row[0]
             return row[0]
         # (ON CONFLICT: a PostgreSQL session writing batched records beside a writer)
         raw.run(s, _ADD_NAME, (name,))
@@ -63,9 +66,14 @@ def insert_rows(s: Any, rows: list[dict], names: AuditNames | None = None) -> No
     `s` (a Session or rawsql.RawWrite): the one way records reach `audit_log`."""
     names = names or AuditNames()
     key = names.key
-    raw.many(s, _INSERT, [(r["at"], key(s, r["user"]), key(s, r["protocol"]), key(s, r["address"]),
-                           key(s, r["action"]), key(s, r["share"]), r["path"], r["version"], r["detail"])
-                          for r in rows])
+    out = []
+    for r in rows:
+        path = r["path"]
+        cut = path.rfind("/") + 1 if path else 0       # the folder, up to its last "/", is a name
+        out.append((r["at"], key(s, r["user"]), key(s, r["protocol"]), key(s, r["address"]), key(s, r["action"]),
+                    key(s, r["share"]), key(s, path[:cut]) if cut else None, path[cut:] if cut else path,
+                    r["version"], r["detail"]))
+    raw.many(s, _INSERT, out)
 
 
 class AuditQueue:

@@ -551,10 +551,13 @@ def test_0017_0018_audit_and_chunks_read_the_same_both_ways(tmp_path):
         repo.audit("login_failed", odd, detail="bad password")
         repo.audit_log.add(repo.audit_row("download", odd, "s", "/a/small.txt", version=2))
         repo.audit("login_failed", Origin("ftp", None, None))
+        repo.audit("download", odd, "s", "/ü/ça va/ß.txt")             # folders are names too
+        repo.audit("odd_path", odd, "s", "no-slash")
         at_head, rows = _everything(repo), _audit_sql(repo)
         assert ("login_failed", "o'brien", "2001:db8::7") in [(a[4], a[1], a[3]) for a in at_head["audit"]]
         assert (None, "ftp", None, "login_failed", None, None, None) in [r[2:9] for r in rows]
         assert ("o'brien", "webdav", "2001:db8::7", "download", "s", "/a/small.txt", 2) in [r[2:9] for r in rows]
+        assert {"/ü/ça va/ß.txt", "no-slash"} <= {r[7] for r in rows}
         assert _audit_kind(repo) == ("view", True, False)
         assert not check.check(repo)
         _alembic(repo, "downgrade", "0016")

@@ -201,7 +201,7 @@ class Lock(Base):
 
 class AuditName(Base):
     """A string the audit trail repeats in every record (a user, a protocol, an address, an
-    action, a share name), stored once: `audit_log` holds its key (migration 0017, ~14 B a record
+    action, a share name, a path's folder), stored once: `audit_log` holds its key (migration 0017, ~14 B a record
     at one version per record).  Names are only ever added, so a key once committed stays valid
     (archive/auditlog.py caches them)."""
     __tablename__ = "audit_names"
@@ -220,6 +220,8 @@ class AuditLog(Base):
     address_n: Mapped[int | None] = mapped_column(Integer)
     action_n: Mapped[int] = mapped_column(Integer)
     share_n: Mapped[int | None] = mapped_column(Integer)
+    # a path's folder ("/a/b/") is a name too: records of one folder repeat it; `path` holds the rest
+    folder_n: Mapped[int | None] = mapped_column(Integer)
     path: Mapped[str | None] = mapped_column(Text)
     version: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str | None] = mapped_column(Text)
@@ -228,10 +230,12 @@ class AuditLog(Base):
 #: the audit trail with its strings, as the table `audit` was before 0017: every reader (the ORM's
 #: AuditEvent, `archivectl audit`, ad-hoc SQL) sees the same columns and values
 AUDIT_VIEW = ('CREATE VIEW audit (id, at, "user", protocol, address, action, share, path, version, detail) AS '
-              "SELECT a.id, a.at, u.name, p.name, ad.name, ac.name, sh.name, a.path, a.version, a.detail "
+              "SELECT a.id, a.at, u.name, p.name, ad.name, ac.name, sh.name, coalesce(f.name || a.path, a.path), "
+              "a.version, a.detail "
               "FROM audit_log a LEFT JOIN audit_names u ON u.id = a.user_n "
               "LEFT JOIN audit_names p ON p.id = a.protocol_n LEFT JOIN audit_names ad ON ad.id = a.address_n "
-              "LEFT JOIN audit_names ac ON ac.id = a.action_n LEFT JOIN audit_names sh ON sh.id = a.share_n")
+              "LEFT JOIN audit_names ac ON ac.id = a.action_n LEFT JOIN audit_names sh ON sh.id = a.share_n "
+              "LEFT JOIN audit_names f ON f.id = a.folder_n")
 event.listen(Base.metadata, "after_create", DDL(AUDIT_VIEW))
 event.listen(Base.metadata, "before_drop", DDL("DROP VIEW IF EXISTS audit"))
 

@@ -1,8 +1,8 @@
 """the audit trail's repeated strings as keys of one names table; `audit` becomes a view
 
 Every record of the trail (one per write) repeated its user, protocol, client address, action
-and share name as text: ~14 B a record for the bench's short names ("root", "cli", "write"),
-more for real users and addresses.  They are now keys (1-2 B) of `audit_names`; the records live
+and share name as text, and each path its folder: ~14 B a record for the bench's short names
+("root", "cli", "write"), more for real users, addresses and folders.  They are now keys (1-2 B) of `audit_names`; the records live
 in `audit_log`, and `audit` is a view with the same columns and values as the table was, so
 `archivectl audit` (the ORM's AuditEvent) and ad-hoc SQL read the same.  Writers go through
 archive/auditlog.py (`insert_rows`).  The downgrade makes the table again from the view.
@@ -21,11 +21,16 @@ branch_labels = None
 depends_on = None
 
 VIEW = ('CREATE VIEW audit (id, at, "user", protocol, address, action, share, path, version, detail) AS '
-        "SELECT a.id, a.at, u.name, p.name, ad.name, ac.name, sh.name, a.path, a.version, a.detail "
+        "SELECT a.id, a.at, u.name, p.name, ad.name, ac.name, sh.name, coalesce(f.name || a.path, a.path), "
+        "a.version, a.detail "
         "FROM audit_log a LEFT JOIN audit_names u ON u.id = a.user_n "
         "LEFT JOIN audit_names p ON p.id = a.protocol_n LEFT JOIN audit_names ad ON ad.id = a.address_n "
-        "LEFT JOIN audit_names ac ON ac.id = a.action_n LEFT JOIN audit_names sh ON sh.id = a.share_n")
+        "LEFT JOIN audit_names ac ON ac.id = a.action_n LEFT JOIN audit_names sh ON sh.id = a.share_n "
+        "LEFT JOIN audit_names f ON f.id = a.folder_n")
 NAMED = ('"user"', "protocol", "address", "action", "share")
+#: a path's folder, up to its last "/" (rtrim drops the trailing characters that are not "/"),
+#: stored as a name too ('' for a path without "/": no name, the whole path in `path`)
+FOLDER = "rtrim({p}, replace({p}, '/', ''))"
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
@@ -44,16 +49,20 @@ def upgrade() -> None:
                     sa.Column("address_n", sa.Integer(), nullable=True),
                     sa.Column("action_n", sa.Integer(), nullable=False),
                     sa.Column("share_n", sa.Integer(), nullable=True),
+                    sa.Column("folder_n", sa.Integer(), nullable=True),
                     sa.Column("path", sa.Text(), nullable=True),
                     sa.Column("version", sa.Integer(), nullable=True),
                     sa.Column("detail", sa.Text(), nullable=True),
                     sa.PrimaryKeyConstraint("id"))
-    union = " UNION ".join(f"SELECT {c} AS n FROM audit WHERE {c} IS NOT NULL" for c in NAMED)
-    op.execute(f"INSERT INTO audit_names (name) SELECT n FROM ({union}) AS u ORDER BY n")
-    key = "(SELECT id FROM audit_names WHERE name = a.{})".format
-    op.execute("INSERT INTO audit_log (id, at, user_n, protocol_n, address_n, action_n, share_n, path, version, detail) "
-               f"SELECT a.id, a.at, {', '.join(key(c) for c in NAMED)}, a.path, a.version, a.detail "
-               "FROM audit a ORDER BY a.id")
+    union = " UNION ".join(f"SELECT {c} AS n FROM audit WHERE {c} IS NOT NULL"
+                           for c in NAMED + (FOLDER.format(p="path"),))
+    op.execute(f"INSERT INTO audit_names (name) SELECT n FROM ({union}) AS u WHERE n <> '' ORDER BY n")
+    key = "(SELECT id FROM audit_names WHERE name = {})".format
+    folder = FOLDER.format(p="a.path")
+    op.execute("INSERT INTO audit_log (id, at, user_n, protocol_n, address_n, action_n, share_n, folder_n, path, "
+               "version, detail) "
+               f"SELECT a.id, a.at, {', '.join(key('a.' + c) for c in NAMED)}, {key(folder)}, "
+               f"substr(a.path, length({folder}) + 1), a.version, a.detail FROM audit a ORDER BY a.id")
     op.drop_table("audit")
     op.execute(VIEW)
     if op.get_bind().dialect.name == "postgresql":     # (ids go on from the copied records)

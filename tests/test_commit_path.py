@@ -82,6 +82,12 @@ def test_statements_of_one_small_commit_and_of_create_remove(repo):
     fs = repo.share("office")
     fs.mkdir("/d")
     put_bytes(fs, "/d/warm", b"w")
+    # the audit's names ("write", "create", "delete", the folder "/d/"...): a name first seen costs
+    # its insert and, in the next transaction, one look-up; then it is cached (schema 0017)
+    put_bytes(fs, "/d/warm2", b"w")
+    for _ in range(2):
+        fs.create_file("/d/warm3")
+        fs.remove("/d/warm3")
     seen: list[str] = []
 
     def traced(dbapi_conn, _rec):

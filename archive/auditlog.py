@@ -16,17 +16,21 @@ from . import rawsql as raw
 
 log = logging.getLogger("edge_archive.audit")
 
-#: the record's fields stored as keys of `audit_names` (migration 0017), in audit_log's order
-NAMED = ("user", "protocol", "address", "action", "share")
-_INSERT = ("INSERT INTO audit_log (at, user_n, protocol_n, address_n, action_n, share_n, folder_n, path, version, "
-           "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+#: a record's user, protocol and client address are one key of `audit_origins` (a triple of
+#: `audit_names` keys, 0 for none); its action, share and path's folder keys of `audit_names`
+#: (migration 0017)
+_INSERT = ("INSERT INTO audit_log (at, origin_n, action_n, share_n, folder_n, path, version, detail) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 _KEY_OF = "SELECT id FROM audit_names WHERE name = ?"
 _ADD_NAME = "INSERT INTO audit_names (name) VALUES (?) ON CONFLICT (name) DO NOTHING"
-_FRESH = "auditlog.fresh"       # s.info: names this transaction added (not committed yet)
+_ORIGIN_OF = "SELECT id FROM audit_origins WHERE user_n = ? AND protocol_n = ? AND address_n = ?"
+_ADD_ORIGIN = ("INSERT INTO audit_origins (user_n, protocol_n, address_n) VALUES (?, ?, ?) "
+               "ON CONFLICT (user_n, protocol_n, address_n) DO NOTHING")
+_FRESH = "auditlog.fresh"       # s.info: keys this transaction added (not committed yet)
 
 
 class AuditNames:
-    """name -> key of `audit_names`, for one catalog, shared by threads.
+    """name (or origin triple) -> its key, for one catalog, shared by threads.
 
     Why a cache: a record names five strings, and a look-up each would cost more than the
     record's insert.  Only keys known to be committed are kept: a name this transaction added
@@ -38,39 +42,44 @@ class AuditNames:
     MAX_CACHED = 100_000     # (folders are names too: a huge tree's are looked up, not all kept)
 
     def __init__(self) -> None:
-        self._keys: dict[str, int] = {}
+        self._keys: dict[Any, int] = {}
 
-    def key(self, s: Any, name: str | None) -> int | None:
-        if name is None:
-            return None
-        k = self._keys.get(name)
+    def _key(self, s: Any, what: Any, find: str, add: str, params: tuple) -> int:
+        k = self._keys.get(what)
         if k is not None:
             return k
         fresh = s.info.setdefault(_FRESH, {})
-        k = fresh.get(name)
+        k = fresh.get(what)
         if k is not None:
             return k
-        row = raw.one(s, _KEY_OF, (name,))
+        row = raw.one(s, find, params)
         if row is not None:
             if len(self._keys) < self.MAX_CACHED:
-                self._keys[name] = row[0]
+                self._keys[what] = row[0]
             return row[0]
         # (ON CONFLICT: a PostgreSQL session writing batched records beside a writer)
-        raw.run(s, _ADD_NAME, (name,))
-        k = fresh[name] = raw.scalar(s, _KEY_OF, (name,))
+        raw.run(s, add, params)
+        k = fresh[what] = raw.scalar(s, find, params)
         return k
+
+    def key(self, s: Any, name: str | None) -> int | None:
+        return None if name is None else self._key(s, name, _KEY_OF, _ADD_NAME, (name,))
+
+    def origin(self, s: Any, user: str | None, protocol: str | None, address: str | None) -> int:
+        triple = (self.key(s, user) or 0, self.key(s, protocol) or 0, self.key(s, address) or 0)
+        return self._key(s, triple, _ORIGIN_OF, _ADD_ORIGIN, triple)
 
 
 def insert_rows(s: Any, rows: list[dict], names: AuditNames | None = None) -> None:
     """Write audit records (dicts of Repository.audit_row's fields) inside the transaction of
     `s` (a Session or rawsql.RawWrite): the one way records reach `audit_log`."""
     names = names or AuditNames()
-    key = names.key
+    key, origin = names.key, names.origin
     out = []
     for r in rows:
         path = r["path"]
         cut = path.rfind("/") + 1 if path else 0       # the folder, up to its last "/", is a name
-        out.append((r["at"], key(s, r["user"]), key(s, r["protocol"]), key(s, r["address"]), key(s, r["action"]),
+        out.append((r["at"], origin(s, r["user"], r["protocol"], r["address"]), key(s, r["action"]),
                     key(s, r["share"]), key(s, path[:cut]) if cut else None, path[cut:] if cut else path,
                     r["version"], r["detail"]))
     raw.many(s, _INSERT, out)

@@ -209,15 +209,25 @@ class AuditName(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
 
 
+class AuditOrigin(Base):
+    """Who wrote a record: (user, protocol, address) as keys of `audit_names`, 0 for none (so the
+    unique constraint holds: NULLs are all distinct).  One key in the record instead of three:
+    the triples are few (a user from a client), and each key costs a record ~2 B (0017)."""
+    __tablename__ = "audit_origins"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_n: Mapped[int] = mapped_column(Integer)
+    protocol_n: Mapped[int] = mapped_column(Integer)
+    address_n: Mapped[int] = mapped_column(Integer)
+    __table_args__ = (UniqueConstraint("user_n", "protocol_n", "address_n"),)
+
+
 class AuditLog(Base):
     """The audit trail as stored: the repeated strings as keys of `audit_names`.  Written only
     through archive/auditlog.py (`insert_rows`); read through the view `audit` (AuditEvent)."""
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     at: Mapped[int] = mapped_column(BigInteger)     # no index (0013): `--since` scans the trail
-    user_n: Mapped[int | None] = mapped_column(Integer)
-    protocol_n: Mapped[int | None] = mapped_column(Integer)
-    address_n: Mapped[int | None] = mapped_column(Integer)
+    origin_n: Mapped[int] = mapped_column(Integer)      # audit_origins.id: user, protocol, address
     action_n: Mapped[int] = mapped_column(Integer)
     share_n: Mapped[int | None] = mapped_column(Integer)
     # a path's folder ("/a/b/") is a name too: records of one folder repeat it; `path` holds the rest
@@ -230,12 +240,12 @@ class AuditLog(Base):
 #: the audit trail with its strings, as the table `audit` was before 0017: every reader (the ORM's
 #: AuditEvent, `archivectl audit`, ad-hoc SQL) sees the same columns and values
 AUDIT_VIEW = ('CREATE VIEW audit (id, at, "user", protocol, address, action, share, path, version, detail) AS '
-              "SELECT a.id, a.at, u.name, p.name, ad.name, ac.name, sh.name, coalesce(f.name || a.path, a.path), "
-              "a.version, a.detail "
-              "FROM audit_log a LEFT JOIN audit_names u ON u.id = a.user_n "
-              "LEFT JOIN audit_names p ON p.id = a.protocol_n LEFT JOIN audit_names ad ON ad.id = a.address_n "
-              "LEFT JOIN audit_names ac ON ac.id = a.action_n LEFT JOIN audit_names sh ON sh.id = a.share_n "
-              "LEFT JOIN audit_names f ON f.id = a.folder_n")
+               "SELECT a.id, a.at, u.name, p.name, ad.name, ac.name, sh.name, coalesce(f.name || a.path, a.path), "
+               "a.version, a.detail "
+               "FROM audit_log a LEFT JOIN audit_origins o ON o.id = a.origin_n LEFT JOIN audit_names u ON u.id = o.user_n "
+               "LEFT JOIN audit_names p ON p.id = o.protocol_n LEFT JOIN audit_names ad ON ad.id = o.address_n "
+               "LEFT JOIN audit_names ac ON ac.id = a.action_n LEFT JOIN audit_names sh ON sh.id = a.share_n "
+               "LEFT JOIN audit_names f ON f.id = a.folder_n")
 event.listen(Base.metadata, "after_create", DDL(AUDIT_VIEW))
 event.listen(Base.metadata, "before_drop", DDL("DROP VIEW IF EXISTS audit"))
 

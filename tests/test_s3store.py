@@ -554,7 +554,7 @@ def data_at(repo: Repository, off: int, n: int) -> bytes:
 
 @pytest.mark.parametrize("mib", [0, 6, 21])
 def test_a_cold_read_of_a_whole_pack_sends_no_get_past_its_end(s3, tmp_path, mib):
-    """A reader going through a pack it never saw reads ahead by whole 4 MiB GETs, and stops
+    """A reader going through a pack it never saw reads ahead by whole RUN-block GETs, and stops
     at the pack's end, which the first GET's Content-Range tells (no listing, no HEAD): a
     small pack costs one GET."""
     from archive.s3store import RUN

@@ -53,7 +53,7 @@ from .packstore import PackSink, PackStore
 BLOCK = 1 << 20          # ranged-GET unit: 16 average chunks; a random 64 KiB read costs one
 READAHEAD = 16           # blocks kept fetched ahead of a reader going through a pack in order
 RUN = 8                  # blocks per read-ahead GET (8 MiB): each GET costs botocore ~2 ms of CPU and rclone
-                         # 2-4 ms whatever its size; 4 MiB GETs cost ~20 % more client CPU per cold MiB (s3cold4)
+                         # 2-4 ms whatever its size; 4 MiB GETs cost 12-22 % more client CPU per cold MiB (s3cold4)
 READERS = 4              # read-ahead GETs at once (across packs: one pack's READAHEAD holds 2)
 OPENERS = 1              # first GETs of packs a reader will reach next (prefetch_hint): in order, one at a time
 HINTED = 4               # packs opened per hint at most (a reader's window: 32 MiB of chunks)

@@ -469,14 +469,16 @@ class GroupCommit:
             with self._cv:
                 batch = self._pending[:self.MAX_BATCH]
                 del self._pending[:self.MAX_BATCH]
-            self._run(batch)
-            with self._cv:
-                for it in batch:
-                    w = it[1]
-                    w.left -= 1
-                    if not w.left and w is not me:
-                        w.wake.release()
-                lead = self._hand_on(me)
+            try:
+                self._run(batch)
+            finally:                          # whatever happens, the waiters hear and someone leads
+                with self._cv:
+                    for it in batch:
+                        w = it[1]
+                        w.left -= 1
+                        if not w.left and w is not me:
+                            w.wake.release()
+                    lead = self._hand_on(me)
             if not me.left:
                 break
         return [it[2] for it in items]

@@ -159,6 +159,56 @@ def test_set_times_shares_the_commit_path_and_refuses_what_is_not_there(repo):
     assert [(e.action, e.path) for e in repo.audit_events()][-2:] == [("set_times", "/d/f"), ("set_times", "/d")]
 
 
+
+def test_a_logins_early_check_and_set_times_check_the_grant_in_their_own_transaction(repo):
+    """open_write's early check and set_times read the login's grant inside the transaction
+    they open anyway (FTP's STOR and MFMT: one read transaction less each, branch ftp15): a
+    downgrade or a removal made by another client is refused there, with nothing written."""
+    alice = repo.login("alice", "alice-pw", WEB)
+    fs = alice.share("office", WEB)
+    fs.mkdir("/d")
+    put_bytes(fs, "/d/f", b"one")
+    seen: list[str] = []
+
+    def traced(dbapi_conn, _rec):
+        dbapi_conn.set_trace_callback(seen.append)
+    event.listen(repo.catalog.engine, "connect", traced)
+    repo.catalog.engine.dispose()
+    try:
+        fs.open_write("/d/g").abort()
+        early = list(seen)
+        seen.clear()
+        fs.set_times("/d/f", 1_500_000_000)
+        times = list(seen)
+    finally:
+        event.remove(repo.catalog.engine, "connect", traced)
+        repo.catalog.engine.dispose()
+    # one read transaction: BEGIN, the auth generation, the parent's and the name's lookups, ROLLBACK
+    assert [q.split()[0].upper() for q in early] == ["BEGIN", "SELECT", "SELECT", "SELECT", "ROLLBACK"], early
+    assert sum("auth_state" in q for q in early) == 1
+    assert [q.split()[0].upper() for q in times][0] == "BEGIN" and "IMMEDIATE" in times[0].upper(), times
+    assert "auth_state" in times[1] and times.count("BEGIN") == 0, times
+    assert fs.stat("/d/f").mtime == 1_500_000_000
+
+    repo.grant("alice", "office", "ro")          # another client; this login did not validate()
+    before = _rows(repo)
+    with pytest.raises(errors.PermissionDenied):
+        fs.open_write("/d/h")
+    with pytest.raises(errors.PermissionDenied):
+        fs.set_times("/d/f", 1_600_000_000)
+    assert _rows(repo) == before
+    assert repo.share("office").stat("/d/f").mtime == 1_500_000_000
+    repo.grant("alice", "office", "rw")
+    fs.set_times("/d/f", 1_600_000_000)          # the grant is back: allowed again
+    repo.remove_user("alice")
+    before = _rows(repo)
+    with pytest.raises(errors.AuthFailed):
+        fs.open_write("/d/h")
+    with pytest.raises(errors.AuthFailed):
+        fs.set_times("/d/f", 1_700_000_000)
+    assert _rows(repo) == before
+    assert repo.share("office").stat("/d/f").mtime == 1_600_000_000
+
 def test_a_repository_dropped_without_close_frees_its_catalog_engine(tmp_path):
     """The commit path's idle connections (rawsql._Idle) must not keep an engine, and with it
     SQLite file descriptors, alive after its repository is gone (close() closes them at once)."""

@@ -438,6 +438,22 @@ def test_path_traversal_and_nul_are_refused(srv):
     ftp.quit()
 
 
+
+def test_control_character_range_edges_in_names(srv):
+    """The edges of the refused range: US (0x1f) and DEL (0x7f) are refused, space (0x20) and
+    tilde (0x7e) are ordinary name characters; nothing is created for a refused name."""
+    ftp = srv.client()
+    ftp.cwd("/office")
+    for bad in (b"a\x1fb", b"a\x7fb", b"\x7f", b"sub\x1f/x"):
+        ftp.sock.sendall(b"MKD " + bad + b"\r\n")
+        with pytest.raises(ftplib.Error) as ei:
+            ftp.getresp()
+        assert code_of(ei.value) == "550", bad
+    assert ftp.mkd("a b") == "/office/a b"
+    assert ftp.mkd("a~b") == "/office/a~b"
+    assert sorted(ftp.nlst("/office")) == ["a b", "a~b"]
+    ftp.quit()
+
 def test_port_to_foreign_address_is_refused(srv):
     ftp = srv.client()
     expect_error("501", ftp.sendcmd, "PORT 10,0,0,1,200,10")           # FTP bounce

@@ -280,3 +280,40 @@ def test_allo_with_rest_counts_the_final_size_or_the_bytes_sent(srv):
     assert retr(ftp, "/office/r.bin") == b"0123ghijkl"
     assert sizes(srv, "/r.bin") == [10, 10, 10]
     ftp.quit()
+
+
+# --- pyftpdlib's debug lines: formatted only when asked for ----------------------------------
+
+def test_pyftpdlib_debug_lines_appear_only_at_debug_level(srv, caplog):
+    """The adapter routes pyftpdlib's ``debug()`` through a level check (it formatted a repr of
+    every handler for lines nobody logs): at DEBUG the lines are still there, at the adapter's
+    default (WARNING) none is formatted."""
+    import logging
+
+    from pyftpdlib.handlers.ftp import data as ftp_data
+
+    def upload_and_read(name: str) -> None:
+        ftp = srv.client()
+        stor(ftp, f"/office/{name}", b"payload")
+        assert retr(ftp, f"/office/{name}") == b"payload"
+        ftp.quit()
+
+    seen: list[str] = []
+    real_repr = ftp_data.DTPHandler.__repr__
+
+    def counting_repr(self):
+        seen.append("repr")
+        return real_repr(self)
+    ftp_data.DTPHandler.__repr__ = counting_repr
+    try:
+        upload_and_read("quiet.txt")                  # pyftpdlib's logger at WARNING
+        assert seen == []
+        assert not [r for r in caplog.records if r.name == "pyftpdlib" and "[debug]" in r.getMessage()]
+        with caplog.at_level(logging.DEBUG, logger="pyftpdlib"):
+            upload_and_read("loud.txt")
+            _wait_for(lambda: any("[debug]" in r.getMessage() and "DTPHandler" in r.getMessage()
+                                  for r in caplog.records if r.name == "pyftpdlib"),
+                      "a pyftpdlib debug line naming a data handler")
+        assert seen
+    finally:
+        ftp_data.DTPHandler.__repr__ = real_repr

@@ -208,8 +208,7 @@ def _in_one_batch(repo, calls) -> dict:
                 time.sleep(0.001)
     finally:
         with gc._cv:
-            gc._leading = False
-            gc._cv.notify_all()
+            gc._hand_on()                                       # the oldest queued one leads
     for t in threads:
         t.join()
     return got

@@ -16,6 +16,8 @@ from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
 from pyftpdlib.handlers.ftp.data import DTPHandler
 from pyftpdlib.handlers.ftps.data import TLS_DTPHandler
 from pyftpdlib.ioloop import IOLoop
+from pyftpdlib.log import debug as _pyftpdlib_debug
+from pyftpdlib.log import logger as _PYFTPDLIB_LOG
 from pyftpdlib.servers import ThreadedFTPServer
 
 from .authorizer import CatalogAuthorizer
@@ -23,6 +25,11 @@ from .handler import build_handler
 from .state import ServerState
 
 __all__ = ["FTPAdapter", "parse_listen", "parse_port_range"]
+
+#: pyftpdlib modules that call ``pyftpdlib.log.debug`` on every connection and transfer
+_PYFTPDLIB_DEBUG_USERS = ("pyftpdlib.ioloop", "pyftpdlib.servers", "pyftpdlib.handlers.ftp.control",
+                          "pyftpdlib.handlers.ftp.data", "pyftpdlib.handlers.ftp.dispatchers",
+                          "pyftpdlib.handlers.ftps.ssl")
 
 DEFAULTS: dict[str, Any] = {
     "listen": "127.0.0.1:2121",
@@ -244,3 +251,25 @@ def _quiet_pyftpdlib_logging() -> None:
         lg.addHandler(logging.NullHandler())
     if lg.level == logging.NOTSET:
         lg.setLevel(logging.WARNING)
+    _lazy_pyftpdlib_debug()
+
+
+def _lazy_debug(s: str, inst: Any = None) -> None:
+    """pyftpdlib's ``log.debug`` formats ``repr(inst)`` (its handlers' repr reads the socket's
+    address and family) before the logger drops the line: 3% of the server's CPU per small
+    upload (docs/benchmarks.md, ftp15).  The same line, formatted only when DEBUG is on."""
+    if _PYFTPDLIB_LOG.isEnabledFor(logging.DEBUG):
+        _pyftpdlib_debug(s, inst)
+
+
+def _lazy_pyftpdlib_debug() -> None:
+    """Point pyftpdlib's modules (which import ``debug`` by name) at ``_lazy_debug``."""
+    import importlib
+
+    for name in _PYFTPDLIB_DEBUG_USERS:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:                     # pragma: no cover (pyftpdlib without TLS)
+            continue
+        if getattr(mod, "debug", None) is _pyftpdlib_debug:
+            mod.debug = _lazy_debug

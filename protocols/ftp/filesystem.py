@@ -12,6 +12,7 @@ Path hygiene happens in :meth:`ArchiveFS.ftpnorm`: NUL and control characters, a
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat as stat_mod
 import time
@@ -30,8 +31,13 @@ PERMS_RW = "elradfmwMT"
 SNAPSHOTS = ".snapshots"
 
 
+#: control characters (C0 and DEL) a path may not contain; one regex search per check, where a
+#: per-character generator cost ~10 us per path, 8 checks per uploaded file (ftp15)
+_BAD_CHARS = re.compile("[\x00-\x1f\x7f]")
+
+
 def _bad_chars(path: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in path)
+    return _BAD_CHARS.search(path) is not None
 
 
 def entry_stat(entry: Any, writable: bool, dev: int = 0) -> os.stat_result:

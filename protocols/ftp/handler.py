@@ -56,10 +56,14 @@ _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.
 _ALLO = re.compile(r"\s*(\d{1,19})(?:\s+R\s+\d{1,19})?\s*", re.IGNORECASE)
 
 
+#: lone surrogates U+DC80..U+DCFF: bytes that were not UTF-8, decoded with surrogateescape
+_SURROGATE_ESCAPES = re.compile("[\udc80-\udcff]")
+
+
 def _not_utf8(text: str) -> bool:
     """True when the command line held bytes that are not UTF-8 (decoded with
     surrogateescape, they show up as lone surrogates U+DC80..U+DCFF)."""
-    return any("\udc80" <= c <= "\udcff" for c in text)
+    return _SURROGATE_ESCAPES.search(text) is not None
 
 
 def _primed(items: Any) -> Iterator[Any]:

@@ -27,6 +27,9 @@ _ORIGIN_OF = "SELECT id FROM audit_origins WHERE user_n = ? AND protocol_n = ? A
 _ADD_ORIGIN = ("INSERT INTO audit_origins (user_n, protocol_n, address_n) VALUES (?, ?, ?) "
                "ON CONFLICT (user_n, protocol_n, address_n) DO NOTHING")
 _FRESH = "auditlog.fresh"       # s.info: keys this transaction added (not committed yet)
+#: the longest folder kept as a name (audit_names.name is VARCHAR(255), which PostgreSQL enforces):
+#: a record under a deeper folder keeps its whole path in `path`, as before 0017
+MAX_NAME = 255
 
 
 class AuditNames:
@@ -79,6 +82,8 @@ def insert_rows(s: Any, rows: list[dict], names: AuditNames | None = None) -> No
     for r in rows:
         path = r["path"]
         cut = path.rfind("/") + 1 if path else 0       # the folder, up to its last "/", is a name
+        if cut > MAX_NAME:
+            cut = 0
         out.append((r["at"], origin(s, r["user"], r["protocol"], r["address"]), key(s, r["action"]),
                     key(s, r["share"]), key(s, path[:cut]) if cut else None, path[cut:] if cut else path,
                     r["version"], r["detail"]))

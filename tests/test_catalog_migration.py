@@ -553,11 +553,13 @@ def test_0017_0018_audit_and_chunks_read_the_same_both_ways(tmp_path):
         repo.audit("login_failed", Origin("ftp", None, None))
         repo.audit("download", odd, "s", "/ü/ça va/ß.txt")             # folders are names too
         repo.audit("odd_path", odd, "s", "no-slash")
+        deep = "/" + "d" * 300 + "/deep.txt"            # a folder too long to be a name (VARCHAR(255))
+        repo.audit("download", odd, "s", deep)
         at_head, rows = _everything(repo), _audit_sql(repo)
         assert ("login_failed", "o'brien", "2001:db8::7") in [(a[4], a[1], a[3]) for a in at_head["audit"]]
         assert (None, "ftp", None, "login_failed", None, None, None) in [r[2:9] for r in rows]
         assert ("o'brien", "webdav", "2001:db8::7", "download", "s", "/a/small.txt", 2) in [r[2:9] for r in rows]
-        assert {"/ü/ça va/ß.txt", "no-slash"} <= {r[7] for r in rows}
+        assert {"/ü/ça va/ß.txt", "no-slash", deep} <= {r[7] for r in rows}
         assert _audit_kind(repo) == ("view", True, False)
         assert not check.check(repo)
         _alembic(repo, "downgrade", "0016")
@@ -566,7 +568,9 @@ def test_0017_0018_audit_and_chunks_read_the_same_both_ways(tmp_path):
         with repo.catalog.write() as s:          # the table's own ids go on (SQL: the code is at head)
             s.execute(text("INSERT INTO audit (at, \"user\", protocol, address, action) "
                            "VALUES (1, 'u', 'cli', 'h', 'at_0016')"))
-        assert [r[0] for r in _audit_sql(repo)][-1] == rows[-1][0] + 1
+            s.execute(text("INSERT INTO audit (at, \"user\", protocol, address, action, share, path) "
+                           "VALUES (2, 'u', 'cli', 'h', 'deep_0016', 's', :p)"), {"p": "/e" * 200 + "/x.txt"})
+        assert [r[0] for r in _audit_sql(repo)][-2] == rows[-1][0] + 1
         rows = _audit_sql(repo)
         _alembic(repo, "upgrade", "head")
         # (the upgrade made new keys: a process keeps its names' keys for the catalog's life, and a

@@ -32,6 +32,8 @@ NAMED = ('"user"', "protocol", "address", "action", "share")
 #: a path's folder, up to its last "/" (rtrim drops the trailing characters that are not "/"),
 #: stored as a name too ('' for a path without "/": no name, the whole path in `path`)
 FOLDER = "rtrim({p}, replace({p}, '/', ''))"
+#: folders longer than a name may be (VARCHAR(255)) stay in the record's path (auditlog.MAX_NAME)
+SHORT = "length({f}) <= 255"
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
@@ -61,17 +63,22 @@ def upgrade() -> None:
                     sa.PrimaryKeyConstraint("id"))
     union = " UNION ".join(f"SELECT {c} AS n FROM audit WHERE {c} IS NOT NULL"
                            for c in NAMED + (FOLDER.format(p="path"),))
+    short = SHORT.format(f=FOLDER.format(p="path"))
+    union = union.replace(f"WHERE {FOLDER.format(p='path')} IS NOT NULL",
+                          f"WHERE {FOLDER.format(p='path')} IS NOT NULL AND {short}")
     op.execute(f"INSERT INTO audit_names (name) SELECT n FROM ({union}) AS u WHERE n <> '' ORDER BY n")
     key = "(SELECT id FROM audit_names WHERE name = {})".format
     origin = [f"coalesce({key('a.' + c)}, 0)" for c in NAMED[:3]]
     op.execute("INSERT INTO audit_origins (user_n, protocol_n, address_n) "
                f"SELECT DISTINCT {', '.join(origin)} FROM audit a")
     folder = FOLDER.format(p="a.path")
+    fits = SHORT.format(f=folder)
     op.execute("INSERT INTO audit_log (id, at, origin_n, action_n, share_n, folder_n, path, version, detail) "
                "SELECT a.id, a.at, (SELECT o.id FROM audit_origins o WHERE "
                f"o.user_n = {origin[0]} AND o.protocol_n = {origin[1]} AND o.address_n = {origin[2]}), "
-               f"{', '.join(key('a.' + c) for c in NAMED[3:])}, {key(folder)}, "
-               f"substr(a.path, length({folder}) + 1), a.version, a.detail FROM audit a ORDER BY a.id")
+               f"{', '.join(key('a.' + c) for c in NAMED[3:])}, CASE WHEN {fits} THEN {key(folder)} END, "
+               f"CASE WHEN {fits} THEN substr(a.path, length({folder}) + 1) ELSE a.path END, "
+               "a.version, a.detail FROM audit a ORDER BY a.id")
     op.drop_table("audit")
     op.execute(VIEW)
     if op.get_bind().dialect.name == "postgresql":     # (ids go on from the copied records)

@@ -4,6 +4,9 @@ user sees must not change: a refused or failed commit leaves nothing, a grant ch
 is honoured inside the commit, and the statements a commit runs stay few."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import pytest
 from sqlalchemy import event, text
 
@@ -12,6 +15,23 @@ from conftest import put_bytes
 
 WEB = Origin("webdav", "10.0.0.7")
 TABLES = ("nodes", "dentries", "versions", "version_chunks", "chunks", "audit", "share_changes")
+
+
+@contextmanager
+def _statements(repo) -> Iterator[list[str]]:
+    """The SQL text of every statement the catalog's connections run inside the block (the
+    engine is disposed on entry so that no connection made before escapes the trace)."""
+    seen: list[str] = []
+
+    def traced(dbapi_conn, _rec):
+        dbapi_conn.set_trace_callback(seen.append)
+    event.listen(repo.catalog.engine, "connect", traced)
+    repo.catalog.engine.dispose()
+    try:
+        yield seen
+    finally:
+        event.remove(repo.catalog.engine, "connect", traced)
+        repo.catalog.engine.dispose()
 
 
 def _rows(repo) -> dict:
@@ -88,13 +108,7 @@ def test_statements_of_one_small_commit_and_of_create_remove(repo):
     for _ in range(2):
         fs.create_file("/d/warm3")
         fs.remove("/d/warm3")
-    seen: list[str] = []
-
-    def traced(dbapi_conn, _rec):
-        dbapi_conn.set_trace_callback(seen.append)
-    event.listen(repo.catalog.engine, "connect", traced)
-    repo.catalog.engine.dispose()
-    try:
+    with _statements(repo) as seen:
         w = fs.open_write("/d/f")
         w.write(b"small file " * 30)
         w.commit()
@@ -105,9 +119,6 @@ def test_statements_of_one_small_commit_and_of_create_remove(repo):
         seen.clear()
         fs.remove("/d/g")
         remove = len(seen)
-    finally:
-        event.remove(repo.catalog.engine, "connect", traced)
-        repo.catalog.engine.dispose()
     # upload: the early check (BEGIN, 2 lookups, ROLLBACK), the dedupe lookup (BEGIN, 1, ROLLBACK),
     # the commit (BEGIN IMMEDIATE, the pack's name (packs), chunk, 2 lookups, max(id), 3 rows
     # (node, dentry, the version holding its one chunk) + parent mtime, the share's usage counter
@@ -168,21 +179,12 @@ def test_a_logins_early_check_and_set_times_check_the_grant_in_their_own_transac
     fs = alice.share("office", WEB)
     fs.mkdir("/d")
     put_bytes(fs, "/d/f", b"one")
-    seen: list[str] = []
-
-    def traced(dbapi_conn, _rec):
-        dbapi_conn.set_trace_callback(seen.append)
-    event.listen(repo.catalog.engine, "connect", traced)
-    repo.catalog.engine.dispose()
-    try:
+    with _statements(repo) as seen:
         fs.open_write("/d/g").abort()
         early = list(seen)
         seen.clear()
         fs.set_times("/d/f", 1_500_000_000)
         times = list(seen)
-    finally:
-        event.remove(repo.catalog.engine, "connect", traced)
-        repo.catalog.engine.dispose()
     # one read transaction: BEGIN, the auth generation, the parent's and the name's lookups, ROLLBACK
     assert [q.split()[0].upper() for q in early] == ["BEGIN", "SELECT", "SELECT", "SELECT", "ROLLBACK"], early
     assert sum("auth_state" in q for q in early) == 1

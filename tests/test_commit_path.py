@@ -211,6 +211,7 @@ def test_a_logins_early_check_and_set_times_check_the_grant_in_their_own_transac
     assert _rows(repo) == before
     assert repo.share("office").stat("/d/f").mtime == 1_600_000_000
 
+
 def test_a_repository_dropped_without_close_frees_its_catalog_engine(tmp_path):
     """The commit path's idle connections (rawsql._Idle) must not keep an engine, and with it
     SQLite file descriptors, alive after its repository is gone (close() closes them at once)."""

@@ -71,7 +71,7 @@ class RcloneS3:
         self.proc = subprocess.Popen(
             [rclone_binary(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}", "--auth-key", f"{ACCESS},{SECRET}",
              "--config", "/dev/null", *self.flags, str(self.root)],
-            stdout=subprocess.DEVNULL, stderr=open(self.root.parent / f"{self.root.name}.log", "ab"))
+            stdout=subprocess.DEVNULL, stderr=self._log())
         deadline = time.monotonic() + 30
         while self.proc.poll() is None and time.monotonic() < deadline:
             try:
@@ -82,15 +82,30 @@ class RcloneS3:
                 time.sleep(0.05)
         raise RuntimeError(f"rclone serve s3 did not start on 127.0.0.1:{self.port}")
 
+    @property
+    def log_path(self) -> Path:
+        """rclone's stderr, beside (not inside) the bucket folder, so listings do not see it."""
+        return self.root.parent / f"{self.root.name}.log"
+
+    def _log(self):
+        self._log_file = open(self.log_path, "ab")
+        return self._log_file
+
+    _log_file = None
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait(10)
             self.proc = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
 
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+        self.log_path.unlink(missing_ok=True)
 
     def objects(self, bucket: str) -> list[str]:
         base = self.root / bucket
